@@ -1,0 +1,348 @@
+"""Every hook of OpenIDCS, documented where it is declared.
+
+Two kinds of hooks live here:
+
+**Engine hooks** (class ``EngineSpec``) drive one kind of host: Docker, LXD,
+vSphere... Each engine is loaded into a plugin manager of its own, so a call
+for a host of type ``LXD`` reaches the LXD engine and nothing else; no
+engine ever checks the host type itself. Every engine hook is
+``firstresult``: the engine's answer is the answer. An engine implements the
+hooks it can; the set it implements *is* its capability list (see
+``idcs_core.plugins.CAPABILITIES``), and calling a hook it lacks answers
+"not supported by this engine" (business code 1006) without reaching it.
+
+Engine hooks may be plain functions (the core runs them in a worker thread
+with a timeout, so synchronous SDKs such as pyvmomi, pylxd and docker are
+fine) or ``async def`` (awaited on the event loop; they must not block).
+They receive a ``host: HostSpec`` (address, credentials, options) and plain
+data objects from ``idcs_core.types``; they never see the database or HTTP.
+They signal failure by raising ``idcs_core.errors`` exceptions:
+``HostUnreachable`` (1003) when the host cannot be reached or refuses the
+credentials, ``VMNotFound`` (1002) when the VM is not on the host,
+``NotSupported`` (1006) for an action the engine cannot do, ``BadRequest``
+(400) for a value the back end rejects, and ``VMOperationFailed`` for
+anything else. Other exceptions become 1004 (create) or 1005 (everything
+else) with their message.
+
+Long operations (create, update, delete, reinstall, backups) receive
+``progress``: call ``progress(percent, message)`` as work advances (it is
+thread-safe); the core stores it on the task the API exposes. A hook may
+leave the ``progress`` parameter out of its signature.
+
+**Event hooks** (class ``EventSpec``) tell plugins that are not engines
+(audit, billing, webhooks) what happened. They are called after the fact on
+the global plugin manager, in a worker thread, never with secrets, and an
+exception in one is logged and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from idcs_core.types import (
+    BackupInfo,
+    ConsoleInfo,
+    DiskSpec,
+    HostSpec,
+    HostStatus,
+    IPAddress,
+    NatRule,
+    OSImage,
+    PowerAction,
+    Progress,
+    ProxyRule,
+    TerminalChannel,
+    VMInfo,
+    VMSpec,
+)
+
+PROJECT = "idcs"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Decorate each hook implementation with ``@hookimpl`` (import it from here)."""
+
+
+class EngineSpec:
+    """Hooks an engine implements to drive one kind of host."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @hookspec(firstresult=True)
+    def engine_describe(self) -> dict[str, Any]:
+        """Describe the engine for ``idcs plugins`` and ``GET /api/system/engine/detail``.
+
+        Return a dict with any of ``title`` (human name, e.g. "Docker / Podman"),
+        ``description``, ``homepage`` and ``options`` (a mapping of the host
+        ``options`` keys the engine understands to a one-line explanation).
+        Optional; called once at load time.
+        """
+
+    @hookspec(firstresult=True)
+    def host_connect(self, host: HostSpec) -> HostStatus:
+        """Check that ``host`` can be reached with its credentials, and return its status.
+
+        Called when a host is created or its address/credentials change, before
+        the change is saved: raise ``HostUnreachable`` (1003) with a clear message
+        ("connection refused", "login failed") to refuse it. An engine that keeps
+        a session per host may open it here.
+        """
+
+    @hookspec(firstresult=True)
+    def host_status(self, host: HostSpec) -> HostStatus:
+        """Return the host's live status and usage (CPU/memory/disk percent, VM count, version).
+
+        Called for host lists and system stats, concurrently for all hosts and
+        with a short timeout (setting ``host_timeout``): answer quickly, ideally
+        in one round trip. Raise ``HostUnreachable`` when the host is down; the
+        core shows it as ``offline``.
+        """
+
+    @hookspec(firstresult=True)
+    def host_power(self, host: HostSpec, action: str) -> None:
+        """Start, stop or restart the host itself (``action``: start / stop / restart).
+
+        Few engines can: leave it unimplemented and the API answers 1006.
+        """
+
+    @hookspec(firstresult=True)
+    def host_close(self, host: HostSpec) -> None:
+        """Release what the engine holds for ``host`` (sessions, connection pools).
+
+        Called when the host is deleted or its connection settings change, and at
+        server shut-down. Must not raise.
+        """
+
+    @hookspec(firstresult=True)
+    def os_images(self, host: HostSpec) -> list[OSImage]:
+        """List the images, templates or ISO files the host can create VMs from.
+
+        ``OSImage.family`` groups them in the API (``ubuntu``, ``debian``,
+        ``centos``, ``windows``, ``other``...); derive it from image properties or
+        names. ``OSImage.file`` is what a client passes back as ``os_name``.
+        """
+
+    # ------------------------------------------------------------------ VMs
+
+    @hookspec(firstresult=True)
+    def vm_list(self, host: HostSpec) -> list[VMInfo]:
+        """List every VM/container on the host, managed by OpenIDCS or not.
+
+        Used by scans (``/api/client/scaner``) to import unknown VMs and by the
+        host detail to count them. List all VMs in a constant number of round
+        trips, not one per VM.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
+        """Create the VM ``spec.vm_uuid`` from ``spec.os_name`` with the spec's CPU/RAM/disk.
+
+        Leave it stopped or running as the engine's custom is; return its
+        ``VMInfo``. ``spec.config`` may carry ``os_pass`` (initial root password):
+        set it if you can. If creation fails half-way, remove what was made
+        before raising, so the host is as before. Raise ``Conflict`` if a VM of
+        that name already exists on the host, ``BadRequest`` for an unknown image.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
+        """Change an existing VM to match ``spec`` (CPU, RAM, disk size, limits in ``config``).
+
+        Apply live where the back end allows, else raise ``VMOperationFailed``
+        saying the VM must be stopped. Shrinking a disk may be refused with
+        ``BadRequest``. Return the VM as it is afterwards.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
+        """Destroy the VM and its own disks (power it off first if needed).
+
+        Deleting a VM that is already gone must succeed (idempotent): the core
+        may retry a delete that failed half-way.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
+        """Reinstall the VM from ``spec.os_name`` keeping its id, limits and, where the
+        engine can, its network identity. Data on the system disk is lost.
+
+        Optional: without it the core reinstalls by ``vm_delete`` then ``vm_create``.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
+        """Apply a power action and return the VM's state afterwards.
+
+        ``START`` (S_START), ``HARD_OFF`` (H_CLOSE, immediate power off), ``STOP``
+        (graceful shut-down), ``RESET`` (S_RESET), ``PAUSE`` (S_PAUSE: suspend or
+        freeze) and ``RESUME`` (leave paused/suspended). Starting a running VM or
+        stopping a stopped one is not an error. Raise ``NotSupported`` for an
+        action the engine cannot do.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
+        """Return the VM's live state: status word, engine power state, usage, IPs.
+
+        Raise ``VMNotFound`` if it is not on the host.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_set_password(self, host: HostSpec, vm_uuid: str, username: str, password: str) -> None:
+        """Set the password of ``username`` (root/Administrator) inside the guest.
+
+        The VM is usually running. Raise ``VMOperationFailed`` with a clear
+        message when the guest lacks the tools (no ``chpasswd``, no guest agent).
+        Never log the password.
+        """
+
+    # ------------------------------------------------------------------ console
+
+    @hookspec(firstresult=True)
+    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleInfo:
+        """Return URLs for a graphical console (VNC/WebMKS page with a ticket) and/or a
+        web terminal the engine serves itself.
+
+        Engines that offer a shell through ``vm_terminal_open`` need not return a
+        ``terminal_url``: the core serves ``/console/terminal`` for them.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_terminal_open(self, host: HostSpec, vm_uuid: str, cols: int, rows: int) -> TerminalChannel:
+        """Open an interactive shell in the VM and return a ``TerminalChannel``.
+
+        The core bridges it to the browser over a websocket and closes it when
+        the browser leaves. Raise ``VMOperationFailed`` if the VM is not running.
+        """
+
+    # ------------------------------------------------------------------ network
+
+    @hookspec(firstresult=True)
+    def vm_ip_list(self, host: HostSpec, vm_uuid: str) -> list[IPAddress]:
+        """Return the VM's IP addresses as the back end or guest reports them."""
+
+    @hookspec(firstresult=True)
+    def vm_ip_add(self, host: HostSpec, vm_uuid: str, request: dict[str, Any]) -> IPAddress:
+        """Give the VM one more address (``request`` may name ``nic_type`` nat/pub,
+        ``ip4_addr``, ``ip6_addr``, ``mac_addr``); return what was assigned."""
+
+    @hookspec(firstresult=True)
+    def vm_ip_remove(self, host: HostSpec, vm_uuid: str, address: IPAddress) -> None:
+        """Take ``address`` (as returned by ``vm_ip_add``) off the VM. Idempotent."""
+
+    @hookspec(firstresult=True)
+    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
+        """Forward ``rule.host_port`` on the host to ``rule.vm_port`` in the VM, for real.
+
+        The core has already checked the port is free among its own records;
+        raise ``Conflict`` if the host has it taken by something else. The rule
+        must take effect on a running VM and keep the VM's data. Return the rule
+        as applied (``lan_addr`` filled in where known).
+        """
+
+    @hookspec(firstresult=True)
+    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
+        """Remove a forward added by ``nat_add``. Removing one that is gone succeeds."""
+
+    @hookspec(firstresult=True)
+    def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
+        """Make the VM's forwards on the host exactly ``rules`` (the core's records).
+
+        Called after a server restart or host reconnection, for engines whose
+        rules do not survive a host reboot (nftables, iptables). Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def proxy_add(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:
+        """Serve ``rule.domain`` from the VM's ``rule.lan_port`` through a reverse proxy."""
+
+    @hookspec(firstresult=True)
+    def proxy_remove(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:
+        """Remove a reverse-proxy entry added by ``proxy_add``. Idempotent."""
+
+    # ------------------------------------------------------------------ storage
+
+    @hookspec(firstresult=True)
+    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
+        """Create the extra disk ``disk.name`` of ``disk.size_gb`` GB if it does not exist,
+        and attach it to the VM. Attaching an attached disk succeeds."""
+
+    @hookspec(firstresult=True)
+    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
+        """Detach the disk from the VM and keep its data for a later attach."""
+
+    @hookspec(firstresult=True)
+    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
+        """Detach if needed and destroy the disk and its data. Idempotent."""
+
+    @hookspec(firstresult=True)
+    def iso_mount(self, host: HostSpec, vm_uuid: str, iso_name: str) -> None:
+        """Insert the ISO image ``iso_name`` (one of ``os_images``) into the VM's CD-ROM."""
+
+    @hookspec(firstresult=True)
+    def iso_unmount(self, host: HostSpec, vm_uuid: str, iso_name: str) -> None:
+        """Eject ``iso_name`` from the VM's CD-ROM. Idempotent."""
+
+    # ------------------------------------------------------------------ backups
+
+    @hookspec(firstresult=True)
+    def backup_create(
+        self, host: HostSpec, vm_uuid: str, backup_name: str, description: str, progress: Progress
+    ) -> BackupInfo:
+        """Make a restorable backup named ``backup_name`` (chosen by the core, unique per VM).
+
+        A backup holds the VM's disk data and configuration as they are now
+        (a snapshot, an export archive...). Return its ``BackupInfo``.
+        """
+
+    @hookspec(firstresult=True)
+    def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
+        """Bring the VM back to the state of ``backup_name``: afterwards its data is what
+        it was when the backup was made. Return the VM as it is afterwards."""
+
+    @hookspec(firstresult=True)
+    def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:
+        """Delete the backup. Deleting one that is gone succeeds."""
+
+    @hookspec(firstresult=True)
+    def backup_list(self, host: HostSpec) -> list[BackupInfo]:
+        """List every backup on the host (all VMs), for ``/api/server/backup/scan``."""
+
+
+class EventSpec:
+    """Hooks a plugin implements to react to what happened (audit, billing, webhooks).
+
+    Register such a plugin through the entry-point group ``idcs.plugins``. Each
+    hook is called after the change is committed, with plain dicts that never
+    carry secrets; an exception is logged and ignored.
+    """
+
+    @hookspec
+    def idcs_startup(self, config: dict[str, Any]) -> None:
+        """The server has started (``config``: data dir, database driver, listen address)."""
+
+    @hookspec
+    def user_logged_in(self, user: dict[str, Any], source_ip: str) -> None:
+        """``user`` (id, username, is_admin) logged in from ``source_ip``."""
+
+    @hookspec
+    def host_changed(self, host: dict[str, Any], change: str) -> None:
+        """A host was ``created``, ``updated`` or ``deleted`` (``host``: name, type, addr)."""
+
+    @hookspec
+    def vm_created(self, vm: dict[str, Any]) -> None:
+        """A VM finished creating (``vm``: host, vm_uuid, owner, spec, status)."""
+
+    @hookspec
+    def vm_deleted(self, vm: dict[str, Any]) -> None:
+        """A VM was deleted from its host and from the database."""
+
+    @hookspec
+    def vm_powered(self, vm: dict[str, Any], action: str) -> None:
+        """A power ``action`` (S_START, H_CLOSE...) succeeded on ``vm``."""
+
+    @hookspec
+    def task_finished(self, task: dict[str, Any]) -> None:
+        """A long operation ended (``task``: id, kind, state success/failed, message)."""
