@@ -1,0 +1,88 @@
+"""Logging in and out, the current user, and the global API token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
+from idcs_core.api.schemas import Empty, LoginBody, TokenSet
+from idcs_core.security import constant_time_equal, generate_api_token
+from idcs_core.services import users
+
+router = Router("auth")
+
+LOGIN_DATA = {"type": "object", "properties": {
+    "token": {"type": "string", "description": "a JWT; send it as Authorization: Bearer <token>"},
+    "user_id": {"type": "integer"}, "username": {"type": "string"}, "is_admin": {"type": "boolean"}}}
+
+
+@router.post("/login", auth=PUBLIC, body=LoginBody, data=LOGIN_DATA)
+async def login(ctx: Ctx, body: LoginBody) -> Any:
+    """Log in with user name and password; get a token.
+
+    Repeated failures lock the user name for a while (code 2004, HTTP 429).
+    """
+    if body.login_type == "token":
+        if not (body.token and constant_time_equal(body.token, ctx.core.auth.api_token)):
+            await ctx.core.audit(None, "login", "api-token", "failed", "wrong API token", ctx.source_ip)
+            raise errors.TokenInvalid("the API token is wrong")
+        return {"token": body.token, "user_id": None, "username": "api-token", "is_admin": True}
+    assert body.username and body.password
+    return await ctx.core.auth.login(body.username, body.password, ctx.source_ip)
+
+
+@router.post("/api/login", auth=PUBLIC, body=LoginBody, alias_of="/login", data=LOGIN_DATA)
+async def login_alias(ctx: Ctx, body: LoginBody) -> Any:
+    """Log in (billing panel dialect: also login_type=token with the global API token)."""
+    return await login(ctx, body)
+
+
+@router.post("/logout", auth=USER, vm_scoped=True)
+async def logout(ctx: Ctx) -> Any:
+    """Log out: the token stops working at once."""
+    await ctx.core.auth.logout(ctx.user)
+    await ctx.core.audit(ctx.user, "logout", ctx.user.username, source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/logout", auth=USER, alias_of="/logout", vm_scoped=True)
+async def logout_alias(ctx: Ctx) -> Any:
+    """Log out (billing panel dialect)."""
+    return await logout(ctx)
+
+
+@router.get("/api/users/current", auth=USER, vm_scoped=True)
+async def current_user(ctx: Ctx) -> Any:
+    """The user this token belongs to."""
+    p = ctx.user
+    if p.user_id is None:
+        return {"id": None, "username": p.username, "email": "", "is_admin": True, "created_at": None,
+                "via": "api_token"}
+    async with ctx.core.db.session() as s:
+        user = await users.get_user(s, p.user_id)
+        data = users.user_dict(user)
+    data["scope_vm_id"] = p.vm_id
+    return data
+
+
+@router.get("/api/token/current", auth=ADMIN)
+async def token_current(ctx: Ctx) -> Any:
+    """The global API token (authenticates as administrator)."""
+    return {"token": ctx.core.auth.api_token}
+
+
+@router.post("/api/token/set", auth=ADMIN, body=TokenSet)
+async def token_set(ctx: Ctx, body: TokenSet) -> Any:
+    """Set the global API token (16-256 URL-safe characters)."""
+    await ctx.core.auth.set_api_token(body.token)
+    await ctx.core.audit(ctx.user, "token.set", "api-token", source_ip=ctx.source_ip)
+    return {"token": body.token}
+
+
+@router.post("/api/token/reset", auth=ADMIN, body=Empty)
+async def token_reset(ctx: Ctx, body: Empty) -> Any:
+    """Generate a new global API token; the old one stops working at once."""
+    token = await ctx.core.auth.set_api_token(generate_api_token())
+    await ctx.core.audit(ctx.user, "token.reset", "api-token", source_ip=ctx.source_ip)
+    return {"token": token}

@@ -1,0 +1,48 @@
+"""Helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.routing import Ctx
+
+# Requests authenticated with the global API token come from billing automation,
+# which expects an operation to be done when the call returns: unless the call
+# says otherwise (``?wait=0``), it waits up to this long for its task.
+API_TOKEN_DEFAULT_WAIT = 300.0
+
+
+def wait_seconds(ctx: Ctx) -> float:
+    raw = ctx.query.get("wait")
+    if raw is None:
+        return API_TOKEN_DEFAULT_WAIT if ctx.principal and ctx.principal.via == "api_token" else 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.BadRequest("wait must be a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise errors.BadRequest("wait must be between 0 and 3600 seconds")
+    return value
+
+
+async def finish(ctx: Ctx, started: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the task of ``started`` if the caller asked to; a failed task becomes its error."""
+    seconds = wait_seconds(ctx)
+    if seconds <= 0:
+        return started
+    task = await ctx.core.tasks.wait(started["task_id"], seconds)
+    if task["state"] == "failed":
+        code = int((task.get("result") or {}).get("code", 1005))
+        exc = errors.IDCSError(task["message"], data={"task": task})
+        exc.code = code
+        exc.http_status = errors.BUSINESS_CODES.get(code, (500, ""))[0]
+        raise exc
+    return started | {"task": task, "status": (task.get("result") or {}).get("status", started.get("status"))}
+
+
+def base_url(ctx: Ctx) -> str:
+    configured = ctx.core.config.public_url
+    if configured:
+        return configured.rstrip("/")
+    return str(ctx.request.base_url).rstrip("/")

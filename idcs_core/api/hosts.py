@@ -1,0 +1,158 @@
+"""Hosts: list, detail, add, change, remove, power, status, scan, images, plans and ports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.routing import ADMIN, USER, Ctx, Router
+from idcs_core.api.schemas import Empty, HostCreate, HostPlan, HostPower, HostUpdate
+from idcs_core.services import backups, hosts, vms
+from idcs_core.services.lookup import get_host
+
+router = Router("hosts")
+
+HOST_ITEM = {"type": "object", "properties": {
+    "server_name": {"type": "string"}, "server_type": {"type": "string"}, "server_addr": {"type": "string"},
+    "status": {"type": "string", "enum": ["online", "offline"]}, "vms_count": {"type": "integer"},
+    "cpu_usage": {"type": "number", "nullable": True}, "memory_usage": {"type": "number", "nullable": True},
+    "server_area": {"type": "string"},
+    "config": {"type": "object", "description": "ports_start, ports_close, public_addr, server_plan, enabled"}}}
+
+
+@router.get("/api/server/detail", auth=ADMIN, data={
+    "oneOf": [{"type": "array", "items": HOST_ITEM},
+              {"type": "object", "additionalProperties": HOST_ITEM}]},
+    query={"format": "'list' (default, the contract) or 'map' (keyed by server_name, the billing dialect)"})
+async def list_hosts(ctx: Ctx) -> Any:
+    """All hosts with live status, asked concurrently; a host that does not answer within
+    the host timeout shows as offline and never holds up the list.
+
+    ``?format=map`` answers an object keyed by server_name (billing dialect).
+    """
+    result = await hosts.list_hosts(ctx.core)
+    if ctx.query.get("format") == "map":
+        return {h["server_name"]: h for h in result}
+    return result
+
+
+@router.get("/api/server/detail/{hs_name}", auth=ADMIN, data=HOST_ITEM)
+async def host_detail(ctx: Ctx, hs_name: str) -> Any:
+    """One host with live status."""
+    return await hosts.host_detail(ctx.core, hs_name)
+
+
+@router.post("/api/server/create", auth=ADMIN, body=HostCreate)
+async def create_host(ctx: Ctx, body: HostCreate) -> Any:
+    """Add a host. The engine connects first: unreachable or bad credentials give 1003
+    and nothing is saved. ``server_pass`` is stored encrypted and never returned."""
+    try:
+        result = await hosts.create_host(ctx.core, ctx.user, body.model_dump())
+    except errors.IDCSError as exc:
+        await ctx.core.audit(ctx.user, "host.create", body.server_name, "failed", exc.msg, ctx.source_ip)
+        raise
+    await ctx.core.audit(ctx.user, "host.create", body.server_name, source_ip=ctx.source_ip)
+    return result
+
+
+@router.put("/api/server/update/{hs_name}", auth=ADMIN, body=HostUpdate)
+async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
+    """Change any of the create fields; new connection settings are proven before saving."""
+    fields = body.model_dump(exclude_none=True)
+    if not fields:
+        raise errors.BadRequest("nothing to change")
+    result = await hosts.update_host(ctx.core, hs_name, fields)
+    await ctx.core.audit(ctx.user, "host.update", hs_name, detail=", ".join(sorted(fields)), source_ip=ctx.source_ip)
+    return result
+
+
+@router.delete("/api/server/delete/{hs_name}", auth=ADMIN, query={"force": "true: also forget its VM records"})
+async def delete_host(ctx: Ctx, hs_name: str) -> Any:
+    """Remove a host record. Refused while it has managed VMs unless ``?force=true``
+    (the VMs on the host itself are never touched)."""
+    await hosts.delete_host(ctx.core, hs_name, ctx.query.get("force", "").lower() in ("1", "true", "yes"))
+    await ctx.core.audit(ctx.user, "host.delete", hs_name, source_ip=ctx.source_ip)
+    return None
+
+
+@router.post("/api/server/powers/{hs_name}", auth=ADMIN, body=HostPower)
+async def power_host(ctx: Ctx, hs_name: str, body: HostPower) -> Any:
+    """``action`` start / stop / restart powers the host (where the engine can);
+    ``enable`` true / false opens or closes the host for new VMs (billing dialect)."""
+    if body.action is not None:
+        await hosts.power_host(ctx.core, hs_name, body.action)
+        await ctx.core.audit(ctx.user, "host.power", hs_name, detail=body.action, source_ip=ctx.source_ip)
+    if body.enable is not None:
+        await hosts.set_enabled(ctx.core, hs_name, body.enable)
+        await ctx.core.audit(ctx.user, "host.enable" if body.enable else "host.disable", hs_name,
+                             source_ip=ctx.source_ip)
+    return await hosts.host_detail(ctx.core, hs_name)
+
+
+@router.get("/api/server/status/{hs_name}", auth=ADMIN, data=HOST_ITEM)
+async def host_status(ctx: Ctx, hs_name: str) -> Any:
+    """Live status and usage, asked now (not from the short cache)."""
+    return await hosts.host_detail(ctx.core, hs_name, fresh=True)
+
+
+@router.post("/api/server/backup/scan/{hs_name}", auth=ADMIN, body=Empty)
+async def scan_host(ctx: Ctx, hs_name: str, body: Empty) -> Any:
+    """Scan the host: record VMs and backups found there but not here."""
+    result = await backups.scan_host(ctx.core, hs_name)
+    await ctx.core.audit(ctx.user, "host.scan", hs_name, source_ip=ctx.source_ip)
+    return result
+
+
+@router.post("/api/client/scaner/{hs_name}", auth=ADMIN, body=Empty)
+async def scan_vms(ctx: Ctx, hs_name: str, body: Empty) -> Any:
+    """Record VMs that exist on the host but not here (imported without an owner)."""
+    result = await vms.scan_vms(ctx.core, hs_name)
+    await ctx.core.audit(ctx.user, "vm.scan", hs_name, detail=f"{result['added_count']} added",
+                         source_ip=ctx.source_ip)
+    return result
+
+
+@router.get("/api/client/os-images/{hs_name}", auth=USER)
+async def os_images(ctx: Ctx, hs_name: str) -> Any:
+    """Images the host can create VMs from, grouped by OS family."""
+    return await hosts.os_images(ctx.core, hs_name)
+
+
+def _plans(host: Any) -> list[Any]:
+    plans = (host.options or {}).get("server_plan") or []
+    return plans if isinstance(plans, list) else [plans]
+
+
+@router.get("/api/server/plans/{hs_name}", auth=USER)
+async def list_plans(ctx: Ctx, hs_name: str) -> Any:
+    """The host's sale plans (cpu / mem / hdd / bandwidth / traffic), billing dialect."""
+    async with ctx.core.db.session() as s:
+        return _plans(await get_host(s, hs_name))
+
+
+@router.get("/api/server/plan/{hs_name}", auth=USER, alias_of="/api/server/plans/{hs_name}")
+async def get_plan(ctx: Ctx, hs_name: str) -> Any:
+    """The host's sale plans (billing dialect)."""
+    return await list_plans(ctx, hs_name)
+
+
+@router.post("/api/server/plan/{hs_name}", auth=ADMIN, body=HostPlan)
+async def set_plan(ctx: Ctx, hs_name: str, body: HostPlan) -> Any:
+    """Replace the host's sale plans: ``{"plans": [...]}`` or one plan object."""
+    plans = body.plans if body.plans is not None else [body.model_extra or {}]
+    if len(str(plans)) > 16384:
+        raise errors.BadRequest("plans too large")
+    async with ctx.core.db.session() as s:
+        host = await get_host(s, hs_name)
+        host.options = dict(host.options or {}) | {"server_plan": plans}
+    return plans
+
+
+@router.get("/api/server/ports/{hs_name}", auth=USER)
+async def ports(ctx: Ctx, hs_name: str) -> Any:
+    """The host's NAT port range and public address (billing dialect)."""
+    async with ctx.core.db.session() as s:
+        host = await get_host(s, hs_name)
+    opts = host.options or {}
+    return {"ports_start": opts.get("ports_start"), "ports_close": opts.get("ports_close"),
+            "public_addr": opts.get("public_addr") or ""}

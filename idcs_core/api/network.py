@@ -1,0 +1,107 @@
+"""A VM's IP addresses, NAT port forwards and reverse proxies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core.api.routing import ADMIN, Ctx, Router
+from idcs_core.api.schemas import DomainCheck, IPAdd, NatAdd, PortCheck, ProxyAdd
+from idcs_core.services import network
+
+router = Router("network")
+
+NAT_ITEM = {"type": "object", "properties": {
+    "rule_index": {"type": "integer", "description": "stable per VM; does not shift when another rule goes"},
+    "host_port": {"type": "integer"}, "vm_port": {"type": "integer"}, "protocol": {"type": "string"},
+    "wan_port": {"type": "integer", "description": "alias of host_port"},
+    "lan_port": {"type": "integer", "description": "alias of vm_port"}, "lan_addr": {"type": "string"},
+    "nat_tips": {"type": "string"}}}
+
+
+@router.get("/api/client/ipaddr/detail/{hs_name}/{vm_uuid}", vm_scoped=True)
+async def list_ips(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """The VM's addresses: those assigned through OpenIDCS (with ``ip_index``) and those
+    the engine reports (``managed: false``)."""
+    return await network.list_ips(ctx.core, ctx.user, hs_name, vm_uuid)
+
+
+@router.post("/api/client/ipaddr/create/{hs_name}/{vm_uuid}", body=IPAdd)
+async def add_ip(ctx: Ctx, hs_name: str, vm_uuid: str, body: IPAdd) -> Any:
+    """Add an address (optional nic_type nat/pub, ip4_addr, ip6_addr, mac_addr, nic_tips)."""
+    result = await network.add_ip(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
+    await ctx.core.audit(ctx.user, "ip.add", f"{hs_name}/{vm_uuid}", detail=result["address"], source_ip=ctx.source_ip)
+    return result
+
+
+@router.delete("/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}")
+async def delete_ip(ctx: Ctx, hs_name: str, vm_uuid: str, ip_index: str) -> Any:
+    """Remove an address added through OpenIDCS."""
+    await network.delete_ip(ctx.core, ctx.user, hs_name, vm_uuid, int(ip_index))
+    await ctx.core.audit(ctx.user, "ip.delete", f"{hs_name}/{vm_uuid}", detail=ip_index, source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/client/natget/{hs_name}/{vm_uuid}", vm_scoped=True, data={"type": "array", "items": NAT_ITEM})
+async def list_nat(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """The VM's NAT port-forward rules."""
+    return await network.list_nat(ctx.core, ctx.user, hs_name, vm_uuid)
+
+
+@router.post("/api/client/natadd/{hs_name}/{vm_uuid}", body=NatAdd, vm_scoped=True, data=NAT_ITEM)
+async def add_nat(ctx: Ctx, hs_name: str, vm_uuid: str, body: NatAdd) -> Any:
+    """Forward host_port on the host to vm_port in the VM (tcp/udp). host_port 0 or
+    empty (also as wan_port) picks a free port of the host's ports_start..ports_close
+    range and returns it. Port already forwarded: 4002 (HTTP 409)."""
+    fields = body.model_dump()
+    result = await network.add_nat(ctx.core, ctx.user, hs_name, vm_uuid, fields)
+    await ctx.core.audit(ctx.user, "nat.add", f"{hs_name}/{vm_uuid}",
+                         detail=f"{result['host_port']}->{result['vm_port']}/{result['protocol']}",
+                         source_ip=ctx.source_ip)
+    return result
+
+
+@router.delete("/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}", vm_scoped=True)
+async def delete_nat(ctx: Ctx, hs_name: str, vm_uuid: str, rule_index: str) -> Any:
+    """Remove a NAT rule by its rule_index."""
+    await network.delete_nat(ctx.core, ctx.user, hs_name, vm_uuid, int(rule_index))
+    await ctx.core.audit(ctx.user, "nat.delete", f"{hs_name}/{vm_uuid}", detail=rule_index, source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/client/proxys/detail/{hs_name}/{vm_uuid}", vm_scoped=True)
+async def list_proxies(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """The VM's reverse-proxy (web domain) entries."""
+    return await network.list_proxies(ctx.core, ctx.user, hs_name, vm_uuid)
+
+
+@router.post("/api/client/proxys/create/{hs_name}/{vm_uuid}", body=ProxyAdd, vm_scoped=True)
+async def add_proxy(ctx: Ctx, hs_name: str, vm_uuid: str, body: ProxyAdd) -> Any:
+    """Serve a domain (domain or web_addr) from the VM's lan_port (default 80)."""
+    result = await network.add_proxy(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
+    await ctx.core.audit(ctx.user, "proxy.add", f"{hs_name}/{vm_uuid}", detail=result["domain"],
+                         source_ip=ctx.source_ip)
+    return result
+
+
+@router.delete("/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}", vm_scoped=True)
+async def delete_proxy(ctx: Ctx, hs_name: str, vm_uuid: str, proxy_index: str) -> Any:
+    """Remove a reverse-proxy entry by its proxy_index."""
+    await network.delete_proxy(ctx.core, ctx.user, hs_name, vm_uuid, int(proxy_index))
+    await ctx.core.audit(ctx.user, "proxy.delete", f"{hs_name}/{vm_uuid}", detail=proxy_index,
+                         source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/nat/check", auth=ADMIN, body=PortCheck, query={"port": "int", "protocol": "tcp/udp",
+                                                                "hs_name": "optional host"})
+async def nat_check(ctx: Ctx, body: PortCheck) -> Any:
+    """Is this host port free for a new NAT rule? (billing dialect)"""
+    used = await network.port_in_use(ctx.core, body.hs_name, body.port, body.protocol)
+    return {"port": body.port, "protocol": body.protocol, "available": not used, "in_use": used}
+
+
+@router.get("/api/proxy/check", auth=ADMIN, body=DomainCheck, query={"domain": "the domain"})
+async def proxy_check(ctx: Ctx, body: DomainCheck) -> Any:
+    """Is this domain free for a new reverse proxy? (billing dialect)"""
+    used = await network.domain_in_use(ctx.core, body.domain)
+    return {"domain": body.domain, "available": not used, "in_use": used}

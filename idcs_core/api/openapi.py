@@ -1,0 +1,127 @@
+"""The OpenAPI 3.1 document (``/openapi.json``) and a human-readable API page (``/docs``),
+both generated from the route declarations, so they cannot drift from the code."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.routing import PUBLIC, Endpoint
+
+ENVELOPE = {"type": "object", "required": ["code", "msg", "data"], "properties": {
+    "code": {"type": "integer", "description": "200 on success, else an HTTP or business code"},
+    "msg": {"type": "string"}, "data": {}, "timestamp": {"type": "integer", "description": "epoch seconds"}}}
+
+DECISIONS = """
+Decisions where API.md is silent (kept consistently across the API):
+
+* Every answer is the envelope; the HTTP status is the code's closest HTTP status.
+  Extra business codes: 1006 not supported by this engine (HTTP 501), 2004 user name
+  locked after repeated failed logins (429), 4001 quota exceeded (403), 4002 resource
+  conflict such as a taken host port, domain, name, or a VM busy with another task (409).
+* Bodies may be JSON or form-encoded; GET and DELETE parameters may come in the query
+  string (the billing modules send them so). Unknown fields are ignored.
+* Names that reach hosts (server_name, vm_uuid, hdd_name, backup names...) are 1-64
+  characters of letters, digits, `_`, `-`, `.`, starting with a letter or digit, never `..`.
+* Create, update, delete, reinstall, backup and restore are tasks: the answer carries
+  `task_id` at once (`GET /api/tasks/{task_id}`); `?wait=N` waits up to N seconds for the
+  end and answers the task's error if it failed. Calls made with the global API token
+  wait up to 300 s by default (billing automation expects finished work).
+* `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
+* Normal users see and act on their own VMs only; hosts, users, settings and the API
+  token are for administrators (403 otherwise). A temporary token
+  (`/api/client/temptoken`) acts on one VM only.
+* Aliases of the billing dialect are marked `x-idcs-alias-of` and tagged `compat`.
+  `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
+"""
+
+_CONVERTER = re.compile(r"{(\w+):\w+}")
+
+
+def _path(p: str) -> str:
+    return _CONVERTER.sub(r"{\1}", p)
+
+
+def _params(ep: Endpoint) -> list[dict[str, Any]]:
+    params = [{"name": n, "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+               if not n.endswith("_index") and n != "user_id" else {"type": "integer", "minimum": 0}}
+              for n in re.findall(r"{(\w+)", ep.path)]
+    if ep.method in ("GET", "DELETE") and ep.body is not None:
+        schema = ep.body.model_json_schema()
+        for name, prop in (schema.get("properties") or {}).items():
+            params.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                           "schema": prop})
+    documented = {p["name"] for p in params}
+    params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
+               for n, d in ep.query.items() if n not in documented]
+    return params
+
+
+def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for ep in endpoints:
+        op: dict[str, Any] = {
+            "operationId": f"{ep.tag}_{ep.handler.__name__}",
+            "summary": ep.summary,
+            "description": ep.description,
+            "tags": ["compat"] if ep.alias_of else [ep.tag],
+            "parameters": _params(ep),
+            "responses": {
+                "200": {"description": "success", "content": {"application/json": {"schema": {
+                    "allOf": [{"$ref": "#/components/schemas/Envelope"},
+                              {"properties": {"data": ep.data_schema or {}}}]}}}},
+                "default": {"description": "error: the envelope with an HTTP or business code",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}},
+            },
+        }
+        if ep.alias_of:
+            op["x-idcs-alias-of"] = ep.alias_of
+            op["description"] = f"Alias (billing dialect) of `{ep.alias_of}`. {ep.description}".strip()
+        if ep.auth == PUBLIC:
+            op["security"] = []
+        else:
+            op["x-idcs-auth"] = ep.auth
+        if ep.body is not None and ep.method not in ("GET",):
+            name = ep.body.__name__
+            model_schema = ep.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, definition in model_schema.pop("$defs", {}).items():
+                schemas[def_name] = definition
+            schemas[name] = model_schema
+            op["requestBody"] = {"required": ep.method in ("POST", "PUT"), "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}},
+                "application/x-www-form-urlencoded": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+        paths.setdefault(_path(ep.path), {})[ep.method.lower()] = op
+    codes = "\n".join(f"* {code}: {msg} (HTTP {status})" for code, (status, msg) in sorted(errors.BUSINESS_CODES.items()))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "OpenIDCS API", "version": version,
+                 "description": "One control plane for many hypervisor and container hosts.\n"
+                                f"{DECISIONS}\nCodes:\n{codes}\n"},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+                       "schemas": {"Envelope": ENVELOPE, **schemas}},
+    }
+
+
+def render_page(doc: dict[str, Any]) -> str:
+    rows = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            auth = "public" if op.get("security") == [] else op.get("x-idcs-auth", "user")
+            alias = f" <em>(alias of {html.escape(op['x-idcs-alias-of'])})</em>" if "x-idcs-alias-of" in op else ""
+            rows.append(f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}</code></td>"
+                        f"<td>{html.escape(auth)}</td><td>{html.escape(op['summary'])}{alias}</td></tr>")
+    decisions = html.escape(DECISIONS)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>OpenIDCS API</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px;border-bottom:1px solid #ddd}"
+            "code{font-size:90%}</style></head><body>"
+            f"<h1>OpenIDCS API {html.escape(doc['info']['version'])}</h1>"
+            "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. Authenticate with "
+            "<code>Authorization: Bearer &lt;token&gt;</code> from <code>POST /login</code>.</p>"
+            f"<pre>{decisions}</pre><table>{''.join(rows)}</table></body></html>")

@@ -1,0 +1,83 @@
+"""User accounts (administrators only, except changing one's own password and e-mail)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors, security
+from idcs_core.api.routing import ADMIN, USER, Ctx, Router
+from idcs_core.api.schemas import ChangeEmail, ChangePassword, UserCreate, UserUpdate
+from idcs_core.services import users
+
+router = Router("users")
+
+
+@router.get("/api/users", auth=ADMIN)
+async def list_users(ctx: Ctx) -> Any:
+    """All users with their quotas."""
+    return await users.list_users(ctx.core)
+
+
+@router.post("/api/users", auth=ADMIN, body=UserCreate)
+async def create_user(ctx: Ctx, body: UserCreate) -> Any:
+    """Create a user (username, password, email; optional is_admin and quota limits)."""
+    quota = body.quota.model_dump(exclude_none=True) if body.quota else None
+    user = await users.create_user(ctx.core, body.username, body.password, body.email, body.is_admin, quota)
+    await ctx.core.audit(ctx.user, "user.create", body.username, source_ip=ctx.source_ip)
+    async with ctx.core.db.session() as s:
+        return users.user_dict(await users.get_user(s, user.id))
+
+
+@router.get("/api/users/{user_id}", auth=ADMIN)
+async def get_user(ctx: Ctx, user_id: str) -> Any:
+    """One user."""
+    async with ctx.core.db.session() as s:
+        return users.user_dict(await users.get_user(s, int(user_id)))
+
+
+@router.put("/api/users/{user_id}", auth=ADMIN, body=UserUpdate)
+async def update_user(ctx: Ctx, user_id: str, body: UserUpdate) -> Any:
+    """Change a user's name, password, e-mail, admin flag or quota limits."""
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise errors.BadRequest("nothing to change")
+    if "quota" in changes:
+        changes["quota"] = body.quota.model_dump(exclude_none=True) if body.quota else {}
+    await users.update_user(ctx.core, int(user_id), changes)
+    await ctx.core.audit(ctx.user, "user.update", user_id, detail=", ".join(sorted(changes)),
+                         source_ip=ctx.source_ip)
+    async with ctx.core.db.session() as s:
+        return users.user_dict(await users.get_user(s, int(user_id)))
+
+
+@router.delete("/api/users/{user_id}", auth=ADMIN)
+async def delete_user(ctx: Ctx, user_id: str) -> Any:
+    """Delete a user. Their VMs stay, with no owner; the last administrator cannot go."""
+    if ctx.user.user_id == int(user_id):
+        raise errors.BadRequest("you cannot delete your own account")
+    await users.delete_user(ctx.core, int(user_id))
+    await ctx.core.audit(ctx.user, "user.delete", user_id, source_ip=ctx.source_ip)
+    return None
+
+
+@router.post("/api/users/change-password", auth=USER, body=ChangePassword)
+async def change_password(ctx: Ctx, body: ChangePassword) -> Any:
+    """Change your own password (old_password, new_password). Other sessions are logged out."""
+    if ctx.user.user_id is None:
+        raise errors.BadRequest("the global API token has no password")
+    async with ctx.core.db.session() as s:
+        user = await users.get_user(s, ctx.user.user_id)
+    if not await ctx.core.run_sync(security.verify_password, user.password_hash, body.old_password):
+        raise errors.WrongPassword("the old password is wrong")
+    await users.update_user(ctx.core, user.id, {"password": body.new_password})
+    await ctx.core.audit(ctx.user, "user.change-password", user.username, source_ip=ctx.source_ip)
+    return None
+
+
+@router.post("/api/users/change-email", auth=USER, body=ChangeEmail)
+async def change_email(ctx: Ctx, body: ChangeEmail) -> Any:
+    """Change your own e-mail address."""
+    if ctx.user.user_id is None:
+        raise errors.BadRequest("the global API token has no e-mail address")
+    await users.update_user(ctx.core, ctx.user.user_id, {"email": body.email})
+    return {"email": body.email}

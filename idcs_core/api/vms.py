@@ -1,0 +1,137 @@
+"""Virtual machines: list, detail, create, update, delete, power, status, console, password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.common import base_url, finish
+from idcs_core.api.routing import USER, Ctx, Router
+from idcs_core.api.schemas import HistoryQuery, PasswordBody, PowerBody, ReinstallBody, VMCreate, VMUpdate
+from idcs_core.services import vm_actions, vms
+
+router = Router("vms")
+
+VM_ITEM = {"type": "object", "properties": {
+    "vm_uuid": {"type": "string"}, "vm_name": {"type": "string"}, "os_name": {"type": "string"},
+    "cpu_num": {"type": "integer"}, "ram_num": {"type": "integer", "description": "MB"},
+    "mem_num": {"type": "integer", "description": "alias of ram_num (billing dialect)"},
+    "hdd_num": {"type": "integer", "description": "GB"},
+    "status": {"type": "string", "enum": ["running", "stopped", "paused", "creating", "deleting"]},
+    "power_state": {"type": "string", "description": "the engine's own word; 'unknown' when the host "
+                    "does not answer, 'missing' when the VM is not on the host"},
+    "config": {"type": "object", "description": "billing dialect limits: cpu_per, speed_u, speed_d, "
+               "flu_num, nat_num, web_num, nic_all, vc_port, ..."}}}
+TASK_STARTED = {"type": "object", "properties": {
+    "task_id": {"type": "string"}, "vm_uuid": {"type": "string"}, "status": {"type": "string"},
+    "task": {"type": "object", "description": "the finished task, when the call waited (?wait=seconds)"}}}
+WAIT = {"wait": "seconds to wait for the task to finish (default 0; 300 for the global API token)"}
+
+
+@router.get("/api/client/detail/{hs_name}", data={"type": "array", "items": VM_ITEM}, vm_scoped=True)
+async def list_vms(ctx: Ctx, hs_name: str) -> Any:
+    """The host's VMs you may see (admins: all), with live power state."""
+    return await vms.list_vms(ctx.core, ctx.user, hs_name)
+
+
+@router.get("/api/client/detail/{hs_name}/{vm_uuid}", data=VM_ITEM, vm_scoped=True)
+async def vm_detail(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """One VM with live state, disks and ISO mounts."""
+    return await vms.vm_detail(ctx.core, ctx.user, hs_name, vm_uuid)
+
+
+@router.post("/api/client/create/{hs_name}", body=VMCreate, data=TASK_STARTED, query=WAIT)
+async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
+    """Create a VM: returns at once with a task id; the VM shows ``creating`` until the
+    task ends. Quota (VMs, CPU, RAM, disk) is checked first. Without ``vm_uuid`` a safe
+    unique id is made from ``vm_name``."""
+    fields = body.model_dump(exclude={"os_pass", "vc_pass"}) | {"config": body.config()}
+    fields["os_pass"] = body.os_pass
+    if body.vc_pass:
+        fields["config"]["vc_pass_set"] = True
+    started = await vms.create_vm(ctx.core, ctx.user, hs_name, fields)
+    await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{started['vm_uuid']}", source_ip=ctx.source_ip)
+    return await finish(ctx, started)
+
+
+@router.put("/api/client/update/{hs_name}/{vm_uuid}", body=VMUpdate, data=TASK_STARTED, query=WAIT)
+async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any:
+    """Change CPU, RAM, disk or limits (a task). With ``os_name`` + ``os_pass`` it
+    reinstalls; with only ``password`` it sets the guest password (billing dialect)."""
+    if body.os_name and body.os_pass:
+        return await _reinstall(ctx, hs_name, vm_uuid, body.os_name, body.os_pass)
+    if body.password and not any(v is not None for v in (body.cpu_num, body.ram_num, body.hdd_num)):
+        await vm_actions.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password)
+        await ctx.core.audit(ctx.user, "vm.password", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+        return {"vm_uuid": vm_uuid}
+    fields = body.model_dump(include={"cpu_num", "ram_num", "hdd_num", "vm_name"}, exclude_none=True)
+    if body.config():
+        fields["config"] = body.config()
+    started = await vms.update_vm(ctx.core, ctx.user, hs_name, vm_uuid, fields)
+    await ctx.core.audit(ctx.user, "vm.update", f"{hs_name}/{vm_uuid}", detail=", ".join(sorted(fields)),
+                         source_ip=ctx.source_ip)
+    return await finish(ctx, started)
+
+
+@router.delete("/api/client/delete/{hs_name}/{vm_uuid}", data=TASK_STARTED, query=WAIT)
+async def delete_vm(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """Delete a VM with its disks, NAT rules and backups: returns a task id; the VM shows
+    ``deleting`` until it is gone. If the engine fails, the VM stays with its real status."""
+    started = await vms.delete_vm(ctx.core, ctx.user, hs_name, vm_uuid)
+    await ctx.core.audit(ctx.user, "vm.delete", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+    return await finish(ctx, started)
+
+
+@router.post("/api/client/powers/{hs_name}/{vm_uuid}", body=PowerBody, vm_scoped=True)
+async def power(ctx: Ctx, hs_name: str, vm_uuid: str, body: PowerBody) -> Any:
+    """Power action: S_START, H_CLOSE (hard off), S_RESET (restart), S_PAUSE (suspend).
+
+    Also accepted (billing dialect): S_RESUME, start, stop (graceful), hard_stop, reset,
+    hard_reset, pause, resume."""
+    try:
+        result = await vm_actions.power(ctx.core, ctx.user, hs_name, vm_uuid, body.action)
+    except errors.IDCSError as exc:
+        await ctx.core.audit(ctx.user, "vm.power", f"{hs_name}/{vm_uuid}", "failed", f"{body.action}: {exc.msg}",
+                             ctx.source_ip)
+        raise
+    await ctx.core.audit(ctx.user, "vm.power", f"{hs_name}/{vm_uuid}", detail=body.action, source_ip=ctx.source_ip)
+    return result
+
+
+@router.get("/api/client/status/{hs_name}/{vm_uuid}", body=HistoryQuery, vm_scoped=True,
+            query={"limit": "minutes of usage history (default 30)"})
+async def status(ctx: Ctx, hs_name: str, vm_uuid: str, body: HistoryQuery) -> Any:
+    """Live status from the engine (status, power_state, usage), plus ``power_status`` and
+    ``history`` (usage samples of the last ``limit`` minutes) for the billing dialect."""
+    return await vm_actions.live_status(ctx.core, ctx.user, hs_name, vm_uuid, body.limit)
+
+
+@router.get("/api/client/remote/{hs_name}/{vm_uuid}", vm_scoped=True, data={"type": "object", "properties": {
+    "console_url": {"type": "string", "nullable": True}, "terminal_url": {"type": "string", "nullable": True}}})
+async def remote(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """Console links: ``console_url`` (graphical, from the engine) and ``terminal_url``
+    (a web terminal with a short-lived token)."""
+    return await vm_actions.console(ctx.core, ctx.user, hs_name, vm_uuid, base_url(ctx))
+
+
+@router.post("/api/client/password/{hs_name}/{vm_uuid}", body=PasswordBody, vm_scoped=True)
+async def password(ctx: Ctx, hs_name: str, vm_uuid: str, body: PasswordBody) -> Any:
+    """Set the guest's root (or ``username``) password. The password is never logged."""
+    await vm_actions.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password, body.username)
+    await ctx.core.audit(ctx.user, "vm.password", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+    return {"vm_uuid": vm_uuid}
+
+
+async def _reinstall(ctx: Ctx, hs_name: str, vm_uuid: str, os_name: str | None, os_pass: str | None) -> Any:
+    started = await vm_actions.reinstall(ctx.core, ctx.user, hs_name, vm_uuid, os_name, os_pass)
+    await ctx.core.audit(ctx.user, "vm.reinstall", f"{hs_name}/{vm_uuid}", detail=os_name or "",
+                         source_ip=ctx.source_ip)
+    return await finish(ctx, started)
+
+
+@router.post("/api/client/reinstall/{hs_name}/{vm_uuid}", body=ReinstallBody, data=TASK_STARTED, query=WAIT,
+             vm_scoped=True)
+async def reinstall(ctx: Ctx, hs_name: str, vm_uuid: str, body: ReinstallBody) -> Any:
+    """Reinstall the system from ``os_name`` (default: the current one), optionally with a
+    new root password ``os_pass``. The system disk's data is lost. A task."""
+    return await _reinstall(ctx, hs_name, vm_uuid, body.os_name, body.os_pass)

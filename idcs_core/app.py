@@ -1,0 +1,77 @@
+"""The Starlette application: every route of every API area, mounted in one place."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib import metadata
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from idcs_core.api import auth, backups, console, hosts, network, openapi, storage, system, tasks, users, vms
+from idcs_core.api.envelope import EXCEPTION_HANDLERS
+from idcs_core.api.routing import Endpoint, build_route
+from idcs_core.config import Config
+from idcs_core.context import CoreContext
+from idcs_core.plugins import PluginRegistry
+
+# The API, area by area (the order only matters for documentation).
+ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
+           backups.router, tasks.router, users.router]
+
+
+def endpoints() -> list[Endpoint]:
+    return [ep for router in ROUTERS for ep in router.endpoints]
+
+
+def version() -> str:
+    try:
+        return metadata.version("idcs-core")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class LazyCore:
+    """Routes are built before the core starts; this forwards to it once it has."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.core: CoreContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.core is None:
+            raise RuntimeError("the server is still starting")
+        return getattr(self.core, name)
+
+
+def create_app(config: Config | None = None, plugins: PluginRegistry | None = None) -> Starlette:
+    config = config or Config()
+    lazy = LazyCore(config)
+    doc = openapi.build(endpoints(), version())
+    page = openapi.render_page(doc)
+
+    async def openapi_json(_request: Request) -> Response:
+        return JSONResponse(doc)
+
+    async def docs(_request: Request) -> Response:
+        return HTMLResponse(page)
+
+    routes: list[BaseRoute] = [build_route(ep, lazy) for ep in endpoints()]
+    routes += [Route("/openapi.json", openapi_json, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    routes += console.routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        core = await CoreContext.start(config, plugins)
+        lazy.core = core
+        app.state.core = core
+        try:
+            yield
+        finally:
+            await core.stop()
+
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]

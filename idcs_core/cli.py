@@ -1,0 +1,192 @@
+"""The ``idcs`` command: serve, manage users, list plugins, upgrade the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from idcs_core.config import Config
+
+
+def _config(args: argparse.Namespace) -> Config:
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        kwargs["data_dir"] = Path(args.data_dir)
+    if getattr(args, "database_url", None):
+        kwargs["database_url"] = args.database_url
+    return Config(**kwargs)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from idcs_core.app import create_app  # noqa: PLC0415
+
+    config = _config(args)
+    config.host, config.port = args.host, args.port
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ssl: dict[str, Any] = {}
+    if args.self_signed and not (args.tls_cert and args.tls_key):
+        from idcs_core.tls import ensure_self_signed  # noqa: PLC0415
+
+        cert, key = ensure_self_signed(config.data_dir, args.host)
+        args.tls_cert, args.tls_key = str(cert), str(key)
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("idcs serve: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    app = create_app(config)
+    print(f"OpenIDCS listening on {'https' if ssl else 'http'}://{args.host}:{args.port} "
+          f"(data: {config.data_dir})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                proxy_headers=False, **ssl)
+    return 0
+
+
+async def _with_core(config: Config, fn: Any) -> Any:
+    from idcs_core.context import CoreContext  # noqa: PLC0415
+    from idcs_core.plugins import PluginRegistry  # noqa: PLC0415
+
+    config.create_admin = False
+    core = await CoreContext.start(config, PluginRegistry())
+    try:
+        return await fn(core)
+    finally:
+        await core.stop()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if getattr(args, "password", None):
+        return str(args.password)
+    if os.environ.get("IDCS_PASSWORD"):
+        return os.environ["IDCS_PASSWORD"]
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("passwords differ")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from idcs_core import errors  # noqa: PLC0415
+    from idcs_core.db.models import User  # noqa: PLC0415
+    from idcs_core.services import users  # noqa: PLC0415
+
+    config = _config(args)
+
+    async def run(core: Any) -> int:
+        if args.action == "list":
+            for u in await users.list_users(core):
+                print(f"{u['id']:>4}  {u['username']:<24} {'admin' if u['is_admin'] else 'user ':<6} {u['email']}")
+            return 0
+        if args.action == "create":
+            user = await users.create_user(core, args.username, _read_password(args), args.email or "", args.admin)
+            print(f"created user {user.username} (id {user.id})")
+            return 0
+        async with core.db.session() as s:
+            user = (await s.execute(select(User).where(User.username == args.username))).scalar_one_or_none()
+        if user is None:
+            raise errors.UserNotFound(f"user {args.username} does not exist")
+        await users.update_user(core, user.id, {"password": _read_password(args)})
+        print(f"password of {args.username} changed; their sessions are logged out")
+        return 0
+
+    try:
+        return int(asyncio.run(_with_core(config, run)))
+    except Exception as exc:  # noqa: BLE001 (one clear line, no traceback, for the operator)
+        print(f"idcs user {args.action}: {getattr(exc, 'msg', exc)}", file=sys.stderr)
+        return 1
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from idcs_core.plugins import load_plugins  # noqa: PLC0415
+
+    rows = load_plugins().describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins installed")
+    for row in rows:
+        if row.get("error"):
+            print(f"{row['name']:<14} {row['kind']:<7} FAILED  {row['error']}")
+        else:
+            caps = ", ".join(row.get("capabilities") or row.get("hooks") or [])
+            print(f"{row['name']:<14} {row['kind']:<7} {row.get('distribution') or '-'} {row.get('version') or ''}"
+                  f"\n{'':<23}{caps}")
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from idcs_core.db.session import upgrade  # noqa: PLC0415
+
+    config = _config(args)
+    upgrade(config.db_url, args.revision)
+    print(f"database at revision {args.revision}: {config.db_url.split('@')[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idcs", description="OpenIDCS control plane")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="data directory (default: $IDCS_DATA_DIR or ./data)")
+        p.add_argument("--database-url", help="database URL (default: $IDCS_DATABASE_URL or SQLite in the data dir)")
+
+    serve = sub.add_parser("serve", help="run the API server")
+    common(serve)
+    serve.add_argument("--host", default=os.environ.get("IDCS_HOST", "0.0.0.0"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("IDCS_PORT", "1880")))
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--self-signed", action="store_true",
+                       help="serve HTTPS with a self-signed pair made once in the data dir")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(fn=cmd_serve)
+
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    create = user_sub.add_parser("create")
+    create.add_argument("username")
+    create.add_argument("--email")
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--password", help="(else $IDCS_PASSWORD, else asked)")
+    passwd = user_sub.add_parser("passwd")
+    passwd.add_argument("username")
+    passwd.add_argument("--password", help="(else $IDCS_PASSWORD, else asked)")
+    user_sub.add_parser("list")
+    for p in (create, passwd, user_sub.choices["list"]):
+        common(p)
+    user.set_defaults(fn=cmd_user)
+
+    plugins = sub.add_parser("plugins", help="list installed engines and plugins, with load errors")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(fn=cmd_plugins)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    up = db_sub.add_parser("upgrade")
+    up.add_argument("revision", nargs="?", default="head")
+    common(up)
+    db.set_defaults(fn=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

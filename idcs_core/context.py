@@ -1,0 +1,108 @@
+"""The core of one running server: configuration, database, keys, plugins, services.
+
+Built once at start-up (``CoreContext.start``) and handed to every route and
+service. Nothing here is global, so tests can run several servers in one
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from idcs_core import errors
+from idcs_core.config import Config
+from idcs_core.db.models import Host
+from idcs_core.db.session import Database, upgrade
+from idcs_core.plugins import Engine, PluginRegistry, load_plugins
+from idcs_core.security import Keys
+from idcs_core.services import audit
+from idcs_core.services.auth import AuthService, Principal
+from idcs_core.services.hosts import HostMonitor
+from idcs_core.services.settings import SettingsService
+from idcs_core.tasks import InProcessTaskRunner
+from idcs_core.types import HostSpec
+
+log = logging.getLogger("idcs")
+T = TypeVar("T")
+
+
+class CoreContext:
+    def __init__(self, config: Config, plugins: PluginRegistry | None = None) -> None:
+        self.config = config
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.keys = Keys(config.data_dir)
+        self.db = Database(config.db_url)
+        self.plugins = plugins if plugins is not None else load_plugins()
+        self.settings = SettingsService(self)
+        self.auth = AuthService(self)
+        self.tasks = InProcessTaskRunner(self)
+        self.hosts = HostMonitor(self)
+        self.background: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def start(cls, config: Config, plugins: PluginRegistry | None = None) -> CoreContext:
+        """Upgrade the schema, load settings and keys, recover from a crash."""
+        await asyncio.to_thread(upgrade, config.db_url)
+        core = cls(config, plugins)
+        await core.settings.load()
+        await core.auth.load()
+        from idcs_core.services import users, vms  # noqa: PLC0415 (services import the context type)
+
+        if config.create_admin:
+            await users.ensure_first_admin(core)
+        interrupted = await core.tasks.fail_interrupted()
+        if interrupted:
+            log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
+            core.spawn(vms.reconcile_interrupted(core, interrupted))
+        await core.plugins.emit("idcs_startup", config={
+            "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
+            "listen": f"{config.host}:{config.port}"})
+        return core
+
+    async def stop(self) -> None:
+        await self.tasks.shutdown()
+        for task in list(self.background):
+            task.cancel()
+        await self.db.dispose()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+    async def audit(self, principal: Principal | None, action: str, target: str = "", result: str = "success",
+                    detail: str = "", source_ip: str = "") -> None:
+        await audit.record(self, principal, action, target, result, detail, source_ip)
+
+    # ------------------------------------------------------------------ engines
+
+    def host_spec(self, host: Host) -> HostSpec:
+        return HostSpec(name=host.server_name, server_type=host.server_type, addr=host.server_addr,
+                        user=host.server_user, password=self.keys.decrypt(host.server_pass_enc),
+                        options=dict(host.options or {}))
+
+    def engine_for(self, host: Host) -> Engine:
+        return self.plugins.engine(host.server_type)
+
+    async def call(self, host: Host | HostSpec, hook: str, *, long: bool = False, **kwargs: Any) -> Any:
+        """Call engine ``hook`` for ``host``: short timeout for reads, long for tasks."""
+        spec = host if isinstance(host, HostSpec) else self.host_spec(host)
+        engine = self.plugins.engine(spec.server_type)
+        timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
+        return await engine.call(hook, spec, timeout=timeout, **kwargs)
+
+    def supports(self, host: Host, hook: str) -> bool:
+        try:
+            return self.engine_for(host).supports(hook)
+        except errors.NotSupported:
+            return False
+

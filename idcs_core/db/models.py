@@ -1,0 +1,293 @@
+"""SQLAlchemy 2 models: the core's records of users, hosts, VMs and what hangs off them.
+
+The database is the source of truth for what OpenIDCS manages (owners, specs,
+NAT rules, quotas); the engines are the source of truth for live state
+(power, usage). Schema changes go through Alembic (``db/migrations``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    quota: Mapped[Quota] = relationship(back_populates="user", cascade="all, delete-orphan",
+                                        uselist=False, lazy="selectin")
+
+
+class Quota(Base):
+    """Limits of one user and what they use now (``used_*`` kept in step by the services,
+    recounted by ``POST /api/system/recalculate-quotas``). A limit of -1 means unlimited."""
+
+    __tablename__ = "quotas"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    max_vms: Mapped[int] = mapped_column(Integer, default=-1)
+    max_cpu: Mapped[int] = mapped_column(Integer, default=-1)
+    max_ram: Mapped[int] = mapped_column(Integer, default=-1)
+    max_hdd: Mapped[int] = mapped_column(Integer, default=-1)
+    max_nat: Mapped[int] = mapped_column(Integer, default=-1)
+    max_ips: Mapped[int] = mapped_column(Integer, default=-1)
+    max_backups: Mapped[int] = mapped_column(Integer, default=-1)
+    used_vms: Mapped[int] = mapped_column(Integer, default=0)
+    used_cpu: Mapped[int] = mapped_column(Integer, default=0)
+    used_ram: Mapped[int] = mapped_column(Integer, default=0)
+    used_hdd: Mapped[int] = mapped_column(Integer, default=0)
+    used_nat: Mapped[int] = mapped_column(Integer, default=0)
+    used_ips: Mapped[int] = mapped_column(Integer, default=0)
+    used_backups: Mapped[int] = mapped_column(Integer, default=0)
+
+    user: Mapped[User] = relationship(back_populates="quota")
+
+
+class Session(Base):
+    """One issued login token (its JWT ``jti``). Logout revokes it at once.
+
+    ``vm_id`` set means a temporary token limited to that one VM."""
+
+    __tablename__ = "sessions"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginFailure(Base):
+    """Failed logins per user name, for slowing down password guessing."""
+
+    __tablename__ = "login_failures"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    server_name: Mapped[str] = mapped_column(String(64), unique=True)
+    server_type: Mapped[str] = mapped_column(String(64))
+    server_addr: Mapped[str] = mapped_column(String(512))
+    server_user: Mapped[str] = mapped_column(String(128), default="")
+    server_pass_enc: Mapped[str] = mapped_column(Text, default="")
+    server_area: Mapped[str] = mapped_column(String(128), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Engine options and the billing dialect's host config (ports_start, ports_close,
+    # public_addr, server_plan, ...).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Last status seen, shown when the host does not answer in time.
+    last_status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    vms: Mapped[list[VM]] = relationship(back_populates="host", cascade="all, delete-orphan")
+
+
+class VM(Base):
+    __tablename__ = "vms"
+    __table_args__ = (UniqueConstraint("host_id", "vm_uuid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    vm_uuid: Mapped[str] = mapped_column(String(64))
+    vm_name: Mapped[str] = mapped_column(String(128), default="")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                 nullable=True, index=True)
+    os_name: Mapped[str] = mapped_column(String(255), default="")
+    cpu_num: Mapped[int] = mapped_column(Integer, default=1)
+    ram_num: Mapped[int] = mapped_column(Integer, default=512)
+    hdd_num: Mapped[int] = mapped_column(Integer, default=10)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    power_state: Mapped[str] = mapped_column(String(32), default="")
+    # Extras of the billing dialect (os_pass excluded: secrets are not kept here).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    traffic_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    host: Mapped[Host] = relationship(back_populates="vms", lazy="joined")
+
+
+class IPAddr(Base):
+    __tablename__ = "ip_addresses"
+    __table_args__ = (UniqueConstraint("vm_id", "idx"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    nic_type: Mapped[str] = mapped_column(String(16), default="nat")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    ip6_addr: Mapped[str] = mapped_column(String(64), default="")
+    mac_addr: Mapped[str] = mapped_column(String(32), default="")
+    tips: Mapped[str] = mapped_column(String(255), default="")
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class NatRuleRow(Base):
+    __tablename__ = "nat_rules"
+    __table_args__ = (UniqueConstraint("host_id", "protocol", "host_port"), UniqueConstraint("vm_id", "idx"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    host_port: Mapped[int] = mapped_column(Integer)
+    vm_port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(8), default="tcp")
+    lan_addr: Mapped[str] = mapped_column(String(64), default="")
+    tips: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ProxyRow(Base):
+    __tablename__ = "proxies"
+    __table_args__ = (UniqueConstraint("domain"), UniqueConstraint("vm_id", "idx"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    domain: Mapped[str] = mapped_column(String(253))
+    lan_port: Mapped[int] = mapped_column(Integer)
+    lan_addr: Mapped[str] = mapped_column(String(64), default="")
+    wan_addr: Mapped[str] = mapped_column(String(64), default="")
+    is_https: Mapped[bool] = mapped_column(Boolean, default=False)
+    tips: Mapped[str] = mapped_column(String(255), default="")
+
+
+class Disk(Base):
+    __tablename__ = "disks"
+    __table_args__ = (UniqueConstraint("vm_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    size_gb: Mapped[int] = mapped_column(Integer)
+    mounted: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class IsoMount(Base):
+    __tablename__ = "iso_mounts"
+    __table_args__ = (UniqueConstraint("vm_id", "iso_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    iso_name: Mapped[str] = mapped_column(String(255))
+
+
+class Backup(Base):
+    __tablename__ = "backups"
+    __table_args__ = (UniqueConstraint("host_id", "vm_uuid", "backup_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    vm_uuid: Mapped[str] = mapped_column(String(64))
+    backup_name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class Task(Base):
+    """A long operation: written before the engine is called, updated as it runs."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_state", "state"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    host_name: Mapped[str] = mapped_column(String(64), default="")
+    vm_uuid: Mapped[str] = mapped_column(String(64), default="")
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditLog(Base):
+    """Who did what, when, and how it ended: ``/api/system/logger/detail``."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    level: Mapped[str] = mapped_column(String(8), default="INFO")
+    username: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    result: Mapped[str] = mapped_column(String(16), default="success")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    source_ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class UsageSample(Base):
+    """A VM's usage at one moment, kept for the status history of the billing dialect."""
+
+    __tablename__ = "usage_samples"
+    __table_args__ = (Index("ix_usage_vm_ts", "vm_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    cpu_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="")

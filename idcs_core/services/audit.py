@@ -1,0 +1,36 @@
+"""The audit log: who did what, when, and how it ended (``/api/system/logger/detail``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from idcs_core.db.models import AuditLog
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+
+log = logging.getLogger("idcs.audit")
+
+
+async def record(core: CoreContext, principal: Principal | None, action: str, target: str = "",
+                 result: str = "success", detail: str = "", source_ip: str = "") -> None:
+    """Write one audit entry in its own transaction (it survives the caller's rollback)."""
+    username = principal.username if principal else ""
+    level = "INFO" if result == "success" else "WARNING"
+    log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
+            username or "-", action, target, result, detail)
+    async with core.db.session() as s:
+        s.add(AuditLog(level=level, username=username[:64], action=action[:64], target=target[:255],
+                       result=result[:16], detail=detail[:4000], source_ip=source_ip[:64]))
+
+
+async def latest(core: CoreContext, limit: int) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        rows = (await s.execute(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit))).scalars()
+        return [{"id": r.id, "time": r.ts, "level": r.level, "username": r.username, "action": r.action,
+                 "target": r.target, "result": r.result, "detail": r.detail, "source_ip": r.source_ip}
+                for r in rows]

@@ -1,0 +1,177 @@
+"""Who is calling: login, logout, JWT sessions, the global API token, temporary VM tokens.
+
+Tokens are JWTs whose ``jti`` names a row of ``sessions``; logout marks that row
+revoked, so the token stops working at once. Checked sessions are cached in
+memory (this process is the only writer: one server process per database), so
+an authenticated read costs one HMAC check and a dict look-up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from idcs_core import errors, security
+from idcs_core.db.models import LoginFailure, Session, Setting, User, utcnow
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+
+API_TOKEN_KEY = "api_token"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request. ``vm_id`` set: a temporary token limited to that VM."""
+
+    user_id: int | None
+    username: str
+    is_admin: bool
+    vm_id: int | None = None
+    jti: str | None = None
+    via: str = "jwt"
+
+
+API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token")
+
+
+class AuthService:
+    def __init__(self, core: CoreContext) -> None:
+        self.core = core
+        self._sessions: dict[str, tuple[Principal, float]] = {}
+        self._api_token: str | None = None
+
+    # ------------------------------------------------------------------ checking
+
+    async def load(self) -> None:
+        """Read the global API token at start-up (creating one on first start)."""
+        async with self.core.db.session() as s:
+            row = await s.get(Setting, API_TOKEN_KEY)
+            if row is None:
+                row = Setting(key=API_TOKEN_KEY, value=self.core.keys.encrypt(security.generate_api_token()))
+                s.add(row)
+            self._api_token = self.core.keys.decrypt(row.value)
+
+    async def authenticate(self, header: str | None) -> Principal:
+        if not header:
+            raise errors.Unauthorized("missing Authorization: Bearer <token>")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthorized("use Authorization: Bearer <token>")
+        if self._api_token and security.constant_time_equal(token, self._api_token):
+            return API_TOKEN_PRINCIPAL
+        claims = self.core.keys.decode_token(token)
+        cached = self._sessions.get(claims.jti)
+        if cached is not None:
+            principal, expires = cached
+            if expires < time.time():
+                raise errors.TokenExpired()
+            return principal
+        return await self._load_session(claims.jti)
+
+    async def _load_session(self, jti: str) -> Principal:
+        async with self.core.db.session() as s:
+            row = (await s.execute(select(Session, User).join(User, User.id == Session.user_id)
+                                   .where(Session.jti == jti))).first()
+        if row is None:
+            raise errors.TokenInvalid("token invalid (unknown session or deleted user)")
+        sess, user = row
+        if sess.revoked:
+            raise errors.TokenInvalid("token has been revoked (logged out)")
+        if sess.expires_at < utcnow():
+            raise errors.TokenExpired()
+        principal = Principal(user.id, user.username, user.is_admin and sess.vm_id is None, sess.vm_id, jti)
+        expires = sess.expires_at.replace(tzinfo=UTC).timestamp()
+        self._sessions[jti] = (principal, expires)
+        return principal
+
+    def forget_user(self, user_id: int) -> None:
+        """Drop cached sessions of a user whose rights or existence changed."""
+        for jti in [j for j, (p, _) in self._sessions.items() if p.user_id == user_id]:
+            self._sessions.pop(jti, None)
+
+    # ------------------------------------------------------------------ login
+
+    async def login(self, username: str, password: str, source_ip: str) -> dict[str, Any]:
+        settings = self.core.settings
+        max_failures = int(settings.get("login_max_failures"))
+        lock_seconds = int(settings.get("login_lock_seconds"))
+        async with self.core.db.session() as s:
+            failure = await s.get(LoginFailure, username)
+            if failure and failure.locked_until and failure.locked_until > utcnow():
+                raise errors.AccountLocked()
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        # verify off the event loop: argon2 takes tens of milliseconds by design
+        valid = await self.core.run_sync(security.verify_password,
+                                         user.password_hash if user else security.DUMMY_HASH, password)
+        async with self.core.db.session() as s:
+            failure = await s.get(LoginFailure, username)
+            if user is None or not valid:
+                if failure is None:
+                    failure = LoginFailure(username=username, failures=0)
+                    s.add(failure)
+                failure.failures += 1
+                if failure.failures >= max_failures:
+                    failure.locked_until = utcnow() + timedelta(seconds=lock_seconds)
+                    failure.failures = 0
+            elif failure is not None:
+                await s.delete(failure)
+        if user is None:
+            await self.core.audit(None, "login", username, "failed", "unknown user", source_ip)
+            raise errors.UserNotFound()
+        if not valid:
+            await self.core.audit(None, "login", username, "failed", "wrong password", source_ip)
+            raise errors.WrongPassword()
+        token = await self.issue(user, source_ip)
+        await self.core.audit(Principal(user.id, user.username, user.is_admin), "login", username,
+                              "success", "", source_ip)
+        await self.core.plugins.emit("user_logged_in",
+                                     user={"id": user.id, "username": user.username, "is_admin": user.is_admin},
+                                     source_ip=source_ip)
+        return {"token": token, "user_id": user.id, "username": user.username, "is_admin": user.is_admin}
+
+    async def issue(self, user: User, source_ip: str = "", vm_id: int | None = None,
+                    ttl: int | None = None) -> str:
+        ttl = ttl or int(self.core.settings.get("token_ttl_seconds"))
+        token, claims = self.core.keys.issue_token(user.id, ttl, vm_id)
+        async with self.core.db.session() as s:
+            s.add(Session(jti=claims.jti, user_id=user.id, vm_id=vm_id, expires_at=claims.expires_at,
+                          source_ip=source_ip[:64]))
+        return token
+
+    async def logout(self, principal: Principal) -> None:
+        if principal.jti is None:
+            raise errors.BadRequest("the global API token cannot log out; reset it instead")
+        async with self.core.db.session() as s:
+            sess = await s.get(Session, principal.jti)
+            if sess is not None:
+                sess.revoked = True
+        self._sessions.pop(principal.jti, None)
+
+    async def revoke_user_sessions(self, user_id: int) -> None:
+        async with self.core.db.session() as s:
+            for sess in (await s.execute(select(Session).where(Session.user_id == user_id))).scalars():
+                sess.revoked = True
+        self.forget_user(user_id)
+
+    # ------------------------------------------------------------------ global API token
+
+    @property
+    def api_token(self) -> str:
+        assert self._api_token is not None
+        return self._api_token
+
+    async def set_api_token(self, token: str) -> str:
+        async with self.core.db.session() as s:
+            row = await s.get(Setting, API_TOKEN_KEY)
+            if row is None:
+                s.add(Setting(key=API_TOKEN_KEY, value=self.core.keys.encrypt(token)))
+            else:
+                row.value = self.core.keys.encrypt(token)
+        self._api_token = token
+        return token

@@ -1,0 +1,159 @@
+"""Backups of a VM: create, restore and delete as tasks; scan what a host holds."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Backup, Task
+from idcs_core.services import quotas
+from idcs_core.services.lookup import get_host, get_vm
+from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle, scan_vms
+from idcs_core.tasks import task_handler
+from idcs_core.types import BackupInfo, PowerAction, VMInfo
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+    from idcs_core.tasks import TaskProgress
+
+
+def backup_dict(b: Backup) -> dict[str, Any]:
+    return {"backup_name": b.backup_name, "vm_back": b.backup_name, "vm_uuid": b.vm_uuid,
+            "description": b.description, "vm_tips": b.description, "size_bytes": b.size_bytes,
+            "status": b.status, "created_at": b.created_at}
+
+
+def new_backup_name() -> str:
+    return f"bk-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+async def list_backups(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        rows = (await s.execute(select(Backup).where(Backup.host_id == vm.host_id, Backup.vm_uuid == vm_uuid)
+                                .order_by(Backup.created_at))).scalars()
+        return [backup_dict(b) for b in rows]
+
+
+async def create_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                        description: str) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        ensure_idle(core, vm)
+        if not core.supports(vm.host, "backup_create"):
+            raise errors.NotSupported(f"backups are not supported by the {vm.host.server_type} engine")
+        await quotas.charge(s, vm.owner_id, backups=1)
+        backup = Backup(host_id=vm.host_id, vm_uuid=vm_uuid, backup_name=new_backup_name(),
+                        description=description, status="creating")
+        s.add(backup)
+        await s.flush()
+        task = core.tasks.add(s, "backup_create", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"backup_id": backup.id, "owner_id": vm.owner_id})
+    core.tasks.launch(task.id)
+    return {"task_id": task.id, "backup_name": backup.backup_name, "vm_back": backup.backup_name}
+
+
+@task_handler("backup_create")
+async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        backup = await s.get(Backup, task.params["backup_id"])
+        if backup is None:
+            raise errors.NotFound("the backup record vanished")
+        host = await get_host(s, task.host_name)
+    try:
+        info: BackupInfo = await core.call(host, "backup_create", long=True, vm_uuid=backup.vm_uuid,
+                                           backup_name=backup.backup_name, description=backup.description,
+                                           progress=progress)
+    except errors.IDCSError as exc:
+        async with core.db.session() as s:
+            row = await s.get(Backup, backup.id)
+            if row is not None:
+                await s.delete(row)
+            await quotas.charge(s, task.params.get("owner_id"), backups=-1)
+        if isinstance(exc, KEEP_CODES):
+            raise
+        raise errors.VMOperationFailed(f"backup of {backup.vm_uuid} failed: {exc.msg}") from exc
+    async with core.db.session() as s:
+        row = await s.get(Backup, backup.id)
+        if row is not None:
+            row.status, row.size_bytes = "ready", info.size_bytes
+    return {"backup_name": backup.backup_name, "size_bytes": info.size_bytes}
+
+
+async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str,
+                         power_on: bool | None) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        ensure_idle(core, vm)
+        backup = await _get_backup(s, vm, backup_name)
+        if backup.status != "ready":
+            raise errors.Conflict(f"backup {backup_name} is not ready ({backup.status})")
+        task = core.tasks.add(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
+    core.tasks.launch(task.id)
+    return {"task_id": task.id, "backup_name": backup_name}
+
+
+@task_handler("backup_restore")
+async def _run_restore(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await s.get(VM, task.params["vm_id"])
+        if vm is None:
+            raise errors.VMNotFound("the VM record vanished")
+        host = vm.host
+    info: VMInfo = await core.call(host, "backup_restore", long=True, vm_uuid=vm.vm_uuid,
+                                   backup_name=task.params["backup_name"], progress=progress)
+    if task.params.get("power_on") and info.status != "running":
+        info = await core.call(host, "vm_power", long=True, vm_uuid=vm.vm_uuid, action=PowerAction.START)
+    await apply_live(core, vm.id, info)
+    return {"vm_uuid": vm.vm_uuid, "status": info.status}
+
+
+async def delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        backup = await _get_backup(s, vm, backup_name)
+        if backup.status == "creating":
+            raise errors.Conflict(f"backup {backup_name} is still being made")
+    await core.call(vm.host, "backup_delete", long=True, vm_uuid=vm_uuid, backup_name=backup_name)
+    async with core.db.session() as s:
+        row = await s.get(Backup, backup.id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, vm.owner_id, backups=-1)
+
+
+async def _get_backup(s: Any, vm: VM, backup_name: str) -> Backup:
+    backup = (await s.execute(select(Backup).where(Backup.host_id == vm.host_id, Backup.vm_uuid == vm.vm_uuid,
+                                                   Backup.backup_name == backup_name))).scalar_one_or_none()
+    if backup is None:
+        raise errors.NotFound(f"backup {backup_name} does not exist for {vm.vm_uuid}")
+    return backup
+
+
+async def scan_host(core: CoreContext, hs_name: str) -> dict[str, Any]:
+    """Find the host's VMs and its backups and record those not yet known."""
+    result = await scan_vms(core, hs_name)
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+    added: list[str] = []
+    total = 0
+    if core.supports(host, "backup_list"):
+        found: list[BackupInfo] = await core.call(host, "backup_list")
+        total = len(found)
+        async with core.db.session() as s:
+            known = {(b.vm_uuid, b.backup_name) for b in (await s.execute(
+                select(Backup).where(Backup.host_id == host.id))).scalars()}
+            for info in found:
+                if (info.vm_uuid, info.backup_name) in known:
+                    continue
+                s.add(Backup(host_id=host.id, vm_uuid=info.vm_uuid, backup_name=info.backup_name,
+                             description=info.description, size_bytes=info.size_bytes, status="ready"))
+                known.add((info.vm_uuid, info.backup_name))
+                added.append(f"{info.vm_uuid}/{info.backup_name}")
+    return {"vms": result, "backups": {"added": added, "added_count": len(added), "total": total}}

@@ -1,0 +1,224 @@
+"""Hosts: adding, changing and removing them, and asking many of them at once how they are."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Host
+from idcs_core.services.lookup import get_host
+from idcs_core.types import HostStatus
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+
+STATUS_TTL = 2.0  # seconds a host's live status is reused before asking again
+CONNECT_FIELDS = ("server_type", "server_addr", "server_user", "server_pass", "options")
+HOST_CONFIG_KEYS = ("ports_start", "ports_close", "public_addr", "server_plan")
+
+
+class HostMonitor:
+    """Live host status, fanned out concurrently with a per-host timeout and a short cache."""
+
+    def __init__(self, core: CoreContext) -> None:
+        self.core = core
+        self._cache: dict[str, tuple[float, HostStatus | None, str]] = {}
+        self._inflight: dict[str, asyncio.Future[tuple[HostStatus | None, str]]] = {}
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name, None)
+
+    async def status(self, host: Host, fresh: bool = False) -> tuple[HostStatus | None, str]:
+        """(status, error): status None and an error message when the host is offline."""
+        cached = self._cache.get(host.server_name)
+        if cached and not fresh and time.monotonic() - cached[0] < STATUS_TTL:
+            return cached[1], cached[2]
+        inflight = self._inflight.get(host.server_name)
+        if inflight is not None:  # many concurrent list requests share one call per host
+            return await asyncio.shield(inflight)
+        fut: asyncio.Future[tuple[HostStatus | None, str]] = asyncio.get_running_loop().create_future()
+        self._inflight[host.server_name] = fut
+        try:
+            try:
+                result: tuple[HostStatus | None, str] = (await self.core.call(host, "host_status"), "")
+            except errors.IDCSError as exc:
+                result = (None, exc.msg)
+            self._cache[host.server_name] = (time.monotonic(), *result)
+            fut.set_result(result)
+            return result
+        finally:
+            self._inflight.pop(host.server_name, None)
+
+    async def status_many(self, hosts: list[Host]) -> list[tuple[HostStatus | None, str]]:
+        return list(await asyncio.gather(*(self.status(h) for h in hosts)))
+
+
+def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int) -> dict[str, Any]:
+    online = status is not None and status.online
+    opts = dict(host.options or {})
+    return {
+        "server_name": host.server_name,
+        "server_type": host.server_type,
+        "server_addr": host.server_addr,
+        "server_user": host.server_user,
+        "server_area": host.server_area,
+        "enabled": host.enabled,
+        "status": "online" if online else "offline",
+        "error": error or None,
+        "vms_count": vms_count,
+        "engine_vms_count": status.vms_count if status else None,
+        "cpu_usage": status.cpu_usage if status else None,
+        "memory_usage": status.memory_usage if status else None,
+        "disk_usage": status.disk_usage if status else None,
+        "version": status.version if status else None,
+        "config": {k: opts.get(k) for k in HOST_CONFIG_KEYS} | {"enabled": host.enabled},
+        "options": {k: v for k, v in opts.items() if k not in HOST_CONFIG_KEYS},
+        "created_at": host.created_at,
+    }
+
+
+async def vm_counts(core: CoreContext) -> dict[int, int]:
+    async with core.db.session() as s:
+        return dict((await s.execute(select(VM.host_id, func.count(VM.id)).group_by(VM.host_id))).all())
+
+
+async def list_hosts(core: CoreContext) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        hosts = list((await s.execute(select(Host).order_by(Host.id))).scalars())
+    counts = await vm_counts(core)
+    statuses = await core.hosts.status_many(hosts)
+    return [host_dict(h, st, err, counts.get(h.id, 0)) for h, (st, err) in zip(hosts, statuses, strict=True)]
+
+
+async def host_detail(core: CoreContext, hs_name: str, fresh: bool = False) -> dict[str, Any]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
+    status, error = await core.hosts.status(host, fresh=fresh)
+    return host_dict(host, status, error, count)
+
+
+def _check_engine(core: CoreContext, server_type: str) -> None:
+    if server_type not in core.plugins.engines:
+        installed = ", ".join(sorted(core.plugins.engines)) or "none"
+        raise errors.BadRequest(f"server_type {server_type!r:.70} is not an installed engine (installed: {installed})")
+
+
+def _merge_options(host: Host | None, fields: dict[str, Any]) -> dict[str, Any]:
+    options = dict(host.options or {}) if host else {}
+    options.update(fields.get("options") or {})
+    options.update({k: fields[k] for k in HOST_CONFIG_KEYS if fields.get(k) is not None})
+    if options.get("ports_start") and options.get("ports_close") and \
+            int(options["ports_start"]) > int(options["ports_close"]):
+        raise errors.BadRequest("ports_start must not be greater than ports_close")
+    return options
+
+
+async def create_host(core: CoreContext, principal: Principal, fields: dict[str, Any]) -> dict[str, Any]:
+    _check_engine(core, fields["server_type"])
+    host = Host(server_name=fields["server_name"], server_type=fields["server_type"],
+                server_addr=fields["server_addr"], server_user=fields["server_user"],
+                server_pass_enc=core.keys.encrypt(fields["server_pass"]),
+                server_area=fields.get("server_area") or "", options=_merge_options(None, fields),
+                enabled=fields.get("enabled", True))
+    async with core.db.session() as s:
+        if (await s.execute(select(Host.id).where(Host.server_name == host.server_name))).first():
+            raise errors.Conflict(f"a host named {host.server_name} already exists")
+    # prove the address and credentials before anything is saved
+    status = await core.call(core.host_spec(host), "host_connect")
+    try:
+        async with core.db.session() as s:
+            s.add(host)
+    except IntegrityError as exc:
+        raise errors.Conflict(f"a host named {host.server_name} already exists") from exc
+    core.hosts.forget(host.server_name)
+    await core.plugins.emit("host_changed", host=_event(host), change="created")
+    return host_dict(host, status, "", 0)
+
+
+async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        old_spec = core.host_spec(host)
+        if "server_type" in fields:
+            _check_engine(core, fields["server_type"])
+        if fields.get("server_name") and fields["server_name"] != host.server_name:
+            if (await s.execute(select(Host.id).where(Host.server_name == fields["server_name"]))).first():
+                raise errors.Conflict(f"a host named {fields['server_name']} already exists")
+            host.server_name = fields["server_name"]
+        for key in ("server_type", "server_addr", "server_user", "server_area", "enabled"):
+            if fields.get(key) is not None:
+                setattr(host, key, fields[key])
+        if fields.get("server_pass") is not None:
+            host.server_pass_enc = core.keys.encrypt(fields["server_pass"])
+        host.options = _merge_options(host, fields)
+        reconnect = any(fields.get(k) is not None for k in CONNECT_FIELDS)
+        if reconnect:  # prove the new settings work before they are committed
+            await core.call(core.host_spec(host), "host_connect")
+    if reconnect:
+        await _close(core, old_spec)
+    core.hosts.forget(hs_name)
+    core.hosts.forget(host.server_name)
+    await core.plugins.emit("host_changed", host=_event(host), change="updated")
+    return await host_detail(core, host.server_name, fresh=True)
+
+
+async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
+        if count and not force:
+            raise errors.BadRequest(
+                f"host {hs_name} still has {count} managed VM(s): delete them first, or pass force=true "
+                "to forget the host and its VM records (the VMs on the host are left untouched)")
+        spec = core.host_spec(host)
+        event = _event(host)
+        await s.delete(host)
+    await _close(core, spec)
+    core.hosts.forget(hs_name)
+    if count:
+        from idcs_core.services.users import recalculate_quotas  # noqa: PLC0415
+
+        await recalculate_quotas(core)
+    await core.plugins.emit("host_changed", host=event, change="deleted")
+
+
+async def _close(core: CoreContext, spec: Any) -> None:
+    try:
+        await core.call(spec, "host_close")
+    except errors.IDCSError:
+        pass
+
+
+def _event(host: Host) -> dict[str, Any]:
+    return {"server_name": host.server_name, "server_type": host.server_type, "server_addr": host.server_addr}
+
+
+async def power_host(core: CoreContext, hs_name: str, action: str) -> None:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+    await core.call(host, "host_power", action=action)
+    core.hosts.forget(hs_name)
+
+
+async def set_enabled(core: CoreContext, hs_name: str, enabled: bool) -> dict[str, Any]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        host.enabled = enabled
+    return await host_detail(core, hs_name)
+
+
+async def os_images(core: CoreContext, hs_name: str) -> dict[str, list[dict[str, str]]]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+    images = await core.call(host, "os_images")
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for image in images:
+        grouped.setdefault(image.family or "other", []).append({"name": image.name, "file": image.file})
+    return grouped

@@ -1,0 +1,71 @@
+"""Finding hosts and VMs by their API names, with ownership checks, and their API shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Host
+from idcs_core.services.auth import Principal
+
+
+async def get_host(s: AsyncSession, hs_name: str) -> Host:
+    host = (await s.execute(select(Host).where(Host.server_name == hs_name))).scalar_one_or_none()
+    if host is None:
+        raise errors.HostNotFound(f"host {hs_name} does not exist")
+    return host
+
+
+async def get_vm(s: AsyncSession, principal: Principal, hs_name: str, vm_uuid: str,
+                 *, for_update: bool = False) -> VM:
+    """The VM ``vm_uuid`` on host ``hs_name`` if ``principal`` may act on it.
+
+    Raises 1001 for an unknown host, 1002 for an unknown VM, 403 for someone
+    else's VM (or a VM outside a one-VM token's scope).
+    """
+    host = await get_host(s, hs_name)
+    query = select(VM).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid)
+    if for_update and s.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    vm = (await s.execute(query)).scalar_one_or_none()
+    if vm is None:
+        raise errors.VMNotFound(f"virtual machine {vm_uuid} does not exist on host {hs_name}")
+    check_owner(principal, vm)
+    return vm
+
+
+def check_owner(principal: Principal, vm: VM) -> None:
+    if principal.vm_id is not None and principal.vm_id != vm.id:
+        raise errors.Forbidden("this token is limited to another virtual machine")
+    if not principal.is_admin and vm.owner_id != principal.user_id:
+        raise errors.Forbidden("this virtual machine belongs to another user")
+
+
+CONFIG_KEYS = ("os_pass_set", "vc_port", "nic_all", "cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d",
+               "flu_num", "nat_num", "web_num")
+
+
+def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A VM as the API shows it (contract names plus the billing dialect's aliases)."""
+    data = {
+        "vm_uuid": vm.vm_uuid,
+        "vm_name": vm.vm_name or vm.vm_uuid,
+        "server_name": vm.host.server_name if vm.host else None,
+        "os_name": vm.os_name,
+        "cpu_num": vm.cpu_num,
+        "ram_num": vm.ram_num,
+        "mem_num": vm.ram_num,
+        "hdd_num": vm.hdd_num,
+        "status": vm.status,
+        "power_state": vm.power_state,
+        "owner_id": vm.owner_id,
+        "config": {k: v for k, v in (vm.config or {}).items()},
+        "created_at": vm.created_at,
+        "updated_at": vm.updated_at,
+    }
+    if live:
+        data.update(live)
+    return data

@@ -1,0 +1,302 @@
+"""A VM's network: IP addresses, NAT port forwards and reverse proxies.
+
+Every rule is reserved in the database first (row + quota, unique constraints
+guard host ports and domains), then applied by the engine; if the engine
+fails, the reservation is undone. Rules are numbered per VM by a stable
+``idx`` (the ``*_index`` of the API), which does not shift when another rule
+is removed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow
+from idcs_core.services import quotas
+from idcs_core.services.lookup import get_vm
+from idcs_core.types import IPAddress, NatRule, ProxyRule
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+
+
+async def _next_idx(s: Any, model: Any, vm_id: int) -> int:
+    current = (await s.execute(select(func.max(model.idx)).where(model.vm_id == vm_id))).scalar_one()
+    return 0 if current is None else current + 1
+
+
+def _per_vm_limit(vm: VM, key: str) -> int | None:
+    value = (vm.config or {}).get(key)
+    try:
+        return None if value in (None, "", -1) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------- NAT
+
+
+def nat_dict(rule: NatRuleRow, host: Host) -> dict[str, Any]:
+    return {"rule_index": rule.idx, "host_port": rule.host_port, "vm_port": rule.vm_port,
+            "protocol": rule.protocol, "lan_addr": rule.lan_addr, "tips": rule.tips,
+            # billing dialect names
+            "wan_port": rule.host_port, "lan_port": rule.vm_port, "nat_tips": rule.tips,
+            "public_addr": (host.options or {}).get("public_addr") or ""}
+
+
+def _port_range(host: Host) -> tuple[int, int] | None:
+    opts = host.options or {}
+    try:
+        start, close = int(opts.get("ports_start") or 0), int(opts.get("ports_close") or 0)
+    except (TypeError, ValueError):
+        return None
+    return (start, close) if 0 < start <= close <= 65535 else None
+
+
+async def _free_port(s: Any, host: Host, protocol: str) -> int:
+    port_range = _port_range(host)
+    if port_range is None:
+        raise errors.BadRequest(f"host {host.server_name} has no NAT port range (ports_start..ports_close) "
+                                "to pick a port from: give host_port")
+    used = set((await s.execute(select(NatRuleRow.host_port).where(
+        NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol))).scalars())
+    for port in range(port_range[0], port_range[1] + 1):
+        if port not in used:
+            return port
+    raise errors.Conflict(f"no free port left in {port_range[0]}-{port_range[1]} on host {host.server_name}")
+
+
+async def list_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        rules = (await s.execute(select(NatRuleRow).where(NatRuleRow.vm_id == vm.id).order_by(NatRuleRow.idx))).scalars()
+        return [nat_dict(r, vm.host) for r in rules]
+
+
+async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                  fields: dict[str, Any]) -> dict[str, Any]:
+    protocol = fields["protocol"]
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        host = vm.host
+        if not core.supports(host, "nat_add"):
+            raise errors.NotSupported(f"NAT port forwarding is not supported by the {host.server_type} engine")
+        port = fields.get("host_port") or await _free_port(s, host, protocol)
+        port_range = _port_range(host)
+        if fields.get("host_port") and port_range and not principal.is_admin and \
+                not port_range[0] <= port <= port_range[1]:
+            raise errors.BadRequest(f"host_port must lie in {port_range[0]}-{port_range[1]} on this host")
+        limit = _per_vm_limit(vm, "nat_num")
+        count = (await s.execute(select(func.count(NatRuleRow.id)).where(NatRuleRow.vm_id == vm.id))).scalar_one()
+        if limit is not None and count >= limit:
+            raise errors.QuotaExceeded(f"this VM may have at most {limit} NAT rules")
+        taken = (await s.execute(select(NatRuleRow.id).where(
+            NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol, NatRuleRow.host_port == port))).first()
+        if taken:
+            raise errors.Conflict(f"host port {port}/{protocol} is already forwarded on host {hs_name}")
+        await quotas.charge(s, vm.owner_id, nat=1)
+        row = NatRuleRow(vm_id=vm.id, host_id=host.id, idx=await _next_idx(s, NatRuleRow, vm.id), host_port=port,
+                         vm_port=fields["vm_port"], protocol=protocol, lan_addr=fields.get("lan_addr") or "",
+                         tips=fields.get("tips") or "")
+        s.add(row)
+        try:
+            await s.flush()
+        except IntegrityError as exc:
+            raise errors.Conflict(f"host port {port}/{protocol} is already forwarded on host {hs_name}") from exc
+        row_id = row.id
+    rule = NatRule(port, fields["vm_port"], protocol, fields.get("lan_addr") or "")
+    try:
+        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm_uuid, rule=rule)
+    except errors.IDCSError:
+        async with core.db.session() as s:
+            row = await s.get(NatRuleRow, row_id)
+            if row is not None:
+                await s.delete(row)
+                await quotas.charge(s, vm.owner_id, nat=-1)
+        raise
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, row_id)
+        if row is None:
+            raise errors.NotFound("the NAT rule was removed while it was being applied")
+        if applied is not None and applied.lan_addr and not row.lan_addr:
+            row.lan_addr = applied.lan_addr
+        return nat_dict(row, host)
+
+
+async def delete_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        row = (await s.execute(select(NatRuleRow).where(NatRuleRow.vm_id == vm.id, NatRuleRow.idx == idx))).scalar_one_or_none()
+        if row is None:
+            raise errors.NotFound(f"NAT rule {idx} does not exist on {vm_uuid}")
+        rule = NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
+    await core.call(vm.host, "nat_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, row.id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, vm.owner_id, nat=-1)
+
+
+async def port_in_use(core: CoreContext, hs_name: str | None, port: int, protocol: str) -> bool:
+    async with core.db.session() as s:
+        query = select(NatRuleRow.id).join(Host, Host.id == NatRuleRow.host_id).where(
+            NatRuleRow.host_port == port, NatRuleRow.protocol == protocol)
+        if hs_name:
+            query = query.where(Host.server_name == hs_name)
+        return (await s.execute(query.limit(1))).first() is not None
+
+
+# ---------------------------------------------------------------------- IP addresses
+
+
+def ip_dict(row: IPAddr) -> dict[str, Any]:
+    is_public = row.nic_type == "pub"
+    return {"ip_index": row.idx, "address": row.address, "ip4_addr": row.address, "ip6_addr": row.ip6_addr,
+            "nic_type": row.nic_type, "mac_addr": row.mac_addr, "tips": row.tips, "nic_tips": row.tips,
+            "managed": True, "public_ipv4": row.address if is_public else "",
+            "public_ipv6": row.ip6_addr if is_public else ""}
+
+
+async def list_ips(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+    """Addresses OpenIDCS assigned (with an ``ip_index``) and those the engine reports."""
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        rows = list((await s.execute(select(IPAddr).where(IPAddr.vm_id == vm.id).order_by(IPAddr.idx))).scalars())
+    result = [ip_dict(r) for r in rows]
+    known = {r.address for r in rows} | {r.ip6_addr for r in rows}
+    if core.supports(vm.host, "vm_ip_list"):
+        live: list[IPAddress] = await core.call(vm.host, "vm_ip_list", vm_uuid=vm_uuid)
+        for ip in live:
+            if ip.address in known:
+                continue
+            result.append({"ip_index": None, "address": ip.address,
+                           "ip4_addr": ip.address if ip.version == 4 else "",
+                           "ip6_addr": ip.address if ip.version == 6 else "", "nic_type": ip.nic or "",
+                           "mac_addr": ip.mac_addr, "tips": "", "nic_tips": "", "managed": False,
+                           "public_ipv4": "", "public_ipv6": ""})
+    return result
+
+
+async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                 fields: dict[str, Any]) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        if not core.supports(vm.host, "vm_ip_add"):
+            raise errors.NotSupported(f"adding IP addresses is not supported by the {vm.host.server_type} engine")
+        await quotas.charge(s, vm.owner_id, ips=1)
+        row = IPAddr(vm_id=vm.id, idx=await _next_idx(s, IPAddr, vm.id), nic_type=fields.get("nic_type") or "nat",
+                     address=fields.get("ip4_addr") or "", ip6_addr=fields.get("ip6_addr") or "",
+                     mac_addr=fields.get("mac_addr") or "", tips=fields.get("tips") or "")
+        s.add(row)
+        await s.flush()
+        row_id = row.id
+    try:
+        ip: IPAddress = await core.call(vm.host, "vm_ip_add", long=True, vm_uuid=vm_uuid, request=dict(fields))
+    except errors.IDCSError:
+        async with core.db.session() as s:
+            row = await s.get(IPAddr, row_id)
+            if row is not None:
+                await s.delete(row)
+                await quotas.charge(s, vm.owner_id, ips=-1)
+        raise
+    async with core.db.session() as s:
+        row = await s.get(IPAddr, row_id)
+        assert row is not None
+        if ip.version == 6:
+            row.ip6_addr = ip.address
+        else:
+            row.address = ip.address
+        row.mac_addr = ip.mac_addr or row.mac_addr
+        row.extra = {"nic": ip.nic, **ip.extra}
+        return ip_dict(row)
+
+
+async def delete_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        row = (await s.execute(select(IPAddr).where(IPAddr.vm_id == vm.id, IPAddr.idx == idx))).scalar_one_or_none()
+        if row is None:
+            raise errors.NotFound(f"IP address {idx} does not exist on {vm_uuid} (only managed addresses can go)")
+        address = IPAddress(row.address or row.ip6_addr, 6 if not row.address else 4,
+                            (row.extra or {}).get("nic", ""), row.mac_addr)
+    await core.call(vm.host, "vm_ip_remove", long=True, vm_uuid=vm_uuid, address=address)
+    async with core.db.session() as s:
+        row = await s.get(IPAddr, row.id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, vm.owner_id, ips=-1)
+
+
+# ---------------------------------------------------------------------- reverse proxies
+
+
+def proxy_dict(row: ProxyRow) -> dict[str, Any]:
+    return {"proxy_index": row.idx, "domain": row.domain, "web_addr": row.domain, "lan_port": row.lan_port,
+            "lan_addr": row.lan_addr, "wan_addr": row.wan_addr, "is_https": row.is_https, "tips": row.tips,
+            "web_tips": row.tips}
+
+
+async def list_proxies(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        rows = (await s.execute(select(ProxyRow).where(ProxyRow.vm_id == vm.id).order_by(ProxyRow.idx))).scalars()
+        return [proxy_dict(r) for r in rows]
+
+
+async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                    fields: dict[str, Any]) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        if not core.supports(vm.host, "proxy_add"):
+            raise errors.NotSupported(f"reverse proxies are not supported by the {vm.host.server_type} engine")
+        limit = _per_vm_limit(vm, "web_num")
+        count = (await s.execute(select(func.count(ProxyRow.id)).where(ProxyRow.vm_id == vm.id))).scalar_one()
+        if limit is not None and count >= limit:
+            raise errors.QuotaExceeded(f"this VM may have at most {limit} reverse proxies")
+        if (await s.execute(select(ProxyRow.id).where(ProxyRow.domain == fields["domain"]))).first():
+            raise errors.Conflict(f"domain {fields['domain']} is already in use")
+        row = ProxyRow(vm_id=vm.id, idx=await _next_idx(s, ProxyRow, vm.id), domain=fields["domain"],
+                       lan_port=fields["lan_port"], lan_addr=fields.get("lan_addr") or "",
+                       wan_addr=fields.get("wan_addr") or "", is_https=bool(fields.get("is_https")),
+                       tips=fields.get("tips") or "")
+        s.add(row)
+        try:
+            await s.flush()
+        except IntegrityError as exc:
+            raise errors.Conflict(f"domain {fields['domain']} is already in use") from exc
+        row_id, data = row.id, proxy_dict(row)
+    rule = ProxyRule(fields["domain"], fields["lan_port"], fields.get("lan_addr") or "", bool(fields.get("is_https")))
+    try:
+        await core.call(vm.host, "proxy_add", long=True, vm_uuid=vm_uuid, rule=rule)
+    except errors.IDCSError:
+        async with core.db.session() as s:
+            row = await s.get(ProxyRow, row_id)
+            if row is not None:
+                await s.delete(row)
+        raise
+    return data
+
+
+async def delete_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        row = (await s.execute(select(ProxyRow).where(ProxyRow.vm_id == vm.id, ProxyRow.idx == idx))).scalar_one_or_none()
+        if row is None:
+            raise errors.NotFound(f"reverse proxy {idx} does not exist on {vm_uuid}")
+        rule = ProxyRule(row.domain, row.lan_port, row.lan_addr, row.is_https)
+    await core.call(vm.host, "proxy_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+    async with core.db.session() as s:
+        row = await s.get(ProxyRow, row.id)
+        if row is not None:
+            await s.delete(row)
+
+
+async def domain_in_use(core: CoreContext, domain: str) -> bool:
+    async with core.db.session() as s:
+        return (await s.execute(select(ProxyRow.id).where(ProxyRow.domain == domain.lower()))).first() is not None

@@ -1,0 +1,139 @@
+"""User accounts and their quotas."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idcs_core import errors, security
+from idcs_core.db.models import VM, Backup, IPAddr, NatRuleRow, Quota, User
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+
+log = logging.getLogger("idcs")
+
+QUOTA_FIELDS = ("vms", "cpu", "ram", "hdd", "nat", "ips", "backups")
+
+
+def quota_dict(q: Quota | None) -> dict[str, Any]:
+    if q is None:
+        return {}
+    return {f"max_{f}": getattr(q, f"max_{f}") for f in QUOTA_FIELDS} | {
+        f"used_{f}": getattr(q, f"used_{f}") for f in QUOTA_FIELDS}
+
+
+def user_dict(u: User) -> dict[str, Any]:
+    return {"id": u.id, "username": u.username, "email": u.email, "is_admin": u.is_admin,
+            "created_at": u.created_at, "quota": quota_dict(u.quota)}
+
+
+async def get_user(s: AsyncSession, user_id: int) -> User:
+    user = await s.get(User, user_id)
+    if user is None:
+        raise errors.UserNotFound(f"user {user_id} does not exist")
+    return user
+
+
+async def create_user(core: CoreContext, username: str, password: str, email: str = "",
+                      is_admin: bool = False, quota: dict[str, int] | None = None) -> User:
+    password_hash = await core.run_sync(security.hash_password, password)
+    limits = dict(core.settings.get("default_quota") or {}) | (quota or {})
+    try:
+        async with core.db.session() as s:
+            if (await s.execute(select(User.id).where(User.username == username))).first():
+                raise errors.UserExists(f"user name {username} already exists")
+            user = User(username=username, email=email, password_hash=password_hash, is_admin=is_admin)
+            user.quota = Quota(**{k: int(v) for k, v in limits.items() if k.startswith("max_")})
+            s.add(user)
+    except IntegrityError as exc:
+        raise errors.UserExists(f"user name {username} already exists") from exc
+    return user
+
+
+async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
+    async with core.db.session() as s:
+        user = await get_user(s, user_id)
+        if "username" in changes and changes["username"] != user.username:
+            taken = (await s.execute(select(User.id).where(User.username == changes["username"]))).first()
+            if taken:
+                raise errors.UserExists(f"user name {changes['username']} already exists")
+            user.username = changes["username"]
+        if "email" in changes:
+            user.email = changes["email"]
+        if "is_admin" in changes:
+            user.is_admin = bool(changes["is_admin"])
+        if changes.get("password"):
+            user.password_hash = await core.run_sync(security.hash_password, changes["password"])
+        for key, value in (changes.get("quota") or {}).items():
+            setattr(user.quota, key, int(value))
+    core.auth.forget_user(user_id)
+    if changes.get("password"):
+        await core.auth.revoke_user_sessions(user_id)
+    return user
+
+
+async def delete_user(core: CoreContext, user_id: int) -> None:
+    async with core.db.session() as s:
+        user = await get_user(s, user_id)
+        admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
+        if user.is_admin and admins <= 1:
+            raise errors.BadRequest("the last administrator cannot be deleted")
+        await s.delete(user)
+    core.auth.forget_user(user_id)
+
+
+async def list_users(core: CoreContext) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        return [user_dict(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
+
+
+async def ensure_first_admin(core: CoreContext) -> str | None:
+    """On an empty database create ``admin`` with a generated password; print it once."""
+    async with core.db.session() as s:
+        if (await s.execute(select(User.id).limit(1))).first():
+            return None
+    password = security.generate_password()
+    await create_user(core, "admin", password, "", is_admin=True)
+    banner = (f"\n{'=' * 64}\n  OpenIDCS first start: administrator account created\n"
+              f"    username: admin\n    password: {password}\n"
+              f"  It is shown only this once. Change it with: idcs user passwd admin\n{'=' * 64}\n")
+    print(banner, flush=True)  # stdout only: never into the log files
+    return password
+
+
+async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
+    """Recount every user's ``used_*`` from the VMs, rules, addresses and backups that exist."""
+    async with core.db.session() as s:
+        users = list((await s.execute(select(User))).scalars())
+        sums = {row.owner_id: row for row in (await s.execute(
+            select(VM.owner_id, func.count(VM.id).label("vms"), func.coalesce(func.sum(VM.cpu_num), 0).label("cpu"),
+                   func.coalesce(func.sum(VM.ram_num), 0).label("ram"),
+                   func.coalesce(func.sum(VM.hdd_num), 0).label("hdd")).group_by(VM.owner_id)))}
+        nat = dict((await s.execute(select(VM.owner_id, func.count(NatRuleRow.id))
+                                    .join(VM, VM.id == NatRuleRow.vm_id).group_by(VM.owner_id))).all())
+        ips = dict((await s.execute(select(VM.owner_id, func.count(IPAddr.id))
+                                    .join(VM, VM.id == IPAddr.vm_id).group_by(VM.owner_id))).all())
+        backups = dict((await s.execute(
+            select(VM.owner_id, func.count(Backup.id))
+            .join(VM, (VM.host_id == Backup.host_id) & (VM.vm_uuid == Backup.vm_uuid))
+            .group_by(VM.owner_id))).all())
+        result = []
+        for user in users:
+            q = user.quota or Quota(user_id=user.id)
+            if user.quota is None:
+                user.quota = q
+            row = sums.get(user.id)
+            q.used_vms = int(row.vms) if row else 0
+            q.used_cpu = int(row.cpu) if row else 0
+            q.used_ram = int(row.ram) if row else 0
+            q.used_hdd = int(row.hdd) if row else 0
+            q.used_nat = int(nat.get(user.id, 0))
+            q.used_ips = int(ips.get(user.id, 0))
+            q.used_backups = int(backups.get(user.id, 0))
+            result.append({"user_id": user.id, "username": user.username} | quota_dict(q))
+    return result

@@ -1,0 +1,198 @@
+"""Things done to a VM that exists: power, live status, guest password, consoles, reinstall."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Task, UsageSample, utcnow
+from idcs_core.services.lookup import get_vm
+from idcs_core.services.vms import (
+    KEEP_CODES,
+    _scrub_params,
+    apply_live,
+    ensure_idle,
+    live_fields,
+    spec_of,
+)
+from idcs_core.tasks import task_handler
+from idcs_core.types import PowerAction, VMInfo, VMStatus
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+    from idcs_core.tasks import TaskProgress
+
+# Every word a client may send for a power action: the contract's four, then the
+# billing dialect's (S_RESUME and plain words).
+POWER_WORDS: dict[str, PowerAction] = {
+    "S_START": PowerAction.START, "H_CLOSE": PowerAction.HARD_OFF, "S_RESET": PowerAction.RESET,
+    "S_PAUSE": PowerAction.PAUSE, "S_RESUME": PowerAction.RESUME, "S_CLOSE": PowerAction.STOP,
+    "H_RESET": PowerAction.RESET,
+    "start": PowerAction.START, "stop": PowerAction.STOP, "hard_stop": PowerAction.HARD_OFF,
+    "reset": PowerAction.RESET, "hard_reset": PowerAction.RESET, "restart": PowerAction.RESET,
+    "pause": PowerAction.PAUSE, "suspend": PowerAction.PAUSE, "resume": PowerAction.RESUME,
+    "unpause": PowerAction.RESUME,
+}
+
+
+def power_action(word: str) -> PowerAction:
+    try:
+        return POWER_WORDS[word]
+    except KeyError:
+        raise errors.BadRequest(
+            f"unknown power action {word!r:.40}: use S_START, H_CLOSE, S_RESET or S_PAUSE") from None
+
+
+async def power(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, word: str) -> dict[str, Any]:
+    action = power_action(word)
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+    ensure_idle(core, vm)
+    try:
+        info: VMInfo = await core.call(vm.host, "vm_power", long=True, vm_uuid=vm_uuid, action=action)
+    except errors.IDCSError as exc:
+        if isinstance(exc, KEEP_CODES):
+            raise
+        raise errors.VMOperationFailed(f"{action.value} on {vm_uuid} failed: {exc.msg}") from exc
+    await apply_live(core, vm.id, info)
+    await core.plugins.emit("vm_powered", vm={"server_name": hs_name, "vm_uuid": vm_uuid,
+                                              "owner_id": vm.owner_id, "status": info.status},
+                            action=action.value)
+    return {"vm_uuid": vm_uuid, "action": action.value, "status": info.status, "power_state": info.power_state}
+
+
+async def live_status(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                      history_minutes: int) -> dict[str, Any]:
+    """Live state from the engine, plus recent usage samples (the billing dialect's history)."""
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+    if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
+        live = {"status": vm.status, "power_state": vm.power_state}
+    else:
+        info = await core.call(vm.host, "vm_status", vm_uuid=vm_uuid)
+        live = live_fields(info)
+        await apply_live(core, vm.id, info)
+        await _sample(core, vm.id, info)
+    since = utcnow() - timedelta(minutes=history_minutes)
+    async with core.db.session() as s:
+        samples = (await s.execute(select(UsageSample).where(UsageSample.vm_id == vm.id, UsageSample.ts >= since)
+                                   .order_by(UsageSample.ts))).scalars()
+        history = [{"time": x.ts, "cpu_usage": x.cpu_usage, "memory_usage": x.memory_usage, "status": x.status}
+                   for x in samples]
+    return {"vm_uuid": vm_uuid, **live, "power_status": live["status"], "history": history}
+
+
+async def _sample(core: CoreContext, vm_id: int, info: VMInfo) -> None:
+    """Keep one usage sample per ``usage_sample_seconds`` and a day of history."""
+    interval = timedelta(seconds=int(core.settings.get("usage_sample_seconds")))
+    now = utcnow()
+    async with core.db.session() as s:
+        last = (await s.execute(select(UsageSample.ts).where(UsageSample.vm_id == vm_id)
+                                .order_by(UsageSample.ts.desc()).limit(1))).scalar_one_or_none()
+        if last is not None and now - last < interval:
+            return
+        s.add(UsageSample(vm_id=vm_id, ts=now, cpu_usage=info.cpu_usage, memory_usage=info.memory_usage,
+                          status=info.status))
+        await s.execute(delete(UsageSample).where(UsageSample.vm_id == vm_id,
+                                                  UsageSample.ts < now - timedelta(days=1)))
+
+
+async def set_password(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                       password: str, username: str = "root") -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+    ensure_idle(core, vm)
+    await core.call(vm.host, "vm_set_password", long=True, vm_uuid=vm_uuid, username=username,
+                    password=password)
+
+
+async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                  base_url: str) -> dict[str, Any]:
+    """console_url from the engine; terminal_url from the engine or the core's own terminal page."""
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+    engine = core.engine_for(vm.host)
+    if not (engine.supports("vm_console") or engine.supports("vm_terminal_open")):
+        raise errors.NotSupported(f"the {engine.name} engine offers no console")
+    result: dict[str, Any] = {"console_url": None, "terminal_url": None}
+    if engine.supports("vm_console"):
+        info = await core.call(vm.host, "vm_console", vm_uuid=vm_uuid)
+        result.update(console_url=info.console_url, terminal_url=info.terminal_url)
+    if engine.supports("vm_terminal_open") and not result["terminal_url"]:
+        from idcs_core.api.console import terminal_token  # noqa: PLC0415
+
+        token = terminal_token(core, vm.host.server_name, vm_uuid)
+        result["terminal_url"] = f"{base_url.rstrip('/')}/console/terminal?token={token}"
+    return result
+
+
+# ---------------------------------------------------------------------- reinstall
+
+
+async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, os_name: str | None,
+                    os_pass: str | None) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
+        ensure_idle(core, vm)
+        engine = core.engine_for(vm.host)
+        if not (engine.supports("vm_reinstall") or (engine.supports("vm_delete") and engine.supports("vm_create"))):
+            raise errors.NotSupported(f"the {engine.name} engine cannot reinstall")
+        previous = vm.os_name
+        if os_name:
+            vm.os_name = os_name
+        vm.status = VMStatus.CREATING
+        task = core.tasks.add(s, "vm_reinstall", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"vm_id": vm.id, "previous_os": previous,
+                                      "os_pass": core.keys.encrypt(os_pass or "")})
+    core.tasks.launch(task.id)
+    return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.CREATING}
+
+
+@task_handler("vm_reinstall")
+async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await s.get(VM, task.params["vm_id"])
+        if vm is None:
+            raise errors.VMNotFound("the VM record vanished before the reinstall")
+        host, spec = vm.host, spec_of(vm)
+    password = core.keys.decrypt(task.params.get("os_pass", ""))
+    if password:
+        spec.config["os_pass"] = password
+    try:
+        if core.supports(host, "vm_reinstall"):
+            info: VMInfo = await core.call(host, "vm_reinstall", long=True, spec=spec, progress=progress)
+        else:
+            progress(10, "deleting the old system")
+            await core.call(host, "vm_delete", long=True, vm_uuid=spec.vm_uuid, progress=progress)
+            progress(50, "creating the new system")
+            info = await core.call(host, "vm_create", long=True, spec=spec, progress=progress)
+    except errors.IDCSError as exc:
+        async with core.db.session() as s:
+            row = await s.get(VM, vm.id)
+            if row is not None:
+                row.os_name = task.params.get("previous_os", row.os_name)
+                row.status = VMStatus.STOPPED
+        await _refresh(core, vm.id, host, spec.vm_uuid)
+        if isinstance(exc, KEEP_CODES):
+            raise
+        raise errors.VMOperationFailed(f"reinstalling {spec.vm_uuid} failed: {exc.msg}") from exc
+    finally:
+        await _scrub_params(core, task.id)
+    async with core.db.session() as s:
+        row = await s.get(VM, vm.id)
+        if row is not None:
+            row.status, row.power_state = info.status, info.power_state
+    return {"vm_uuid": spec.vm_uuid, "status": info.status}
+
+
+async def _refresh(core: CoreContext, vm_id: int, host: Any, vm_uuid: str) -> None:
+    """Show the VM as the engine reports it after a failed reinstall (stopped if unknown)."""
+    try:
+        info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+    except errors.IDCSError:
+        return
+    await apply_live(core, vm_id, info)

@@ -1,0 +1,106 @@
+"""Rules for names and values that reach hypervisors and shell-like tools.
+
+Host names, VM ids, disk and backup names end up in container names, file
+paths and command lines on the hosts, so they are limited to a safe character
+set *before* any engine sees them: letters, digits, ``_``, ``-`` and ``.``
+(never ``..``), starting with a letter or digit. Image references and ISO
+names may also carry ``:``, ``/`` and ``@`` (``library/ubuntu:22.04``), but never
+``..`` or a leading ``/``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from idcs_core import errors
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,254}$")
+_ADDR = re.compile(r"^[A-Za-z0-9_.:/@\[\]%+-]{1,512}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s\"'<>;\\]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def safe_name(value: str, what: str = "name") -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{what} must be 1-64 characters of letters, digits, '_', '-' or '.' "
+                         f"starting with a letter or digit (got {value!r:.80})")
+    return value
+
+
+def image_ref(value: str) -> str:
+    if not _IMAGE.fullmatch(value) or ".." in value or "//" in value:
+        raise ValueError("must be an image reference or file name of letters, digits and _ . : / @ + - "
+                         "(no '..', no leading '/')")
+    return value
+
+
+def server_addr(value: str) -> str:
+    if not _ADDR.fullmatch(value) or "/../" in value or value.endswith("/..") or ".." in value.split("/")[0:1]:
+        raise ValueError("must be an address such as https://host:8443, unix:///path/to.sock, "
+                         "ssh://user@host or 'local' (no spaces, quotes or ';')")
+    return value
+
+
+def username(value: str) -> str:
+    if not _USERNAME.fullmatch(value) or ".." in value:
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.' or '@'")
+    return value
+
+
+def email(value: str) -> str:
+    if value and not _EMAIL.fullmatch(value):
+        raise ValueError("is not a valid e-mail address")
+    return value
+
+
+def domain(value: str) -> str:
+    if not _DOMAIN.fullmatch(value):
+        raise ValueError("must be a domain name such as www.example.com")
+    return value.lower()
+
+
+def printable(value: str) -> str:
+    """Free text (descriptions, notes, passwords): no control characters of any script."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise ValueError("must not contain control characters")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(safe_name)]
+ImageRef = Annotated[str, AfterValidator(image_ref)]
+ServerAddr = Annotated[str, AfterValidator(server_addr)]
+UserName = Annotated[str, AfterValidator(username)]
+Email = Annotated[str, AfterValidator(email)]
+Domain = Annotated[str, AfterValidator(domain)]
+Text = Annotated[str, AfterValidator(printable)]
+
+def small_int(value: str) -> str:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+# Path parameters: what each may look like (the rest are safe names).
+_PATH_RULES = {
+    "iso_name": image_ref,
+    "user_id": small_int,
+    "ip_index": small_int,
+    "rule_index": small_int,
+    "proxy_index": small_int,
+}
+
+
+def check_path_param(name: str, value: str) -> str:
+    """Validate one path parameter, raising ``BadRequest`` (400) when it is unsafe."""
+    try:
+        rule = _PATH_RULES.get(name)
+        return rule(value) if rule else safe_name(value, name)
+    except ValueError as exc:
+        raise errors.BadRequest(f"{name}: {exc}") from None
