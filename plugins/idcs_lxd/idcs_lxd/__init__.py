@@ -1,0 +1,1 @@
+"""OpenIDCS engine plugin for LXD and Incus."""

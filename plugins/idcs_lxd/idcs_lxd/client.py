@@ -1,0 +1,302 @@
+"""One cached pylxd client per host, address parsing, errors, and waiting for operations.
+
+``server_addr`` may be:
+
+- a unix socket path: ``/var/lib/lxd/unix.socket``, ``/var/lib/incus/unix.socket``;
+- ``unix:///var/lib/incus/unix.socket`` (the same, as a URL);
+- ``https://host:8443`` (or ``host:8443`` / ``host``, port 8443 assumed): the engine
+  presents its own client certificate (created on first use under the host option
+  ``cert_dir``, default ``~/.config/idcs/lxd/``) and, when the server does not trust it
+  yet, authenticates with ``server_pass`` (an LXD trust password or an Incus/LXD trust
+  token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib import parse
+
+import requests
+from pylxd import Client
+from pylxd import exceptions as lxd_exc
+
+from idcs_core import errors
+from idcs_core.types import HostSpec
+
+log = logging.getLogger("idcs.lxd")
+
+DEFAULT_PORT = 8443
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a daemon listens: ``kind`` is ``unix`` (``target`` a path) or ``https`` (a URL)."""
+
+    kind: str
+    target: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == "unix"
+
+
+def parse_addr(addr: str) -> Endpoint:
+    """Turn ``server_addr`` into an ``Endpoint``; ``BadRequest`` for a form we do not know."""
+    addr = (addr or "").strip()
+    if not addr:
+        raise errors.BadRequest("server_addr is empty: give a unix socket path or https://host:8443")
+    if addr.startswith("unix://"):
+        path = parse.unquote(addr.removeprefix("unix://"))
+        if not path.startswith("/"):
+            raise errors.BadRequest(f"unix socket address must be absolute: {addr!r}")
+        return Endpoint("unix", path)
+    if addr.startswith("/"):
+        return Endpoint("unix", addr)
+    if addr.startswith("http://"):
+        raise errors.BadRequest("LXD and Incus serve their API over https only: use https://host:8443")
+    if "://" in addr and not addr.startswith("https://"):
+        raise errors.BadRequest(f"unsupported address scheme in {addr!r}")
+    url = addr if addr.startswith("https://") else f"https://{addr}"
+    parts = parse.urlsplit(url)
+    if not parts.hostname:
+        raise errors.BadRequest(f"no host name in {addr!r}")
+    port = parts.port or DEFAULT_PORT
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return Endpoint("https", f"https://{host}:{port}")
+
+
+# ------------------------------------------------------------------ client certificate
+
+
+def cert_dir(host: HostSpec) -> Path:
+    """The directory holding the engine's client certificate for ``host``."""
+    configured = host.options.get("cert_dir")
+    return Path(configured).expanduser() if configured else Path("~/.config/idcs/lxd").expanduser()
+
+
+_cert_lock = threading.Lock()
+
+
+def ensure_client_cert(directory: Path) -> tuple[str, str]:
+    """Return (cert, key) paths in ``directory``, creating a self-signed EC pair on first use."""
+    cert_path, key_path = directory / "client.crt", directory / "client.key"
+    with _cert_lock:
+        if cert_path.exists() and key_path.exists():
+            return str(cert_path), str(key_path)
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = ec.generate_private_key(ec.SECP384R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "OpenIDCS"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, f"idcs@{os.uname().nodename}")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=3650))
+                .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+                .sign(key, hashes.SHA384()))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return str(cert_path), str(key_path)
+
+
+# ------------------------------------------------------------------ connecting
+
+
+def _timeout(host_options: dict[str, Any]) -> tuple[float, float]:
+    return (float(host_options.get("connect_timeout", CONNECT_TIMEOUT)),
+            float(host_options.get("timeout", READ_TIMEOUT)))
+
+
+def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None = None,
+                certs: tuple[str, str] | None = None) -> Client:
+    """Connect to the daemon at ``addr`` and return a trusted pylxd ``Client``.
+
+    Raises ``HostUnreachable`` when it cannot be reached or refuses our certificate.
+    """
+    options = options or {}
+    endpoint = parse_addr(addr)
+    timeout = _timeout(options)
+    project = options.get("project") or None
+    try:
+        if endpoint.kind == "unix":
+            if not os.path.exists(endpoint.target):
+                raise errors.HostUnreachable(
+                    f"LXD socket {endpoint.target} does not exist (is the daemon running?)")
+            return Client(endpoint=f"http+unix://{parse.quote(endpoint.target, safe='')}", timeout=timeout,
+                          project=project)
+        verify: bool | str = bool(options.get("verify_tls", False))
+        if options.get("server_cert"):
+            verify = str(Path(options["server_cert"]).expanduser())
+        if verify is False:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        client = Client(endpoint=endpoint.target, cert=certs, verify=verify, timeout=timeout, project=project)
+        if not client.trusted:
+            if not password:
+                raise errors.HostUnreachable(
+                    f"{endpoint.target} does not trust this client certificate and no password or "
+                    "trust token was given")
+            try:
+                client.authenticate(password)
+            except lxd_exc.LXDAPIException as exc:
+                raise errors.HostUnreachable(
+                    f"login to {endpoint.target} failed: {api_message(exc)}") from exc
+            if not client.trusted:
+                raise errors.HostUnreachable(f"login to {endpoint.target} failed: certificate not trusted")
+        return client
+    except errors.IDCSError:
+        raise
+    except (lxd_exc.ClientConnectionFailed, requests.RequestException, OSError) as exc:
+        where = endpoint.target
+        raise errors.HostUnreachable(f"cannot connect to LXD at {where}: {_short(exc)}") from exc
+    except lxd_exc.LXDAPIException as exc:
+        raise errors.HostUnreachable(f"LXD at {endpoint.target} refused the connection: "
+                                     f"{api_message(exc)}") from exc
+
+
+class ClientCache:
+    """One pylxd ``Client`` per ``HostSpec`` (address and credentials), shared by threads."""
+
+    def __init__(self) -> None:
+        self._clients: dict[HostSpec, Client] = {}
+        self._lock = threading.Lock()
+
+    def get(self, host: HostSpec) -> Client:
+        with self._lock:
+            client = self._clients.get(host)
+        if client is not None:
+            return client
+        certs = None
+        if parse_addr(host.addr).kind == "https":
+            certs = ensure_client_cert(cert_dir(host))
+        client = open_client(host.addr, password=host.password, options=host.options, certs=certs)
+        with self._lock:
+            return self._clients.setdefault(host, client)
+
+    def drop(self, host: HostSpec) -> None:
+        with self._lock:
+            client = self._clients.pop(host, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.api.session.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            hosts = list(self._clients)
+        for host in hosts:
+            self.drop(host)
+
+
+# ------------------------------------------------------------------ errors
+
+
+class OperationFailed(Exception):
+    """An LXD background operation ended in failure; ``str()`` is LXD's error text."""
+
+
+def api_message(exc: lxd_exc.LXDAPIException) -> str:
+    """LXD's own error text from an API exception."""
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            body = response.json()
+            return str(body.get("error") or body.get("metadata", {}).get("err") or response.reason)
+        except ValueError:
+            return f"HTTP {response.status_code}: {response.text[:200]}"
+    return str(exc)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "Connection refused" in text or isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if "No such file or directory" in text or isinstance(exc, FileNotFoundError):
+        return "socket not found"
+    return text[:300]
+
+
+@contextlib.contextmanager
+def translated(cache: ClientCache, host: HostSpec, what: str) -> Iterator[None]:
+    """Turn pylxd/requests failures inside the block into ``idcs_core.errors``.
+
+    A lost connection drops the cached client (the next call reconnects) and
+    becomes ``HostUnreachable``; an LXD error becomes ``VMOperationFailed``.
+    """
+    try:
+        yield
+    except errors.IDCSError:
+        raise
+    except (lxd_exc.ClientConnectionFailed, requests.ConnectionError, requests.Timeout) as exc:
+        cache.drop(host)
+        raise errors.HostUnreachable(f"LXD host {host.name} ({host.addr}) unreachable during {what}: "
+                                     f"{_short(exc)}") from exc
+    except lxd_exc.LXDAPIException as exc:
+        raise errors.VMOperationFailed(f"{what}: {api_message(exc)}") from exc
+    except OperationFailed as exc:
+        raise errors.VMOperationFailed(f"{what}: {exc}") from exc
+
+
+# ------------------------------------------------------------------ operations
+
+
+def operation_id(operation: str) -> str:
+    """The id of an operation given as ``/1.0/operations/<id>`` or just ``<id>``."""
+    return parse.urlsplit(operation).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def wait_operation(client: Client, operation: str, timeout: float = 600.0) -> dict[str, Any]:
+    """Wait for a background operation to end; return its final metadata.
+
+    Polls ``/operations/<id>/wait?timeout=`` in slices so the HTTP read timeout never
+    cuts a long wait short (Incus answers a slice that ends early with an error, LXD
+    with the still-running operation: both just loop). Raises ``OperationFailed``
+    with LXD's error text.
+    """
+    op_id = operation_id(operation)
+    deadline = time.monotonic() + timeout
+    node = client.api.operations[op_id]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OperationFailed(f"operation {op_id} still running after {timeout:g} s")
+        slice_s = max(1, min(int(left), 20))
+        try:
+            meta = node.wait.get(params={"timeout": slice_s},
+                                 timeout=(CONNECT_TIMEOUT, slice_s + 30)).json().get("metadata") or {}
+        except lxd_exc.NotFound:
+            raise OperationFailed(f"operation {op_id} vanished") from None
+        except lxd_exc.LXDAPIException:
+            meta = node.get().json().get("metadata") or {}
+        status = meta.get("status", "")
+        if status == "Success":
+            return meta
+        if status in ("Failure", "Cancelled"):
+            raise OperationFailed(meta.get("err") or status)
+
+
+def run_async(client: Client, response: requests.Response, timeout: float = 600.0) -> dict[str, Any]:
+    """Wait for the operation an API call started (202) and return its metadata."""
+    body = response.json()
+    if body.get("type") != "async":
+        return body.get("metadata") or {}
+    return wait_operation(client, body["operation"], timeout)

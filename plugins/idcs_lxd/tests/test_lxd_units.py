@@ -1,0 +1,109 @@
+"""Pure functions and packaging: no daemon needed."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from idcs_core import errors
+from idcs_core.plugins import Engine
+from idcs_core.types import NatRule
+from idcs_lxd import client, images, info, lifecycle, network
+
+
+@pytest.mark.parametrize(("addr", "kind", "target"), [
+    ("/var/lib/lxd/unix.socket", "unix", "/var/lib/lxd/unix.socket"),
+    ("unix:///var/lib/incus/unix.socket", "unix", "/var/lib/incus/unix.socket"),
+    ("https://10.0.0.5:8443", "https", "https://10.0.0.5:8443"),
+    ("https://lxd.example", "https", "https://lxd.example:8443"),
+    ("10.0.0.5", "https", "https://10.0.0.5:8443"),
+    ("lxd.example:9443/", "https", "https://lxd.example:9443"),
+    ("https://[fd00::1]:8443", "https", "https://[fd00::1]:8443"),
+])
+def test_parse_addr(addr: str, kind: str, target: str) -> None:
+    endpoint = client.parse_addr(addr)
+    assert (endpoint.kind, endpoint.target) == (kind, target)
+
+
+@pytest.mark.parametrize("addr", ["", "http://10.0.0.5:8443", "ftp://x", "unix://relative/path"])
+def test_parse_addr_rejects(addr: str) -> None:
+    with pytest.raises(errors.BadRequest):
+        client.parse_addr(addr)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("512MiB", 512 * 2**20), ("1GB", 10**9), ("2GiB", 2 * 2**30), ("100", 100), ("1.5GiB", 3 * 2**29),
+    ("50%", None), ("", None), (None, None), ("lots", None),
+])
+def test_parse_bytes(text: str | None, value: int | None) -> None:
+    assert info.parse_bytes(text) == value
+
+
+@pytest.mark.parametrize(("text", "count"), [("2", 2), ("0-3", 4), ("0,2", 2), ("0-1,4", 3), ("", None),
+                                             ("x", None)])
+def test_parse_cpus(text: str, count: int | None) -> None:
+    assert info.parse_cpus(text) == count
+
+
+def test_status_words() -> None:
+    assert info.status_word("Running") == "running"
+    assert info.status_word("Frozen") == "paused"
+    assert info.status_word("Stopped") == "stopped"
+    assert info.status_word("Error") == "stopped"
+
+
+def test_to_vminfo_reads_limits_and_addresses() -> None:
+    inst = {"name": "v1", "status": "Running", "type": "container",
+            "expanded_config": {"limits.cpu": "2", "limits.memory": "256MiB", info.KEY_OS_NAME: "debian/12"},
+            "expanded_devices": {"root": {"type": "disk", "path": "/", "pool": "p", "size": "10GiB"}}}
+    state = {"status": "Running", "memory": {"usage": 64 * 2**20},
+             "network": {"lo": {"type": "loopback", "addresses": [{"family": "inet", "address": "127.0.0.1",
+                                                                   "scope": "local"}]},
+                         "eth0": {"type": "broadcast", "hwaddr": "00:16:3e:00:00:01", "addresses": [
+                             {"family": "inet", "address": "10.1.1.2", "scope": "global", "netmask": "24"},
+                             {"family": "inet6", "address": "fe80::1", "scope": "link", "netmask": "64"}]}}}
+    vm = info.to_vminfo(inst, state)
+    assert (vm.cpu_num, vm.ram_num, vm.hdd_num, vm.os_name) == (2, 256, 10, "debian/12")
+    assert vm.status == "running" and vm.memory_usage == 25.0
+    assert vm.ip_addresses == ["10.1.1.2"]
+
+
+def test_image_family() -> None:
+    assert images.family_of({"os": "Ubuntu"}) == "ubuntu"
+    assert images.family_of({"os": "RockyLinux"}) == "rocky"
+    assert images.family_of({}, "debian/12") == "debian"
+    assert images.family_of({}, "ubuntu-22.04-server.iso") == "ubuntu"
+    assert images.family_of({}, "0123abcd") == "other"
+
+
+def test_nat_device_round_trip() -> None:
+    rule = NatRule(host_port=2222, vm_port=22, protocol="tcp")
+    assert network.device_name(rule) == "idcs-nat-tcp-2222"
+    assert network.rule_of({"listen": "tcp:0.0.0.0:2222", "connect": "tcp:127.0.0.1:22"}) == NatRule(
+        2222, 22, "tcp", "127.0.0.1")
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a_b", "a-", "x" * 64, "é"])
+def test_instance_names_checked(name: str) -> None:
+    with pytest.raises(errors.BadRequest):
+        lifecycle.check_name(name)
+
+
+def test_cpu_sampler() -> None:
+    sampler = lifecycle.CpuSampler()
+    assert sampler.percent(("h", "v"), 1_000_000_000, 1) is None
+    import time
+
+    time.sleep(0.1)
+    value = sampler.percent(("h", "v"), 1_050_000_000, 1)
+    assert value is not None and 0 < value <= 100
+
+
+def test_entry_point_loads_engine() -> None:
+    eps = [ep for ep in metadata.entry_points(group="idcs.engines") if ep.name == "LXD"]
+    assert len(eps) == 1 and eps[0].value == "idcs_lxd.engine:LXDEngine"
+    engine = Engine("LXD", eps[0].load()())  # check_pending: every hook name is a real hook
+    assert {"vm_create", "power", "nat", "disk", "backup", "backup_scan", "password", "terminal", "iso",
+            "scan", "images", "vm_reinstall", "vm_update", "vm_delete", "ip"} <= set(engine.capabilities)
+    assert engine.description["title"] == "LXD / Incus"
