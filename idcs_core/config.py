@@ -33,6 +33,8 @@ class Config:
     task_timeout: float = float(os.environ.get("IDCS_TASK_TIMEOUT", "1800"))
     max_body_bytes: int = 1024 * 1024
     create_admin: bool = True
+    # Password of the first admin account; generated and printed once when unset.
+    admin_password: str | None = field(default_factory=lambda: os.environ.get("IDCS_ADMIN_PASSWORD"), repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()

@@ -100,6 +100,11 @@ class CoreContext:
         timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
         return await engine.call(hook, spec, timeout=timeout, **kwargs)
 
+    def require(self, host: Host, hook: str, what: str) -> None:
+        """Raise 1006 "<what> is not supported by the X engine" unless the engine has ``hook``."""
+        if not self.supports(host, hook):
+            raise errors.NotSupported(f"{what} is not supported by the {host.server_type} engine")
+
     def supports(self, host: Host, hook: str) -> bool:
         try:
             return self.engine_for(host).supports(hook)

@@ -45,8 +45,7 @@ async def create_backup(core: CoreContext, principal: Principal, hs_name: str, v
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         ensure_idle(core, vm)
-        if not core.supports(vm.host, "backup_create"):
-            raise errors.NotSupported(f"backups are not supported by the {vm.host.server_type} engine")
+        core.require(vm.host, "backup_create", "backups")
         await quotas.charge(s, vm.owner_id, backups=1)
         backup = Backup(host_id=vm.host_id, vm_uuid=vm_uuid, backup_name=new_backup_name(),
                         description=description, status="creating")

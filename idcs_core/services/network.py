@@ -84,8 +84,7 @@ async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         host = vm.host
-        if not core.supports(host, "nat_add"):
-            raise errors.NotSupported(f"NAT port forwarding is not supported by the {host.server_type} engine")
+        core.require(host, "nat_add", "NAT port forwarding")
         port = fields.get("host_port") or await _free_port(s, host, protocol)
         port_range = _port_range(host)
         if fields.get("host_port") and port_range and not principal.is_admin and \
@@ -187,8 +186,7 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
                  fields: dict[str, Any]) -> dict[str, Any]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        if not core.supports(vm.host, "vm_ip_add"):
-            raise errors.NotSupported(f"adding IP addresses is not supported by the {vm.host.server_type} engine")
+        core.require(vm.host, "vm_ip_add", "adding IP addresses")
         await quotas.charge(s, vm.owner_id, ips=1)
         row = IPAddr(vm_id=vm.id, idx=await _next_idx(s, IPAddr, vm.id), nic_type=fields.get("nic_type") or "nat",
                      address=fields.get("ip4_addr") or "", ip6_addr=fields.get("ip6_addr") or "",
@@ -253,8 +251,7 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
                     fields: dict[str, Any]) -> dict[str, Any]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        if not core.supports(vm.host, "proxy_add"):
-            raise errors.NotSupported(f"reverse proxies are not supported by the {vm.host.server_type} engine")
+        core.require(vm.host, "proxy_add", "reverse proxies")
         limit = _per_vm_limit(vm, "web_num")
         count = (await s.execute(select(func.count(ProxyRow.id)).where(ProxyRow.vm_id == vm.id))).scalar_one()
         if limit is not None and count >= limit:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 # key: (type, default, description)
 SETTINGS: dict[str, tuple[type, Any, str]] = {
     "panel_name": (str, "OpenIDCS", "name shown by panels"),
-    "host_timeout": (float, 5.0, "seconds a host may take to answer a status or list call"),
+    "host_timeout": (float, 5.0, "seconds a host may take to answer a status or list call "
+                              "(default: IDCS_HOST_TIMEOUT or 5)"),
     "token_ttl_seconds": (int, 12 * 3600, "lifetime of a login token"),
     "temp_token_ttl_seconds": (int, 3600, "lifetime of a temporary one-VM token"),
     "login_max_failures": (int, 5, "failed logins before a user name is locked"),
@@ -37,10 +38,10 @@ class SettingsService:
         self._values: dict[str, Any] = {k: default for k, (_t, default, _d) in SETTINGS.items()}
 
     async def load(self) -> None:
+        self._values["host_timeout"] = float(self.core.config.host_timeout)
         async with self.core.db.session() as s:
             for row in (await s.execute(select(Setting).where(Setting.key.in_(list(SETTINGS))))).scalars():
                 self._values[row.key] = row.value
-        self._values["host_timeout"] = float(self._values["host_timeout"] or self.core.config.host_timeout)
 
     def get(self, key: str) -> Any:
         return self._values[key]

@@ -39,8 +39,7 @@ async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_u
     """Create (charging ``size_gb`` to the quota) and attach, or re-attach a detached disk."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        if not core.supports(vm.host, "disk_attach"):
-            raise errors.NotSupported(f"extra disks are not supported by the {vm.host.server_type} engine")
+        core.require(vm.host, "disk_attach", "extra disks")
         disk = (await s.execute(select(Disk).where(Disk.vm_id == vm.id, Disk.name == name))).scalar_one_or_none()
         created = disk is None
         if created:

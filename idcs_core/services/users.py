@@ -97,6 +97,10 @@ async def ensure_first_admin(core: CoreContext) -> str | None:
     async with core.db.session() as s:
         if (await s.execute(select(User.id).limit(1))).first():
             return None
+    if core.config.admin_password:
+        await create_user(core, "admin", core.config.admin_password, "", is_admin=True)
+        log.info("administrator account 'admin' created with the configured password")
+        return None
     password = security.generate_password()
     await create_user(core, "admin", password, "", is_admin=True)
     banner = (f"\n{'=' * 64}\n  OpenIDCS first start: administrator account created\n"

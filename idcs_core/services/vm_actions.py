@@ -117,7 +117,7 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
         vm = await get_vm(s, principal, hs_name, vm_uuid)
     engine = core.engine_for(vm.host)
     if not (engine.supports("vm_console") or engine.supports("vm_terminal_open")):
-        raise errors.NotSupported(f"the {engine.name} engine offers no console")
+        raise errors.NotSupported(f"a console is not supported by the {engine.name} engine")
     result: dict[str, Any] = {"console_url": None, "terminal_url": None}
     if engine.supports("vm_console"):
         info = await core.call(vm.host, "vm_console", vm_uuid=vm_uuid)
@@ -140,7 +140,7 @@ async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         ensure_idle(core, vm)
         engine = core.engine_for(vm.host)
         if not (engine.supports("vm_reinstall") or (engine.supports("vm_delete") and engine.supports("vm_create"))):
-            raise errors.NotSupported(f"the {engine.name} engine cannot reinstall")
+            raise errors.NotSupported(f"reinstalling is not supported by the {engine.name} engine")
         previous = vm.os_name
         if os_name:
             vm.os_name = os_name

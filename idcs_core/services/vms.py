@@ -138,8 +138,7 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
         host = await get_host(s, hs_name)
         if not host.enabled:
             raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
-        if not core.supports(host, "vm_create"):
-            raise errors.NotSupported(f"the {host.server_type} engine cannot create virtual machines")
+        core.require(host, "vm_create", "creating virtual machines")
         owner_id = principal.user_id
         if fields.get("owner_id") is not None:
             if not principal.is_admin:
@@ -188,11 +187,12 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         await _scrub_params(core, task.id)
     async with core.db.session() as s:
         row = await s.get(VM, vm.id)
-        if row is not None:
-            row.status, row.power_state = info.status, info.power_state
-            if password:
-                row.config = dict(row.config or {}) | {"os_pass_set": True}
-            data = vm_dict(row)
+        if row is None:  # the record was removed meanwhile (host deleted with force)
+            return {"vm_uuid": vm.vm_uuid, "status": info.status}
+        row.status, row.power_state = info.status, info.power_state
+        if password:
+            row.config = dict(row.config or {}) | {"os_pass_set": True}
+        data = vm_dict(row)
     await core.plugins.emit("vm_created", vm=data)
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
 
@@ -233,8 +233,7 @@ async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         ensure_idle(core, vm)
-        if not core.supports(vm.host, "vm_update"):
-            raise errors.NotSupported(f"the {vm.host.server_type} engine cannot change virtual machines")
+        core.require(vm.host, "vm_update", "changing virtual machines")
         old = {"cpu_num": vm.cpu_num, "ram_num": vm.ram_num, "hdd_num": vm.hdd_num, "os_name": vm.os_name,
                "vm_name": vm.vm_name, "config": dict(vm.config or {})}
         new = {k: fields[k] for k in ("cpu_num", "ram_num", "hdd_num", "vm_name") if fields.get(k) is not None}
@@ -284,8 +283,7 @@ async def delete_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         if vm.status == VMStatus.DELETING or core.tasks.busy(hs_name, vm_uuid):
             raise errors.Conflict(f"virtual machine {vm_uuid} is busy ({vm.status})")
-        if not core.supports(vm.host, "vm_delete"):
-            raise errors.NotSupported(f"the {vm.host.server_type} engine cannot delete virtual machines")
+        core.require(vm.host, "vm_delete", "deleting virtual machines")
         previous = vm.status
         vm.status = VMStatus.DELETING
         task = core.tasks.add(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
