@@ -1,0 +1,203 @@
+"""Connections: one cached ``docker.DockerClient`` per host, and the host's options.
+
+``server_addr`` is a Docker URL: ``unix:///var/run/docker.sock`` (a bare path
+works too), ``tcp://host:2375``, ``tcp://host:2376`` with ``tls`` set in the
+options (or ``https://host:2376``), ``ssh://user@host``. Podman's
+Docker-compatible socket works the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.tls
+
+from idcs_core import errors
+from idcs_core.types import HostSpec
+from idcs_oci.errmap import map_error
+
+# The options this engine understands (shown by ``engine_describe``).
+OPTIONS: dict[str, str] = {
+    "timeout": "seconds one Docker API call may take (default 30)",
+    "stop_timeout": "seconds a graceful stop waits before killing (default 10)",
+    "nat_bind": "host address(es) NAT ports are published on, comma separated (default 0.0.0.0)",
+    "network": "Docker network new containers join (default: the daemon's default bridge)",
+    "restart_policy": "restart policy of new containers (default unless-stopped; 'no' to disable)",
+    "pull_missing": "pull an image that is not on the host when a VM is created (default false)",
+    "max_layers": "flatten a VM's image when recreating it would exceed this many layers (default 100)",
+    "tls": "use TLS for tcp:// addresses (default false)",
+    "tls_verify": "verify the daemon's certificate against tls_ca_cert (default true)",
+    "tls_ca_cert": "path of the CA certificate (PEM) on the control-plane machine",
+    "tls_client_cert": "path of the client certificate (PEM)",
+    "tls_client_key": "path of the client key (PEM)",
+    "ssh_client": "use the ssh binary for ssh:// addresses (default: when paramiko is not installed)",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise errors.BadRequest(f"host option {name} must be true or false, not {value!r}")
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise errors.BadRequest(f"host option {name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise errors.BadRequest(f"host option {name} must be at least {minimum}")
+    return number
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """The host's ``options``, parsed and checked."""
+
+    timeout: float = 30.0
+    stop_timeout: int = 10
+    nat_bind: tuple[str, ...] = ("0.0.0.0",)
+    network: str | None = None
+    restart_policy: str = "unless-stopped"
+    pull_missing: bool = False
+    max_layers: int = 100
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca_cert: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+    ssh_client: bool = field(default_factory=lambda: importlib.util.find_spec("paramiko") is None)
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> HostOptions:
+        o = options or {}
+        kw: dict[str, Any] = {}
+        if "timeout" in o:
+            kw["timeout"] = _number("timeout", o["timeout"], float, 1)
+        if "stop_timeout" in o:
+            kw["stop_timeout"] = _number("stop_timeout", o["stop_timeout"], int, 0)
+        if "max_layers" in o:
+            kw["max_layers"] = _number("max_layers", o["max_layers"], int, 2)
+        if o.get("nat_bind"):
+            raw = o["nat_bind"]
+            addrs = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            kw["nat_bind"] = tuple(a.strip() for a in addrs if a.strip()) or ("0.0.0.0",)
+        for key in ("network", "restart_policy", "tls_ca_cert", "tls_client_cert", "tls_client_key"):
+            if o.get(key):
+                kw[key] = str(o[key])
+        for key in ("pull_missing", "tls", "tls_verify", "ssh_client"):
+            if key in o:
+                kw[key] = _bool(key, o[key])
+        return cls(**kw)
+
+
+def base_url(addr: str, opts: HostOptions) -> str:
+    """``server_addr`` as the URL the SDK expects."""
+    addr = addr.strip()
+    if addr.startswith("/"):
+        return "unix://" + addr
+    scheme = addr.split("://", 1)[0].lower() if "://" in addr else ""
+    if scheme not in ("unix", "tcp", "http", "https", "ssh"):
+        raise errors.BadRequest(
+            f"server_addr {addr!r} is not a Docker URL (unix:///path, tcp://host:port, ssh://user@host)")
+    if scheme == "tcp" and opts.tls:
+        return "https://" + addr.split("://", 1)[1]
+    return addr
+
+
+def _tls_config(opts: HostOptions, url: str) -> docker.tls.TLSConfig | bool:
+    if not url.startswith("https://"):
+        return False
+    cert = None
+    if opts.tls_client_cert and opts.tls_client_key:
+        cert = (opts.tls_client_cert, opts.tls_client_key)
+    verify: bool | str = opts.tls_verify
+    if opts.tls_verify and opts.tls_ca_cert:
+        verify = opts.tls_ca_cert
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=opts.tls_ca_cert if opts.tls_verify else None,
+                                verify=verify)
+
+
+@dataclass
+class Conn:
+    """What a hook works with: the client, the parsed options, and per-host facts learnt once."""
+
+    host: HostSpec
+    client: docker.DockerClient
+    opts: HostOptions
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api(self) -> docker.APIClient:
+        return self.client.api
+
+
+class ClientCache:
+    """One client per (host, options); thread-safe; a failed connection is not cached."""
+
+    def __init__(self) -> None:
+        self._conns: dict[tuple[HostSpec, HostOptions], Conn] = {}
+        self._lock = threading.Lock()
+
+    def connect(self, host: HostSpec) -> Conn:
+        opts = HostOptions.parse(host.options)
+        key = (host, opts)
+        with self._lock:
+            conn = self._conns.get(key)
+        if conn is not None:
+            return conn
+        conn = Conn(host, self._open(host, opts), opts)
+        with self._lock:
+            existing = self._conns.setdefault(key, conn)
+        if existing is not conn:  # another thread connected first
+            conn.client.close()
+        return existing
+
+    @staticmethod
+    def _open(host: HostSpec, opts: HostOptions) -> docker.DockerClient:
+        url = base_url(host.addr, opts)
+        try:
+            # version="auto" negotiates the API version: one round trip that also proves the
+            # daemon answers. Podman and older daemons are served at their own version.
+            return docker.DockerClient(base_url=url, version="auto", timeout=opts.timeout,
+                                       tls=_tls_config(opts, url), use_ssh_client=opts.ssh_client,
+                                       max_pool_size=16)
+        except Exception as exc:
+            cause = exc.__cause__ or exc.__context__ or exc
+            raise errors.HostUnreachable(
+                f"cannot connect to Docker at {host.addr}: {map_error(cause, 'connect').msg}") from exc
+
+    def drop(self, host: HostSpec) -> None:
+        """Close and forget every client of ``host``; never raises."""
+        with self._lock:
+            gone = [self._conns.pop(k) for k in list(self._conns) if k[0] == host]
+        for conn in gone:
+            try:
+                conn.client.close()
+            except Exception:  # closing a dead transport may fail; nothing to do about it
+                pass
+
+    def close_all(self) -> None:
+        with self._lock:
+            hosts = {k[0] for k in self._conns}
+        for host in hosts:
+            self.drop(host)
+
+
+def is_local_socket(conn: Conn) -> bool:
+    """True when the daemon listens on a unix socket of this machine (so /proc is its kernel's)."""
+    url = base_url(conn.host.addr, conn.opts)
+    return url.startswith("unix://") and os.path.exists(url.removeprefix("unix://"))

@@ -1,0 +1,75 @@
+"""Extra disks: named volumes ``idcs-<vm_uuid>-<name>`` mounted at ``/mnt/<name>``.
+
+Attaching or detaching recreates the container the way NAT changes do (data
+kept). The volume outlives the container's recreations and a detach; only
+``disk_delete`` (or deleting the VM) destroys it. Docker's ``local`` volume
+driver has no size limit: the requested size is recorded in the volume's
+labels, not enforced.
+"""
+
+from __future__ import annotations
+
+import docker.errors
+
+from idcs_core import errors
+from idcs_core.types import DiskSpec
+from idcs_oci import containers, naming
+from idcs_oci.client import Conn
+from idcs_oci.containers import Blueprint
+
+
+def _ensure_volume(conn: Conn, vm_uuid: str, disk: DiskSpec) -> str:
+    name = naming.volume_name(vm_uuid, disk.name)
+    try:
+        labels = conn.api.inspect_volume(name).get("Labels") or {}
+    except docker.errors.NotFound:
+        conn.api.create_volume(name, labels={
+            naming.MANAGED: "1", naming.VM_UUID: vm_uuid, naming.DISK_NAME: disk.name,
+            naming.DISK_SIZE: str(disk.size_gb)})
+        return name
+    if (labels.get(naming.VM_UUID), labels.get(naming.DISK_NAME)) != (vm_uuid, disk.name):
+        raise errors.Conflict(f"volume {name} already exists and is not disk {disk.name} of {vm_uuid}")
+    return name
+
+
+def attach(conn: Conn, vm_uuid: str, disk: DiskSpec) -> None:
+    naming.check_disk_name(disk.name)
+    attrs = containers.inspect(conn, vm_uuid)
+    volume = _ensure_volume(conn, vm_uuid, disk)
+    if volume in containers.clone(attrs).volume_mounts():
+        return
+
+    def mount(bp: Blueprint) -> Blueprint:
+        bp.add_volume(volume, naming.disk_mount_point(disk.name))
+        return bp
+
+    containers.recreate(conn, attrs, mount)
+
+
+def detach(conn: Conn, vm_uuid: str, disk_name: str) -> None:
+    naming.check_disk_name(disk_name)
+    attrs = containers.inspect(conn, vm_uuid)
+    volume = naming.volume_name(vm_uuid, disk_name)
+    if volume not in containers.clone(attrs).volume_mounts():
+        return
+
+    def unmount(bp: Blueprint) -> Blueprint:
+        bp.remove_volume(volume)
+        return bp
+
+    containers.recreate(conn, attrs, unmount)
+
+
+def delete(conn: Conn, vm_uuid: str, disk_name: str) -> None:
+    """Detach (if the VM still exists) and remove the volume; a disk already gone is fine."""
+    naming.check_disk_name(disk_name)
+    try:
+        conn.api.inspect_container(naming.check_vm_uuid(vm_uuid))
+    except docker.errors.NotFound:
+        pass
+    else:
+        detach(conn, vm_uuid, disk_name)
+    try:
+        conn.api.remove_volume(naming.volume_name(vm_uuid, disk_name))
+    except docker.errors.NotFound:
+        pass

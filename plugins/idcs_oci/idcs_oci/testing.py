@@ -1,0 +1,266 @@
+"""A throw-away Docker daemon and a busybox image, for tests of this engine and the conformance kit.
+
+    with docker_backend() as backend:      # dockerd in /tmp/ioci-xxxx, ready in ~1 s
+        host = backend.host_spec()         # HostSpec of type OCInterface for it
+        backend.image                      # "idcs-test/busybox:latest", made offline
+
+The daemon runs with ``--iptables=false --ip-forward=false --bridge=none`` so it
+changes nothing on the machine: containers join a network ``idcs-test`` that the
+setup creates (and removes), and published ports go through Docker's userland
+proxy, which works on 127.0.0.1 without iptables. If the daemon cannot start,
+``DaemonError`` carries the tail of its log: a test run must fail, never skip.
+The daemon is stopped by its PID, never by name.
+
+Needs root, ``dockerd`` (Debian ``docker.io``) and ``busybox-static``; see
+``scripts/install-backends.sh``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from idcs_core.types import HostSpec
+
+TEST_IMAGE = "idcs-test/busybox:latest"
+TEST_NETWORK = "idcs-test"
+# The image's own CMD: httpd serves /www on port 80 and the shell waits, exiting at once on
+# SIGTERM (so a graceful stop takes milliseconds, not the 10 s kill timeout).
+TEST_CMD = ["/bin/sh", "-c",
+            "httpd -p 80 -h /www; trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+BUSYBOX_PATHS = ("/usr/bin/busybox", "/bin/busybox")
+
+
+class DaemonError(RuntimeError):
+    """The test daemon did not start (the message ends with its log)."""
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+@dataclass
+class DockerDaemon:
+    """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files."""
+
+    base: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "d.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, timeout: float = 60) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _log_tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        """Remove every container (dockerd leaves shims running otherwise), then stop dockerd by PID."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=30)) as c:
+                for item in c.api.containers(all=True):
+                    c.api.remove_container(item["Id"], force=True, v=True)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        _unmount_below(self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _unmount_below(base: Path) -> None:
+    """Lazily unmount whatever dockerd left mounted under ``base`` (deepest first)."""
+    prefix = str(base) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def start_dockerd(timeout: float = 30) -> DockerDaemon:
+    """Start dockerd in a fresh short temp dir and wait until it answers; DaemonError if it cannot."""
+    exe = shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if not exe:
+        raise DaemonError("dockerd is not installed: run scripts/install-backends.sh (package docker.io)")
+    base = Path(tempfile.mkdtemp(prefix="ioci-", dir="/tmp"))  # unix socket paths must stay short
+    log_path = base / "dockerd.log"
+    cmd = [exe, "--host", f"unix://{base}/d.sock", "--data-root", f"{base}/root",
+           "--exec-root", f"{base}/x", "--pidfile", f"{base}/dockerd.pid",
+           "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none"]
+    env = dict(os.environ, PATH=os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin")
+    env.pop("DOCKER_HOST", None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    daemon = DockerDaemon(base, proc, log_path)
+    deadline = time.monotonic() + timeout
+    last_error = "socket not created"
+    while True:
+        if proc.poll() is not None:
+            daemon.stop()
+            raise DaemonError(f"dockerd exited with code {proc.returncode} at start:\n{_log_tail(log_path)}")
+        if daemon.socket.exists():
+            try:
+                with contextlib.closing(daemon.client(timeout=5)) as c:
+                    c.ping()
+                return daemon
+            except Exception as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            log_text = _log_tail(log_path)
+            daemon.stop()
+            raise DaemonError(f"dockerd did not answer within {timeout:g} s ({last_error}):\n{log_text}")
+        time.sleep(0.1)
+
+
+def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
+    """A tar of a minimal root filesystem: static busybox, its applet links, /etc/passwd and shadow."""
+    busybox = next((p for p in BUSYBOX_PATHS if os.path.exists(p)), None)
+    if busybox is None:
+        raise DaemonError("busybox is not installed: run scripts/install-backends.sh (busybox-static)")
+    listing = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True)
+    applets = listing.stdout.split()
+    files: dict[str, bytes] = {
+        "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
+        "etc/shadow": b"root:*:19000:0:99999:7:::\n",
+        "etc/group": b"root:x:0:\n",
+        "www/index.html": b"hello from idcs-test\n",
+        **(extra_files or {}),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add_dir(name: str) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            tar.addfile(info)
+
+        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "tmp", "www", "mnt",
+                  "proc", "sys", "dev", "var", "var/run"):
+            add_dir(d)
+        with open(busybox, "rb") as f:
+            data = f.read()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in applets:
+            name = applet.lstrip("/")
+            if name == "bin/busybox":
+                continue
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, "/bin/busybox"
+            tar.addfile(link)
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o640 if name == "etc/shadow" else 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def build_busybox_image(client: docker.DockerClient, reference: str = TEST_IMAGE,
+                        cmd: list[str] | None = None) -> str:
+    """``docker import`` the busybox rootfs as ``reference`` with ``cmd`` as its CMD; return its id."""
+    repo, _, tag = reference.rpartition(":")
+    client.api.import_image_from_data(busybox_rootfs_tar(), repository=repo, tag=tag,
+                                      changes=[f"CMD {json.dumps(cmd or TEST_CMD)}", "EXPOSE 80"])
+    return str(client.images.get(reference).id)
+
+
+# ------------------------------------------------------------------ helpers for test bodies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str = "/", timeout: float = 8.0) -> str:
+    """GET http://127.0.0.1:<port><path>, retrying while the service starts; raises on failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return str(r.read().decode())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def sh(dc: docker.DockerClient, vm: str, script: str) -> str:
+    """Run a shell script in the VM's container; return its output; fail the test on non-zero exit."""
+    code, out = dc.containers.get(vm).exec_run(["sh", "-c", script])
+    text = out.decode(errors="replace")
+    assert code == 0, f"{script!r} exited {code}: {text}"
+    return text
+
+
+@dataclass
+class DockerBackend:
+    """A running test daemon with its network and image."""
+
+    daemon: DockerDaemon
+    image: str = TEST_IMAGE
+    network: str = TEST_NETWORK
+
+    def host_spec(self, name: str = "oci-test", **options: Any) -> HostSpec:
+        opts = {"network": self.network, "stop_timeout": 5, **options}
+        return HostSpec(name=name, server_type="OCInterface", addr=self.daemon.url, user="", password="",
+                        options=opts)
+
+    def client(self) -> docker.DockerClient:
+        return self.daemon.client()
+
+
+@contextlib.contextmanager
+def docker_backend() -> Iterator[DockerBackend]:
+    """Start dockerd, create the test network and image; stop and remove everything afterwards."""
+    daemon = start_dockerd()
+    try:
+        with contextlib.closing(daemon.client()) as c:
+            c.networks.create(TEST_NETWORK, driver="bridge")
+            build_busybox_image(c)
+        yield DockerBackend(daemon)
+    finally:
+        with contextlib.suppress(Exception), contextlib.closing(daemon.client(timeout=30)) as c:
+            for item in c.api.containers(all=True):
+                c.api.remove_container(item["Id"], force=True, v=True)
+            c.networks.get(TEST_NETWORK).remove()
+        daemon.stop()
