@@ -70,11 +70,6 @@ def host(admin: ApiClient) -> Iterator[str]:
     admin.call("DELETE", f"/api/server/delete/{name}", params={"force": "true"})
 
 
-def create_vm(client: ApiClient, host: str, vm: str, **spec: object) -> dict:
-    body = {"vm_uuid": vm, "os_name": "ubuntu-22.04", "cpu_num": 1, "ram_num": 512, "hdd_num": 10} | spec
-    return client.run_task("POST", f"/api/client/create/{host}", body)
-
-
 @pytest.fixture
 def user_factory(admin: ApiClient, server: LiveServer) -> Iterator[object]:
     """Make normal users (with optional quota) and log them in."""

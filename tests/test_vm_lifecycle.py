@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import create_vm
+from helpers import create_vm
 from testlab import TestLabEngine
 
 from idcs_core.testing.server import ApiClient, LiveServer
