@@ -47,7 +47,9 @@ def run_with_input(conn: Conn, cid: str, cmd: list[str], data: bytes) -> tuple[i
     try:
         raw_socket(sock).sendall(data)
         shutdown_write(sock)
-        out, err = docker_socket.consume_socket_output(docker_socket.frames_iter(sock, tty=False), demux=True)
+        chunks: dict[int, list[bytes]] = {docker_socket.STDOUT: [], docker_socket.STDERR: []}
+        for stream, data in docker_socket.frames_iter(sock, tty=False):
+            chunks.setdefault(stream, []).append(data)
     finally:
         sock.close()
     deadline = time.monotonic() + 10
@@ -57,7 +59,8 @@ def run_with_input(conn: Conn, cid: str, cmd: list[str], data: bytes) -> tuple[i
             break
         time.sleep(0.05)
     code = result.get("ExitCode")
-    return (code if code is not None else -1), out or b"", err or b""
+    out, err = b"".join(chunks[docker_socket.STDOUT]), b"".join(chunks[docker_socket.STDERR])
+    return (code if code is not None else -1), out, err
 
 
 def set_password(conn: Conn, vm_uuid: str, username: str, password: str) -> None:

@@ -46,6 +46,17 @@ TEST_NETWORK = "idcs-test"
 TEST_CMD = ["/bin/sh", "-c",
             "httpd -p 80 -h /www; trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 BUSYBOX_PATHS = ("/usr/bin/busybox", "/bin/busybox")
+# Debian's busybox has no chpasswd applet: the image gets a real one made of mkpasswd and sed
+# (SHA-512 hashes into /etc/shadow), so the engine's password hook has something to run.
+CHPASSWD = b"""#!/bin/sh
+set -e
+while IFS= read -r line; do
+  user="${line%%:*}"; pass="${line#*:}"
+  grep -q "^$user:" /etc/shadow || { echo "chpasswd: unknown user $user" >&2; exit 1; }
+  hash=$(mkpasswd -m sha512 "$pass")
+  sed -i "s|^$user:[^:]*:|$user:$hash:|" /etc/shadow
+done
+"""
 
 
 class DaemonError(RuntimeError):
@@ -162,6 +173,7 @@ def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
         "etc/shadow": b"root:*:19000:0:99999:7:::\n",
         "etc/group": b"root:x:0:\n",
         "www/index.html": b"hello from idcs-test\n",
+        "usr/sbin/chpasswd": CHPASSWD,
         **(extra_files or {}),
     }
     buf = io.BytesIO()
@@ -189,6 +201,8 @@ def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content), 0o640 if name == "etc/shadow" else 0o644
+            if content.startswith(b"#!"):
+                info.mode = 0o755
             tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
 

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from idcs_oci.engine import OCIEngine
+from idcs_oci.testing import DockerBackend
 
 from idcs_core import errors
 from idcs_core.plugins import load_plugins
 from idcs_core.types import HostSpec
-from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import DockerBackend
 
 
 def test_connect_and_status(engine: OCIEngine, host: HostSpec, backend: DockerBackend) -> None:
@@ -48,11 +48,10 @@ def test_host_down_is_unreachable_quickly(engine: OCIEngine) -> None:
         for addr in (f"unix://{stale}", f"unix://{d}/missing.sock", "tcp://127.0.0.1:9"):
             down = HostSpec(name="down", server_type="OCInterface", addr=addr, user="", password="",
                             options={"timeout": 3})
-            for call in (lambda: engine.host_connect(host=down), lambda: engine.host_status(host=down),
-                         lambda: engine.vm_list(host=down)):
+            for hook in (engine.host_connect, engine.host_status, engine.vm_list):
                 started = time.monotonic()
                 with pytest.raises(errors.HostUnreachable) as caught:
-                    call()
+                    hook(host=down)
                 assert time.monotonic() - started < 2.0
                 assert addr in caught.value.msg or "Docker" in caught.value.msg
                 assert caught.value.code == 1003
