@@ -232,6 +232,8 @@ def http_get(port: int, path: str = "/", timeout: float = 8.0) -> str:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                 return str(r.read().decode())
+        except urllib.error.HTTPError:
+            raise  # the server answered: nothing to wait for
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
                 raise
