@@ -25,16 +25,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from idcs_core.app import create_app  # noqa: PLC0415
+    from idcs_core.app import create_app
 
     config = _config(args)
     config.host, config.port = args.host, args.port
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ssl: dict[str, Any] = {}
     if args.self_signed and not (args.tls_cert and args.tls_key):
-        from idcs_core.tls import ensure_self_signed  # noqa: PLC0415
+        from idcs_core.tls import ensure_self_signed
 
         cert, key = ensure_self_signed(config.data_dir, args.host)
         args.tls_cert, args.tls_key = str(cert), str(key)
@@ -52,8 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _with_core(config: Config, fn: Any) -> Any:
-    from idcs_core.context import CoreContext  # noqa: PLC0415
-    from idcs_core.plugins import PluginRegistry  # noqa: PLC0415
+    from idcs_core.context import CoreContext
+    from idcs_core.plugins import PluginRegistry
 
     config.create_admin = False
     core = await CoreContext.start(config, PluginRegistry())
@@ -75,11 +75,11 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from sqlalchemy import select  # noqa: PLC0415
+    from sqlalchemy import select
 
-    from idcs_core import errors  # noqa: PLC0415
-    from idcs_core.db.models import User  # noqa: PLC0415
-    from idcs_core.services import users  # noqa: PLC0415
+    from idcs_core import errors
+    from idcs_core.db.models import User
+    from idcs_core.services import users
 
     config = _config(args)
 
@@ -102,13 +102,13 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     try:
         return int(asyncio.run(_with_core(config, run)))
-    except Exception as exc:  # noqa: BLE001 (one clear line, no traceback, for the operator)
+    except Exception as exc:
         print(f"idcs user {args.action}: {getattr(exc, 'msg', exc)}", file=sys.stderr)
         return 1
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from idcs_core.plugins import load_plugins  # noqa: PLC0415
+    from idcs_core.plugins import load_plugins
 
     rows = load_plugins().describe()
     if args.json:
@@ -127,7 +127,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from idcs_core.db.session import upgrade  # noqa: PLC0415
+    from idcs_core.db.session import upgrade
 
     config = _config(args)
     upgrade(config.db_url, args.revision)

@@ -50,7 +50,7 @@ class CoreContext:
         core = cls(config, plugins)
         await core.settings.load()
         await core.auth.load()
-        from idcs_core.services import users, vms  # noqa: PLC0415 (services import the context type)
+        from idcs_core.services import users, vms
 
         if config.create_admin:
             await users.ensure_first_admin(core)

@@ -225,11 +225,17 @@ def _new_event_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _dist_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return None, None
-    return dist.metadata["Name"], dist.version
+def _distributions(groups: tuple[str, ...]) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(group, name, value) of every installed entry point in ``groups`` -> (distribution, version).
+
+    stevedore's cached entry points do not carry their distribution, so it is looked up here.
+    """
+    found: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for dist in metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group in groups:
+                found[(ep.group, ep.name, ep.value)] = (dist.metadata["Name"], dist.version)
+    return found
 
 
 def _instantiate(obj: object) -> object:
@@ -245,6 +251,7 @@ def load_plugins() -> PluginRegistry:
     def on_failure(_manager: Any, ep: metadata.EntryPoint, exc: BaseException) -> None:
         registry._fail(ENGINE_GROUP if ep.group == ENGINE_GROUP else EVENT_GROUP, ep.name, ep.value, exc)
 
+    dists = _distributions((ENGINE_GROUP, EVENT_GROUP))
     engines = ExtensionManager(ENGINE_GROUP, invoke_on_load=False, on_load_failure_callback=on_failure,
                                verify_requirements=False)
     for ext in engines:
@@ -254,7 +261,8 @@ def load_plugins() -> PluginRegistry:
             registry._fail(ENGINE_GROUP, ext.name, ext.entry_point.value,
                            RuntimeError("another package already registers this engine type"))
             continue
-        dist, version = _dist_of(ext.entry_point)
+        ep = ext.entry_point
+        dist, version = dists.get((ENGINE_GROUP, ep.name, ep.value), (None, None))
         try:
             plugin = _instantiate(ext.plugin)
         except Exception as exc:

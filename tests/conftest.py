@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from testlab import PASSWORD, TestLabEngine  # noqa: E402
+from testlab import PASSWORD, TestLabEngine
 
-from idcs_core.plugins import PluginRegistry  # noqa: E402
-from idcs_core.testing.databases import database_url, drop_postgres_schema  # noqa: E402
-from idcs_core.testing.server import ApiClient, LiveServer  # noqa: E402
+from idcs_core.plugins import PluginRegistry
+from idcs_core.testing.databases import database_url, drop_postgres_schema
+from idcs_core.testing.server import ApiClient, LiveServer
 
 _names = itertools.count(1)
 

@@ -73,7 +73,8 @@ class World:
 def world(server: LiveServer) -> Iterator[World]:
     admin = server.admin()
     admin.post("/api/server/create", {"server_name": "mxhost", "server_type": "TestLab",
-                                      "server_addr": f"lab://mxhost-{id(server)}", "server_user": "u", "server_pass": "lab-pass"})
+                                      "server_addr": f"lab://mxhost-{id(server)}", "server_user": "u",
+                                      "server_pass": "lab-pass"})
     made = []
     clients = []
     for name in ("mxowner", "mxother"):
@@ -119,7 +120,7 @@ def test_revoked_token_stops_at_once(world: World) -> None:
     c.post("/logout")
     status, body = c.call("GET", "/api/users/current")
     assert (status, body["code"]) == (401, 3001)
-    status, body = c.call("GET", f"/api/client/detail/mxhost/mxvm", headers={"Authorization": f"Bearer {token}"})
+    status, body = c.call("GET", "/api/client/detail/mxhost/mxvm", headers={"Authorization": f"Bearer {token}"})
     assert body["code"] == 3001
 
 

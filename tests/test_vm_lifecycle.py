@@ -72,7 +72,7 @@ def test_delete_failure_keeps_vm_with_real_status(admin: ApiClient, host: str, l
     assert vm["status"] == "stopped"
     lab.faults.reset()
     admin.run_task("DELETE", f"/api/client/delete/{host}/d1")
-    status, body = admin.call("GET", f"/api/client/detail/{host}/d1")
+    _status, body = admin.call("GET", f"/api/client/detail/{host}/d1")
     assert body["code"] == 1002
 
 
@@ -121,7 +121,7 @@ def test_host_unreachable_and_offline_listing(admin: ApiClient, lab: TestLabEngi
 def test_vm_routes_on_down_host_answer_1003_and_keep_records(admin: ApiClient, host: str, lab: TestLabEngine) -> None:
     create_vm(admin, host, "h1")
     lab.faults.down.add(f"lab://{host}")
-    status, body = admin.call("POST", f"/api/client/powers/{host}/h1", {"action": "H_CLOSE"})
+    _status, body = admin.call("POST", f"/api/client/powers/{host}/h1", {"action": "H_CLOSE"})
     assert body["code"] == 1003
     listed = admin.get(f"/api/client/detail/{host}")
     assert listed[0]["vm_uuid"] == "h1" and listed[0]["power_state"] == "unknown"
@@ -132,8 +132,9 @@ def test_vm_routes_on_down_host_answer_1003_and_keep_records(admin: ApiClient, h
 
 
 def test_scan_imports_exactly_once(admin: ApiClient, host: str, lab: TestLabEngine) -> None:
-    from idcs_core.types import VMSpec
     from testlab import LabVM
+
+    from idcs_core.types import VMSpec
 
     lab.hosts.setdefault(f"lab://{host}", type(next(iter(lab.hosts.values())))() if lab.hosts else None)
     lab.hosts[f"lab://{host}"].vms["foreign1"] = LabVM(VMSpec("foreign1", "debian-12", 1, 256, 5), status="stopped")

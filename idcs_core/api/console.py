@@ -72,7 +72,7 @@ async def terminal_socket(ws: WebSocket) -> None:
         hs_name, vm_uuid = read_terminal_token(core, ws.query_params.get("token", ""))
         async with core.db.session() as s:
             host = await get_host(s, hs_name)
-            from sqlalchemy import select  # noqa: PLC0415
+            from sqlalchemy import select
 
             found = (await s.execute(select(VM.id).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid))).first()
             if not found:

@@ -95,7 +95,8 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}},
                 "application/x-www-form-urlencoded": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
         paths.setdefault(_path(ep.path), {})[ep.method.lower()] = op
-    codes = "\n".join(f"* {code}: {msg} (HTTP {status})" for code, (status, msg) in sorted(errors.BUSINESS_CODES.items()))
+    codes = "\n".join(f"* {code}: {msg} (HTTP {status})"
+                      for code, (status, msg) in sorted(errors.BUSINESS_CODES.items()))
     return {
         "openapi": "3.1.0",
         "info": {"title": "OpenIDCS API", "version": version,

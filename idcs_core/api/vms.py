@@ -6,7 +6,7 @@ from typing import Any
 
 from idcs_core import errors
 from idcs_core.api.common import base_url, finish
-from idcs_core.api.routing import USER, Ctx, Router
+from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import HistoryQuery, PasswordBody, PowerBody, ReinstallBody, VMCreate, VMUpdate
 from idcs_core.services import vm_actions, vms
 

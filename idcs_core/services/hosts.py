@@ -183,7 +183,7 @@ async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
     await _close(core, spec)
     core.hosts.forget(hs_name)
     if count:
-        from idcs_core.services.users import recalculate_quotas  # noqa: PLC0415
+        from idcs_core.services.users import recalculate_quotas
 
         await recalculate_quotas(core)
     await core.plugins.emit("host_changed", host=event, change="deleted")

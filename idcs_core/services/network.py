@@ -74,7 +74,8 @@ async def _free_port(s: Any, host: Host, protocol: str) -> int:
 async def list_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        rules = (await s.execute(select(NatRuleRow).where(NatRuleRow.vm_id == vm.id).order_by(NatRuleRow.idx))).scalars()
+        query = select(NatRuleRow).where(NatRuleRow.vm_id == vm.id).order_by(NatRuleRow.idx)
+        rules = (await s.execute(query)).scalars()
         return [nat_dict(r, vm.host) for r in rules]
 
 
@@ -130,7 +131,8 @@ async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
 async def delete_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        row = (await s.execute(select(NatRuleRow).where(NatRuleRow.vm_id == vm.id, NatRuleRow.idx == idx))).scalar_one_or_none()
+        query = select(NatRuleRow).where(NatRuleRow.vm_id == vm.id, NatRuleRow.idx == idx)
+        row = (await s.execute(query)).scalar_one_or_none()
         if row is None:
             raise errors.NotFound(f"NAT rule {idx} does not exist on {vm_uuid}")
         rule = NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
@@ -283,7 +285,8 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
 async def delete_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        row = (await s.execute(select(ProxyRow).where(ProxyRow.vm_id == vm.id, ProxyRow.idx == idx))).scalar_one_or_none()
+        query = select(ProxyRow).where(ProxyRow.vm_id == vm.id, ProxyRow.idx == idx)
+        row = (await s.execute(query)).scalar_one_or_none()
         if row is None:
             raise errors.NotFound(f"reverse proxy {idx} does not exist on {vm_uuid}")
         rule = ProxyRule(row.domain, row.lan_port, row.lan_addr, row.is_https)

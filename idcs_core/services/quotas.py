@@ -54,7 +54,7 @@ async def charge(s: AsyncSession, owner_id: int | None, **delta: int) -> None:
 
 
 def _at_least_zero(field: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import case  # noqa: PLC0415
+    from sqlalchemy import case
 
     col = getattr(Quota, f"used_{field}")
     return case((col < 0, 0), else_=col)

@@ -57,7 +57,7 @@ class SettingsService:
         if key not in SETTINGS:
             raise errors.BadRequest(f"unknown setting {key!r:.70}; known: {', '.join(SETTINGS)}")
         typ = SETTINGS[key][0]
-        if typ is bool or isinstance(value, bool) and typ is not bool:
+        if typ is bool or (isinstance(value, bool) and typ is not bool):
             raise errors.BadRequest(f"{key}: expected {typ.__name__}")
         try:
             coerced = typ(value) if not isinstance(value, typ) else value

@@ -123,7 +123,7 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
         info = await core.call(vm.host, "vm_console", vm_uuid=vm_uuid)
         result.update(console_url=info.console_url, terminal_url=info.terminal_url)
     if engine.supports("vm_terminal_open") and not result["terminal_url"]:
-        from idcs_core.api.console import terminal_token  # noqa: PLC0415
+        from idcs_core.api.console import terminal_token
 
         token = terminal_token(core, vm.host.server_name, vm_uuid)
         result["terminal_url"] = f"{base_url.rstrip('/')}/console/terminal?token={token}"

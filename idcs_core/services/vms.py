@@ -120,7 +120,7 @@ async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uu
 
 
 async def _attachments(s: Any, vm: VM) -> dict[str, Any]:
-    from idcs_core.db.models import Disk, IsoMount  # noqa: PLC0415
+    from idcs_core.db.models import Disk, IsoMount
 
     disks = (await s.execute(select(Disk).where(Disk.vm_id == vm.id))).scalars()
     isos = (await s.execute(select(IsoMount).where(IsoMount.vm_id == vm.id))).scalars()
@@ -144,7 +144,7 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
             if not principal.is_admin:
                 raise errors.Forbidden("only administrators may create VMs for other users")
             owner_id = int(fields["owner_id"])
-            from idcs_core.services.users import get_user  # noqa: PLC0415
+            from idcs_core.services.users import get_user
 
             await get_user(s, owner_id)
         taken = (await s.execute(select(VM.id).where(VM.host_id == host.id, VM.vm_uuid == fields["vm_uuid"]))).first()

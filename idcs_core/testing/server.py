@@ -140,7 +140,7 @@ class LiveServer:
                       host_timeout=self.host_timeout, admin_password=ADMIN_PASSWORD)
 
     def _start_thread(self) -> None:
-        from idcs_core.app import create_app  # noqa: PLC0415
+        from idcs_core.app import create_app
 
         config = uvicorn.Config(create_app(self._config(), self.plugins), host="127.0.0.1", port=self.port,
                                 log_level="warning", lifespan="on")
@@ -150,14 +150,15 @@ class LiveServer:
         self._thread.start()
 
     def _start_process(self) -> None:
-        env = os.environ | {"IDCS_ADMIN_PASSWORD": ADMIN_PASSWORD, "IDCS_HOST_TIMEOUT": str(self.host_timeout)} | self.env
+        env = os.environ | {"IDCS_ADMIN_PASSWORD": ADMIN_PASSWORD, "IDCS_HOST_TIMEOUT": str(self.host_timeout)}
+        env |= self.env
         if self.database_url:
             env["IDCS_DATABASE_URL"] = self.database_url
         cmd = [sys.executable, "-m", "idcs_core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir)]
         if self.tls:
             cmd.append("--self-signed")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def _wait_ready(self, timeout: float = 30) -> None:

@@ -1,0 +1,343 @@
+"""The machinery under the conformance kit (``idcs_core.testing.kit``).
+
+``Kit`` is one idcs server (``LiveServer``, SQLite in a temporary folder) with one
+host of the engine under test, added through the API. It offers what the cases
+share: an admin API client, VMs made and cleaned up through the API, a recorder of
+the engine hooks the server called, and probes that prove things for real (an
+HTTP request through a forwarded port, a shell command through the web terminal).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from idcs_core import errors, hookspecs
+from idcs_core.plugins import Engine, PluginRegistry, load_plugins
+from idcs_core.testing.server import ApiClient, ApiError, LiveServer
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from idcs_core.api.routing import Endpoint
+    from idcs_core.testing.kit import EngineUnderTest
+
+ENGINE_HOOKS = frozenset(n for n in dir(hookspecs.EngineSpec) if not n.startswith("_"))
+EVENT_HOOKS = frozenset(n for n in dir(hookspecs.EventSpec) if not n.startswith("_"))
+# Hooks the server calls before any case can watch (when the engine is registered).
+LOAD_TIME_HOOKS = frozenset({"engine_describe"})
+FINAL_STATES = ("running", "stopped")
+
+
+def http_status_of(code: int) -> int:
+    """The HTTP status that goes with an envelope code (API.md; errors.BUSINESS_CODES)."""
+    return errors.BUSINESS_CODES[code][0] if code in errors.BUSINESS_CODES else code
+
+
+def encode_segment(value: str) -> str:
+    """Percent-encode a path segment completely, dots included, so no client or proxy
+    normalises ``..`` away before the server sees it."""
+    return quote(value, safe="").replace(".", "%2E")
+
+
+class HookRecorder:
+    """Every hook call the server makes on one engine, in order (pluggy call monitoring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+        self._undo = engine.pm.add_hookcall_monitoring(self._before, self._after)
+
+    def _before(self, hook_name: str, _impls: Any, _kwargs: Any) -> None:
+        with self._lock:
+            self.calls.append(hook_name)
+
+    def _after(self, *_args: Any) -> None:
+        pass
+
+    def mark(self) -> int:
+        """A position to compare against with ``since``."""
+        with self._lock:
+            return len(self.calls)
+
+    def since(self, mark: int) -> list[str]:
+        with self._lock:
+            return list(self.calls[mark:])
+
+    def wait_for(self, hook: str, mark: int, timeout: float = 15) -> bool:
+        """Wait until ``hook`` was called after ``mark`` (for calls the server makes in the background)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if hook in self.since(mark):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._undo()
+
+
+class Kit:
+    """One server, one host of the engine under test, and what the cases share."""
+
+    def __init__(self, eut: EngineUnderTest, data_dir: Path) -> None:
+        self.eut = eut
+        self.data_dir = data_dir
+        self.prefix = f"kit-{secrets.token_hex(3)}"
+        self.hs = f"{self.prefix}-host"
+        self.registry: PluginRegistry = eut.plugins if eut.plugins is not None else load_plugins()
+        self.engine = self._engine()
+        self.hooks = HookRecorder(self.engine)
+        self.server: LiveServer | None = None
+        self.api: ApiClient = None  # type: ignore[assignment]  # set by start()
+        self.capabilities: frozenset[str] = frozenset()
+        self.made_vms: list[str] = []
+        self.foreign_vms: list[str] = []
+        self._shared: str | None = None
+
+    def _engine(self) -> Engine:
+        engine = self.registry.engines.get(self.eut.server_type)
+        if engine is None:
+            failures = [f"{f.name}: {f.error}" for f in self.registry.failures]
+            raise RuntimeError(f"engine {self.eut.server_type!r} is not loaded (installed: "
+                               f"{sorted(self.registry.engines)}; failures: {failures or 'none'}). Is its "
+                               "package installed with an 'idcs.engines' entry point of that name?")
+        return engine
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> Kit:
+        self._start_server()
+        detail = self.api.get("/api/system/engine/detail")
+        mine = [e for e in detail if e["name"] == self.eut.server_type]
+        assert mine, f"{self.eut.server_type} missing from /api/system/engine/detail: {detail}"
+        self.capabilities = frozenset(mine[0]["capabilities"])
+        host = self.api.post("/api/server/create", self.host_body(self.hs))
+        assert host["status"] == "online", f"the host under test is not online after create: {host}"
+        return self
+
+    def _start_server(self) -> None:
+        self.server = LiveServer(self.data_dir, plugins=self.registry, host_timeout=self.eut.host_timeout).start()
+        self.api = self.server.admin()
+
+    def restart_server(self) -> None:
+        """Stop the server and start a new one on the same database, as after an upgrade."""
+        assert self.server is not None
+        self.api.close()
+        self.server.stop()
+        self._start_server()
+
+    def stop(self) -> None:
+        """Delete what the kit made (through the API), then the host record, then the server."""
+        problems: list[str] = []
+        try:
+            known = {vm["vm_uuid"] for vm in self.api.get(f"/api/client/detail/{self.hs}")}
+            for vm in self.made_vms + self.foreign_vms:
+                if vm in known:
+                    try:
+                        self.api.run_task("DELETE", f"/api/client/delete/{self.hs}/{vm}", timeout=120)
+                    except ApiError as exc:
+                        problems.append(f"{vm}: {exc}")
+            for vm in self.foreign_vms:
+                if self.eut.remove_foreign_vm is not None:
+                    self.eut.remove_foreign_vm(vm)
+            self.api.call("DELETE", f"/api/server/delete/{self.hs}", params={"force": "true"})
+        finally:
+            self.api.close()
+            if self.server is not None:
+                self.server.stop()
+            self.hooks.close()
+        assert not problems, f"the kit could not clean up: {problems}"
+
+    # ------------------------------------------------------------------ API helpers
+
+    def host_body(self, name: str, **changes: Any) -> dict[str, Any]:
+        body = {"server_name": name, "server_type": self.eut.server_type, "server_addr": self.eut.server_addr,
+                "server_user": self.eut.server_user, "server_pass": self.eut.server_pass,
+                "options": dict(self.eut.options)}
+        return body | changes
+
+    def expect(self, method: str, path: str, code: int, json: Any = None, client: ApiClient | None = None,
+               **kw: Any) -> dict[str, Any]:
+        """Call the API and assert the envelope's ``code`` and the HTTP status that goes with it."""
+        status, body = (client or self.api).call(method, path, json, **kw)
+        assert body.get("code") == code and status == http_status_of(code), (
+            f"{method} {path}: expected code {code} (HTTP {http_status_of(code)}), got HTTP {status} {body}")
+        return body
+
+    def not_supported(self, method: str, path: str, json: Any = None) -> None:
+        """An operation the engine does not implement answers 1006 (HTTP 501), never a 500."""
+        self.expect(method, path, 1006, json)
+
+    def vm_path(self, route: str, vm: str, *extra: str) -> str:
+        return "/".join([f"/api/client/{route}/{self.hs}/{vm}", *extra])
+
+    def wait(self, started: dict[str, Any], client: ApiClient | None = None, timeout: float = 300) -> dict[str, Any]:
+        """Wait for the task a call started; assert it succeeded and reached 100 %."""
+        task = (client or self.api).wait_task(started["task_id"], timeout)
+        assert task["state"] == "success", f"task {task['kind']} failed: {task['message']} ({task})"
+        assert task["progress"] == 100, task
+        return task
+
+    def task_state(self, started: dict[str, Any], client: ApiClient | None = None) -> str:
+        return str((client or self.api).get(f"/api/tasks/{started['task_id']}")["state"])
+
+    def vm_body(self, vm: str, **changes: Any) -> dict[str, Any]:
+        return {"vm_uuid": vm, "os_name": self.eut.image, **self.eut.vm_spec} | changes
+
+    def create_vm(self, role: str, client: ApiClient | None = None) -> str:
+        """Create a VM through the API and wait for it; the kit deletes it at the end."""
+        vm = f"{self.prefix}-{role}"
+        started = (client or self.api).post(f"/api/client/create/{self.hs}", self.vm_body(vm))
+        self.made_vms.append(vm)
+        self.wait(started, client)
+        return vm
+
+    def shared_vm(self) -> str:
+        """One running VM that the cases reuse where sharing weakens nothing."""
+        if self._shared is None:
+            assert "vm_create" in self.capabilities, "the kit needs an engine that can create VMs"
+            self._shared = self.create_vm("main")
+        self.ensure_running(self._shared)
+        return self._shared
+
+    def status(self, vm: str) -> str:
+        return str(self.api.get(self.vm_path("status", vm))["status"])
+
+    def ensure_running(self, vm: str) -> None:
+        if "power" in self.capabilities and self.status(vm) != "running":
+            assert self.api.post(self.vm_path("powers", vm), {"action": "S_START"})["status"] == "running"
+
+    def vms_on_host(self) -> list[str]:
+        return sorted(vm["vm_uuid"] for vm in self.api.get(f"/api/client/detail/{self.hs}"))
+
+    def guest(self) -> tuple[Callable[[str, str, str], None], Callable[[str, str], str | None]] | None:
+        if self.eut.write_file is None or self.eut.read_file is None:
+            return None
+        return self.eut.write_file, self.eut.read_file
+
+
+# ---------------------------------------------------------------------- probes
+
+
+def fetch_through(port: int, expect: str, timeout: float = 20) -> str:
+    """GET http://127.0.0.1:<port>/ until the answer contains ``expect``; return it."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(f"http://127.0.0.1:{port}/", timeout=3)
+            if expect in resp.text:
+                return resp.text
+            last = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    raise AssertionError(f"127.0.0.1:{port} did not serve {expect!r} within {timeout}s (last: {last})")
+
+
+def stops_serving(port: int, expect: str, timeout: float = 20) -> bool:
+    """True once http://127.0.0.1:<port>/ no longer serves ``expect`` (refused, reset or other)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if expect not in httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text:
+                return True
+        except httpx.HTTPError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def terminal_roundtrip(terminal_url: str, timeout: float = 20) -> str:
+    """Open the core's web terminal for ``terminal_url`` and run an ``echo`` through it.
+
+    The command is ``echo idcs-kit-'o''k'``: only a shell that really ran it prints
+    ``idcs-kit-ok`` (the echo of the typed line shows the quotes). Returns what was read.
+    """
+    from websockets.sync.client import connect
+
+    parts = urlsplit(terminal_url)
+    ws_url = urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, "/console/terminal/ws",
+                         parts.query + "&cols=80&rows=24", ""))
+    seen = ""
+    deadline = time.monotonic() + timeout
+    with connect(ws_url, open_timeout=timeout, close_timeout=2) as ws:
+        ws.send('{"type": "input", "data": "echo idcs-kit-\'o\'\'k\'\\r"}')
+        while "idcs-kit-ok" not in seen.replace("\r", ""):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"the terminal did not run echo within {timeout}s; it showed: {seen[-500:]!r}")
+            try:
+                frame = ws.recv(timeout=remaining)
+            except TimeoutError:
+                continue
+            seen += frame.decode(errors="replace") if isinstance(frame, bytes) else frame
+    return seen
+
+
+def open_console(url: str) -> None:
+    """Assert a console URL opens: a web page answers < 400, a websocket accepts the handshake."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https"):
+        resp = httpx.get(url, timeout=15, verify=False, follow_redirects=True)
+        assert resp.status_code < 400, f"console_url {url} answered HTTP {resp.status_code}"
+    elif scheme in ("ws", "wss"):
+        import ssl
+
+        from websockets.sync.client import connect
+
+        ctx = ssl._create_unverified_context() if scheme == "wss" else None
+        with connect(url, open_timeout=15, ssl=ctx, subprotocols=["binary"]):  # type: ignore[list-item]
+            pass
+
+
+# ---------------------------------------------------------------------- route sweep
+
+# A valid value for every body field of a route that names a host or a VM, so that
+# the sweep reaches the host/VM lookup instead of stopping at validation.
+SAMPLE_VALUES: dict[str, Any] = {
+    "vm_uuid": "kit-sweep-vm", "cpu_num": 1, "ram_num": 128, "hdd_num": 1, "action": "S_START",
+    "password": "Kit-Sweep-Pass-1", "host_port": 1, "vm_port": 80, "protocol": "tcp",
+    "domain": "kit-sweep.example.com", "hdd_name": "kitdisk", "hdd_size": 1, "iso_name": "kit.iso",
+    "backup_name": "bk-kit-sweep", "server_user": "kit", "description": "kit",
+}
+MODEL_SAMPLES: dict[tuple[str, str], Any] = {("HostPower", "action"): "restart"}
+PATH_SAMPLES = {"ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "kit.iso"}
+
+
+def sample_body(model: type[BaseModel], image: str) -> dict[str, Any]:
+    """Every field of ``model`` the kit has a sample for; fail on a required field it lacks."""
+    body: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        value = MODEL_SAMPLES.get((model.__name__, name), SAMPLE_VALUES.get(name))
+        if name == "os_name":
+            value = image
+        if value is not None:
+            body[name] = value
+        elif info.is_required():
+            raise AssertionError(f"the kit has no sample value for the required field {model.__name__}.{name}: "
+                                 "add one to idcs_core.testing.kit_support.SAMPLE_VALUES")
+    return body
+
+
+def host_routes() -> list[Endpoint]:
+    """Every API route whose path names a host (and maybe a VM), from the app's own table."""
+    from idcs_core.app import endpoints
+
+    return [ep for ep in endpoints() if "{hs_name}" in ep.path]
+
+
+def fill_path(ep: Endpoint, hs: str, vm: str) -> str:
+    path = ep.path.replace("{hs_name}", hs).replace("{vm_uuid}", vm)
+    for name, value in PATH_SAMPLES.items():
+        path = path.replace(f"{{{name}}}", value).replace(f"{{{name}:path}}", value)
+    assert "{" not in path, f"the kit has no sample for a path parameter of {ep.path}: add it to PATH_SAMPLES"
+    return path
