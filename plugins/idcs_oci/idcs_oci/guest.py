@@ -74,7 +74,7 @@ def set_password(conn: Conn, vm_uuid: str, username: str, password: str) -> None
     text = (err or out).decode(errors="replace").strip()
     if password:
         text = text.replace(password, "***")
-    if code in (126, 127) or "executable file not found" in text or "not found" in text.lower():
+    if code in (126, 127) or "executable file not found" in text:
         raise errors.VMOperationFailed(
             f"cannot set the password of {username} in {vm_uuid}: the image has no chpasswd")
     raise errors.VMOperationFailed(f"chpasswd failed in {vm_uuid} (exit {code}): {text[:300]}")
