@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import docker.errors
 import docker.tls
 
 from idcs_core import errors
 from idcs_core.types import HostSpec
-from idcs_oci.errmap import map_error
+from idcs_oci.errmap import explain, root_cause
 
 # The options this engine understands (shown by ``engine_describe``).
 OPTIONS: dict[str, str] = {
@@ -35,9 +37,10 @@ OPTIONS: dict[str, str] = {
     "tls_ca_cert": "path of the CA certificate (PEM) on the control-plane machine",
     "tls_client_cert": "path of the client certificate (PEM)",
     "tls_client_key": "path of the client key (PEM)",
-    "ssh_client": "use the ssh binary for ssh:// addresses (default: when paramiko is not installed)",
+    "ssh_client": "ssh:// through the ssh binary (default: when it is installed) instead of paramiko",
 }
 
+_PROBE_API = "1.24"  # the oldest API the SDK speaks; only used to ask the daemon for its own
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -79,7 +82,7 @@ class HostOptions:
     tls_ca_cert: str | None = None
     tls_client_cert: str | None = None
     tls_client_key: str | None = None
-    ssh_client: bool = field(default_factory=lambda: importlib.util.find_spec("paramiko") is None)
+    ssh_client: bool = field(default_factory=lambda: shutil.which("ssh") is not None)
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> HostOptions:
@@ -113,6 +116,9 @@ def base_url(addr: str, opts: HostOptions) -> str:
     if scheme not in ("unix", "tcp", "http", "https", "ssh"):
         raise errors.BadRequest(
             f"server_addr {addr!r} is not a Docker URL (unix:///path, tcp://host:port, ssh://user@host)")
+    if scheme == "ssh" and importlib.util.find_spec("paramiko") is None:
+        # The SDK's ssh transport imports paramiko even when it shells out to the ssh binary.
+        raise errors.HostUnreachable(f"ssh:// hosts need paramiko: pip install 'idcs-oci[ssh]' ({addr})")
     if scheme == "tcp" and opts.tls:
         return "https://" + addr.split("://", 1)[1]
     return addr
@@ -169,16 +175,27 @@ class ClientCache:
     @staticmethod
     def _open(host: HostSpec, opts: HostOptions) -> docker.DockerClient:
         url = base_url(host.addr, opts)
+        kwargs: dict[str, Any] = {"base_url": url, "timeout": opts.timeout, "tls": _tls_config(opts, url),
+                                  "use_ssh_client": opts.ssh_client, "max_pool_size": 16}
+        # requests lets REQUESTS_CA_BUNDLE replace a client's own CA: with a CA of the host's,
+        # the environment must not be trusted (nor its proxies: the daemon is reached directly).
+        trust_env = not (url.startswith("https://") and opts.tls_verify and opts.tls_ca_cert)
         try:
-            # version="auto" negotiates the API version: one round trip that also proves the
-            # daemon answers. Podman and older daemons are served at their own version.
-            return docker.DockerClient(base_url=url, version="auto", timeout=opts.timeout,
-                                       tls=_tls_config(opts, url), use_ssh_client=opts.ssh_client,
-                                       max_pool_size=16)
+            # Negotiate the API version (Podman and older daemons are served at their own): one
+            # round trip, which also proves the daemon answers.
+            probe = docker.APIClient(version=_PROBE_API, **kwargs)
+            probe.trust_env = trust_env
+            try:
+                version = probe.version(api_version=False)["ApiVersion"]
+            finally:
+                probe.close()
+            client = docker.DockerClient(version=version, **kwargs)
         except Exception as exc:
-            cause = exc.__cause__ or exc.__context__ or exc
-            raise errors.HostUnreachable(
-                f"cannot connect to Docker at {host.addr}: {map_error(cause, 'connect').msg}") from exc
+            cause = root_cause(exc)
+            detail = explain(exc) if isinstance(exc, docker.errors.APIError) else f"{type(cause).__name__}: {cause}"
+            raise errors.HostUnreachable(f"cannot connect to Docker at {host.addr}: {detail}") from exc
+        client.api.trust_env = trust_env
+        return client
 
     def drop(self, host: HostSpec) -> None:
         """Close and forget every client of ``host``; never raises."""

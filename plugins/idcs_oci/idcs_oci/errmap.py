@@ -28,6 +28,21 @@ def explain(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost error under SDK, requests and urllib3 wrappers (e.g. ConnectionRefusedError)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        reason = getattr(exc, "reason", None)
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        nxt = next((e for e in (reason, inner, exc.__cause__, exc.__context__)
+                    if isinstance(e, BaseException)), None)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
 def map_error(exc: BaseException, action: str) -> errors.IDCSError:
     """The business error for ``exc`` raised while doing ``action`` (e.g. "start container vm1")."""
     if isinstance(exc, errors.IDCSError):

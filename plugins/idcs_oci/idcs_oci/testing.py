@@ -77,6 +77,8 @@ class DockerDaemon:
     base: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    tls: dict[str, str] = field(default_factory=dict)
+    tls_port: int | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -125,8 +127,57 @@ def _unmount_below(base: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def start_dockerd(timeout: float = 30) -> DockerDaemon:
-    """Start dockerd in a fresh short temp dir and wait until it answers; DaemonError if it cannot."""
+def write_tls_files(folder: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(name: str, issuer: tuple[x509.Name, Any] | None, ca: bool = False,
+              usage: Any = None) -> tuple[x509.Name, Any, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer_name, issuer_key = issuer or (subject, key)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        return subject, key, builder.sign(issuer_key, hashes.SHA256())
+
+    ca_name, ca_key, ca_cert = issue("idcs-test-ca", None, ca=True)
+    files: dict[str, str] = {}
+    for role, (_, key, cert) in {
+        "ca": (ca_name, ca_key, ca_cert),
+        "server": issue("127.0.0.1", (ca_name, ca_key), usage=ExtendedKeyUsageOID.SERVER_AUTH),
+        "client": issue("idcs-client", (ca_name, ca_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH),
+    }.items():
+        cert_path, key_path = folder / f"{role}-cert.pem", folder / f"{role}-key.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        files[f"{role}_cert"], files[f"{role}_key"] = str(cert_path), str(key_path)
+    return files
+
+
+def start_dockerd(timeout: float = 30, tls_port: int | None = None) -> DockerDaemon:
+    """Start dockerd in a fresh short temp dir and wait until it answers; DaemonError if it cannot.
+
+    With ``tls_port`` it also listens on ``tcp://127.0.0.1:<tls_port>`` with mutual TLS;
+    the certificate files are in ``daemon.tls`` (keys ca_cert, client_cert, client_key...).
+    """
     exe = shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if not exe:
         raise DaemonError("dockerd is not installed: run scripts/install-backends.sh (package docker.io)")
@@ -135,12 +186,17 @@ def start_dockerd(timeout: float = 30) -> DockerDaemon:
     cmd = [exe, "--host", f"unix://{base}/d.sock", "--data-root", f"{base}/root",
            "--exec-root", f"{base}/x", "--pidfile", f"{base}/dockerd.pid",
            "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none"]
+    tls: dict[str, str] = {}
+    if tls_port:
+        tls = write_tls_files(base)
+        cmd += ["--host", f"tcp://127.0.0.1:{tls_port}", "--tlsverify", "--tlscacert", tls["ca_cert"],
+                "--tlscert", tls["server_cert"], "--tlskey", tls["server_key"]]
     env = dict(os.environ, PATH=os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin")
     env.pop("DOCKER_HOST", None)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
-    daemon = DockerDaemon(base, proc, log_path)
+    daemon = DockerDaemon(base, proc, log_path, tls=tls, tls_port=tls_port)
     deadline = time.monotonic() + timeout
     last_error = "socket not created"
     while True:
@@ -257,9 +313,19 @@ class DockerBackend:
     network: str = TEST_NETWORK
 
     def host_spec(self, name: str = "oci-test", **options: Any) -> HostSpec:
-        opts = {"network": self.network, "stop_timeout": 5, **options}
-        return HostSpec(name=name, server_type="OCInterface", addr=self.daemon.url, user="", password="",
-                        options=opts)
+        """The daemon over its unix socket; ``options`` override the test defaults."""
+        return self._spec(name, self.daemon.url, options)
+
+    def tls_host_spec(self, name: str = "oci-tls", **options: Any) -> HostSpec:
+        """The same daemon over ``tcp://127.0.0.1:<port>`` with mutual TLS."""
+        tls = self.daemon.tls
+        return self._spec(name, f"tcp://127.0.0.1:{self.daemon.tls_port}", {
+            "tls": True, "tls_ca_cert": tls["ca_cert"], "tls_client_cert": tls["client_cert"],
+            "tls_client_key": tls["client_key"], **options})
+
+    def _spec(self, name: str, addr: str, options: dict[str, Any]) -> HostSpec:
+        return HostSpec(name=name, server_type="OCInterface", addr=addr, user="", password="",
+                        options={"network": self.network, "stop_timeout": 5, **options})
 
     def client(self) -> docker.DockerClient:
         return self.daemon.client()
@@ -268,7 +334,7 @@ class DockerBackend:
 @contextlib.contextmanager
 def docker_backend() -> Iterator[DockerBackend]:
     """Start dockerd, create the test network and image; stop and remove everything afterwards."""
-    daemon = start_dockerd()
+    daemon = start_dockerd(tls_port=free_port())
     try:
         with contextlib.closing(daemon.client()) as c:
             c.networks.create(TEST_NETWORK, driver="bridge")

@@ -96,3 +96,23 @@ def test_engine_loads_through_the_core_registry(host: HostSpec, monkeypatch: pyt
     with pytest.raises(errors.NotSupported):
         asyncio.run(oci.call("iso_mount", host, timeout=5, vm_uuid="x", iso_name="y"))
     oci.plugin.clients.close_all()
+
+
+def test_tcp_with_mutual_tls(engine: OCIEngine, backend: DockerBackend, make_vm) -> None:
+    tls_host = backend.tls_host_spec()
+    status = engine.host_connect(host=tls_host)
+    assert status.online and status.extra["local"] is False  # not a local socket: no usage numbers
+    assert status.cpu_usage is None
+    vm = make_vm()
+    assert vm.vm_uuid in {v.vm_uuid for v in engine.vm_list(host=tls_host)}
+    # A client certificate is required, and the daemon's certificate is verified.
+    no_client_cert = backend.tls_host_spec(tls_client_cert="", tls_client_key="")
+    with pytest.raises(errors.HostUnreachable):
+        engine.host_connect(host=no_client_cert)
+    wrong_ca = backend.tls_host_spec(tls_ca_cert=backend.daemon.tls["client_cert"])
+    with pytest.raises(errors.HostUnreachable):
+        engine.host_connect(host=wrong_ca)
+    # Plain HTTP to the TLS port is refused too.
+    with pytest.raises(errors.HostUnreachable):
+        engine.host_connect(host=backend.tls_host_spec(tls=False))
+    engine.host_close(host=tls_host)
