@@ -50,7 +50,7 @@ class CoreContext:
         core = cls(config, plugins)
         await core.settings.load()
         await core.auth.load()
-        from idcs_core.services import users, vms
+        from idcs_core.services import network, users, vms
 
         if config.create_admin:
             await users.ensure_first_admin(core)
@@ -58,6 +58,7 @@ class CoreContext:
         if interrupted:
             log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
             core.spawn(vms.reconcile_interrupted(core, interrupted))
+        core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})

@@ -8,7 +8,6 @@ from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LoginBody, TokenSet
 from idcs_core.security import constant_time_equal, generate_api_token
-from idcs_core.services import users
 
 router = Router("auth")
 
@@ -59,11 +58,7 @@ async def current_user(ctx: Ctx) -> Any:
     if p.user_id is None:
         return {"id": None, "username": p.username, "email": "", "is_admin": True, "created_at": None,
                 "via": "api_token"}
-    async with ctx.core.db.session() as s:
-        user = await users.get_user(s, p.user_id)
-        data = users.user_dict(user)
-    data["scope_vm_id"] = p.vm_id
-    return data
+    return await ctx.core.auth.user_data(p.user_id) | {"scope_vm_id": p.vm_id}
 
 
 @router.get("/api/token/current", auth=ADMIN)

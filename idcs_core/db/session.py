@@ -8,7 +8,7 @@ and by ``idcs db upgrade``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from idcs_core.config import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+USERS_TOUCHED = "idcs_users_touched"
+
+
+def touch_user(session: AsyncSession, user_id: int | None) -> None:
+    """Note that this transaction changes user ``user_id`` (caches drop it after the commit)."""
+    if user_id is not None:
+        session.info.setdefault(USERS_TOUCHED, set()).add(user_id)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -43,12 +50,19 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Called after a commit with the ids of users whose rows (or quota) it changed.
+        self.user_listeners: list[Callable[[set[int]], None]] = []
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on success and rolls back on error."""
-        async with self.sessions() as s, s.begin():
-            yield s
+        async with self.sessions() as s:
+            async with s.begin():
+                yield s
+            touched = s.info.pop(USERS_TOUCHED, None)
+            if touched:
+                for listener in self.user_listeners:
+                    listener(touched)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

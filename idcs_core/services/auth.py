@@ -1,9 +1,11 @@
 """Who is calling: login, logout, JWT sessions, the global API token, temporary VM tokens.
 
 Tokens are JWTs whose ``jti`` names a row of ``sessions``; logout marks that row
-revoked, so the token stops working at once. Checked sessions are cached in
-memory (this process is the only writer: one server process per database), so
-an authenticated read costs one HMAC check and a dict look-up.
+revoked, so the token stops working at once. A token that was checked once
+(signature, expiry, session row) is remembered in memory until it expires, is
+revoked, or its user changes: this process is the only writer of its database
+(one server process per database), so an authenticated read then costs one
+dict look-up instead of a JWT decode and a query.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from idcs_core.context import CoreContext
 
 API_TOKEN_KEY = "api_token"
+MAX_REMEMBERED = 100_000  # verified tokens kept in memory (cleared when full)
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,10 @@ API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token")
 class AuthService:
     def __init__(self, core: CoreContext) -> None:
         self.core = core
-        self._sessions: dict[str, tuple[Principal, float]] = {}
+        self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, expires)
         self._api_token: str | None = None
+        self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
+        core.db.user_listeners.append(self.forget_users)
 
     # ------------------------------------------------------------------ checking
 
@@ -65,16 +70,19 @@ class AuthService:
             raise errors.Unauthorized("use Authorization: Bearer <token>")
         if self._api_token and security.constant_time_equal(token, self._api_token):
             return API_TOKEN_PRINCIPAL
+        known = self._tokens.get(token)
+        if known is not None:
+            if known[1] > time.time():
+                return known[0]
+            del self._tokens[token]
         claims = self.core.keys.decode_token(token)
-        cached = self._sessions.get(claims.jti)
-        if cached is not None:
-            principal, expires = cached
-            if expires < time.time():
-                raise errors.TokenExpired()
-            return principal
-        return await self._load_session(claims.jti)
+        principal, expires = await self._load_session(claims.jti)
+        if len(self._tokens) >= MAX_REMEMBERED:
+            self._tokens.clear()
+        self._tokens[token] = (principal, expires)
+        return principal
 
-    async def _load_session(self, jti: str) -> Principal:
+    async def _load_session(self, jti: str) -> tuple[Principal, float]:
         async with self.core.db.session() as s:
             row = (await s.execute(select(Session, User).join(User, User.id == Session.user_id)
                                    .where(Session.jti == jti))).first()
@@ -86,14 +94,32 @@ class AuthService:
         if sess.expires_at < utcnow():
             raise errors.TokenExpired()
         principal = Principal(user.id, user.username, user.is_admin and sess.vm_id is None, sess.vm_id, jti)
-        expires = sess.expires_at.replace(tzinfo=UTC).timestamp()
-        self._sessions[jti] = (principal, expires)
-        return principal
+        return principal, sess.expires_at.replace(tzinfo=UTC).timestamp()
+
+    def _forget(self, match: Any) -> None:
+        for token in [t for t, (p, _) in self._tokens.items() if match(p)]:
+            self._tokens.pop(token, None)
 
     def forget_user(self, user_id: int) -> None:
-        """Drop cached sessions of a user whose rights or existence changed."""
-        for jti in [j for j, (p, _) in self._sessions.items() if p.user_id == user_id]:
-            self._sessions.pop(jti, None)
+        """Drop remembered tokens and data of a user whose rights or existence changed."""
+        self._forget(lambda p: p.user_id == user_id)
+        self._users.pop(user_id, None)
+
+    def forget_users(self, user_ids: set[int]) -> None:
+        """Drop remembered data (not tokens) of users whose rows or quota changed."""
+        for user_id in user_ids:
+            self._users.pop(user_id, None)
+
+    async def user_data(self, user_id: int) -> dict[str, Any]:
+        """The user as ``/api/users/current`` shows it, remembered until the user changes."""
+        data = self._users.get(user_id)
+        if data is None:
+            from idcs_core.services.users import get_user, user_dict
+
+            async with self.core.db.session() as s:
+                data = user_dict(await get_user(s, user_id))
+            self._users[user_id] = data
+        return data
 
     # ------------------------------------------------------------------ login
 
@@ -151,7 +177,7 @@ class AuthService:
             sess = await s.get(Session, principal.jti)
             if sess is not None:
                 sess.revoked = True
-        self._sessions.pop(principal.jti, None)
+        self._forget(lambda p: p.jti == principal.jti)
 
     async def revoke_user_sessions(self, user_id: int) -> None:
         async with self.core.db.session() as s:

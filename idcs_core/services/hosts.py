@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
 from idcs_core.services.lookup import get_host
+from idcs_core.services.network import sync_nat
 from idcs_core.types import HostStatus
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class HostMonitor:
                 result: tuple[HostStatus | None, str] = (await self.core.call(host, "host_status"), "")
             except errors.IDCSError as exc:
                 result = (None, exc.msg)
+            if cached and cached[1] is None and result[0] is not None:  # back online: re-apply NAT rules
+                self.core.spawn(sync_nat(self.core, host.server_name))
             self._cache[host.server_name] = (time.monotonic(), *result)
             fut.set_result(result)
             return result

@@ -9,6 +9,7 @@ is removed.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -18,11 +19,13 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow
 from idcs_core.services import quotas
 from idcs_core.services.lookup import get_vm
-from idcs_core.types import IPAddress, NatRule, ProxyRule
+from idcs_core.types import IPAddress, NatRule, ProxyRule, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
+
+log = logging.getLogger("idcs.network")
 
 
 async def _next_idx(s: Any, model: Any, vm_id: int) -> int:
@@ -142,6 +145,33 @@ async def delete_nat(core: CoreContext, principal: Principal, hs_name: str, vm_u
         if row is not None:
             await s.delete(row)
             await quotas.charge(s, vm.owner_id, nat=-1)
+
+
+async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
+    """Hand each idle VM's NAT rules (the records) to its engine's ``nat_sync``.
+
+    Run at start-up and when a host comes back online, for engines whose forwards do
+    not survive a host reboot (nftables, iptables); hosts whose engine lacks the hook
+    are skipped, and a host that fails is logged and left for its next reconnection.
+    """
+    work: list[tuple[Host, str, list[NatRule]]] = []
+    async with core.db.session() as s:
+        query = select(Host) if host_name is None else select(Host).where(Host.server_name == host_name)
+        for host in (await s.execute(query)).scalars():
+            if not core.supports(host, "nat_sync"):
+                continue
+            vms = (await s.execute(select(VM).where(VM.host_id == host.id, VM.status.not_in(
+                (VMStatus.CREATING, VMStatus.DELETING))))).scalars()
+            rows = (await s.execute(select(NatRuleRow).where(NatRuleRow.host_id == host.id))).scalars()
+            rules: dict[int, list[NatRule]] = {}
+            for r in rows:
+                rules.setdefault(r.vm_id, []).append(NatRule(r.host_port, r.vm_port, r.protocol, r.lan_addr))
+            work += [(host, vm.vm_uuid, rules.get(vm.id, [])) for vm in vms]
+    for host, vm_uuid, vm_rules in work:
+        try:
+            await core.call(host, "nat_sync", long=True, vm_uuid=vm_uuid, rules=vm_rules)
+        except errors.IDCSError as exc:
+            log.warning("NAT rules of %s/%s not re-applied: %s", host.server_name, vm_uuid, exc.msg)
 
 
 async def port_in_use(core: CoreContext, hs_name: str | None, port: int, protocol: str) -> bool:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
 from idcs_core.db.models import Quota
+from idcs_core.db.session import touch_user
 
 FIELDS = ("vms", "cpu", "ram", "hdd", "nat", "ips", "backups")
 UNITS = {"vms": "VMs", "cpu": "CPU cores", "ram": "MB of RAM", "hdd": "GB of disk", "nat": "NAT rules",
@@ -26,6 +27,7 @@ async def charge(s: AsyncSession, owner_id: int | None, **delta: int) -> None:
     delta = {k: v for k, v in delta.items() if v}
     if owner_id is None or not delta:
         return
+    touch_user(s, owner_id)
     unknown = set(delta) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown quota fields {unknown}")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Backup, IPAddr, NatRuleRow, Quota, User
+from idcs_core.db.session import touch_user
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -128,6 +129,7 @@ async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
             .group_by(VM.owner_id))).all())
         result = []
         for user in users:
+            touch_user(s, user.id)
             q = user.quota or Quota(user_id=user.id)
             if user.quota is None:
                 user.quota = q

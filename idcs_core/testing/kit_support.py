@@ -158,6 +158,13 @@ class Kit:
 
     # ------------------------------------------------------------------ API helpers
 
+    def login(self, username: str, password: str) -> ApiClient:
+        """A client of the running server logged in as ``username``."""
+        assert self.server is not None
+        client = self.server.client()
+        client.login(username, password)
+        return client
+
     def host_body(self, name: str, **changes: Any) -> dict[str, Any]:
         body = {"server_name": name, "server_type": self.eut.server_type, "server_addr": self.eut.server_addr,
                 "server_user": self.eut.server_user, "server_pass": self.eut.server_pass,
