@@ -1,0 +1,1 @@
+"""idcs-example: the example engine of the OpenIDCS plugin author's guide (engine type ``ExampleLab``)."""
