@@ -54,7 +54,7 @@ def create(conn: Conn, vm_uuid: str, backup_name: str, description: str,
     })
     progress(20, "committing the container's filesystem")
     repo, tag = ref.rsplit(":", 1)
-    image_id = conn.api.commit(attrs["Id"], repository=repo, tag=tag, message=description or None,
+    image_id = conn.slow_api.commit(attrs["Id"], repository=repo, tag=tag, message=description or None,
                                pause=True, conf={"Labels": labels})["Id"]
     image = conn.api.inspect_image(image_id)
     progress(100, "backup created")

@@ -26,6 +26,7 @@ from idcs_oci.errmap import explain, root_cause
 # The options this engine understands (shown by ``engine_describe``).
 OPTIONS: dict[str, str] = {
     "timeout": "seconds one Docker API call may take (default 30)",
+    "long_timeout": "seconds a long Docker call may take: commit, export, pull, remove (default 3600)",
     "stop_timeout": "seconds a graceful stop waits before killing (default 10)",
     "nat_bind": "host address(es) NAT ports are published on, comma separated (default 0.0.0.0)",
     "network": "Docker network new containers join (default: the daemon's default bridge)",
@@ -71,6 +72,7 @@ class HostOptions:
     """The host's ``options``, parsed and checked."""
 
     timeout: float = 30.0
+    long_timeout: float = 3600.0
     stop_timeout: int = 10
     nat_bind: tuple[str, ...] = ("0.0.0.0",)
     network: str | None = None
@@ -90,6 +92,8 @@ class HostOptions:
         kw: dict[str, Any] = {}
         if "timeout" in o:
             kw["timeout"] = _number("timeout", o["timeout"], float, 1)
+        if "long_timeout" in o:
+            kw["long_timeout"] = _number("long_timeout", o["long_timeout"], float, 1)
         if "stop_timeout" in o:
             kw["stop_timeout"] = _number("stop_timeout", o["stop_timeout"], int, 0)
         if "max_layers" in o:
@@ -137,6 +141,18 @@ def _tls_config(opts: HostOptions, url: str) -> docker.tls.TLSConfig | bool:
                                 verify=verify)
 
 
+def _client_kwargs(host: HostSpec, opts: HostOptions, timeout: float) -> dict[str, Any]:
+    url = base_url(host.addr, opts)
+    return {"base_url": url, "timeout": timeout, "tls": _tls_config(opts, url),
+            "use_ssh_client": opts.ssh_client, "max_pool_size": 16}
+
+
+def _trust_env(url: str, opts: HostOptions) -> bool:
+    """requests lets REQUESTS_CA_BUNDLE replace a client's own CA: with a CA of the host's, the
+    environment must not be trusted (nor its proxies: the daemon is reached directly)."""
+    return not (url.startswith("https://") and opts.tls_verify and opts.tls_ca_cert)
+
+
 @dataclass
 class Conn:
     """What a hook works with: the client, the parsed options, and per-host facts learnt once."""
@@ -145,10 +161,29 @@ class Conn:
     client: docker.DockerClient
     opts: HostOptions
     facts: dict[str, Any] = field(default_factory=dict)
+    _slow: docker.APIClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def api(self) -> docker.APIClient:
         return self.client.api
+
+    @property
+    def slow_api(self) -> docker.APIClient:
+        """The same daemon with ``long_timeout``: for calls whose answer comes only at their end
+        (commit, export/import, pull, removal), which the short read timeout would cut off."""
+        with self._lock:
+            if self._slow is None:
+                api = self.api
+                kwargs = _client_kwargs(self.host, self.opts, self.opts.long_timeout)
+                self._slow = docker.APIClient(version=api.api_version, **kwargs)
+                self._slow.trust_env = api.trust_env
+            return self._slow
+
+    def close(self) -> None:
+        self.client.close()
+        if self._slow is not None:
+            self._slow.close()
 
 
 class ClientCache:
@@ -169,17 +204,13 @@ class ClientCache:
         with self._lock:
             existing = self._conns.setdefault(key, conn)
         if existing is not conn:  # another thread connected first
-            conn.client.close()
+            conn.close()
         return existing
 
     @staticmethod
     def _open(host: HostSpec, opts: HostOptions) -> docker.DockerClient:
-        url = base_url(host.addr, opts)
-        kwargs: dict[str, Any] = {"base_url": url, "timeout": opts.timeout, "tls": _tls_config(opts, url),
-                                  "use_ssh_client": opts.ssh_client, "max_pool_size": 16}
-        # requests lets REQUESTS_CA_BUNDLE replace a client's own CA: with a CA of the host's,
-        # the environment must not be trusted (nor its proxies: the daemon is reached directly).
-        trust_env = not (url.startswith("https://") and opts.tls_verify and opts.tls_ca_cert)
+        kwargs = _client_kwargs(host, opts, opts.timeout)
+        trust_env = _trust_env(kwargs["base_url"], opts)
         try:
             # Negotiate the API version (Podman and older daemons are served at their own): one
             # round trip, which also proves the daemon answers.
@@ -203,7 +234,7 @@ class ClientCache:
             gone = [self._conns.pop(k) for k in list(self._conns) if k[0] == host]
         for conn in gone:
             try:
-                conn.client.close()
+                conn.close()
             except Exception:  # closing a dead transport may fail; nothing to do about it
                 pass
 

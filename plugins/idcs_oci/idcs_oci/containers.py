@@ -171,7 +171,7 @@ def create(conn: Conn, bp: Blueprint) -> str:
 def remove_quietly(conn: Conn, cid: str, volumes: bool = False) -> None:
     """Force-remove a container; a container already gone is fine; other failures are logged."""
     try:
-        conn.api.remove_container(cid, force=True, v=volumes)
+        conn.slow_api.remove_container(cid, force=True, v=volumes)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
@@ -203,10 +203,11 @@ def save_state(conn: Conn, attrs: dict[str, Any]) -> str:
     repo, tag = ref.rsplit(":", 1)
     layers = len((conn.api.inspect_image(attrs["Image"]).get("RootFS") or {}).get("Layers") or [])
     if layers + 1 <= conn.opts.max_layers:
-        conn.api.commit(attrs["Id"], repository=repo, tag=tag, pause=False)
+        conn.slow_api.commit(attrs["Id"], repository=repo, tag=tag, pause=False)
     else:
         log.info("flattening the filesystem of %s on %s (%d layers)", vm, conn.host.name, layers)
-        conn.api.import_image(src=conn.api.export(attrs["Id"]), repository=repo, tag=tag, stream_src=True)
+        conn.slow_api.import_image(src=conn.slow_api.export(attrs["Id"]), repository=repo, tag=tag,
+                                   stream_src=True)
     return ref
 
 

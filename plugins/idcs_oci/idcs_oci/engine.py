@@ -9,6 +9,7 @@ unreachable loses its cached client, so the next call connects afresh.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,6 +40,8 @@ class OCIEngine:
 
     def __init__(self) -> None:
         self.clients = ClientCache()
+        self._vm_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._vm_locks_guard = threading.Lock()
 
     @contextmanager
     def _conn(self, host: HostSpec, action: str) -> Iterator[Conn]:
@@ -48,6 +51,15 @@ class OCIEngine:
         except errors.HostUnreachable:
             self.clients.drop(host)
             raise
+
+    @contextmanager
+    def _vm(self, host: HostSpec, vm_uuid: str, action: str) -> Iterator[Conn]:
+        """``_conn`` holding the VM's lock: changes of one VM (a recreation above all) run one at
+        a time within this process; other VMs and read-only hooks are not held up."""
+        with self._vm_locks_guard:
+            lock = self._vm_locks.setdefault((host.addr, vm_uuid), threading.Lock())
+        with lock, self._conn(host, action) as conn:
+            yield conn
 
     # ------------------------------------------------------------------ host
 
@@ -86,22 +98,22 @@ class OCIEngine:
 
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._conn(host, f"create container {spec.vm_uuid}") as conn:
+        with self._vm(host, spec.vm_uuid, f"create container {spec.vm_uuid}") as conn:
             return lifecycle.create_vm(conn, spec, progress)
 
     @hookimpl
     def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._conn(host, f"update container {spec.vm_uuid}") as conn:
+        with self._vm(host, spec.vm_uuid, f"update container {spec.vm_uuid}") as conn:
             return lifecycle.update_vm(conn, spec, progress)
 
     @hookimpl
     def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
-        with self._conn(host, f"delete container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"delete container {vm_uuid}") as conn:
             lifecycle.delete_vm(conn, vm_uuid, progress)
 
     @hookimpl
     def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._conn(host, f"reinstall container {spec.vm_uuid}") as conn:
+        with self._vm(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}") as conn:
             return lifecycle.reinstall_vm(conn, spec, progress)
 
     @hookimpl
@@ -110,7 +122,7 @@ class OCIEngine:
             act = PowerAction(action)
         except ValueError:
             raise errors.BadRequest(f"unknown power action {action!r}") from None
-        with self._conn(host, f"{act.name.lower()} container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}") as conn:
             return power.apply(conn, vm_uuid, act)
 
     @hookimpl
@@ -120,7 +132,7 @@ class OCIEngine:
 
     @hookimpl
     def vm_set_password(self, host: HostSpec, vm_uuid: str, username: str, password: str) -> None:
-        with self._conn(host, f"set a password in container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"set a password in container {vm_uuid}") as conn:
             guest.set_password(conn, vm_uuid, username, password)
 
     @hookimpl
@@ -137,34 +149,34 @@ class OCIEngine:
 
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
-        with self._conn(host, f"forward port {rule.host_port} to container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}") as conn:
             return network.add(conn, vm_uuid, rule)
 
     @hookimpl
     def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        with self._conn(host, f"remove port {rule.host_port} of container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}") as conn:
             network.remove(conn, vm_uuid, rule)
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
-        with self._conn(host, f"sync ports of container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"sync ports of container {vm_uuid}") as conn:
             network.sync(conn, vm_uuid, rules)
 
     # ------------------------------------------------------------------ storage
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
-        with self._conn(host, f"attach disk {disk.name} to container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}") as conn:
             disks.attach(conn, vm_uuid, disk)
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        with self._conn(host, f"detach disk {disk_name} from container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}") as conn:
             disks.detach(conn, vm_uuid, disk_name)
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        with self._conn(host, f"delete disk {disk_name} of container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}") as conn:
             disks.delete(conn, vm_uuid, disk_name)
 
     # ------------------------------------------------------------------ backups
@@ -172,12 +184,12 @@ class OCIEngine:
     @hookimpl
     def backup_create(self, host: HostSpec, vm_uuid: str, backup_name: str, description: str,
                       progress: Progress) -> BackupInfo:
-        with self._conn(host, f"back up container {vm_uuid}") as conn:
+        with self._vm(host, vm_uuid, f"back up container {vm_uuid}") as conn:
             return backups.create(conn, vm_uuid, backup_name, description, progress)
 
     @hookimpl
     def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
-        with self._conn(host, f"restore container {vm_uuid} from {backup_name}") as conn:
+        with self._vm(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}") as conn:
             return backups.restore(conn, vm_uuid, backup_name, progress)
 
     @hookimpl

@@ -69,7 +69,7 @@ def resolve(conn: Conn, reference: str) -> dict[str, Any]:
             raise errors.BadRequest(f"image {reference!r}: {explain(exc)}") from exc
         raise
     try:
-        conn.client.images.pull(reference)
+        conn.slow_api.pull(reference)
         return conn.api.inspect_image(reference)
     except docker.errors.APIError as exc:
         raise errors.BadRequest(f"image {reference!r} could not be pulled: {explain(exc)}") from exc

@@ -177,7 +177,7 @@ def delete_vm(conn: Conn, vm_uuid: str, progress: Progress = no_progress) -> Non
         attrs = None
     if attrs is not None:
         progress(30, "removing the container")
-        conn.api.remove_container(attrs["Id"], force=True, v=True)
+        conn.slow_api.remove_container(attrs["Id"], force=True, v=True)
     progress(60, "removing disks")
     for vol in conn.api.volumes(filters={"label": f"{naming.VM_UUID}={vm_uuid}"}).get("Volumes") or []:
         try:

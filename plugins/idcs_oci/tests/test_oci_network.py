@@ -152,3 +152,23 @@ def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, ma
     # The flattened image has no config of its own: the container kept its command and init.
     attrs = dc.api.inspect_container(vm)
     assert attrs["HostConfig"]["Init"] is True and "httpd" in " ".join(attrs["Config"]["Cmd"])
+
+
+def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+    """Two NAT rules and a disk requested at once: each recreation sees the previous one's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from idcs_core.types import DiskSpec
+
+    vm = make_vm().vm_uuid
+    sh(dc, vm, "echo mine > /www/m.txt")
+    p1, p2 = free_port(), free_port()
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p1, 80)),
+                   pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p2, 80)),
+                   pool.submit(engine.disk_attach, host=host, vm_uuid=vm, disk=DiskSpec("c", 1))]
+        for f in futures:
+            f.result()
+    assert http_get(p1, "/m.txt").strip() == "mine"
+    assert http_get(p2, "/m.txt").strip() == "mine"
+    assert " /mnt/c " in sh(dc, vm, "cat /proc/mounts")
