@@ -63,9 +63,10 @@ def disk_percent(path: str) -> float | None:
         st = os.statvfs(path)
     except OSError:
         return None
-    if not st.f_blocks:
+    used = st.f_blocks - st.f_bfree
+    if used + st.f_bavail <= 0:
         return None
-    return round(100.0 * (st.f_blocks - st.f_bavail) / st.f_blocks, 1)
+    return round(100.0 * used / (used + st.f_bavail), 1)  # as df's Use%: reserved blocks left out
 
 
 def status(conn: Conn) -> HostStatus:

@@ -30,14 +30,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 
-from idcs_core.types import HostSpec
+from idcs_core.types import HostSpec, VMInfo
+
+MakeVM = Callable[..., VMInfo]
+"""The type of a fixture that creates a VM from keyword overrides of a VMSpec."""
 
 TEST_IMAGE = "idcs-test/busybox:latest"
 TEST_NETWORK = "idcs-test"

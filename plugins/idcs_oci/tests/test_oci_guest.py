@@ -6,16 +6,17 @@ import logging
 import threading
 import time
 
+import docker
 import pytest
 from idcs_oci.engine import OCIEngine
 from idcs_oci.terminal import ExecTerminal
-from idcs_oci.testing import sh
+from idcs_oci.testing import MakeVM, sh
 
 from idcs_core import errors
 from idcs_core.types import HostSpec, PowerAction
 
 
-def _verify_password(dc, vm: str, password: str) -> bool:
+def _verify_password(dc: docker.DockerClient, vm: str, password: str) -> bool:
     """Recompute the shadow hash inside the guest with the stored salt."""
     entry = sh(dc, vm, "grep '^root:' /etc/shadow").split(":")[1]
     _, method, salt, _ = entry.split("$")
@@ -24,7 +25,7 @@ def _verify_password(dc, vm: str, password: str) -> bool:
     return code == 0 and out.decode().strip() == entry
 
 
-def test_set_password(engine: OCIEngine, host: HostSpec, make_vm, dc,
+def test_set_password(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
                       caplog: pytest.LogCaptureFixture) -> None:
     vm = make_vm().vm_uuid
     secret = "S3cret pass:with$specials"
@@ -75,7 +76,8 @@ def _read_until(term: ExecTerminal, needle: bytes, timeout: float = 5.0) -> byte
     return bytes(seen)
 
 
-def test_terminal_round_trip(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_terminal_round_trip(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                             dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     term = engine.vm_terminal_open(host=host, vm_uuid=vm, cols=100, rows=30)
     try:
@@ -97,7 +99,7 @@ def test_terminal_round_trip(engine: OCIEngine, host: HostSpec, make_vm, dc) -> 
     assert term.read() == b""
 
 
-def test_terminal_needs_a_running_vm(engine: OCIEngine, host: HostSpec, make_vm) -> None:
+def test_terminal_needs_a_running_vm(engine: OCIEngine, host: HostSpec, make_vm: MakeVM) -> None:
     vm = make_vm().vm_uuid
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.STOP)
     with pytest.raises(errors.VMOperationFailed, match="start it first"):

@@ -8,9 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker
 import pytest
 from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import DockerBackend
+from idcs_oci.testing import DockerBackend, MakeVM
 
 from idcs_core import errors
 from idcs_core.plugins import load_plugins
@@ -32,7 +33,7 @@ def test_connect_and_status(engine: OCIEngine, host: HostSpec, backend: DockerBa
     assert again.version == status.version
 
 
-def test_status_counts_containers(engine: OCIEngine, host: HostSpec, make_vm) -> None:
+def test_status_counts_containers(engine: OCIEngine, host: HostSpec, make_vm: MakeVM) -> None:
     before = engine.host_status(host=host).vms_count
     make_vm()
     assert engine.host_status(host=host).vms_count == before + 1
@@ -65,7 +66,7 @@ def test_bad_address_and_options_are_bad_requests(engine: OCIEngine, backend: Do
 
 
 def test_os_images_grouped_and_own_images_hidden(engine: OCIEngine, host: HostSpec, backend: DockerBackend,
-                                                 make_vm, dc) -> None:
+                                                 make_vm: MakeVM, dc: docker.DockerClient) -> None:
     vm = make_vm()
     engine.backup_create(host=host, vm_uuid=vm.vm_uuid, backup_name="b1", description="", progress=print)
     dc.api.tag(backend.image, "ubuntu", "22.04")
@@ -98,7 +99,7 @@ def test_engine_loads_through_the_core_registry(host: HostSpec, monkeypatch: pyt
     oci.plugin.clients.close_all()
 
 
-def test_tcp_with_mutual_tls(engine: OCIEngine, backend: DockerBackend, make_vm) -> None:
+def test_tcp_with_mutual_tls(engine: OCIEngine, backend: DockerBackend, make_vm: MakeVM) -> None:
     tls_host = backend.tls_host_spec()
     status = engine.host_connect(host=tls_host)
     assert status.online and status.extra["local"] is False  # not a local socket: no usage numbers

@@ -9,13 +9,14 @@ import docker
 import pytest
 from idcs_oci import naming
 from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import DockerBackend, free_port, http_get, sh
+from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
 from idcs_core import errors
-from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMSpec
+from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, Progress, VMSpec
 
 
-def test_create_runs_the_image_with_limits(engine: OCIEngine, host: HostSpec, make_vm, dc, backend) -> None:
+def test_create_runs_the_image_with_limits(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                           dc: docker.DockerClient, backend: DockerBackend) -> None:
     vm = make_vm(cpu_num=1, ram_num=64, hdd_num=3, vm_name="web one")
     assert vm.status == "running" and vm.power_state == "running"
     assert (vm.cpu_num, vm.ram_num, vm.os_name, vm.vm_name) == (1, 64, backend.image, "web one")
@@ -48,7 +49,8 @@ def test_create_runs_the_image_with_limits(engine: OCIEngine, host: HostSpec, ma
     assert [ip.address for ip in ips] == live.ip_addresses and ips[0].nic == backend.network
 
 
-def test_create_errors(engine: OCIEngine, host: HostSpec, make_vm, dc, backend: DockerBackend) -> None:
+def test_create_errors(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
+                       backend: DockerBackend) -> None:
     vm = make_vm()
     with pytest.raises(errors.Conflict):
         make_vm(vm_uuid=vm.vm_uuid)
@@ -61,7 +63,8 @@ def test_create_errors(engine: OCIEngine, host: HostSpec, make_vm, dc, backend: 
         dc.api.inspect_container(missing)
 
 
-def test_failed_start_leaves_nothing(engine: OCIEngine, backend: DockerBackend, dc) -> None:
+def test_failed_start_leaves_nothing(engine: OCIEngine, backend: DockerBackend,
+                                     dc: docker.DockerClient) -> None:
     """Addresses are allocated at start: on a full network the start fails after the create."""
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.213.77.0/30")])
     net = dc.networks.create("idcs-tiny", driver="bridge", ipam=ipam)
@@ -78,13 +81,13 @@ def test_failed_start_leaves_nothing(engine: OCIEngine, backend: DockerBackend, 
         net.remove()
 
 
-def test_create_sets_initial_password(make_vm, dc) -> None:
+def test_create_sets_initial_password(make_vm: MakeVM, dc: docker.DockerClient) -> None:
     vm = make_vm(config={"os_pass": "first-Pass1"})
     assert vm.extra["password_set"] is True
     assert not sh(dc, vm.vm_uuid, "grep '^root:' /etc/shadow").startswith("root:*:")
 
 
-def test_power_actions(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_power_actions(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
 
     def power(action: PowerAction) -> str:
@@ -121,7 +124,8 @@ def test_power_actions(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
         engine.vm_power(host=host, vm_uuid="t-missing", action=PowerAction.START)
 
 
-def test_update_is_live(engine: OCIEngine, host: HostSpec, make_vm, dc, backend, progress) -> None:
+def test_update_is_live(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
+                        backend: DockerBackend, progress: Progress) -> None:
     vm = make_vm()
     before = dc.api.inspect_container(vm.vm_uuid)
     spec = VMSpec(vm.vm_uuid, backend.image, cpu_num=2, ram_num=256, hdd_num=1)
@@ -138,8 +142,9 @@ def test_update_is_live(engine: OCIEngine, host: HostSpec, make_vm, dc, backend,
         engine.vm_update(host=host, spec=spec, progress=progress)
 
 
-def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, make_vm, dc, backend,
-                                             progress) -> None:
+def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                             dc: docker.DockerClient, backend: DockerBackend,
+                                             progress: Progress) -> None:
     vm = make_vm().vm_uuid
     port = free_port()
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
@@ -161,8 +166,8 @@ def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, 
         dc.api.remove_image("idcs-test/other:2")
 
 
-def test_delete_removes_everything_and_is_idempotent(engine: OCIEngine, host: HostSpec, make_vm, dc,
-                                                    progress) -> None:
+def test_delete_removes_everything_and_is_idempotent(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                     dc: docker.DockerClient, progress: Progress) -> None:
     vm = make_vm().vm_uuid
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))  # leaves a state image
     engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("d1", 1))
@@ -176,7 +181,8 @@ def test_delete_removes_everything_and_is_idempotent(engine: OCIEngine, host: Ho
         engine.vm_status(host=host, vm_uuid=vm)
 
 
-def test_vm_list_one_call(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_vm_list_one_call(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                          dc: docker.DockerClient) -> None:
     a, b = make_vm(), make_vm()
     engine.vm_power(host=host, vm_uuid=b.vm_uuid, action=PowerAction.HARD_OFF)
     foreign = dc.containers.create("idcs-test/busybox:latest", name=f"t-foreign-{uuid.uuid4().hex[:6]}")

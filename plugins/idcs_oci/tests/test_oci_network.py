@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 import urllib.error
 
+import docker
 import pytest
 from idcs_oci import naming
 from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import DockerBackend, free_port, http_get, sh
+from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
 from idcs_core import errors
 from idcs_core.types import HostSpec, NatRule, PowerAction
@@ -21,7 +22,8 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                     dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     sh(dc, vm, "echo kept-$HOSTNAME > /www/data.txt; mkdir -p /root/deep/dir; echo x > /root/deep/dir/f; "
                "rm /www/index.html")
@@ -80,7 +82,8 @@ def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm,
         engine.nat_add(host=host, vm_uuid="t-missing", rule=NatRule(port2, 80, "tcp"))
 
 
-def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                               dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.PAUSE)
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))
@@ -94,8 +97,8 @@ def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm, dc) -
     assert "hello" in http_get(port)
 
 
-def test_port_taken_on_host_is_conflict_and_rolled_back(engine: OCIEngine, host: HostSpec, make_vm,
-                                                        dc) -> None:
+def test_port_taken_on_host_is_conflict_and_rolled_back(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                        dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     sh(dc, vm, "echo precious > /root/data")
     before = dc.api.inspect_container(vm)
@@ -115,7 +118,8 @@ def test_port_taken_on_host_is_conflict_and_rolled_back(engine: OCIEngine, host:
     assert not [c for c in dc.api.containers(all=True) if any(".idcs-old-" in n for n in c["Names"])]
 
 
-def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                  dc: docker.DockerClient) -> None:
     a, b = make_vm().vm_uuid, make_vm().vm_uuid
     port = free_port()
     engine.nat_add(host=host, vm_uuid=a, rule=NatRule(port, 80))
@@ -125,7 +129,8 @@ def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostS
     assert dc.api.inspect_container(b)["Id"] == b_id  # refused before any recreation
 
 
-def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm, dc) -> None:
+def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm: MakeVM,
+                         dc: docker.DockerClient) -> None:
     loopback = backend.host_spec(nat_bind="127.0.0.1")
     vm = make_vm().vm_uuid
     port = free_port()
@@ -138,7 +143,8 @@ def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm, dc)
     assert dc.api.inspect_container(vm)["HostConfig"]["PortBindings"]["80/tcp"][0]["HostIp"] == "0.0.0.0"
 
 
-def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, make_vm, dc) -> None:
+def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, make_vm: MakeVM,
+                                   dc: docker.DockerClient) -> None:
     shallow = backend.host_spec(max_layers=3)
     vm = make_vm().vm_uuid
     ports = [free_port() for _ in range(4)]
@@ -154,7 +160,8 @@ def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, ma
     assert attrs["HostConfig"]["Init"] is True and "httpd" in " ".join(attrs["Config"]["Cmd"])
 
 
-def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                dc: docker.DockerClient) -> None:
     """Two NAT rules and a disk requested at once: each recreation sees the previous one's result."""
     from concurrent.futures import ThreadPoolExecutor
 

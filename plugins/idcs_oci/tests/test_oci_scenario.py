@@ -10,11 +10,11 @@ from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, free_port, http_get, sh
 
 from idcs_core import errors
-from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMSpec
+from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, Progress, VMSpec
 
 
 def test_vm_life(engine: OCIEngine, host: HostSpec, backend: DockerBackend, dc: docker.DockerClient,
-                 progress) -> None:
+                 progress: Progress) -> None:
     vm = f"t-life-{uuid.uuid4().hex[:6]}"
     port = free_port()
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import docker
 import pytest
 from idcs_oci import naming
 from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import free_port, http_get, sh
+from idcs_oci.testing import MakeVM, free_port, http_get, sh
 
 from idcs_core import errors
-from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction
+from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, Progress
 
 
-def _mounted(dc, vm: str, path: str) -> bool:
+def _mounted(dc: docker.DockerClient, vm: str, path: str) -> bool:
     return f" {path} " in sh(dc, vm, "cat /proc/mounts")
 
 
-def test_disk_attach_detach_delete(engine: OCIEngine, host: HostSpec, make_vm, dc) -> None:
+def test_disk_attach_detach_delete(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                   dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     volume = naming.volume_name(vm, "data")
     engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 5))
@@ -55,7 +57,7 @@ def test_disk_attach_detach_delete(engine: OCIEngine, host: HostSpec, make_vm, d
         engine.disk_attach(host=host, vm_uuid="t-missing", disk=DiskSpec("x", 1))
 
 
-def test_volume_name_clash_is_conflict(engine: OCIEngine, host: HostSpec, make_vm) -> None:
+def test_volume_name_clash_is_conflict(engine: OCIEngine, host: HostSpec, make_vm: MakeVM) -> None:
     """VM "a" disk "b-c" and VM "a-b" disk "c" would share a volume name: the second is refused."""
     a = make_vm().vm_uuid
     ab = make_vm(vm_uuid=f"{a}-b").vm_uuid
@@ -64,7 +66,8 @@ def test_volume_name_clash_is_conflict(engine: OCIEngine, host: HostSpec, make_v
         engine.disk_attach(host=host, vm_uuid=ab, disk=DiskSpec("c", 1))
 
 
-def test_backup_and_restore(engine: OCIEngine, host: HostSpec, make_vm, dc, progress) -> None:
+def test_backup_and_restore(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
+                            progress: Progress) -> None:
     vm = make_vm(ram_num=48).vm_uuid
     port = free_port()
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
@@ -113,7 +116,8 @@ def test_backup_and_restore(engine: OCIEngine, host: HostSpec, make_vm, dc, prog
     assert [b.backup_name for b in engine.backup_list(host=host) if b.vm_uuid == vm] == ["b2"]
 
 
-def test_restore_a_deleted_vm(engine: OCIEngine, host: HostSpec, make_vm, dc, progress) -> None:
+def test_restore_a_deleted_vm(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
+                              progress: Progress) -> None:
     vm = make_vm(cpu_num=1, ram_num=80).vm_uuid
     port = free_port()
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
