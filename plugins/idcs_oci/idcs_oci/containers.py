@@ -226,17 +226,17 @@ def recreate(conn: Conn, attrs: dict[str, Any], edit: Callable[[Blueprint], Blue
     bp = edit(clone(attrs))
     bp.name = name
     replaced = source is not None
-    if was_running:
-        progress(20, "stopping the container")
-        conn.api.stop(old_id, timeout=conn.opts.stop_timeout)
-    if source is None:
-        progress(40, "saving the container's filesystem")
-        source = save_state(conn, attrs)
-    bp.config["Image"] = source
-    parked = f"{name}{PARKED}{secrets.token_hex(3)}"
-    conn.api.rename(old_id, parked)
-    new_id = None
+    renamed, new_id = False, None
     try:
+        if was_running:
+            progress(20, "stopping the container")
+            conn.api.stop(old_id, timeout=conn.opts.stop_timeout)
+        if source is None:
+            progress(40, "saving the container's filesystem")
+            source = save_state(conn, attrs)
+        bp.config["Image"] = source
+        conn.api.rename(old_id, f"{name}{PARKED}{secrets.token_hex(3)}")
+        renamed = True
         progress(60, "creating the new container")
         new_id = create(conn, bp)
         if was_running:
@@ -245,7 +245,7 @@ def recreate(conn: Conn, attrs: dict[str, Any], edit: Callable[[Blueprint], Blue
             if state == "paused":
                 conn.api.pause(new_id)
     except BaseException:
-        _roll_back(conn, old_id, name, new_id, state)
+        _roll_back(conn, old_id, name if renamed else None, new_id, state)
         raise
     remove_quietly(conn, old_id)
     if replaced:  # the old filesystem is gone for good: so is its saved copy
@@ -255,16 +255,19 @@ def recreate(conn: Conn, attrs: dict[str, Any], edit: Callable[[Blueprint], Blue
     return conn.api.inspect_container(new_id)
 
 
-def _roll_back(conn: Conn, old_id: str, name: str, new_id: str | None, state: str) -> None:
-    """Put the old container back as it was; log (never raise) if that fails too."""
+def _roll_back(conn: Conn, old_id: str, rename_to: str | None, new_id: str | None, state: str) -> None:
+    """Put the old container back as it was (its name, its power state); log, never raise, if that
+    fails too."""
     try:
         if new_id:
             remove_quietly(conn, new_id)
-        conn.api.rename(old_id, name)
-        if state in RUNNING_STATES:
+        if rename_to:
+            conn.api.rename(old_id, rename_to)
+        if state in RUNNING_STATES and conn.api.inspect_container(old_id)["State"]["Status"] in (
+                "created", "exited"):
             conn.api.start(old_id)
             if state == "paused":
                 conn.api.pause(old_id)
     except Exception as exc:
-        log.error("could not restore container %s on %s after a failed recreation: %s",
-                  name, conn.host.name, explain(exc))
+        log.error("could not restore container %s (%s) on %s after a failed recreation: %s",
+                  rename_to or "", old_id[:12], conn.host.name, explain(exc))
