@@ -14,6 +14,7 @@ from idcs_oci.containers import Blueprint, no_progress
 from idcs_oci.errmap import explain
 
 _MB = 1024 * 1024
+_SHELLS = {"sh", "bash", "ash", "dash", "zsh", "ksh", "mksh"}
 
 
 def _limits(spec: VMSpec) -> dict[str, int]:
@@ -46,6 +47,12 @@ def new_blueprint(conn: Conn, spec: VMSpec, image: dict[str, Any]) -> Blueprint:
     image_config = image.get("Config") or {}
     if not image_config.get("Cmd") and not image_config.get("Entrypoint"):
         config["Cmd"] = ["/bin/sh"]
+    cmd = config.get("Cmd") or image_config.get("Cmd") or []
+    if (not image_config.get("Entrypoint") and not image_config.get("StopSignal") and len(cmd) == 1
+            and cmd[0].rsplit("/", 1)[-1] in _SHELLS):
+        # An interactive shell ignores SIGTERM, so `docker stop` would wait stop_timeout and kill;
+        # a hang-up ends it at once, as closing its terminal would.
+        config["StopSignal"] = "SIGHUP"
     return Blueprint(spec.vm_uuid, config, endpoints)
 
 

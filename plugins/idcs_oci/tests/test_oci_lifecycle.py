@@ -194,3 +194,20 @@ def test_vm_list_one_call(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
         assert listed[foreign.name].status == "stopped"
     finally:
         foreign.remove(force=True)
+
+
+def test_shell_image_stops_at_once(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                   dc: docker.DockerClient) -> None:
+    """An image whose CMD is a bare shell (like ubuntu's bash) runs it interactively; SIGHUP stops it."""
+    from idcs_oci.testing import build_busybox_image
+
+    build_busybox_image(dc, "idcs-test/shell:1", cmd=["/bin/sh"])
+    vm = make_vm(os_name="idcs-test/shell:1").vm_uuid
+    assert dc.api.inspect_container(vm)["Config"]["StopSignal"] == "SIGHUP"
+    assert sh(dc, vm, "ps").count("/bin/sh") >= 1
+    started = time.monotonic()
+    assert engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.STOP).status == "stopped"
+    assert time.monotonic() - started < 3
+    assert engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.START).status == "running"
+    time.sleep(0.5)
+    assert dc.api.inspect_container(vm)["State"]["Status"] == "running"  # the shell stays up
