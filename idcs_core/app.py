@@ -12,7 +12,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from idcs_core.api import auth, backups, console, hosts, network, openapi, storage, system, tasks, users, vms
+from idcs_core.api import (
+    auth,
+    backups,
+    compat,
+    console,
+    hosts,
+    network,
+    openapi,
+    storage,
+    system,
+    tasks,
+    users,
+    vms,
+)
 from idcs_core.api.envelope import EXCEPTION_HANDLERS
 from idcs_core.api.routing import Endpoint, build_route
 from idcs_core.config import Config
@@ -21,7 +34,7 @@ from idcs_core.plugins import PluginRegistry
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
-           backups.router, tasks.router, users.router]
+           backups.router, tasks.router, users.router, compat.router]
 
 
 def endpoints() -> list[Endpoint]:

@@ -33,8 +33,14 @@ async def login(ctx: Ctx, body: LoginBody) -> Any:
 
 @router.post("/api/login", auth=PUBLIC, body=LoginBody, alias_of="/login", data=LOGIN_DATA)
 async def login_alias(ctx: Ctx, body: LoginBody) -> Any:
-    """Log in (billing panel dialect: also login_type=token with the global API token)."""
-    return await login(ctx, body)
+    """Log in (billing panel dialect: also login_type=token with the global API token).
+
+    Tokens from this route get the dialect's shapes where they differ from API.md
+    (the host list keyed by server_name)."""
+    if body.login_type == "token":
+        return await login(ctx, body)
+    assert body.username and body.password
+    return await ctx.core.auth.login(body.username, body.password, ctx.source_ip, dialect="billing")
 
 
 @router.post("/logout", auth=USER, vm_scoped=True)

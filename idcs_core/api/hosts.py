@@ -23,15 +23,20 @@ HOST_ITEM = {"type": "object", "properties": {
 @router.get("/api/server/detail", auth=ADMIN, data={
     "oneOf": [{"type": "array", "items": HOST_ITEM},
               {"type": "object", "additionalProperties": HOST_ITEM}]},
-    query={"format": "'list' (default, the contract) or 'map' (keyed by server_name, the billing dialect)"})
+    query={"format": "'list' (the contract) or 'map' (keyed by server_name, the billing dialect); default: "
+                     "'map' for the global API token and /api/login sessions, else 'list'"})
 async def list_hosts(ctx: Ctx) -> Any:
     """All hosts with live status, asked concurrently; a host that does not answer within
     the host timeout shows as offline and never holds up the list.
 
-    ``?format=map`` answers an object keyed by server_name (billing dialect).
+    The billing dialect reads an object keyed by server_name: callers using the global
+    API token or a token from ``/api/login`` get that; ``?format=list|map`` chooses.
     """
     result = await hosts.list_hosts(ctx.core)
-    if ctx.query.get("format") == "map":
+    fmt = ctx.query.get("format") or ("map" if ctx.user.dialect == "billing" else "list")
+    if fmt not in ("list", "map"):
+        raise errors.BadRequest("format must be list or map")
+    if fmt == "map":
         return {h["server_name"]: h for h in result}
     return result
 

@@ -86,12 +86,16 @@ class Quota(Base):
 class Session(Base):
     """One issued login token (its JWT ``jti``). Logout revokes it at once.
 
-    ``vm_id`` set means a temporary token limited to that one VM."""
+    ``vm_id`` set means a temporary token limited to that one VM (its ``user_id`` is the
+    VM's owner, or none for a VM without owner). ``dialect`` is ``contract`` for tokens
+    from ``/login`` and ``billing`` for tokens from the billing panel's ``/api/login``."""
 
     __tablename__ = "sessions"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True,
+                                                nullable=True)
+    dialect: Mapped[str] = mapped_column(String(16), default="contract", server_default="contract")
     vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)

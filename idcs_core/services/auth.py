@@ -37,9 +37,11 @@ class Principal:
     vm_id: int | None = None
     jti: str | None = None
     via: str = "jwt"
+    # "contract" (API.md shapes) or "billing" (the billing modules' dialect, where the two differ)
+    dialect: str = "contract"
 
 
-API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token")
+API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialect="billing")
 
 
 class AuthService:
@@ -84,16 +86,20 @@ class AuthService:
 
     async def _load_session(self, jti: str) -> tuple[Principal, float]:
         async with self.core.db.session() as s:
-            row = (await s.execute(select(Session, User).join(User, User.id == Session.user_id)
+            row = (await s.execute(select(Session, User).outerjoin(User, User.id == Session.user_id)
                                    .where(Session.jti == jti))).first()
-        if row is None:
+        if row is None or (row[0].user_id is not None and row[1] is None):
             raise errors.TokenInvalid("token invalid (unknown session or deleted user)")
         sess, user = row
         if sess.revoked:
             raise errors.TokenInvalid("token has been revoked (logged out)")
         if sess.expires_at < utcnow():
             raise errors.TokenExpired()
-        principal = Principal(user.id, user.username, user.is_admin and sess.vm_id is None, sess.vm_id, jti)
+        if user is None:  # a one-VM token for a VM without owner
+            principal = Principal(None, f"vm-token-{sess.vm_id}", False, sess.vm_id, jti, dialect=sess.dialect)
+        else:
+            principal = Principal(user.id, user.username, user.is_admin and sess.vm_id is None, sess.vm_id, jti,
+                                  dialect=sess.dialect)
         return principal, sess.expires_at.replace(tzinfo=UTC).timestamp()
 
     def _forget(self, match: Any) -> None:
@@ -123,7 +129,7 @@ class AuthService:
 
     # ------------------------------------------------------------------ login
 
-    async def login(self, username: str, password: str, source_ip: str) -> dict[str, Any]:
+    async def login(self, username: str, password: str, source_ip: str, dialect: str = "contract") -> dict[str, Any]:
         settings = self.core.settings
         max_failures = int(settings.get("login_max_failures"))
         lock_seconds = int(settings.get("login_lock_seconds"))
@@ -153,22 +159,23 @@ class AuthService:
         if not valid:
             await self.core.audit(None, "login", username, "failed", "wrong password", source_ip)
             raise errors.WrongPassword()
-        token = await self.issue(user, source_ip)
+        token = await self.issue(user.id, source_ip, dialect=dialect)
         await self.core.audit(Principal(user.id, user.username, user.is_admin), "login", username,
                               "success", "", source_ip)
         await self.core.plugins.emit("user_logged_in",
                                      user={"id": user.id, "username": user.username, "is_admin": user.is_admin},
                                      source_ip=source_ip)
-        return {"token": token, "user_id": user.id, "username": user.username, "is_admin": user.is_admin}
+        return {"token": token[0], "user_id": user.id, "username": user.username, "is_admin": user.is_admin}
 
-    async def issue(self, user: User, source_ip: str = "", vm_id: int | None = None,
-                    ttl: int | None = None) -> str:
+    async def issue(self, user_id: int | None, source_ip: str = "", vm_id: int | None = None,
+                    ttl: int | None = None, dialect: str = "contract") -> tuple[str, int]:
+        """A new session token; returns (token, expiry as epoch seconds)."""
         ttl = ttl or int(self.core.settings.get("token_ttl_seconds"))
-        token, claims = self.core.keys.issue_token(user.id, ttl, vm_id)
+        token, claims = self.core.keys.issue_token(user_id or 0, ttl, vm_id)
         async with self.core.db.session() as s:
-            s.add(Session(jti=claims.jti, user_id=user.id, vm_id=vm_id, expires_at=claims.expires_at,
-                          source_ip=source_ip[:64]))
-        return token
+            s.add(Session(jti=claims.jti, user_id=user_id, vm_id=vm_id, expires_at=claims.expires_at,
+                          source_ip=source_ip[:64], dialect=dialect))
+        return token, int(claims.expires_at.replace(tzinfo=UTC).timestamp())
 
     async def logout(self, principal: Principal) -> None:
         if principal.jti is None:

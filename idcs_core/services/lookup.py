@@ -38,8 +38,10 @@ async def get_vm(s: AsyncSession, principal: Principal, hs_name: str, vm_uuid: s
 
 
 def check_owner(principal: Principal, vm: VM) -> None:
-    if principal.vm_id is not None and principal.vm_id != vm.id:
-        raise errors.Forbidden("this token is limited to another virtual machine")
+    if principal.vm_id is not None:
+        if principal.vm_id != vm.id:
+            raise errors.Forbidden("this token is limited to another virtual machine")
+        return
     if not principal.is_admin and vm.owner_id != principal.user_id:
         raise errors.Forbidden("this virtual machine belongs to another user")
 

@@ -1,0 +1,67 @@
+"""Routes of the billing modules' dialect that API.md lacks: one-VM tokens and traffic reset.
+
+(The dialect's other additions live with their areas: ``/api/system/statis`` in system,
+plans and ports in hosts, NAT/proxy checks in network.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idcs_core import errors
+from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
+from idcs_core.api.schemas import TrafficReset
+from idcs_core.db.models import VM, Session
+from idcs_core.services.lookup import get_vm, vm_dict
+
+router = Router("compat")
+
+
+@router.get("/api/client/temptoken/{hs_name}/{vm_uuid}", auth=ADMIN, data={"type": "object", "properties": {
+    "temp_token": {"type": "string"}, "expire": {"type": "integer", "description": "epoch seconds"}}})
+async def temp_token(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """A short-lived token valid for this one VM only (the customer's "open panel" link).
+
+    Lifetime: setting ``temp_token_ttl_seconds``. Exchange it with ``/api/client/templogin``,
+    or send it as a bearer token directly: either way it reaches this VM and nothing else."""
+    async with ctx.core.db.session() as s:
+        vm = await get_vm(s, ctx.user, hs_name, vm_uuid)
+    ttl = int(ctx.core.settings.get("temp_token_ttl_seconds"))
+    token, expire = await ctx.core.auth.issue(vm.owner_id, ctx.source_ip, vm_id=vm.id, ttl=ttl, dialect="billing")
+    await ctx.core.audit(ctx.user, "vm.temptoken", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+    return {"temp_token": token, "expire": expire}
+
+
+@router.get("/api/client/templogin", auth=PUBLIC, query={"token": "a temp_token from /api/client/temptoken"})
+async def temp_login(ctx: Ctx) -> Any:
+    """Turn a temporary token into a session limited to its VM; answers the session token and
+    the VM (hs_name, vm_uuid). The temporary token is used up."""
+    raw = ctx.query.get("token", "")
+    if not raw:
+        raise errors.BadRequest("token is required")
+    principal = await ctx.core.auth.authenticate(f"Bearer {raw}")
+    if principal.vm_id is None or principal.jti is None:
+        raise errors.TokenInvalid("not a temporary VM token")
+    async with ctx.core.db.session() as s:
+        vm = await s.get(VM, principal.vm_id)
+        temp = await s.get(Session, principal.jti)
+        if vm is None or temp is None:
+            raise errors.VMNotFound()
+        temp.revoked = True
+        remaining = max(60, int((temp.expires_at - temp.created_at).total_seconds()))
+        data = vm_dict(vm)
+    await ctx.core.auth.logout(principal)
+    token, expire = await ctx.core.auth.issue(principal.user_id, ctx.source_ip, vm_id=principal.vm_id,
+                                              ttl=remaining, dialect="billing")
+    return {"token": token, "expire": expire, "hs_name": data["server_name"], "vm_uuid": data["vm_uuid"],
+            "vm": data}
+
+
+@router.post("/api/traffic/reset", auth=ADMIN, body=TrafficReset)
+async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
+    """Reset a VM's traffic counter (billing dialect; the monthly ``flu_num`` allowance starts again)."""
+    async with ctx.core.db.session() as s:
+        vm = await get_vm(s, ctx.user, body.hs_name, body.vm_uuid)
+        vm.traffic_bytes = 0
+    await ctx.core.audit(ctx.user, "vm.traffic-reset", f"{body.hs_name}/{body.vm_uuid}", source_ip=ctx.source_ip)
+    return {"vm_uuid": body.vm_uuid, "traffic_bytes": 0}
