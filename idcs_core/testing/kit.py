@@ -139,7 +139,8 @@ class KitTests:
     # ------------------------------------------------------------------ fixtures
 
     @pytest.fixture(scope="class")
-    def kit(self, idcs_engine: EngineUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+    @classmethod
+    def kit(cls, idcs_engine: EngineUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
         """One server and one host for all the cases of the class."""
         kit = Kit(idcs_engine, Path(tmp_path_factory.mktemp("idcs-kit")))
         kit.start()
