@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import json
 import logging
 import os
 import threading
@@ -28,6 +30,7 @@ from urllib import parse
 import requests
 from pylxd import Client
 from pylxd import exceptions as lxd_exc
+from pylxd.client import _is_a_token, get_session_for_url
 
 from idcs_core import errors
 from idcs_core.types import HostSpec
@@ -150,14 +153,20 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        client = Client(endpoint=endpoint.target, cert=certs, verify=verify, timeout=timeout, project=project)
+        session = get_session_for_url(endpoint.target, verify=verify, cert=certs)
+        if verify is not True:
+            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's verify=False
+            # or pinned certificate: ignore the environment for this connection.
+            session.trust_env = False
+        client = Client(endpoint=endpoint.target, cert=certs, verify=verify, timeout=timeout, project=project,
+                        session=session)
         if not client.trusted:
             if not password:
                 raise errors.HostUnreachable(
                     f"{endpoint.target} does not trust this client certificate and no password or "
                     "trust token was given")
             try:
-                client.authenticate(password)
+                _trust(client, certs, password)
             except lxd_exc.LXDAPIException as exc:
                 raise errors.HostUnreachable(
                     f"login to {endpoint.target} failed: {api_message(exc)}") from exc
@@ -172,6 +181,32 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
     except lxd_exc.LXDAPIException as exc:
         raise errors.HostUnreachable(f"LXD at {endpoint.target} refused the connection: "
                                      f"{api_message(exc)}") from exc
+
+
+def _trust(client: Client, certs: tuple[str, str] | None, secret: str) -> None:
+    """Ask the server to trust our certificate, with a trust password or a trust token.
+
+    pylxd's ``authenticate`` sends Incus tokens as a password (it only knows LXD's
+    ``explicit_trust_token``), which Incus refuses: build the request here.
+    """
+    if not certs:
+        raise errors.HostUnreachable("no client certificate to present")
+    pem = Path(certs[0]).read_text().strip().splitlines()
+    body: dict[str, Any] = {"type": "client", "certificate": "".join(pem[1:-1]),
+                            "name": f"openidcs@{os.uname().nodename}"}
+    if _is_a_token(secret):
+        # Incus and LXD >= 5.21 take the token as trust_token, and only under the client
+        # name it was issued for; older LXD takes it as the password. An untrusted client
+        # cannot tell which server it talks to, so try one then the other.
+        token = json.loads(base64.b64decode(secret.strip()))
+        body["name"] = token.get("client_name") or body["name"]
+        try:
+            client.api.certificates.post(json={**body, "trust_token": secret.strip()})
+        except lxd_exc.LXDAPIException:
+            client.api.certificates.post(json={**body, "password": secret.strip()})
+    else:
+        client.api.certificates.post(json={**body, "password": secret})  # a trust password
+    client.host_info = client.api.get().json()["metadata"]
 
 
 class ClientCache:

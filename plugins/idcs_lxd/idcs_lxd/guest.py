@@ -76,12 +76,15 @@ def set_password(client: Client, name: str, username: str, password: str) -> Non
         raise errors.BadRequest("the password must be non-empty and on one line")
     if instances.status(client, name) != "Running":
         raise errors.VMOperationFailed(f"{name} is not running: start it to set a password")
+    missing = errors.VMOperationFailed(f"{name} has no chpasswd: this image cannot have its password set")
     try:
         result = run(client, name, ["chpasswd"], stdin=f"{username}:{password}\n".encode())
-    except OperationFailed as exc:
+    except OperationFailed as exc:  # LXD: "Command not found"; Incus answers 127
+        if "not found" in str(exc).lower():
+            raise missing from exc
         raise errors.VMOperationFailed(f"cannot run chpasswd in {name}: {exc}") from exc
     if result.exit_code == NOT_FOUND:
-        raise errors.VMOperationFailed(f"{name} has no chpasswd: this image cannot have its password set")
+        raise missing
     if result.exit_code != 0:
         message = (result.stderr or result.stdout).decode(errors="replace").replace(password, "***").strip()
         raise errors.VMOperationFailed(

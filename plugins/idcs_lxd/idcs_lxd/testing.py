@@ -28,6 +28,8 @@ import socket
 import subprocess
 import tarfile
 import time
+import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,11 +183,13 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float, stdin: str | None 
     return done.stdout
 
 
-def start_daemon(kind: str, workdir: Path, state_dir: Path | None = None, timeout: float = 60.0) -> Backend:
+def start_daemon(kind: str, workdir: Path, state_dir: Path | None = None, timeout: float = 60.0,
+                 command: list[str] | None = None) -> Backend:
     """Start the ``kind`` daemon (lxd / incus) in the background and wait until it is ready.
 
     Reuses a daemon already answering on the socket (then ``Backend.pid`` is None).
     Raises ``BackendError`` with the daemon log tail if it does not come up.
+    ``command`` replaces the daemon command line (to test this failure path).
     """
     flavour = FLAVOURS[kind]
     state = Path(state_dir or flavour.default_dir)
@@ -197,7 +201,7 @@ def start_daemon(kind: str, workdir: Path, state_dir: Path | None = None, timeou
     env = _env(flavour, state)
     state.mkdir(parents=True, exist_ok=True)
     with open(workdir / f"{kind}.out", "ab") as out:
-        proc = subprocess.Popen([*flavour.daemon, "--group", "root", "--logfile", str(logfile)],
+        proc = subprocess.Popen(command or [*flavour.daemon, "--group", "root", "--logfile", str(logfile)],
                                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     backend.pid, backend.proc = proc.pid, proc
@@ -209,7 +213,7 @@ def start_daemon(kind: str, workdir: Path, state_dir: Path | None = None, timeou
                 f"--- {logfile} ---\n{backend.log_tail()}\n"
                 f"--- {workdir / f'{kind}.out'} ---\n{log_tail(workdir / f'{kind}.out')}")
         try:
-            _run([*flavour.admin, "waitready", "--timeout", "5"], env, timeout=10)
+            _run([*flavour.admin, "waitready", "--timeout", "1"], env, timeout=10)
             return backend
         except BackendError:
             continue
@@ -380,6 +384,31 @@ def stop_daemon(backend: Backend, timeout: float = 30.0) -> None:
         if backend.proc is not None:
             backend.proc.wait(timeout=10)
     backend.pid = None
+
+
+def unique_name(prefix: str = "idcst-") -> str:
+    """A fresh instance name (valid for LXD) starting with ``prefix``."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, address: str = "127.0.0.1", path: str = "/", timeout: float = 10.0) -> str:
+    """GET ``http://address:port/path`` for real, retrying while the forward comes up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def stop_backend(backend: Backend, prefix: str | None = None) -> None:

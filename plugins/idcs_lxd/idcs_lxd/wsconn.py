@@ -18,6 +18,7 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 from idcs_lxd.client import operation_id
 
 OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 1.0  # LXD does not always answer a close frame: do not wait long for it
 
 # websockets >= 16 warns unless the direct (non context-manager) style is asked for.
 _LEGACY: dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
@@ -41,7 +42,7 @@ def open_fd(client: Client, operation: str, secret: str) -> ClientConnection:
     """Open the websocket of one file descriptor (``secret``) of an exec operation."""
     path = f"/1.0/operations/{operation_id(operation)}/websocket?secret={parse.quote(secret)}"
     kwargs: dict[str, Any] = {"max_size": None, "compression": None, "open_timeout": OPEN_TIMEOUT,
-                              "origin": None, **_LEGACY}
+                              "close_timeout": CLOSE_TIMEOUT, "origin": None, **_LEGACY}
     if client.api.scheme == "http+unix":
         socket_path = parse.unquote(client.api.netloc)
         return unix_connect(socket_path, f"ws://localhost{path}", **kwargs)

@@ -8,15 +8,14 @@ start fails the session with its log tail: nothing is skipped.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from idcs_core.types import HostSpec, VMInfo, VMSpec
 from idcs_lxd import testing
 from idcs_lxd.engine import LXDEngine
+
+from idcs_core.types import HostSpec, VMInfo, VMSpec
 
 PREFIX = "idcst-"
 
@@ -53,13 +52,10 @@ def progress() -> object:
     return _progress
 
 
-def new_name() -> str:
-    return f"{PREFIX}{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture
 def spec(backend: testing.Backend) -> VMSpec:
-    return VMSpec(vm_uuid=new_name(), os_name=backend.image_alias, cpu_num=1, ram_num=128, hdd_num=2)
+    return VMSpec(vm_uuid=testing.unique_name(PREFIX), os_name=backend.image_alias, cpu_num=1, ram_num=128,
+                  hdd_num=2)
 
 
 @pytest.fixture

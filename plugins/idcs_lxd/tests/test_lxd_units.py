@@ -5,11 +5,11 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
+from idcs_lxd import client, images, info, lifecycle, network
 
 from idcs_core import errors
 from idcs_core.plugins import Engine
 from idcs_core.types import NatRule
-from idcs_lxd import client, images, info, lifecycle, network
 
 
 @pytest.mark.parametrize(("addr", "kind", "target"), [

@@ -1,0 +1,332 @@
+"""NAT, backups, disks, passwords, terminal and ISO hooks against the real daemons."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from idcs_lxd import network, storage
+from idcs_lxd.engine import LXDEngine
+from idcs_lxd.testing import free_port, http_get, unique_name
+
+from idcs_core import errors
+from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMInfo, VMSpec
+
+Shell = Callable[[str, str], str]
+
+
+def _noop(percent: int, message: str = "") -> None:
+    return None
+
+
+def _nat_devices(engine: LXDEngine, host: HostSpec, name: str) -> dict[str, dict[str, str]]:
+    devices = engine.clients.get(host).api.instances[name].get().json()["metadata"]["devices"]
+    return {k: v for k, v in devices.items() if k.startswith(network.NAT_PREFIX)}
+
+
+# ------------------------------------------------------------------ NAT
+
+
+def test_nat_forward_proven_with_http(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                      sh: Shell) -> None:
+    name = spec.vm_uuid
+    sh(name, f"echo served-by-{name} > /var/www/index.html")
+    port = free_port()
+    applied = engine.nat_add(host=host, vm_uuid=name, rule=NatRule(host_port=port, vm_port=80))
+    assert (applied.host_port, applied.vm_port, applied.protocol, applied.lan_addr) == (port, 80, "tcp",
+                                                                                        "127.0.0.1")
+    assert http_get(port).strip() == f"served-by-{name}"
+    assert engine.nat_add(host=host, vm_uuid=name, rule=NatRule(port, 80)).host_port == port  # idempotent
+    assert list(_nat_devices(engine, host, name)) == [f"idcs-nat-tcp-{port}"]
+
+    # a raw TCP round trip through the forward, to a listener started in the guest
+    raw_port = free_port()
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(raw_port, 7000))
+    # (setsid: LXD ends the exec's session, and a plain background job with it)
+    sh(name, "printf '#!/bin/sh\\nread line\\necho pong-$line\\n' > /root/pong; chmod +x /root/pong; "
+             "setsid nc -ll -p 7000 -e /root/pong </dev/null >/dev/null 2>&1 &")
+    deadline, answer = time.monotonic() + 10, b""
+    while time.monotonic() < deadline and b"pong" not in answer:
+        try:
+            with socket.create_connection(("127.0.0.1", raw_port), timeout=3) as conn:
+                conn.sendall(b"ping\n")
+                answer = conn.recv(64)
+        except OSError:
+            time.sleep(0.1)
+    assert answer.strip() == b"pong-ping"
+
+    # the forward survives a restart (proxy devices live in the instance config)
+    engine.vm_power(host=host, vm_uuid=name, action=PowerAction.RESET)
+    assert http_get(port).strip() == f"served-by-{name}"
+
+    engine.nat_remove(host=host, vm_uuid=name, rule=NatRule(port, 80))
+    engine.nat_remove(host=host, vm_uuid=name, rule=NatRule(port, 80))  # idempotent
+    with pytest.raises(urllib.error.URLError):
+        http_get(port, timeout=0)
+    assert [r.host_port for r in network.nat_list(engine.clients.get(host), name)] == [raw_port]
+
+
+def test_nat_port_taken_is_conflict(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(errors.Conflict, match="in use"):
+            engine.nat_add(host=host, vm_uuid=spec.vm_uuid, rule=NatRule(port, 80))
+    assert _nat_devices(engine, host, spec.vm_uuid) == {}
+
+
+def test_nat_port_of_another_vm_is_conflict(engine: LXDEngine, host: HostSpec, vm: VMInfo,
+                                            spec: VMSpec, backend: object) -> None:
+    port = free_port()
+    engine.nat_add(host=host, vm_uuid=spec.vm_uuid, rule=NatRule(port, 80))
+    other = VMSpec(unique_name(), spec.os_name, 1, 64, 1)
+    engine.vm_create(host=host, spec=other, progress=_noop)
+    try:
+        engine.vm_power(host=host, vm_uuid=other.vm_uuid, action=PowerAction.HARD_OFF)
+        with pytest.raises(errors.Conflict, match=spec.vm_uuid):
+            engine.nat_add(host=host, vm_uuid=other.vm_uuid, rule=NatRule(port, 22))
+    finally:
+        engine.vm_delete(host=host, vm_uuid=other.vm_uuid, progress=_noop)
+
+
+def test_nat_bad_rule_is_bad_request(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    with pytest.raises(errors.BadRequest):
+        engine.nat_add(host=host, vm_uuid=spec.vm_uuid, rule=NatRule(free_port(), 80, "sctp"))
+    with pytest.raises(errors.BadRequest):
+        engine.nat_add(host=host, vm_uuid=spec.vm_uuid, rule=NatRule(70000, 80))
+
+
+def test_nat_sync_makes_exactly_the_list(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    name = spec.vm_uuid
+    a, b, c = free_port(), free_port(), free_port()
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(a, 80))
+    engine.nat_sync(host=host, vm_uuid=name, rules=[NatRule(b, 80), NatRule(c, 53, "udp")])
+    assert sorted(_nat_devices(engine, host, name)) == sorted([f"idcs-nat-tcp-{b}", f"idcs-nat-udp-{c}"])
+    assert "idcs-busybox" in http_get(b)
+    engine.nat_sync(host=host, vm_uuid=name, rules=[NatRule(b, 80)])
+    assert list(_nat_devices(engine, host, name)) == [f"idcs-nat-tcp-{b}"]
+    engine.nat_sync(host=host, vm_uuid=name, rules=[])
+    assert _nat_devices(engine, host, name) == {}
+
+
+def test_ip_list_of_container_without_nic(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    assert engine.vm_ip_list(host=host, vm_uuid=spec.vm_uuid) == []  # only loopback, which is not listed
+    with pytest.raises(errors.VMNotFound):
+        engine.vm_ip_list(host=host, vm_uuid=unique_name())
+
+
+# ------------------------------------------------------------------ backups
+
+
+def test_backup_restore_brings_back_data(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                         sh: Shell) -> None:
+    name = spec.vm_uuid
+    port = free_port()
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(port, 80))
+    sh(name, "echo before-backup > /root/data.txt")
+    steps: list[int] = []
+    made = engine.backup_create(host=host, vm_uuid=name, backup_name="b1", description="first",
+                                progress=lambda p, m="": steps.append(p))
+    assert steps[-1] == 100 and made.backup_name == "b1" and made.vm_uuid == name
+    assert made.size_bytes and made.size_bytes > 100_000 and made.description == "first" and made.created_at
+    with pytest.raises(errors.Conflict):
+        engine.backup_create(host=host, vm_uuid=name, backup_name="b1", description="", progress=_noop)
+    # nothing is left on the server side: the archive is in backup_dir
+    assert engine.clients.get(host).api.instances[name].backups.get().json()["metadata"] == []
+    assert (Path(host.options["backup_dir"]) / name / "b1.tar.gz").is_file()
+
+    sh(name, "echo after-backup > /root/data.txt; echo new > /root/new.txt")
+    later = free_port()
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(later, 80))  # added after the backup
+    engine.vm_update(host=host, spec=VMSpec(name, spec.os_name, 2, 192, 2), progress=_noop)
+
+    restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="b1", progress=_noop)
+    assert restored.status == "running"
+    assert sh(name, "cat /root/data.txt").strip() == "before-backup"
+    assert sh(name, "ls /root").split() == ["data.txt"]
+    # the core's records stay true: current limits and forwards are kept
+    assert (restored.cpu_num, restored.ram_num) == (2, 192)
+    assert sorted(_nat_devices(engine, host, name)) == sorted([f"idcs-nat-tcp-{port}", f"idcs-nat-tcp-{later}"])
+    assert "idcs-busybox" in http_get(later)
+
+    listed = [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
+    assert [(b.backup_name, b.description) for b in listed] == [("b1", "first")]
+    engine.backup_delete(host=host, vm_uuid=name, backup_name="b1")
+    engine.backup_delete(host=host, vm_uuid=name, backup_name="b1")  # idempotent
+    assert not [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
+    with pytest.raises(errors.NotFound):
+        engine.backup_restore(host=host, vm_uuid=name, backup_name="b1", progress=_noop)
+
+
+def test_restore_brings_back_a_deleted_vm(engine: LXDEngine, host: HostSpec, spec: VMSpec, sh: Shell) -> None:
+    name = spec.vm_uuid
+    engine.vm_create(host=host, spec=spec, progress=_noop)
+    try:
+        sh(name, "echo keep-me > /root/keep.txt")
+        engine.vm_power(host=host, vm_uuid=name, action=PowerAction.HARD_OFF)
+        engine.backup_create(host=host, vm_uuid=name, backup_name="stopped-1", description="", progress=_noop)
+        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
+        restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="stopped-1", progress=_noop)
+        assert restored.status == "stopped"  # it was stopped when backed up and is not running now
+        engine.vm_power(host=host, vm_uuid=name, action=PowerAction.START)
+        assert sh(name, "cat /root/keep.txt").strip() == "keep-me"
+    finally:
+        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
+        engine.backup_delete(host=host, vm_uuid=name, backup_name="stopped-1")
+
+
+def test_backup_name_is_checked(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    for bad in ("../escape", "a/b", ".hidden", ""):
+        with pytest.raises(errors.BadRequest):
+            engine.backup_create(host=host, vm_uuid=spec.vm_uuid, backup_name=bad, description="",
+                                 progress=_noop)
+
+
+# ------------------------------------------------------------------ disks
+
+
+def test_disk_attach_detach_delete(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                   sh: Shell) -> None:
+    name = spec.vm_uuid
+    client = engine.clients.get(host)
+    engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec(name="data", size_gb=1))
+    engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec(name="data", size_gb=1))  # attached: fine
+    sh(name, "echo on-the-disk > /mnt/data/file.txt")
+    vol = client.api.storage_pools["default"].volumes.custom[f"idcs-{name}-data"].get().json()["metadata"]
+    assert vol["config"]["size"] == "1GiB" and vol["config"][storage.KEY_VM] == name
+
+    engine.disk_detach(host=host, vm_uuid=name, disk_name="data")
+    engine.disk_detach(host=host, vm_uuid=name, disk_name="data")  # detached: fine
+    assert sh(name, "cat /mnt/data/file.txt 2>/dev/null || echo not-mounted").strip() == "not-mounted"
+
+    engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec(name="data", size_gb=1))
+    assert sh(name, "cat /mnt/data/file.txt").strip() == "on-the-disk"  # the data was kept
+
+    engine.disk_delete(host=host, vm_uuid=name, disk_name="data")
+    engine.disk_delete(host=host, vm_uuid=name, disk_name="data")  # gone: fine
+    assert storage.volumes_of(client, name) == []
+    assert "idcs-disk-data" not in client.api.instances[name].get().json()["metadata"]["devices"]
+
+    with pytest.raises(errors.BadRequest):
+        engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec(name="../etc", size_gb=1))
+
+
+def test_delete_vm_removes_its_disks(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> None:
+    engine.vm_create(host=host, spec=spec, progress=_noop)
+    engine.disk_attach(host=host, vm_uuid=spec.vm_uuid, disk=DiskSpec(name="d1", size_gb=1))
+    engine.disk_attach(host=host, vm_uuid=spec.vm_uuid, disk=DiskSpec(name="d2", size_gb=1))
+    engine.disk_detach(host=host, vm_uuid=spec.vm_uuid, disk_name="d2")
+    assert len(storage.volumes_of(engine.clients.get(host), spec.vm_uuid)) == 2
+    engine.vm_delete(host=host, vm_uuid=spec.vm_uuid, progress=_noop)
+    assert storage.volumes_of(engine.clients.get(host), spec.vm_uuid) == []
+
+
+def test_iso_on_a_container_is_not_supported(engine: LXDEngine, host: HostSpec, vm: VMInfo,
+                                             spec: VMSpec) -> None:
+    with pytest.raises(errors.NotSupported, match="container"):
+        engine.iso_mount(host=host, vm_uuid=spec.vm_uuid, iso_name="debian-12.iso")
+    with pytest.raises(errors.NotSupported):
+        engine.iso_unmount(host=host, vm_uuid=spec.vm_uuid, iso_name="debian-12.iso")
+
+
+# ------------------------------------------------------------------ password and terminal
+
+
+def _shadow_hash(sh: Shell, name: str, user: str = "root") -> str:
+    return sh(name, f"grep '^{user}:' /etc/shadow").split(":")[1]
+
+
+def test_set_password(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec, sh: Shell) -> None:
+    name = spec.vm_uuid
+    assert _shadow_hash(sh, name) == "*"
+    engine.vm_set_password(host=host, vm_uuid=name, username="root", password="S3cret pass:word")
+    stored = _shadow_hash(sh, name)
+    assert stored.startswith("$6$")
+    salt = stored.split("$")[2]
+    # the guest's own crypt gives the same hash for the same password and salt
+    assert sh(name, f"printf '%s' 'S3cret pass:word' | mkpasswd -m sha512 -S '{salt}' -P 0").strip() == stored
+
+
+def test_set_password_without_chpasswd(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                       sh: Shell) -> None:
+    sh(spec.vm_uuid, "rm /usr/sbin/chpasswd")
+    with pytest.raises(errors.VMOperationFailed, match="no chpasswd"):
+        engine.vm_set_password(host=host, vm_uuid=spec.vm_uuid, username="root", password="x-1")
+    engine.vm_power(host=host, vm_uuid=spec.vm_uuid, action=PowerAction.HARD_OFF)
+    with pytest.raises(errors.VMOperationFailed, match="not running"):
+        engine.vm_set_password(host=host, vm_uuid=spec.vm_uuid, username="root", password="x-1")
+    with pytest.raises(errors.BadRequest):
+        engine.vm_set_password(host=host, vm_uuid=spec.vm_uuid, username="root:0", password="x")
+
+
+class _Reader:
+    """Reads a terminal in a thread so a test can wait for output with a deadline."""
+
+    def __init__(self, term: object) -> None:
+        self.term, self.buffer, self.eof = term, b"", threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self.term.read()  # type: ignore[attr-defined]
+            if not chunk:
+                self.eof.set()
+                return
+            self.buffer += chunk
+
+    def wait_for(self, needle: bytes, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while needle not in self.buffer:
+            assert time.monotonic() < deadline, f"{needle!r} not in {self.buffer[-400:]!r}"
+            time.sleep(0.02)
+        return self.buffer
+
+
+def test_terminal_round_trip(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    term = engine.vm_terminal_open(host=host, vm_uuid=spec.vm_uuid, cols=80, rows=24)
+    reader = _Reader(term)
+    try:
+        term.write(b"echo sum=$((20+22)); stty size\n")
+        reader.wait_for(b"sum=42")
+        reader.wait_for(b"24 80")
+        term.resize(132, 40)
+        term.write(b"stty size\n")
+        reader.wait_for(b"40 132")
+        term.write(b"exit\n")
+        assert reader.eof.wait(10), "read() must return b'' once the shell exits"
+        with pytest.raises(errors.VMOperationFailed):
+            term.write(b"echo too late\n")
+    finally:
+        term.close()
+        term.close()  # idempotent
+
+
+def test_terminal_close_ends_the_shell(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                       sh: Shell) -> None:
+    term = engine.vm_terminal_open(host=host, vm_uuid=spec.vm_uuid, cols=80, rows=24)
+    reader = _Reader(term)
+    term.write(b"exec sleep 1234\n")
+    time.sleep(0.3)
+    assert "1234" in sh(spec.vm_uuid, "ps")
+    started = time.monotonic()
+    term.close()
+    assert reader.eof.wait(5)
+    assert time.monotonic() - started < 3
+    deadline = time.monotonic() + 5
+    while "sleep 1234" in sh(spec.vm_uuid, "ps") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "sleep 1234" not in sh(spec.vm_uuid, "ps")
+
+
+def test_terminal_needs_a_running_vm(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
+    engine.vm_power(host=host, vm_uuid=spec.vm_uuid, action=PowerAction.HARD_OFF)
+    with pytest.raises(errors.VMOperationFailed, match="not running"):
+        engine.vm_terminal_open(host=host, vm_uuid=spec.vm_uuid, cols=80, rows=24)
