@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+import pytest
 
 from idcs_core import errors, hookspecs
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
@@ -183,6 +184,12 @@ class Kit:
         """An operation the engine does not implement answers 1006 (HTTP 501), never a 500."""
         self.expect(method, path, 1006, json)
 
+    def require(self, capability: str, why: str, method: str, path: str, json: Any = None) -> None:
+        """Go on if the engine has ``capability``; else assert the call answers 1006 and skip."""
+        if capability not in self.capabilities:
+            self.not_supported(method, path, json)
+            pytest.skip(why)
+
     def vm_path(self, route: str, vm: str, *extra: str) -> str:
         return "/".join([f"/api/client/{route}/{self.hs}/{vm}", *extra])
 
@@ -305,7 +312,10 @@ def open_console(url: str) -> None:
 
         from websockets.sync.client import connect
 
-        ctx = ssl._create_unverified_context() if scheme == "wss" else None
+        ctx = None
+        if scheme == "wss":  # consoles commonly carry self-signed certificates
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         with connect(url, open_timeout=15, ssl=ctx, subprotocols=["binary"]):  # type: ignore[list-item]
             pass
 
