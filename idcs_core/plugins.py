@@ -252,8 +252,7 @@ def load_plugins() -> PluginRegistry:
         registry._fail(ENGINE_GROUP if ep.group == ENGINE_GROUP else EVENT_GROUP, ep.name, ep.value, exc)
 
     dists = _distributions((ENGINE_GROUP, EVENT_GROUP))
-    engines = ExtensionManager(ENGINE_GROUP, invoke_on_load=False, on_load_failure_callback=on_failure,
-                               verify_requirements=False)
+    engines = ExtensionManager(ENGINE_GROUP, invoke_on_load=False, on_load_failure_callback=on_failure)
     for ext in engines:
         if wanted and ext.name not in wanted:
             continue
@@ -270,8 +269,7 @@ def load_plugins() -> PluginRegistry:
             continue
         registry.register_engine(ext.name, plugin, dist, version)
 
-    events = ExtensionManager(EVENT_GROUP, invoke_on_load=False, on_load_failure_callback=on_failure,
-                              verify_requirements=False)
+    events = ExtensionManager(EVENT_GROUP, invoke_on_load=False, on_load_failure_callback=on_failure)
     for ext in events:
         try:
             registry.register_event_plugin(ext.name, _instantiate(ext.plugin))

@@ -61,9 +61,9 @@ async def logout_alias(ctx: Ctx) -> Any:
 async def current_user(ctx: Ctx) -> Any:
     """The user this token belongs to."""
     p = ctx.user
-    if p.user_id is None:
-        return {"id": None, "username": p.username, "email": "", "is_admin": True, "created_at": None,
-                "via": "api_token"}
+    if p.user_id is None:  # the global API token, or a one-VM token of a VM without owner
+        return {"id": None, "username": p.username, "email": "", "is_admin": p.is_admin, "created_at": None,
+                "via": p.via, "scope_vm_id": p.vm_id}
     return await ctx.core.auth.user_data(p.user_id) | {"scope_vm_id": p.vm_id}
 
 

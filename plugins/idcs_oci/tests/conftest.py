@@ -10,16 +10,16 @@ from typing import Any
 import docker
 import pytest
 from idcs_oci.engine import OCIEngine
-from idcs_oci.testing import DockerBackend, docker_backend
+from idcs_oci.testing import DockerBackend
 
 from idcs_core import errors
 from idcs_core.types import HostSpec, VMInfo, VMSpec
 
 
 @pytest.fixture(scope="session")
-def backend() -> Iterator[DockerBackend]:
-    with docker_backend() as b:
-        yield b
+def backend(oci_backend: DockerBackend) -> DockerBackend:
+    """The session's one Docker daemon (root conftest.py: shared with the core and kit tests)."""
+    return oci_backend
 
 
 @pytest.fixture(scope="session")
