@@ -115,3 +115,15 @@ def test_https_with_self_signed_certificate(tmp_path: Path) -> None:
         c = srv.admin()
         assert c.get("/api/users/current")["username"] == "admin"
     assert (tmp_path / "tls" / "self-signed.crt").exists()
+
+
+def test_openapi_marks_the_billing_dialect(server: LiveServer) -> None:
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["VMCreate"]["properties"]["ram_num"]["x-idcs-aliases"] == ["mem_num"]
+    assert set(schemas["NatAdd"]["properties"]["host_port"]["x-idcs-aliases"]) == {"wan_port"}
+    assert doc["paths"]["/api/login"]["post"]["x-idcs-alias-of"] == "/login"
+    assert doc["paths"]["/api/system/statis"]["get"]["x-idcs-alias-of"] == "/api/system/stats"
+    compat_routes = {p for p, ops in doc["paths"].items() for op in ops.values() if op["tags"] == ["compat"]}
+    assert {"/api/client/temptoken/{hs_name}/{vm_uuid}", "/api/client/templogin", "/api/traffic/reset",
+            "/api/logout"} <= compat_routes

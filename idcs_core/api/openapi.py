@@ -7,6 +7,8 @@ import html
 import re
 from typing import Any
 
+from pydantic import AliasChoices, BaseModel
+
 from idcs_core import errors
 from idcs_core.api.routing import PUBLIC, Endpoint
 
@@ -33,8 +35,13 @@ Decisions where API.md is silent (kept consistently across the API):
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
   (`/api/client/temptoken`) acts on one VM only.
-* Aliases of the billing dialect are marked `x-idcs-alias-of` and tagged `compat`.
-  `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
+* The billing modules' dialect is accepted beside API.md's names: alias routes are tagged
+  `compat` and marked `x-idcs-alias-of`; alias fields (`mem_num`, `wan_port`, `lan_port`,
+  `nat_tips`, `port_tips`, `web_addr`, `vm_tips`, `vm_back`, ...) are marked `x-idcs-aliases`.
+  Answers carry both names. The host list is a list for `/login` sessions and an object
+  keyed by server_name for the global API token and `/api/login` sessions (`?format=`
+  chooses). Power words also: S_RESUME, start, stop, hard_stop, reset, hard_reset, pause,
+  resume. `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
 """
 
 _CONVERTER = re.compile(r"{(\w+):\w+}")
@@ -58,6 +65,20 @@ def _params(ep: Endpoint) -> list[dict[str, Any]]:
     params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
                for n, d in ep.query.items() if n not in documented]
     return params
+
+
+def _mark_aliases(model: type[BaseModel], schema: dict[str, Any]) -> dict[str, Any]:
+    """Say on each property which other names the billing dialect may send for it."""
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        prop = (schema.get("properties") or {}).get(name)
+        if isinstance(alias, AliasChoices) and prop is not None:
+            others = [c for c in alias.choices if isinstance(c, str) and c != name]
+            if others:
+                prop["x-idcs-aliases"] = others
+                note = f"Also accepted as {', '.join(others)} (billing dialect alias)."
+                prop["description"] = f"{prop.get('description', '')} {note}".strip()
+    return schema
 
 
 def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
@@ -87,7 +108,7 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
             op["x-idcs-auth"] = ep.auth
         if ep.body is not None and ep.method not in ("GET",):
             name = ep.body.__name__
-            model_schema = ep.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            model_schema = _mark_aliases(ep.body, ep.body.model_json_schema(ref_template="#/components/schemas/{model}"))
             for def_name, definition in model_schema.pop("$defs", {}).items():
                 schemas[def_name] = definition
             schemas[name] = model_schema

@@ -9,6 +9,7 @@ does not have.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -350,6 +351,15 @@ async def scan_vms(core: CoreContext, hs_name: str) -> dict[str, Any]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
     found: list[VMInfo] = await core.call(host, "vm_list")
+    async with core.db.session() as s:
+        known = set((await s.execute(select(VM.vm_uuid).where(VM.host_id == host.id))).scalars())
+    # a list may leave limits out (Docker's does): ask those VMs one by one, concurrently
+    sparse = [i for i in found if i.vm_uuid not in known and None in (i.cpu_num, i.ram_num)]
+    if sparse and core.supports(host, "vm_status"):
+        details = await asyncio.gather(*(core.call(host, "vm_status", vm_uuid=i.vm_uuid) for i in sparse),
+                                       return_exceptions=True)
+        better = {d.vm_uuid: d for d in details if isinstance(d, VMInfo)}
+        found = [better.get(i.vm_uuid, i) for i in found]
     added = []
     async with core.db.session() as s:
         known = set((await s.execute(select(VM.vm_uuid).where(VM.host_id == host.id))).scalars())

@@ -472,7 +472,7 @@ class KitTests:
         if iso is None:
             files = [i["file"] for g in kit.api.get(f"/api/client/os-images/{kit.hs}").values() for i in g]
             iso = next((f for f in files if f.lower().endswith(".iso")), None)
-            assert iso, f"the engine mounts ISOs but its host lists none: {files}"
+            assert iso, f"the engine mounts ISOs but its host lists none ({files}): give EngineUnderTest.iso_name"
         kit.api.post(kit.vm_path("iso/mount", vm), {"iso_name": iso})
         assert kit.api.get(kit.vm_path("detail", vm))["isos"] == [iso]
         kit.api.delete(kit.vm_path("iso/unmount", vm, iso))
