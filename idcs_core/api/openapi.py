@@ -108,7 +108,8 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
             op["x-idcs-auth"] = ep.auth
         if ep.body is not None and ep.method not in ("GET",):
             name = ep.body.__name__
-            model_schema = _mark_aliases(ep.body, ep.body.model_json_schema(ref_template="#/components/schemas/{model}"))
+            raw_schema = ep.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            model_schema = _mark_aliases(ep.body, raw_schema)
             for def_name, definition in model_schema.pop("$defs", {}).items():
                 schemas[def_name] = definition
             schemas[name] = model_schema
