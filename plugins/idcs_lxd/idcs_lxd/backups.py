@@ -1,23 +1,24 @@
-"""Backups as exported LXD instance backups: tarballs in a backup directory.
+"""Backups as LXD snapshots, with optional exported archives.
 
-Why export files rather than snapshots: a snapshot lives and dies with its
-instance and its pool, while an exported backup survives deleting the VM (a
-restore brings it back), can be copied off the host, and works the same on
-every storage driver. Both LXD 5.0 and Incus make and import them.
+**A backup is a snapshot** of the instance named ``backup_name``. Snapshots live
+on the host with the instance (nothing is kept on the OpenIDCS machine, so a
+fresh host record's scan finds them), are cheap on copy-on-write pools and
+restore in place (same instance, same volatile identity, attached disks stay
+attached). Their description and creation time are kept in the instance's
+config key ``user.idcs.backup.<name>``.
 
-Layout: ``<backup_dir>/<vm_uuid>/<backup_name>.tar.gz`` plus ``<backup_name>.json``
-(description, creation time, size, server kind). ``backup_dir`` is the host option
-``backup_dir``, else ``$IDCS_DATA_DIR/lxd-backups/<host name>``, else
-``~/.local/share/idcs/lxd-backups/<host name>``. The files are on the machine that
-runs OpenIDCS, so remote (https) hosts are backed up the same way.
+**Restore** stops the instance, restores the snapshot (LXD then also restores the
+config of that moment), puts back what the core records separately — the
+current limits, NAT forwards, extra disks and ``user.idcs.*`` keys — and starts
+it again if it was running. The data is the snapshot's.
 
-Create: ``POST /instances/<n>/backups`` (instance only, gzip), wait, stream the
-export into the file, delete the server-side copy.
-
-Restore: import the tarball under a temporary name, give it the VM's *current*
-limits, NAT forwards and extra disks (the core's records stay true), then
-replace the VM with it and start it if the VM was running. The data is the
-backup's; a VM that no longer exists is simply brought back.
+**Archives (optional)**: with the host option ``backup_dir`` set, each backup is
+also exported (``POST /instances/<n>/backups``, instance only, gzip) to
+``<backup_dir>/<vm_uuid>/<backup_name>.tar.gz`` + ``.json`` on the OpenIDCS machine.
+An archive survives the instance and its pool: when the snapshot is gone (the
+VM was deleted), restore imports the archive under a temporary name and puts it
+in place of the VM. Snapshots die with their instance; the core deletes a
+deleted VM's backups anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,11 @@ from idcs_core.types import BackupInfo, HostSpec, Progress, VMInfo
 from idcs_lxd import instances, lifecycle
 from idcs_lxd.client import OperationFailed, run_async
 from idcs_lxd.host import server_kind
+from idcs_lxd.names import check_vm_uuid, instance_name, temp_name, vm_uuid_of
 from idcs_lxd.network import NAT_PREFIX
-from idcs_lxd.storage import DISK_PREFIX
+from idcs_lxd.storage import DISK_PREFIX, check_disk_name
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
+KEY_BACKUP = "user.idcs.backup."
 SUFFIX = ".tar.gz"
 CARRIED_CONFIG = ("limits.cpu", "limits.memory")
 
@@ -50,53 +51,58 @@ def _noop(percent: int, message: str = "") -> None:
     return None
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "host"
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def backup_dir(host: HostSpec) -> Path:
+def _check(backup_name: str) -> str:
+    try:
+        return check_disk_name(backup_name)  # same rule: 1-64 of [A-Za-z0-9_.-], no ".."
+    except errors.BadRequest:
+        raise errors.BadRequest(f"invalid backup name {backup_name!r}: 1-64 letters, digits, "
+                                "'.', '_' or '-'") from None
+
+
+def archive_dir(host: HostSpec) -> Path | None:
+    """The host option ``backup_dir`` (archives are made only when it is set)."""
     configured = host.options.get("backup_dir")
-    if configured:
-        return Path(configured).expanduser()
-    data = os.environ.get("IDCS_DATA_DIR")
-    base = Path(data).expanduser() if data else Path("~/.local/share/idcs").expanduser()
-    return base / "lxd-backups" / _slug(host.name)
+    return Path(configured).expanduser() if configured else None
 
 
-def _check(name: str, what: str) -> str:
-    if not _SAFE.match(name or "") or ".." in name:
-        raise errors.BadRequest(f"invalid {what} {name!r}: letters, digits and _.:@+- only")
-    return name
-
-
-def _paths(host: HostSpec, vm_uuid: str, backup_name: str) -> tuple[Path, Path]:
-    folder = backup_dir(host) / _check(vm_uuid, "vm_uuid")
-    _check(backup_name, "backup name")
+def _archive(host: HostSpec, vm_uuid: str, backup_name: str) -> tuple[Path, Path] | None:
+    folder = archive_dir(host)
+    if folder is None:
+        return None
+    folder = folder / check_vm_uuid(vm_uuid)
     return folder / f"{backup_name}{SUFFIX}", folder / f"{backup_name}.json"
 
 
-def _info(vm_uuid: str, backup_name: str, meta: dict[str, Any], archive: Path) -> BackupInfo:
-    size = archive.stat().st_size if archive.exists() else meta.get("size_bytes")
-    return BackupInfo(backup_name=backup_name, vm_uuid=vm_uuid, description=str(meta.get("description", "")),
-                      size_bytes=size, created_at=meta.get("created_at"))
+def _snapshots(client: Client, name: str) -> dict[str, dict[str, Any]]:
+    response = client.api.instances[name].snapshots.get(params={"recursion": "1"})
+    return {s["name"].rsplit("/", 1)[-1]: s for s in response.json()["metadata"]}
 
 
-def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str, description: str,
-                  progress: Progress = _noop) -> BackupInfo:
-    archive, sidecar = _paths(host, vm_uuid, backup_name)
-    inst = instances.get(client, vm_uuid)
-    if archive.exists():
-        raise errors.Conflict(f"backup {backup_name} of {vm_uuid} already exists")
+def _meta(inst: dict[str, Any], backup_name: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads((inst.get("config") or {}).get(KEY_BACKUP + backup_name, "{}")))
+    except ValueError:
+        return {}
+
+
+# ------------------------------------------------------------------ create
+
+
+def _export(client: Client, name: str, archive: Path, progress: Progress) -> None:
+    """Make an instance backup on the server, stream it into ``archive``, delete it there."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     remote = f"idcs-{uuid.uuid4().hex[:12]}"
     expires = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
-    progress(10, "making the backup on the host")
-    node = client.api.instances[vm_uuid].backups
+    node = client.api.instances[name].backups
     run_async(client, node.post(json={"name": remote, "instance_only": True, "optimized_storage": False,
                                       "compression_algorithm": "gzip", "expires_at": expires}), timeout=3600)
-    partial = archive.with_suffix(".part")
+    partial = archive.parent / f".{archive.name}.part"
     try:
-        progress(50, "downloading the backup")
+        progress(70, "downloading the archive")
         response = node[remote].export.get(is_api=False, stream=True, timeout=(5, 300))
         with open(partial, "wb") as fh:
             for chunk in response.iter_content(1 << 20):
@@ -110,13 +116,71 @@ def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str
             run_async(client, node[remote].delete(), timeout=300)
         except (lxd_exc.LXDAPIException, OperationFailed):
             pass  # it expires by itself within a day
-    meta = {"backup_name": backup_name, "vm_uuid": vm_uuid, "description": description or "",
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "size_bytes": archive.stat().st_size, "server": server_kind(client),
-            "instance_type": inst.get("type"), "format": "lxd-instance-backup"}
-    sidecar.write_text(json.dumps(meta, indent=1))
-    progress(100, "backup done")
-    return _info(vm_uuid, backup_name, meta, archive)
+
+
+def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str, description: str,
+                  progress: Progress = _noop) -> BackupInfo:
+    _check(backup_name)
+    name = instance_name(vm_uuid)
+    inst = instances.get(client, name)
+    if backup_name in _snapshots(client, name):
+        raise errors.Conflict(f"backup {backup_name} of {vm_uuid} already exists")
+    progress(10, "taking a snapshot")
+    run_async(client, client.api.instances[name].snapshots.post(json={"name": backup_name, "stateful": False}),
+              timeout=3600)
+    meta = {"description": description or "", "created_at": _now()}
+    instances.patch(client, name, {"config": {KEY_BACKUP + backup_name: json.dumps(meta)}})
+    size = None
+    paths = _archive(host, vm_uuid, backup_name)
+    if paths is not None:
+        progress(40, "exporting the archive")
+        archive, sidecar = paths
+        _export(client, name, archive, progress)
+        size = archive.stat().st_size
+        sidecar.write_text(json.dumps({**meta, "backup_name": backup_name, "vm_uuid": vm_uuid,
+                                       "size_bytes": size, "server": server_kind(client),
+                                       "instance_type": inst.get("type"), "format": "lxd-instance-backup"},
+                                      indent=1))
+    progress(95, "backup done")
+    return BackupInfo(backup_name=backup_name, vm_uuid=vm_uuid, description=meta["description"],
+                      size_bytes=size, created_at=meta["created_at"])
+
+
+# ------------------------------------------------------------------ restore
+
+
+def _carry_over(current: dict[str, Any]) -> Any:
+    """What the restored instance takes from the VM as it is now."""
+    config = current.get("config") or {}
+    devices = current.get("devices") or {}
+    root_size = (devices.get("root") or {}).get("size")
+    managed = (NAT_PREFIX, DISK_PREFIX)
+
+    def change(body: dict[str, Any]) -> None:
+        for key in [k for k in body["config"] if k in CARRIED_CONFIG or k.startswith("user.idcs.")]:
+            del body["config"][key]
+        body["config"].update({k: v for k, v in config.items()
+                               if k in CARRIED_CONFIG or k.startswith("user.idcs.")})
+        for dev in [d for d in body["devices"] if d.startswith(managed)]:
+            del body["devices"][dev]
+        body["devices"].update({d: v for d, v in devices.items() if d.startswith(managed)})
+        if root_size and "root" in body["devices"]:
+            body["devices"]["root"]["size"] = root_size
+
+    return change
+
+
+def _restore_snapshot(client: Client, name: str, current: dict[str, Any], backup_name: str,
+                      progress: Progress) -> None:
+    was_running = current.get("status") in ("Running", "Frozen")
+    progress(20, "stopping the VM")
+    instances.stop(client, name, force=True)
+    progress(40, f"restoring snapshot {backup_name}")
+    run_async(client, client.api.instances[name].put(json={"restore": backup_name}), timeout=3600)
+    instances.modify(client, name, _carry_over(current))
+    if was_running:
+        progress(80, "starting the VM")
+        instances.set_state(client, name, "start")
 
 
 def _import(client: Client, archive: Path, name: str) -> None:
@@ -127,85 +191,108 @@ def _import(client: Client, archive: Path, name: str) -> None:
     run_async(client, response, timeout=3600)
 
 
-def _carry_over(current: dict[str, Any]) -> Any:
-    """What the restored instance takes from the VM as it is now (limits, forwards, disks)."""
-    config = current.get("config") or {}
-    devices = current.get("devices") or {}
-    root_size = (devices.get("root") or {}).get("size")
-
-    def change(body: dict[str, Any]) -> None:
-        for key in CARRIED_CONFIG:
-            if key in config:
-                body["config"][key] = config[key]
-            else:
-                body["config"].pop(key, None)
-        for dev in [d for d in body["devices"] if d.startswith((NAT_PREFIX, DISK_PREFIX))]:
-            del body["devices"][dev]
-        body["devices"].update({d: v for d, v in devices.items() if d.startswith((NAT_PREFIX, DISK_PREFIX))})
-        if root_size and "root" in body["devices"]:
-            body["devices"]["root"]["size"] = root_size
-
-    return change
-
-
-def backup_restore(client: Client, host: HostSpec, vm_uuid: str, backup_name: str,
-                   sampler: lifecycle.CpuSampler, progress: Progress = _noop) -> VMInfo:
-    archive, _ = _paths(host, vm_uuid, backup_name)
-    if not archive.exists():
-        raise errors.NotFound(f"backup {backup_name} of {vm_uuid} does not exist")
-    try:
-        current: dict[str, Any] | None = instances.get(client, vm_uuid)
-    except errors.VMNotFound:
-        current = None
-    tmp = lifecycle.temp_name(vm_uuid, "rst")
+def _restore_archive(client: Client, name: str, current: dict[str, Any] | None, archive: Path,
+                     progress: Progress) -> None:
+    """Import the archive under a temporary name, then put it in place of the VM."""
+    tmp = temp_name(name, "rst")
     instances.delete(client, tmp)
-    progress(10, "importing the backup")
+    progress(20, "importing the archive")
     try:
         _import(client, archive, tmp)
         if current is not None:
             instances.modify(client, tmp, _carry_over(current))
-    except (lxd_exc.LXDAPIException, OperationFailed, errors.IDCSError) as exc:
+    except (lxd_exc.LXDAPIException, OperationFailed, errors.IDCSError):
         instances.delete(client, tmp)
-        text = exc.msg if isinstance(exc, errors.IDCSError) else instances.lxd_error(exc)
-        raise errors.VMOperationFailed(f"restoring {vm_uuid} from {backup_name} failed, the VM is "
-                                       f"unchanged: {text}") from exc
+        raise
     was_running = current is not None and current.get("status") in ("Running", "Frozen")
-    progress(60, "replacing the VM with the backup")
+    progress(60, "replacing the VM with the archive")
     if current is not None:
-        instances.delete(client, vm_uuid)
-    instances.rename(client, tmp, vm_uuid)
+        instances.delete(client, name)
+    instances.rename(client, tmp, name)
     if was_running:
         progress(80, "starting the VM")
-        instances.set_state(client, vm_uuid, "start")
-    progress(100, "restored")
+        instances.set_state(client, name, "start")
+
+
+def backup_restore(client: Client, host: HostSpec, vm_uuid: str, backup_name: str,
+                   sampler: lifecycle.CpuSampler, progress: Progress = _noop) -> VMInfo:
+    _check(backup_name)
+    name = instance_name(vm_uuid)
+    try:
+        current: dict[str, Any] | None = instances.get(client, name)
+    except errors.VMNotFound:
+        current = None
+    paths = _archive(host, vm_uuid, backup_name)
+    try:
+        if current is not None and backup_name in _snapshots(client, name):
+            _restore_snapshot(client, name, current, backup_name, progress)
+        elif paths is not None and paths[0].exists():
+            _restore_archive(client, name, current, paths[0], progress)
+        elif current is None:
+            raise errors.VMNotFound(f"{vm_uuid} does not exist and backup {backup_name} has no archive")
+        else:
+            raise errors.NotFound(f"backup {backup_name} of {vm_uuid} does not exist")
+    except (lxd_exc.LXDAPIException, OperationFailed) as exc:
+        raise errors.VMOperationFailed(f"restoring {vm_uuid} from {backup_name} failed: "
+                                       f"{instances.lxd_error(exc)}") from exc
+    progress(95, "restored")
     return lifecycle.info_of(client, host, sampler, vm_uuid, probe=False)
 
 
-def backup_delete(host: HostSpec, vm_uuid: str, backup_name: str) -> None:
-    archive, sidecar = _paths(host, vm_uuid, backup_name)
-    archive.unlink(missing_ok=True)
-    sidecar.unlink(missing_ok=True)
+# ------------------------------------------------------------------ delete and list
+
+
+def backup_delete(client: Client, host: HostSpec, vm_uuid: str, backup_name: str) -> None:
+    _check(backup_name)
+    name = instance_name(vm_uuid)
     try:
-        archive.parent.rmdir()  # only when empty
-    except OSError:
+        run_async(client, client.api.instances[name].snapshots[backup_name].delete(), timeout=600)
+    except lxd_exc.NotFound:
         pass
+    try:
+        def forget(body: dict[str, Any]) -> None:
+            body["config"].pop(KEY_BACKUP + backup_name, None)
+
+        instances.modify(client, name, forget)
+    except errors.VMNotFound:
+        pass
+    paths = _archive(host, vm_uuid, backup_name)
+    if paths is not None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        try:
+            paths[0].parent.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
-def backup_list(host: HostSpec) -> list[BackupInfo]:
-    root = backup_dir(host)
-    found: list[BackupInfo] = []
-    if not root.is_dir():
-        return found
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for archive in sorted(folder.glob(f"*{SUFFIX}")):
-            name = archive.name.removesuffix(SUFFIX)
-            sidecar = folder / f"{name}.json"
-            try:
-                meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-            except ValueError:
-                meta = {}
-            if not meta.get("created_at"):
-                meta["created_at"] = datetime.datetime.fromtimestamp(
-                    archive.stat().st_mtime, datetime.UTC).isoformat(timespec="seconds")
-            found.append(_info(folder.name, name, meta, archive))
-    return found
+def backup_list(client: Client, host: HostSpec) -> list[BackupInfo]:
+    """Every snapshot of every instance (one API call), plus archives without a snapshot."""
+    found: dict[tuple[str, str], BackupInfo] = {}
+    for inst in instances.list_all(client, recursion=2):
+        vm_uuid = vm_uuid_of(inst)
+        for snap in inst.get("snapshots") or []:
+            snap_name = snap["name"].rsplit("/", 1)[-1]
+            meta = _meta(inst, snap_name)
+            size = snap.get("size")
+            found[(vm_uuid, snap_name)] = BackupInfo(
+                backup_name=snap_name, vm_uuid=vm_uuid, description=str(meta.get("description", "")),
+                size_bytes=size if isinstance(size, int) and size >= 0 else None,
+                created_at=meta.get("created_at") or snap.get("created_at"))
+    root = archive_dir(host)
+    if root is not None and root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            for archive in sorted(folder.glob(f"*{SUFFIX}")):
+                key = (folder.name, archive.name.removesuffix(SUFFIX))
+                if key in found:
+                    found[key].size_bytes = found[key].size_bytes or archive.stat().st_size
+                    continue
+                sidecar = folder / f"{key[1]}.json"
+                try:
+                    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+                except ValueError:
+                    meta = {}
+                found[key] = BackupInfo(backup_name=key[1], vm_uuid=key[0],
+                                        description=str(meta.get("description", "")),
+                                        size_bytes=archive.stat().st_size, created_at=meta.get("created_at"))
+    return list(found.values())

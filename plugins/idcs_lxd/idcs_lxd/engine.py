@@ -42,7 +42,7 @@ OPTIONS = {
     "pool": "storage pool for new instances and disks (default: the default profile's root pool)",
     "profiles": "profiles of new instances, list or comma-separated (default: default)",
     "nat_listen": "host address NAT forwards listen on (default 0.0.0.0)",
-    "backup_dir": "directory for backup archives (default $IDCS_DATA_DIR/lxd-backups/<host>)",
+    "backup_dir": "also export each backup as an archive into this directory (default: snapshots only)",
     "iso_dir": "directory of ISO files for VMs (local daemons only)",
     "stop_timeout": "seconds a graceful stop/restart may take before it is forced (default 30)",
     "timeout": "seconds to wait for one API answer (default 60)",
@@ -203,9 +203,11 @@ class LXDEngine:
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:
-        backups.backup_delete(host, vm_uuid, backup_name)
+        with self._on(host, f"delete backup {backup_name} of {vm_uuid}") as client:
+            backups.backup_delete(client, host, vm_uuid, backup_name)
 
     @hookimpl
     def backup_list(self, host: HostSpec) -> list[BackupInfo]:
-        return backups.backup_list(host)
+        with self._on(host, "list backups") as client:
+            return backups.backup_list(client, host)
 

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from idcs_core import errors
 from idcs_lxd import instances, wsconn
 from idcs_lxd.client import OperationFailed, wait_operation
+from idcs_lxd.names import instance_name
 
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
 NOT_FOUND = 127
@@ -68,8 +69,9 @@ def run(client: Client, name: str, command: list[str], stdin: bytes = b"", timeo
     return Result(int(code) if code is not None else -1, bytes(out), bytes(err))
 
 
-def set_password(client: Client, name: str, username: str, password: str) -> None:
+def set_password(client: Client, vm_uuid: str, username: str, password: str) -> None:
     """``chpasswd`` in the guest, the password on stdin; ``VMOperationFailed`` if it cannot."""
+    name = instance_name(vm_uuid)
     if not _USER.match(username or ""):
         raise errors.BadRequest(f"invalid user name {username!r}")
     if not password or "\n" in password or "\r" in password:

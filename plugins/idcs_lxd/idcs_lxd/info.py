@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from idcs_core.types import VMInfo, VMStatus
+from idcs_lxd.names import vm_uuid_of
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -114,6 +115,7 @@ def to_vminfo(inst: dict[str, Any], state: dict[str, Any] | None = None, *,
         mem_usage = round(min(100.0, memory["usage"] * 100.0 / limit), 2)
     os_name = config.get(KEY_OS_NAME) or config.get("image.description") or config.get("image.os")
     details: dict[str, Any] = {
+        "instance": inst["name"],
         "type": inst.get("type", "container"),
         "lxd_status": lxd_status,
         "architecture": inst.get("architecture"),
@@ -126,7 +128,7 @@ def to_vminfo(inst: dict[str, Any], state: dict[str, Any] | None = None, *,
         details["pid"] = state["pid"]
     details.update(extra or {})
     return VMInfo(
-        vm_uuid=inst["name"],
+        vm_uuid=vm_uuid_of(inst),
         status=status_word(lxd_status),
         power_state=lxd_status,
         vm_name=config.get(KEY_VM_NAME) or inst.get("description") or None,

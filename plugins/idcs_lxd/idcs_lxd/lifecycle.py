@@ -8,7 +8,6 @@ instance-level ``root`` device (enforced only by pools whose driver can, see
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from typing import Any
@@ -21,24 +20,13 @@ from idcs_core.types import HostSpec, PowerAction, Progress, VMInfo, VMSpec
 from idcs_lxd import guest, images, instances, storage
 from idcs_lxd.client import OperationFailed
 from idcs_lxd.info import KEY_OS_NAME, KEY_VM_NAME, disk_gb, parse_cpus, root_device, to_vminfo
+from idcs_lxd.names import KEY_VM_UUID, instance_name, temp_name
 
 CREATE_TIMEOUT = 900.0
-_NAME_MAX = 63
 
 
 def _noop(percent: int, message: str = "") -> None:
     return None
-
-
-def check_name(vm_uuid: str) -> str:
-    """LXD instance names are host names: letters, digits and '-', not starting with a digit or '-'."""
-    name = vm_uuid or ""
-    ok = (0 < len(name) <= _NAME_MAX and name[0].isalpha() and not name.endswith("-")
-          and all(c.isalnum() or c == "-" for c in name) and name.isascii())
-    if not ok:
-        raise errors.BadRequest(f"invalid vm_uuid {vm_uuid!r} for LXD: 1-63 letters, digits and '-', "
-                                "starting with a letter")
-    return name
 
 
 def _check_spec(spec: VMSpec) -> None:
@@ -124,8 +112,10 @@ def _extra_for(client: Client, inst: dict[str, Any], drivers: dict[str, str]) ->
     return storage.quota_note(drivers[pool])
 
 
-def info_of(client: Client, host: HostSpec, sampler: CpuSampler, name: str, *, probe: bool = True) -> VMInfo:
+def info_of(client: Client, host: HostSpec, sampler: CpuSampler, vm_uuid: str, *,
+            probe: bool = True) -> VMInfo:
     """The VM as it is now (record + state), with CPU percent from the sampler."""
+    name = instance_name(vm_uuid)
     inst = instances.get(client, name)
     state = instances.state(client, name)
     key, cpus = (host.addr, name), _cpus(inst, client)
@@ -174,6 +164,7 @@ def _instance_body(client: Client, host: HostSpec, spec: VMSpec, image: images.R
     if not pool:
         raise errors.VMCreateFailed("the host has no storage pool: initialise LXD first (lxd init)")
     config.update(_limits(spec))
+    config[KEY_VM_UUID] = spec.vm_uuid
     config[KEY_OS_NAME] = spec.os_name
     if spec.vm_name:
         config[KEY_VM_NAME] = spec.vm_name
@@ -191,12 +182,12 @@ def _instance_body(client: Client, host: HostSpec, spec: VMSpec, image: images.R
     return body
 
 
-def _set_initial_password(client: Client, name: str, spec: VMSpec) -> dict[str, Any]:
+def _set_initial_password(client: Client, spec: VMSpec) -> dict[str, Any]:
     password = spec.config.get("os_pass")
     if not password:
         return {}
     try:
-        guest.set_password(client, name, "root", str(password))
+        guest.set_password(client, spec.vm_uuid, "root", str(password))
     except errors.IDCSError as exc:
         return {"os_pass_applied": False, "os_pass_error": exc.msg}
     return {"os_pass_applied": True}
@@ -204,7 +195,7 @@ def _set_initial_password(client: Client, name: str, spec: VMSpec) -> dict[str, 
 
 def vm_create(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampler,
               progress: Progress = _noop) -> VMInfo:
-    name = check_name(spec.vm_uuid)
+    name = instance_name(spec.vm_uuid)
     _check_spec(spec)
     if instances.exists(client, name):
         raise errors.Conflict(f"an instance named {name} already exists on host {host.name}")
@@ -221,7 +212,7 @@ def vm_create(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampler,
         progress(70, f"starting {name}")
         instances.set_state(client, name, "start")
         progress(90, "applying settings")
-        extra = _set_initial_password(client, name, spec)
+        extra = _set_initial_password(client, spec)
     except errors.Conflict:
         raise
     except (lxd_exc.LXDAPIException, OperationFailed, errors.IDCSError) as exc:
@@ -234,7 +225,7 @@ def vm_create(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampler,
             _cleanup(client, name)
         raise
     progress(100, "created")
-    result = info_of(client, host, sampler, name, probe=False)
+    result = info_of(client, host, sampler, spec.vm_uuid, probe=False)
     result.extra.update(extra)
     return result
 
@@ -248,7 +239,7 @@ def _cleanup(client: Client, name: str) -> None:
 
 def vm_update(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampler,
               progress: Progress = _noop) -> VMInfo:
-    name = check_name(spec.vm_uuid)
+    name = instance_name(spec.vm_uuid)
     _check_spec(spec)
     inst = instances.get(client, name)
     current_gb = disk_gb(inst)
@@ -273,10 +264,11 @@ def vm_update(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampler,
 
     instances.modify(client, name, change)
     progress(100, "updated")
-    return info_of(client, host, sampler, name, probe=False)
+    return info_of(client, host, sampler, spec.vm_uuid, probe=False)
 
 
-def vm_delete(client: Client, name: str, progress: Progress = _noop) -> None:
+def vm_delete(client: Client, vm_uuid: str, progress: Progress = _noop) -> None:
+    name = instance_name(vm_uuid)
     progress(10, f"stopping and deleting {name}")
     instances.delete(client, name)
     progress(80, "deleting its disks")
@@ -291,7 +283,7 @@ def vm_reinstall(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampl
     A new instance is made under a temporary name first; only when that worked is
     the old one deleted and the new one renamed, so a bad image leaves the VM as it was.
     """
-    name = check_name(spec.vm_uuid)
+    name = instance_name(spec.vm_uuid)
     _check_spec(spec)
     old = instances.get(client, name)
     image = images.resolve(client, spec.os_name)
@@ -315,22 +307,19 @@ def vm_reinstall(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampl
     instances.rename(client, tmp, name)
     progress(80, f"starting {name}")
     instances.set_state(client, name, "start")
-    extra = _set_initial_password(client, name, spec)
+    extra = _set_initial_password(client, spec)
     progress(100, "reinstalled")
-    result = info_of(client, host, sampler, name, probe=False)
+    result = info_of(client, host, sampler, spec.vm_uuid, probe=False)
     result.extra.update(extra)
     return result
-
-
-def temp_name(name: str, purpose: str) -> str:
-    """A valid instance name derived from ``name`` for a short-lived helper instance."""
-    return f"idcs-{purpose}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"
 
 
 # ------------------------------------------------------------------ power
 
 
-def vm_power(client: Client, host: HostSpec, name: str, action: PowerAction, sampler: CpuSampler) -> VMInfo:
+def vm_power(client: Client, host: HostSpec, vm_uuid: str, action: PowerAction,
+             sampler: CpuSampler) -> VMInfo:
+    name = instance_name(vm_uuid)
     stop_timeout = int(host.options.get("stop_timeout", instances.STATE_TIMEOUT))
     current = instances.status(client, name)
     action = PowerAction(action)
@@ -364,12 +353,12 @@ def vm_power(client: Client, host: HostSpec, name: str, action: PowerAction, sam
         if current != "Frozen":
             instances.set_state(client, name, "freeze")
     elif action == PowerAction.RESUME:
-        if current == "Stopped":
-            raise errors.VMOperationFailed(f"{name} is stopped, not paused: start it instead")
-        if current == "Frozen":
+        if current == "Stopped":  # nothing to resume: leave it running, as after any resume
+            instances.set_state(client, name, "start")
+        elif current == "Frozen":
             # pylxd has no unfreeze on LXD 5.0: the state action works on both daemons.
             instances.set_state(client, name, "unfreeze")
     else:  # pragma: no cover - PowerAction is closed
         raise errors.NotSupported(f"power action {action} is not supported")
-    return info_of(client, host, sampler, name, probe=False)
+    return info_of(client, host, sampler, vm_uuid, probe=False)
 

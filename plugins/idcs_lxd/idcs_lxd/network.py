@@ -26,6 +26,7 @@ from idcs_core.types import HostSpec, IPAddress, NatRule
 from idcs_lxd import instances
 from idcs_lxd.client import OperationFailed, api_message, parse_addr
 from idcs_lxd.info import addresses
+from idcs_lxd.names import instance_name, vm_uuid_of
 
 NAT_PREFIX = "idcs-nat-"
 _LISTEN = re.compile(r"^(tcp|udp):(.*):(\d+)$")
@@ -62,7 +63,7 @@ def rule_of(device: dict[str, Any]) -> NatRule | None:
 
 def nat_list(client: Client, vm_uuid: str) -> list[NatRule]:
     """The forwards this engine made on the instance."""
-    devices = instances.get(client, vm_uuid).get("devices") or {}
+    devices = instances.get(client, instance_name(vm_uuid)).get("devices") or {}
     rules = [rule_of(d) for n, d in sorted(devices.items())
              if n.startswith(NAT_PREFIX) and d.get("type") == "proxy"]
     return [r for r in rules if r is not None]
@@ -75,14 +76,15 @@ def _require_container(inst: dict[str, Any]) -> None:
 
 
 def _port_owner(client: Client, rule: NatRule, skip: tuple[str, str]) -> str | None:
-    """Name of an instance (other than device ``skip``) whose proxy listens on the rule's host port."""
+    """The vm_uuid of an instance (other than device ``skip``: instance name, device name)
+    whose proxy listens on the rule's host port."""
     for inst in instances.list_all(client, recursion=1):
         for dev_name, device in (inst.get("expanded_devices") or inst.get("devices") or {}).items():
             if device.get("type") != "proxy" or (inst["name"], dev_name) == skip:
                 continue
             match = _LISTEN.match(device.get("listen", ""))
             if match and match.group(1) == rule.protocol and int(match.group(3)) == rule.host_port:
-                return str(inst["name"])
+                return vm_uuid_of(inst)
     return None
 
 
@@ -102,8 +104,8 @@ def _port_free_locally(host: HostSpec, rule: NatRule) -> bool:
     return True
 
 
-def _ensure_free(client: Client, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-    owner = _port_owner(client, rule, skip=(vm_uuid, device_name(rule)))
+def _ensure_free(client: Client, host: HostSpec, name: str, rule: NatRule) -> None:
+    owner = _port_owner(client, rule, skip=(name, device_name(rule)))
     if owner is not None:
         raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already forwarded to "
                               f"instance {owner}")
@@ -111,10 +113,10 @@ def _ensure_free(client: Client, host: HostSpec, vm_uuid: str, rule: NatRule) ->
         raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on the host")
 
 
-def _apply(client: Client, vm_uuid: str, change: Any, ports: str) -> None:
+def _apply(client: Client, name: str, change: Any, ports: str) -> None:
     """Write the device change; a proxy that cannot listen means the port is taken."""
     try:
-        instances.modify(client, vm_uuid, change)
+        instances.modify(client, name, change)
     except (lxd_exc.LXDAPIException, OperationFailed) as exc:
         text = api_message(exc) if isinstance(exc, lxd_exc.LXDAPIException) else str(exc)
         if "proxy device" in text or "listen" in text.lower() or "address already in use" in text:
@@ -124,28 +126,30 @@ def _apply(client: Client, vm_uuid: str, change: Any, ports: str) -> None:
 
 def nat_add(client: Client, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
     rule = _check(rule)
-    inst = instances.get(client, vm_uuid)
+    name = instance_name(vm_uuid)
+    inst = instances.get(client, name)
     _require_container(inst)
-    name, device = device_name(rule), device_for(host, rule)
-    current = (inst.get("devices") or {}).get(name)
+    dev_name, device = device_name(rule), device_for(host, rule)
+    current = (inst.get("devices") or {}).get(dev_name)
     if current is not None:
         if current.get("connect") == device["connect"] and current.get("listen") == device["listen"]:
             return NatRule(rule.host_port, rule.vm_port, rule.protocol, "127.0.0.1")
         raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already forwarded to "
                               f"{current.get('connect')} on {vm_uuid}")
-    _ensure_free(client, host, vm_uuid, rule)
+    _ensure_free(client, host, name, rule)
 
     def add(body: dict[str, Any]) -> None:
-        body["devices"][name] = device
+        body["devices"][dev_name] = device
 
-    _apply(client, vm_uuid, add, f"{rule.host_port}/{rule.protocol}")
+    _apply(client, name, add, f"{rule.host_port}/{rule.protocol}")
     return NatRule(rule.host_port, rule.vm_port, rule.protocol, "127.0.0.1")
 
 
 def nat_remove(client: Client, vm_uuid: str, rule: NatRule) -> None:
     rule = _check(rule)
+    name = instance_name(vm_uuid)
     try:
-        inst = instances.get(client, vm_uuid)
+        inst = instances.get(client, name)
     except errors.VMNotFound:
         return
     if device_name(rule) not in (inst.get("devices") or {}):
@@ -154,30 +158,31 @@ def nat_remove(client: Client, vm_uuid: str, rule: NatRule) -> None:
     def drop(body: dict[str, Any]) -> None:
         body["devices"].pop(device_name(rule), None)
 
-    instances.modify(client, vm_uuid, drop)
+    instances.modify(client, name, drop)
 
 
 def nat_sync(client: Client, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
     """Make the instance's ``idcs-nat-*`` devices exactly ``rules``."""
     wanted = {device_name(r): device_for(host, r) for r in map(_check, rules)}
-    inst = instances.get(client, vm_uuid)
+    name = instance_name(vm_uuid)
+    inst = instances.get(client, name)
     _require_container(inst)
     devices = inst.get("devices") or {}
     for rule in map(_check, rules):
         if devices.get(device_name(rule)) != wanted[device_name(rule)]:
-            _ensure_free(client, host, vm_uuid, rule)
+            _ensure_free(client, host, name, rule)
 
     def sync(body: dict[str, Any]) -> None:
         for dev in [d for d in body["devices"] if d.startswith(NAT_PREFIX) and d not in wanted]:
             del body["devices"][dev]
         body["devices"].update(wanted)
 
-    _apply(client, vm_uuid, sync, ", ".join(sorted(wanted)) or "-")
+    _apply(client, name, sync, ", ".join(sorted(wanted)) or "-")
 
 
 def ip_list(client: Client, vm_uuid: str) -> list[IPAddress]:
     """Global addresses from the instance state (none while it is stopped)."""
-    state = instances.state(client, vm_uuid)
+    state = instances.state(client, instance_name(vm_uuid))
     return [IPAddress(address=a["address"], version=6 if a["family"] == "inet6" else 4, nic=a["nic"],
                       mac_addr=a["hwaddr"], extra={"netmask": a["netmask"]})
             for a in addresses(state)]

@@ -20,13 +20,14 @@ from idcs_core.types import DiskSpec, HostSpec
 from idcs_lxd import images, instances
 from idcs_lxd.client import run_async
 from idcs_lxd.info import root_device
+from idcs_lxd.names import instance_name
 
 DISK_PREFIX = "idcs-disk-"
 ISO_DEVICE = "idcs-iso"
 KEY_VM = "user.idcs.vm"
 KEY_DISK = "user.idcs.disk"
 
-_DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_DISK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # Drivers that enforce a size on a root disk or volume (dir only with project quotas).
 QUOTA_DRIVERS = {"zfs", "btrfs", "lvm", "ceph", "cephfs", "powerflex", "lvmcluster"}
@@ -71,13 +72,13 @@ def quota_note(driver: str) -> dict[str, Any]:
     return note
 
 
-def volume_name(vm_uuid: str, disk_name: str) -> str:
-    return f"idcs-{vm_uuid}-{disk_name}"
+def volume_name(instance: str, disk_name: str) -> str:
+    return f"idcs-{instance}-{disk_name}"
 
 
 def check_disk_name(name: str) -> str:
-    if not _DISK_NAME.match(name or ""):
-        raise errors.BadRequest(f"invalid disk name {name!r}: use 1-32 letters, digits, '.', '_' or '-'")
+    if not _DISK_NAME.match(name or "") or ".." in name or name.startswith("."):
+        raise errors.BadRequest(f"invalid disk name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -99,17 +100,18 @@ def disk_attach(client: Client, host: HostSpec, vm_uuid: str, disk: DiskSpec) ->
     name = check_disk_name(disk.name)
     if disk.size_gb is None or int(disk.size_gb) <= 0:
         raise errors.BadRequest("hdd_size must be a positive number of GB")
-    inst = instances.get(client, vm_uuid)
+    instance = instance_name(vm_uuid)
+    inst = instances.get(client, instance)
     is_vm = inst.get("type") == "virtual-machine"
     pool = _instance_pool(client, host, inst)
-    vol = volume_name(vm_uuid, name)
+    vol = volume_name(instance, name)
     existing = _volume(client, pool, vol)
     if existing is None:
         body = {"name": vol, "type": "custom", "content_type": "block" if is_vm else "filesystem",
                 "description": f"OpenIDCS disk {name} of {vm_uuid}",
-                "config": {"size": f"{int(disk.size_gb)}GiB", KEY_VM: vm_uuid, KEY_DISK: name}}
+                "config": {"size": f"{int(disk.size_gb)}GiB", KEY_VM: instance, KEY_DISK: name}}
         run_async(client, client.api.storage_pools[pool].volumes.custom.post(json=body))
-    elif existing.get("config", {}).get(KEY_VM) not in (None, vm_uuid):
+    elif existing.get("config", {}).get(KEY_VM) not in (None, instance):
         raise errors.Conflict(f"volume {vol} belongs to another VM")
     device: dict[str, Any] = {"type": "disk", "pool": pool, "source": vol}
     if not is_vm:
@@ -118,35 +120,36 @@ def disk_attach(client: Client, host: HostSpec, vm_uuid: str, disk: DiskSpec) ->
     def add(body: dict[str, Any]) -> None:
         body["devices"].setdefault(DISK_PREFIX + name, device)
 
-    instances.modify(client, vm_uuid, add)
+    instances.modify(client, instance, add)
 
 
-def _remove_device(client: Client, vm_uuid: str, device: str) -> None:
+def _remove_device(client: Client, instance: str, device: str) -> None:
     def drop(body: dict[str, Any]) -> None:
         body["devices"].pop(device, None)
 
-    instances.modify(client, vm_uuid, drop)
+    instances.modify(client, instance, drop)
 
 
 def disk_detach(client: Client, vm_uuid: str, disk_name: str) -> None:
-    _remove_device(client, vm_uuid, DISK_PREFIX + check_disk_name(disk_name))
+    _remove_device(client, instance_name(vm_uuid), DISK_PREFIX + check_disk_name(disk_name))
 
 
 def disk_delete(client: Client, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
     name = check_disk_name(disk_name)
+    instance = instance_name(vm_uuid)
     pool: str | None = None
     try:
-        inst = instances.get(client, vm_uuid)
+        inst = instances.get(client, instance)
         device = (inst.get("devices") or {}).get(DISK_PREFIX + name) or {}
         pool = device.get("pool") or _instance_pool(client, host, inst)
-        _remove_device(client, vm_uuid, DISK_PREFIX + name)
+        _remove_device(client, instance, DISK_PREFIX + name)
     except errors.VMNotFound:
         pass
     pools = [pool] if pool else [p.rstrip("/").rsplit("/", 1)[-1]
                                  for p in client.api.storage_pools.get().json()["metadata"]]
     for candidate in pools:
         try:
-            run_async(client, client.api.storage_pools[candidate].volumes.custom[volume_name(vm_uuid, name)]
+            run_async(client, client.api.storage_pools[candidate].volumes.custom[volume_name(instance, name)]
                       .delete())
         except lxd_exc.NotFound:
             continue
@@ -154,12 +157,13 @@ def disk_delete(client: Client, host: HostSpec, vm_uuid: str, disk_name: str) ->
 
 def volumes_of(client: Client, vm_uuid: str) -> list[tuple[str, str]]:
     """(pool, volume) of every custom volume this engine made for ``vm_uuid``."""
+    instance = instance_name(vm_uuid)
     found = []
     for pool in client.api.storage_pools.get().json()["metadata"]:
         pool_name = pool.rstrip("/").rsplit("/", 1)[-1]
         vols = client.api.storage_pools[pool_name].volumes.get(params={"recursion": "1"}).json()["metadata"]
         found += [(pool_name, v["name"]) for v in vols
-                  if v.get("type") == "custom" and (v.get("config") or {}).get(KEY_VM) == vm_uuid]
+                  if v.get("type") == "custom" and (v.get("config") or {}).get(KEY_VM) == instance]
     return found
 
 
@@ -181,7 +185,8 @@ def _require_vm(inst: dict[str, Any]) -> None:
 
 
 def iso_mount(client: Client, host: HostSpec, vm_uuid: str, iso_name: str, local: bool) -> None:
-    inst = instances.get(client, vm_uuid)
+    instance = instance_name(vm_uuid)
+    inst = instances.get(client, instance)
     _require_vm(inst)
     device: dict[str, Any] | None = None
     for pool, vol in images.iso_volumes(client):
@@ -199,15 +204,16 @@ def iso_mount(client: Client, host: HostSpec, vm_uuid: str, iso_name: str, local
     def insert(body: dict[str, Any]) -> None:
         body["devices"][ISO_DEVICE] = device
 
-    instances.modify(client, vm_uuid, insert)
+    instances.modify(client, instance, insert)
 
 
 def iso_unmount(client: Client, vm_uuid: str, iso_name: str) -> None:
-    inst = instances.get(client, vm_uuid)
+    instance = instance_name(vm_uuid)
+    inst = instances.get(client, instance)
     _require_vm(inst)
     current = (inst.get("devices") or {}).get(ISO_DEVICE)
     if current is None:
         return
     if iso_name and Path(str(current.get("source", ""))).name not in (iso_name, Path(iso_name).name):
         return  # another ISO is inserted: ejecting this one is already done
-    _remove_device(client, vm_uuid, ISO_DEVICE)
+    _remove_device(client, instance, ISO_DEVICE)

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from idcs_core import errors
 from idcs_lxd import instances, wsconn
+from idcs_lxd.names import instance_name
 
 SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"]
 POLL = 0.2  # seconds read() waits between checks that the shell is still there
@@ -24,8 +25,9 @@ POLL = 0.2  # seconds read() waits between checks that the shell is still there
 class Terminal:
     """A shell in the instance. ``read``/``write``/``resize``/``close`` are thread-safe."""
 
-    def __init__(self, client: Client, name: str, cols: int = 80, rows: int = 24,
+    def __init__(self, client: Client, vm_uuid: str, cols: int = 80, rows: int = 24,
                  command: list[str] | None = None) -> None:
+        name = instance_name(vm_uuid)
         if instances.status(client, name) != "Running":
             raise errors.VMOperationFailed(f"{name} is not running: start it to open a terminal")
         self.name = name

@@ -43,8 +43,14 @@ def engine() -> LXDEngine:
 
 @pytest.fixture(scope="session")
 def host(backend: testing.Backend, workdir: Path) -> HostSpec:
-    return backend.host_spec(f"test-{backend.kind}", backup_dir=str(workdir / f"backups-{backend.kind}"),
-                             nat_listen="127.0.0.1", cert_dir=str(workdir / "certs"))
+    return backend.host_spec(f"test-{backend.kind}", nat_listen="127.0.0.1", cert_dir=str(workdir / "certs"))
+
+
+@pytest.fixture(scope="session")
+def archive_host(backend: testing.Backend, workdir: Path) -> HostSpec:
+    """The same daemon, with backups also exported as archives into ``backup_dir``."""
+    return backend.host_spec(f"test-{backend.kind}-archives", nat_listen="127.0.0.1",
+                             cert_dir=str(workdir / "certs"), backup_dir=str(workdir / f"archives-{backend.kind}"))
 
 
 @pytest.fixture
@@ -69,10 +75,10 @@ def vm(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> Iterator[VMInfo]:
 @pytest.fixture
 def sh(engine: LXDEngine, host: HostSpec) -> object:
     """``sh(vm_uuid, script) -> stdout``: run a shell script in the guest, asserting success."""
-    from idcs_lxd import guest
+    from idcs_lxd import guest, names
 
     def run(vm_uuid: str, script: str) -> str:
-        result = guest.run(engine.clients.get(host), vm_uuid, ["/bin/sh", "-c", script])
+        result = guest.run(engine.clients.get(host), names.instance_name(vm_uuid), ["/bin/sh", "-c", script])
         assert result.exit_code == 0, (script, result)
         return result.stdout.decode()
 

@@ -132,54 +132,94 @@ def test_backup_restore_brings_back_data(engine: LXDEngine, host: HostSpec, vm: 
     engine.nat_add(host=host, vm_uuid=name, rule=NatRule(port, 80))
     sh(name, "echo before-backup > /root/data.txt")
     steps: list[int] = []
-    made = engine.backup_create(host=host, vm_uuid=name, backup_name="b1", description="first",
+    made = engine.backup_create(host=host, vm_uuid=name, backup_name="b_1.x", description="first",
                                 progress=lambda p, m="": steps.append(p))
-    assert steps[-1] == 100 and made.backup_name == "b1" and made.vm_uuid == name
-    assert made.size_bytes and made.size_bytes > 100_000 and made.description == "first" and made.created_at
+    assert steps and steps == sorted(steps) and steps[-1] < 100
+    assert (made.backup_name, made.vm_uuid, made.description) == ("b_1.x", name, "first") and made.created_at
     with pytest.raises(errors.Conflict):
-        engine.backup_create(host=host, vm_uuid=name, backup_name="b1", description="", progress=_noop)
-    # nothing is left on the server side: the archive is in backup_dir
-    assert engine.clients.get(host).api.instances[name].backups.get().json()["metadata"] == []
-    assert (Path(host.options["backup_dir"]) / name / "b1.tar.gz").is_file()
+        engine.backup_create(host=host, vm_uuid=name, backup_name="b_1.x", description="", progress=_noop)
+    snapshots = engine.clients.get(host).api.instances[name].snapshots.get().json()["metadata"]
+    assert [s.rsplit("/", 1)[-1] for s in snapshots] == ["b_1.x"]
 
+    # after the backup: the data changes, a forward, a disk and more memory are added
     sh(name, "echo after-backup > /root/data.txt; echo new > /root/new.txt")
     later = free_port()
-    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(later, 80))  # added after the backup
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(later, 80))
+    engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec("extra", 1))
+    sh(name, "echo on-disk > /mnt/extra/f.txt")
     engine.vm_update(host=host, spec=VMSpec(name, spec.os_name, 2, 192, 2), progress=_noop)
 
-    restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="b1", progress=_noop)
+    restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="b_1.x", progress=_noop)
     assert restored.status == "running"
     assert sh(name, "cat /root/data.txt").strip() == "before-backup"
     assert sh(name, "ls /root").split() == ["data.txt"]
-    # the core's records stay true: current limits and forwards are kept
+    # what the core records separately stays as it is now: limits, forwards, disks
     assert (restored.cpu_num, restored.ram_num) == (2, 192)
     assert sorted(_nat_devices(engine, host, name)) == sorted([f"idcs-nat-tcp-{port}", f"idcs-nat-tcp-{later}"])
     assert "idcs-busybox" in http_get(later)
+    assert sh(name, "cat /mnt/extra/f.txt").strip() == "on-disk"
 
-    listed = [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
-    assert [(b.backup_name, b.description) for b in listed] == [("b1", "first")]
-    engine.backup_delete(host=host, vm_uuid=name, backup_name="b1")
-    engine.backup_delete(host=host, vm_uuid=name, backup_name="b1")  # idempotent
+    # a fresh engine and host record (a scan after a reinstall of OpenIDCS) finds the backup
+    fresh = HostSpec("another-record", host.server_type, host.addr, host.user, host.password, {})
+    listed = [b for b in LXDEngine().backup_list(host=fresh) if b.vm_uuid == name]
+    assert [(b.backup_name, b.description, b.created_at) for b in listed] == [("b_1.x", "first",
+                                                                               made.created_at)]
+    engine.backup_delete(host=host, vm_uuid=name, backup_name="b_1.x")
+    engine.backup_delete(host=host, vm_uuid=name, backup_name="b_1.x")  # idempotent
     assert not [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
     with pytest.raises(errors.NotFound):
-        engine.backup_restore(host=host, vm_uuid=name, backup_name="b1", progress=_noop)
+        engine.backup_restore(host=host, vm_uuid=name, backup_name="b_1.x", progress=_noop)
 
 
-def test_restore_brings_back_a_deleted_vm(engine: LXDEngine, host: HostSpec, spec: VMSpec, sh: Shell) -> None:
+def test_restore_of_a_paused_vm_and_two_backups(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                                sh: Shell) -> None:
     name = spec.vm_uuid
+    for version in ("v1", "v2"):
+        sh(name, f"echo {version} > /root/v.txt")
+        engine.backup_create(host=host, vm_uuid=name, backup_name=version, description=version, progress=_noop)
+    sh(name, "echo v3 > /root/v.txt")
+    engine.vm_power(host=host, vm_uuid=name, action=PowerAction.PAUSE)
+    assert engine.backup_restore(host=host, vm_uuid=name, backup_name="v1", progress=_noop).status == "running"
+    assert sh(name, "cat /root/v.txt").strip() == "v1"
+    # the later backup is still there and still restorable, with its description
+    assert {b.backup_name: b.description for b in engine.backup_list(host=host) if b.vm_uuid == name} == {
+        "v1": "v1", "v2": "v2"}
+    engine.vm_power(host=host, vm_uuid=name, action=PowerAction.HARD_OFF)
+    assert engine.backup_restore(host=host, vm_uuid=name, backup_name="v2", progress=_noop).status == "stopped"
+    engine.vm_power(host=host, vm_uuid=name, action=PowerAction.START)
+    assert sh(name, "cat /root/v.txt").strip() == "v2"
+
+
+def test_archive_restores_a_deleted_vm(engine: LXDEngine, archive_host: HostSpec, spec: VMSpec,
+                                       sh: Shell) -> None:
+    host, name = archive_host, spec.vm_uuid
     engine.vm_create(host=host, spec=spec, progress=_noop)
     try:
         sh(name, "echo keep-me > /root/keep.txt")
-        engine.vm_power(host=host, vm_uuid=name, action=PowerAction.HARD_OFF)
-        engine.backup_create(host=host, vm_uuid=name, backup_name="stopped-1", description="", progress=_noop)
-        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
-        restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="stopped-1", progress=_noop)
-        assert restored.status == "stopped"  # it was stopped when backed up and is not running now
+        made = engine.backup_create(host=host, vm_uuid=name, backup_name="arch-1", description="offsite",
+                                    progress=_noop)
+        archive = Path(host.options["backup_dir"]) / name / "arch-1.tar.gz"
+        assert archive.is_file() and made.size_bytes == archive.stat().st_size > 100_000
+        # nothing is left in the daemon's own backup store
+        assert engine.clients.get(host).api.instances[name].backups.get().json()["metadata"] == []
+        sh(name, "echo changed > /root/keep.txt")
+        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)  # the snapshot goes with it
+        listed = [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
+        assert [(b.backup_name, b.description) for b in listed] == [("arch-1", "offsite")]
+
+        restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="arch-1", progress=_noop)
+        assert restored.vm_uuid == name
         engine.vm_power(host=host, vm_uuid=name, action=PowerAction.START)
         assert sh(name, "cat /root/keep.txt").strip() == "keep-me"
     finally:
         engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
-        engine.backup_delete(host=host, vm_uuid=name, backup_name="stopped-1")
+        engine.backup_delete(host=host, vm_uuid=name, backup_name="arch-1")
+    assert not (Path(host.options["backup_dir"]) / name).exists()
+
+
+def test_restore_of_a_deleted_vm_without_archive(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> None:
+    with pytest.raises(errors.VMNotFound):
+        engine.backup_restore(host=host, vm_uuid=spec.vm_uuid, backup_name="b1", progress=_noop)
 
 
 def test_backup_name_is_checked(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec) -> None:
@@ -294,6 +334,8 @@ def test_terminal_round_trip(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec
     term = engine.vm_terminal_open(host=host, vm_uuid=spec.vm_uuid, cols=80, rows=24)
     reader = _Reader(term)
     try:
+        term.write(b"echo idcs-kit-'o''k'\r")  # Enter as a browser terminal sends it
+        reader.wait_for(b"idcs-kit-ok")
         term.write(b"echo sum=$((20+22)); stty size\n")
         reader.wait_for(b"sum=42")
         reader.wait_for(b"24 80")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
-from idcs_lxd import client, images, info, lifecycle, network
+from idcs_lxd import client, images, info, lifecycle, names, network
 
 from idcs_core import errors
 from idcs_core.plugins import Engine
@@ -84,10 +84,28 @@ def test_nat_device_round_trip() -> None:
         2222, 22, "tcp", "127.0.0.1")
 
 
-@pytest.mark.parametrize("name", ["", "1abc", "a_b", "a-", "x" * 64, "é"])
-def test_instance_names_checked(name: str) -> None:
+@pytest.mark.parametrize("vm_uuid", ["web-1", "a", "x" * 63])
+def test_valid_instance_names_are_kept(vm_uuid: str) -> None:
+    assert names.instance_name(vm_uuid) == vm_uuid
+
+
+@pytest.mark.parametrize("vm_uuid", ["1abc", "a_b", "a-", "x" * 64, "my.vm", "-x", "_", "9"])
+def test_other_vm_uuids_are_mapped(vm_uuid: str) -> None:
+    name = names.instance_name(vm_uuid)
+    assert names.is_instance_name(name) and name != vm_uuid
+    assert names.instance_name(vm_uuid) == name  # deterministic
+    assert names.instance_name(name) == name  # a mapped name maps to itself
+    assert names.vm_uuid_of({"name": name, "config": {names.KEY_VM_UUID: vm_uuid}}) == vm_uuid
+
+
+def test_mapped_names_differ() -> None:
+    assert names.instance_name("a_b") != names.instance_name("a.b")
+
+
+@pytest.mark.parametrize("vm_uuid", ["", "a b", "../x", "a/b", "x" * 65, "é"])
+def test_invalid_vm_uuids_rejected(vm_uuid: str) -> None:
     with pytest.raises(errors.BadRequest):
-        lifecycle.check_name(name)
+        names.instance_name(vm_uuid)
 
 
 def test_cpu_sampler() -> None:

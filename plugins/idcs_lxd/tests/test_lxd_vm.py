@@ -92,7 +92,24 @@ def test_create_failing_half_way_cleans_up(engine: LXDEngine, host: HostSpec, sp
 
 def test_invalid_name_is_bad_request(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> None:
     with pytest.raises(errors.BadRequest):
-        engine.vm_create(host=host, spec=dataclasses.replace(spec, vm_uuid="bad_name!"), progress=_noop)
+        engine.vm_create(host=host, spec=dataclasses.replace(spec, vm_uuid="bad name!"), progress=_noop)
+
+
+def test_vm_uuid_that_lxd_refuses_is_mapped(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> None:
+    """vm_uuids LXD does not take as instance names still work, by a name kept on the instance."""
+    vm_uuid = f"{new_name()}_web.1"
+    info = engine.vm_create(host=host, spec=dataclasses.replace(spec, vm_uuid=vm_uuid), progress=_noop)
+    try:
+        assert info.vm_uuid == vm_uuid and info.extra["instance"] != vm_uuid
+        assert engine.vm_status(host=host, vm_uuid=vm_uuid).vm_uuid == vm_uuid
+        assert vm_uuid in {v.vm_uuid for v in engine.vm_list(host=host)}
+        assert engine.vm_power(host=host, vm_uuid=vm_uuid, action=PowerAction.PAUSE).status == "paused"
+        with pytest.raises(errors.Conflict):
+            engine.vm_create(host=host, spec=dataclasses.replace(spec, vm_uuid=vm_uuid), progress=_noop)
+    finally:
+        engine.vm_delete(host=host, vm_uuid=vm_uuid, progress=_noop)
+    with pytest.raises(errors.VMNotFound):
+        engine.vm_status(host=host, vm_uuid=vm_uuid)
 
 
 def _memory_limit(pid: int) -> int:
@@ -142,9 +159,9 @@ def test_power_actions(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSp
     assert power(PowerAction.STOP).status == "stopped"
     assert power(PowerAction.STOP).status == "stopped"  # stopping a stopped VM is fine
     with pytest.raises(errors.VMOperationFailed):
-        power(PowerAction.PAUSE)
-    with pytest.raises(errors.VMOperationFailed):
-        power(PowerAction.RESUME)
+        power(PowerAction.PAUSE)  # a stopped container cannot be frozen
+    assert power(PowerAction.RESUME).status == "running"  # nothing to resume: it runs afterwards
+    assert power(PowerAction.HARD_OFF).status == "stopped"
     assert power(PowerAction.START).status == "running"
     assert power(PowerAction.START).status == "running"
     assert power(PowerAction.PAUSE).status == "paused"
