@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from idcs_core import errors
 from idcs_core.config import Config
+from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import Host
 from idcs_core.db.session import Database, upgrade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
@@ -23,6 +24,7 @@ from idcs_core.services import audit
 from idcs_core.services.auth import AuthService, Principal
 from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.settings import SettingsService
+from idcs_core.services.system import MachineUsage
 from idcs_core.tasks import InProcessTaskRunner
 from idcs_core.types import HostSpec
 
@@ -36,6 +38,8 @@ class CoreContext:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = Keys(config.data_dir)
         self.db = Database(config.db_url)
+        self.reads = ReadCache(self.db)
+        self.machine = MachineUsage(str(config.data_dir))
         self.plugins = plugins if plugins is not None else load_plugins()
         self.settings = SettingsService(self)
         self.auth = AuthService(self)

@@ -15,13 +15,34 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import TextClause, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from idcs_core.config import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 USERS_TOUCHED = "idcs_users_touched"
+WROTE = "idcs_wrote"
+
+
+class TrackedSession(Session):
+    """A session that notes whether its transaction wrote anything (see ``Database.generation``)."""
+
+
+@event.listens_for(TrackedSession, "before_flush")
+def _note_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        session.info[WROTE] = True
+
+
+@event.listens_for(TrackedSession, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    if state.is_select:
+        return
+    if isinstance(state.statement, TextClause) and state.statement.text.lstrip()[:7].upper() == "SELECT ":
+        return
+    state.session.info[WROTE] = True  # INSERT / UPDATE / DELETE, and any other textual statement
 
 
 def touch_user(session: AsyncSession, user_id: int | None) -> None:
@@ -49,7 +70,10 @@ class Database:
         self.engine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=TrackedSession)
+        # Bumped after every commit that wrote something. One server process owns its
+        # database, so a value read at generation N is current while the generation is N.
+        self.generation = 0
         # Called after a commit with the ids of users whose rows (or quota) it changed.
         self.user_listeners: list[Callable[[set[int]], None]] = []
 
@@ -59,6 +83,8 @@ class Database:
         async with self.sessions() as s:
             async with s.begin():
                 yield s
+            if s.info.pop(WROTE, False):
+                self.generation += 1
             touched = s.info.pop(USERS_TOUCHED, None)
             if touched:
                 for listener in self.user_listeners:

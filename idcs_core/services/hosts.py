@@ -86,15 +86,16 @@ def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int)
     }
 
 
-async def vm_counts(core: CoreContext) -> dict[int, int]:
+async def _hosts_and_counts(core: CoreContext) -> tuple[list[Host], dict[int, int]]:
     async with core.db.session() as s:
-        return dict((await s.execute(select(VM.host_id, func.count(VM.id)).group_by(VM.host_id))).all())
+        hosts = list((await s.execute(select(Host).order_by(Host.id))).scalars())
+        counts = dict((await s.execute(select(VM.host_id, func.count(VM.id)).group_by(VM.host_id))).all())
+    return hosts, counts
 
 
 async def list_hosts(core: CoreContext) -> list[dict[str, Any]]:
-    async with core.db.session() as s:
-        hosts = list((await s.execute(select(Host).order_by(Host.id))).scalars())
-    counts = await vm_counts(core)
+    # the rows come from memory until something is written; the live status is asked anew
+    hosts, counts = await core.reads.get("hosts", lambda: _hosts_and_counts(core))
     statuses = await core.hosts.status_many(hosts)
     return [host_dict(h, st, err, counts.get(h.id, 0)) for h, (st, err) in zip(hosts, statuses, strict=True)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -19,19 +20,47 @@ def _mean(values: list[float | None]) -> float | None:
     return round(sum(known) / len(known), 2) if known else None
 
 
-def _this_machine(data_dir: str) -> dict[str, float]:
-    return {"cpu_usage": float(psutil.cpu_percent(interval=None)),
-            "memory_usage": float(psutil.virtual_memory().percent),
-            "disk_usage": float(psutil.disk_usage(data_dir).percent)}
+MACHINE_TTL = 2.0  # seconds this machine's usage is reused: CPU percent is measured between two samples
+
+
+class MachineUsage:
+    """This machine's CPU / memory / disk percent, sampled at most every ``MACHINE_TTL`` seconds.
+
+    ``psutil.cpu_percent(interval=None)`` measures since its previous call: sampled on every
+    request it would read 0 under load; sampled every couple of seconds it means something.
+    """
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self._sampled = -MACHINE_TTL
+        self._value: dict[str, float] = {}
+        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+
+    async def get(self) -> dict[str, float]:
+        if time.monotonic() - self._sampled >= MACHINE_TTL:
+            self._value = await asyncio.to_thread(self._sample)
+            self._sampled = time.monotonic()
+        return self._value
+
+    def _sample(self) -> dict[str, float]:
+        return {"cpu_usage": float(psutil.cpu_percent(interval=None)),
+                "memory_usage": float(psutil.virtual_memory().percent),
+                "disk_usage": float(psutil.disk_usage(self.data_dir).percent)}
+
+
+async def _counts(core: CoreContext) -> tuple[list[Host], dict[str, int]]:
+    async with core.db.session() as s:
+        hosts = list((await s.execute(select(Host).order_by(Host.id))).scalars())
+        vms_count, running = (await s.execute(
+            select(func.count(VM.id), func.count(VM.id).filter(VM.status == "running")))).one()
+        users_count = (await s.execute(select(func.count(User.id)))).scalar_one()
+    return hosts, {"vms_count": vms_count, "running_vm_count": running, "users_count": users_count}
 
 
 async def stats(core: CoreContext) -> dict[str, Any]:
     """Counts from the database; usage averaged over online hosts, else this machine's."""
-    async with core.db.session() as s:
-        hosts = list((await s.execute(select(Host))).scalars())
-        vms_count = (await s.execute(select(func.count(VM.id)))).scalar_one()
-        running = (await s.execute(select(func.count(VM.id)).where(VM.status == "running"))).scalar_one()
-        users_count = (await s.execute(select(func.count(User.id)))).scalar_one()
+    # the counts come from memory until something is written; host usage is asked anew
+    hosts, counts = await core.reads.get("stats", lambda: _counts(core))
     statuses = [st for st, _err in await core.hosts.status_many(hosts) if st is not None]
     usage: dict[str, Any] = {
         "cpu_usage": _mean([st.cpu_usage for st in statuses]),
@@ -40,8 +69,8 @@ async def stats(core: CoreContext) -> dict[str, Any]:
         "usage_source": "hosts",
     }
     if usage["cpu_usage"] is None and usage["memory_usage"] is None:
-        usage = await asyncio.to_thread(_this_machine, str(core.config.data_dir)) | {"usage_source": "server"}
+        usage = await core.machine.get() | {"usage_source": "server"}
     for key in ("cpu_usage", "memory_usage", "disk_usage"):
         usage[key] = float(usage[key]) if usage.get(key) is not None else 0.0
-    return {"hosts_count": len(hosts), "hosts_online": len(statuses), "vms_count": vms_count,
-            "running_vm_count": running, "users_count": users_count, **usage}
+    return {"hosts_count": len(hosts), "hosts_online": len(statuses), "vms_count": counts["vms_count"],
+            "running_vm_count": counts["running_vm_count"], "users_count": counts["users_count"], **usage}

@@ -1,0 +1,98 @@
+"""Cheap reads come from memory until a commit writes something, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+
+from idcs_core.config import async_url
+from idcs_core.db.cache import ReadCache
+from idcs_core.db.models import User
+from idcs_core.db.session import Database, upgrade
+from idcs_core.testing.databases import database_url, drop_postgres_schema
+from idcs_core.testing.server import ApiClient
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = database_url(request.param, tmp_path)
+    upgrade(url)
+    database = Database(async_url(url))
+    yield database
+    await database.dispose()
+    if request.param == "postgresql":
+        drop_postgres_schema(url)
+
+
+async def _usernames(db: Database) -> list[str]:
+    async with db.session() as s:
+        return list((await s.execute(select(User.username).order_by(User.id))).scalars())
+
+
+async def test_generation_moves_on_writes_only(db: Database) -> None:
+    start = db.generation
+    await _usernames(db)
+    async with db.session() as s:
+        await s.execute(text("SELECT 1"))
+    assert db.generation == start, "a read-only transaction counted as a write"
+
+    async with db.session() as s:
+        s.add(User(username="alice", email="a@example.com", password_hash="x"))
+    assert db.generation == start + 1  # ORM insert
+
+    async with db.session() as s:
+        await s.execute(update(User).where(User.username == "alice").values(email="b@example.com"))
+    assert db.generation == start + 2  # bulk UPDATE statement
+
+    async with db.session() as s:
+        await s.execute(text("DELETE FROM users WHERE username = 'nobody'"))
+    assert db.generation == start + 3  # a textual statement counts, even when it matched nothing
+
+
+async def test_rolled_back_write_keeps_the_generation(db: Database) -> None:
+    start = db.generation
+    with pytest.raises(RuntimeError):
+        async with db.session() as s:
+            s.add(User(username="bob", email="b@example.com", password_hash="x"))
+            await s.flush()
+            raise RuntimeError("half-way")
+    assert db.generation == start
+    assert await _usernames(db) == []
+
+
+async def test_cache_reloads_after_a_write(db: Database) -> None:
+    cache = ReadCache(db)
+    loads = 0
+
+    async def load() -> list[str]:
+        nonlocal loads
+        loads += 1
+        return await _usernames(db)
+
+    assert await cache.get("users", load) == []
+    assert await cache.get("users", load) == []
+    assert loads == 1
+    async with db.session() as s:
+        s.add(User(username="carol", email="c@example.com", password_hash="x"))
+    assert await cache.get("users", load) == ["carol"]
+    assert loads == 2
+
+
+def test_host_list_and_stats_follow_changes(admin: ApiClient, host: str) -> None:
+    """Through the API: what the host list and the stats show changes with each write."""
+    before = admin.get("/api/system/stats")
+    listed = {h["server_name"]: h for h in admin.get("/api/server/detail")}
+    assert listed[host]["vms_count"] == 0
+    admin.run_task("POST", f"/api/client/create/{host}",
+                   {"vm_uuid": "cache1", "os_name": "debian-12", "cpu_num": 1, "ram_num": 64, "hdd_num": 1})
+    listed = {h["server_name"]: h for h in admin.get("/api/server/detail")}
+    assert listed[host]["vms_count"] == 1
+    assert admin.get("/api/system/stats")["vms_count"] == before["vms_count"] + 1
+    admin.put(f"/api/server/update/{host}", {"server_area": "cache-area"})
+    assert {h["server_name"]: h for h in admin.get("/api/server/detail")}[host]["server_area"] == "cache-area"
+    admin.run_task("DELETE", f"/api/client/delete/{host}/cache1")
+    assert {h["server_name"]: h for h in admin.get("/api/server/detail")}[host]["vms_count"] == 0
+    assert admin.get("/api/system/stats")["vms_count"] == before["vms_count"]
