@@ -93,3 +93,24 @@ def test_the_example_engine_implements_every_hook() -> None:
 
     engine = Engine("ExampleLab", ExampleEngine())
     assert set(signatures(hookspecs.EngineSpec)) == set(engine.hooks)
+
+
+def test_every_data_type_field_is_in_the_guide() -> None:
+    """Each dataclass of idcs_core.types has a heading, and each of its fields a row, in the guide."""
+    import dataclasses
+
+    from idcs_core import types
+
+    text = GUIDE.read_text(encoding="utf-8")
+    classes = [c for c in vars(types).values()
+               if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == types.__name__]
+    assert len(classes) >= 10, classes
+    for cls in classes:
+        match = re.search(rf"^#### `{cls.__name__}`[^\n]*\n(.*?)(?=^#)", text, re.MULTILINE | re.DOTALL)
+        assert match, f"the guide has no '#### `{cls.__name__}`' section"
+        rows = [line for line in match.group(1).splitlines() if line.startswith("| `")]
+        documented = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in documented]
+        assert not missing, f"{cls.__name__} fields without a row in the guide: {missing}"
+        stale = documented - {f.name for f in dataclasses.fields(cls)}
+        assert not stale, f"the guide's {cls.__name__} table names fields it does not have: {sorted(stale)}"
