@@ -25,7 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
-from idcs_core.db.models import Task, utcnow
+from idcs_core.db.models import Task, User, utcnow
+from idcs_core.services import audit
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -155,6 +156,11 @@ class InProcessTaskRunner:
             async with self.core.db.session() as s:
                 final = await s.get(Task, task_id)
                 info = task_dict(final) if final else {"id": task_id, "state": state}
+                owner = await s.get(User, task.user_id) if task.user_id is not None else None
+            # the route logged the start ("started"); this entry says how it ended
+            await audit.record(self.core, owner.username if owner else "", task.kind.replace("_", ".", 1),
+                               f"{task.host_name}/{task.vm_uuid}", state,
+                               f"task {task_id}: {info.get('message') or ''}")
             await self.core.plugins.emit("task_finished", task=info)
         finally:
             self._running.pop(task_id, None)

@@ -16,10 +16,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("idcs.audit")
 
 
-async def record(core: CoreContext, principal: Principal | None, action: str, target: str = "",
+async def record(core: CoreContext, principal: Principal | str | None, action: str, target: str = "",
                  result: str = "success", detail: str = "", source_ip: str = "") -> None:
-    """Write one audit entry in its own transaction (it survives the caller's rollback)."""
-    username = principal.username if principal else ""
+    """Write one audit entry in its own transaction (it survives the caller's rollback).
+
+    ``principal`` is who acted (or their user name). ``result`` is ``success``, ``failed``, or
+    ``started`` for a long operation, whose task adds the entry saying how it ended.
+    """
+    username = principal if isinstance(principal, str) else principal.username if principal else ""
     level = "INFO" if result == "success" else "WARNING"
     log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
             username or "-", action, target, result, detail)
