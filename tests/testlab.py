@@ -51,19 +51,22 @@ class LabHost:
 
 class Faults:
     """Switches tests flip: ``fail`` names hooks that raise; ``delay`` adds seconds to hooks;
-    ``down`` lists addresses that do not answer."""
+    ``down`` lists addresses that do not answer; ``ports_taken`` holds (address, port) pairs
+    some other program on that host listens on (``nat_add`` answers Conflict)."""
 
     def __init__(self) -> None:
         self.fail: dict[str, str] = {}
         self.delay: dict[str, float] = {}
         self.down: set[str] = set()
         self.hang: set[str] = set()
+        self.ports_taken: set[tuple[str, int]] = set()
 
     def reset(self) -> None:
         self.fail.clear()
         self.delay.clear()
         self.down.clear()
         self.hang.clear()
+        self.ports_taken.clear()
 
 
 class TestLabEngine:
@@ -191,7 +194,10 @@ class TestLabEngine:
 
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
-        self._vm(host, vm_uuid, "nat_add").nat.add((rule.host_port, rule.protocol))
+        vm = self._vm(host, vm_uuid, "nat_add")
+        if (host.addr, rule.host_port) in self.faults.ports_taken:
+            raise errors.Conflict(f"host port {rule.host_port} is in use on {host.addr} by another program")
+        vm.nat.add((rule.host_port, rule.protocol))
         return NatRule(rule.host_port, rule.vm_port, rule.protocol, "10.9.0.2")
 
     @hookimpl

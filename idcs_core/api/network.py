@@ -49,9 +49,13 @@ async def list_nat(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 
 @router.post("/api/client/natadd/{hs_name}/{vm_uuid}", body=NatAdd, vm_scoped=True, data=NAT_ITEM)
 async def add_nat(ctx: Ctx, hs_name: str, vm_uuid: str, body: NatAdd) -> Any:
-    """Forward host_port on the host to vm_port in the VM (tcp/udp). host_port 0 or
-    empty (also as wan_port) picks a free port of the host's ports_start..ports_close
-    range and returns it. Port already forwarded: 4002 (HTTP 409)."""
+    """Forward host_port on the host to vm_port in the VM (tcp/udp).
+
+    Normal users may only forward host ports of the host's ports_start..ports_close
+    range, or of 10000-59999 when the host sets none (400 otherwise); administrators
+    may forward any port. host_port 0 or empty (also as wan_port) picks a free port of
+    that range and returns it; a port the host reports taken by another program is
+    skipped (up to 20 are tried). Port already forwarded: 4002 (HTTP 409)."""
     fields = body.model_dump()
     result = await network.add_nat(ctx.core, ctx.user, hs_name, vm_uuid, fields)
     await ctx.core.audit(ctx.user, "nat.add", f"{hs_name}/{vm_uuid}",

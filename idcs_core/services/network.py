@@ -52,7 +52,18 @@ def nat_dict(rule: NatRuleRow, host: Host) -> dict[str, Any]:
             "public_addr": (host.options or {}).get("public_addr") or ""}
 
 
+# Host ports a normal user may forward when the host sets no ports_start..ports_close:
+# above the well-known and registered service ports (ssh 22, this API 1880, ...) and
+# below the usual ephemeral range (60000-65535 on many systems, 32768+ on Linux
+# ip_local_port_range by default, hence start at 10000 and stop at 59999).
+DEFAULT_CUSTOMER_PORTS = (10000, 59999)
+# How many free ports an automatic pick tries when the engine says a port is taken
+# by something OpenIDCS does not know (another process on the host).
+AUTO_PORT_TRIES = 20
+
+
 def _port_range(host: Host) -> tuple[int, int] | None:
+    """The host's own ports_start..ports_close, if it sets a valid one."""
     opts = host.options or {}
     try:
         start, close = int(opts.get("ports_start") or 0), int(opts.get("ports_close") or 0)
@@ -61,15 +72,18 @@ def _port_range(host: Host) -> tuple[int, int] | None:
     return (start, close) if 0 < start <= close <= 65535 else None
 
 
-async def _free_port(s: Any, host: Host, protocol: str) -> int:
-    port_range = _port_range(host)
-    if port_range is None:
-        raise errors.BadRequest(f"host {host.server_name} has no NAT port range (ports_start..ports_close) "
-                                "to pick a port from: give host_port")
+def customer_ports(host: Host) -> tuple[int, int]:
+    """Host ports normal users may forward (and automatic picks come from): the host's
+    range, else ``DEFAULT_CUSTOMER_PORTS``. Administrators may forward any port."""
+    return _port_range(host) or DEFAULT_CUSTOMER_PORTS
+
+
+async def _free_port(s: Any, host: Host, protocol: str, skip: set[int]) -> int:
+    port_range = customer_ports(host)
     used = set((await s.execute(select(NatRuleRow.host_port).where(
         NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol))).scalars())
     for port in range(port_range[0], port_range[1] + 1):
-        if port not in used:
+        if port not in used and port not in skip:
             return port
     raise errors.Conflict(f"no free port left in {port_range[0]}-{port_range[1]} on host {host.server_name}")
 
@@ -82,22 +96,73 @@ async def list_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uui
         return [nat_dict(r, vm.host) for r in rules]
 
 
+class _PortTaken(Exception):
+    """An automatically picked port was reserved by a parallel request first."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
 async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                   fields: dict[str, Any]) -> dict[str, Any]:
+    """Forward a host port to the VM. Without ``host_port`` a free port of ``customer_ports``
+    is picked; when the engine answers that it is taken on the host (Conflict), the next free
+    one is tried, up to ``AUTO_PORT_TRIES`` ports."""
+    protocol = fields["protocol"]
+    wanted = fields.get("host_port")
+    tried: set[int] = set()
+    last: errors.IDCSError | None = None
+    for _attempt in range(1 if wanted else AUTO_PORT_TRIES):
+        try:
+            vm, host, row_id, port = await _reserve_nat(core, principal, hs_name, vm_uuid, fields, wanted, tried)
+        except _PortTaken as race:
+            tried.add(race.port)
+            continue
+        rule = NatRule(port, fields["vm_port"], protocol, fields.get("lan_addr") or "")
+        try:
+            applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm_uuid, rule=rule)
+        except errors.IDCSError as exc:
+            async with core.db.session() as s:
+                row = await s.get(NatRuleRow, row_id)
+                if row is not None:
+                    await s.delete(row)
+                    await quotas.charge(s, vm.owner_id, nat=-1)
+            if wanted or not isinstance(exc, errors.Conflict):
+                raise
+            log.info("host port %s/%s on %s is taken outside OpenIDCS (%s); trying the next free one",
+                     port, protocol, hs_name, exc.msg)
+            tried.add(port)
+            last = exc
+            continue
+        async with core.db.session() as s:
+            row = await s.get(NatRuleRow, row_id)
+            if row is None:
+                raise errors.NotFound("the NAT rule was removed while it was being applied")
+            if applied is not None and applied.lan_addr and not row.lan_addr:
+                row.lan_addr = applied.lan_addr
+            return nat_dict(row, host)
+    detail = f" (last: {last.msg})" if last else ""
+    raise errors.Conflict(f"no usable host port found on host {hs_name} after {AUTO_PORT_TRIES} tries "
+                          f"({', '.join(map(str, sorted(tried)))} are taken){detail}: give host_port")
+
+
+async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
+                       fields: dict[str, Any], wanted: int | None, skip: set[int]) -> tuple[VM, Host, int, int]:
+    """Check the request and record the rule (row + quota): (vm, host, row id, host port)."""
     protocol = fields["protocol"]
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         host = vm.host
         core.require(host, "nat_add", "NAT port forwarding")
-        port = fields.get("host_port") or await _free_port(s, host, protocol)
-        port_range = _port_range(host)
-        if fields.get("host_port") and port_range and not principal.is_admin and \
-                not port_range[0] <= port <= port_range[1]:
-            raise errors.BadRequest(f"host_port must lie in {port_range[0]}-{port_range[1]} on this host")
+        allowed = customer_ports(host)
+        if wanted and not principal.is_admin and not allowed[0] <= wanted <= allowed[1]:
+            where = "on this host" if _port_range(host) else "(the host sets no ports_start..ports_close)"
+            raise errors.BadRequest(f"host_port must lie in {allowed[0]}-{allowed[1]} {where}")
         limit = _per_vm_limit(vm, "nat_num")
         count = (await s.execute(select(func.count(NatRuleRow.id)).where(NatRuleRow.vm_id == vm.id))).scalar_one()
         if limit is not None and count >= limit:
             raise errors.QuotaExceeded(f"this VM may have at most {limit} NAT rules")
+        port = wanted or await _free_port(s, host, protocol, skip)
         taken = (await s.execute(select(NatRuleRow.id).where(
             NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol, NatRuleRow.host_port == port))).first()
         if taken:
@@ -110,25 +175,10 @@ async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
         try:
             await s.flush()
         except IntegrityError as exc:
+            if not wanted:
+                raise _PortTaken(port) from exc
             raise errors.Conflict(f"host port {port}/{protocol} is already forwarded on host {hs_name}") from exc
-        row_id = row.id
-    rule = NatRule(port, fields["vm_port"], protocol, fields.get("lan_addr") or "")
-    try:
-        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm_uuid, rule=rule)
-    except errors.IDCSError:
-        async with core.db.session() as s:
-            row = await s.get(NatRuleRow, row_id)
-            if row is not None:
-                await s.delete(row)
-                await quotas.charge(s, vm.owner_id, nat=-1)
-        raise
-    async with core.db.session() as s:
-        row = await s.get(NatRuleRow, row_id)
-        if row is None:
-            raise errors.NotFound("the NAT rule was removed while it was being applied")
-        if applied is not None and applied.lan_addr and not row.lan_addr:
-            row.lan_addr = applied.lan_addr
-        return nat_dict(row, host)
+        return vm, host, row.id, port
 
 
 async def delete_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
