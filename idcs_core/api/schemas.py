@@ -184,7 +184,8 @@ class NicSpec(Body):
 
 
 class VMLimits(Body):
-    """The billing dialect's per-VM limits (stored; enforced where the engine can)."""
+    """The billing dialect's per-VM limits (stored; enforced where the engine can). All but
+    vc_port may be set by administrators only (403 for others)."""
 
     cpu_per: Annotated[int, Field(ge=0, le=100)] | None = None
     gpu_num: Annotated[int, Field(ge=0, le=64)] | None = None

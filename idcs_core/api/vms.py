@@ -44,7 +44,8 @@ async def vm_detail(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
     """Create a VM: returns at once with a task id; the VM shows ``creating`` until the
     task ends. Quota (VMs, CPU, RAM, disk) is checked first. Without ``vm_uuid`` a safe
-    unique id is made from ``vm_name``."""
+    unique id is made from ``vm_name``. Per-VM limits (cpu_per, gpu_num, gpu_mem, speed_u,
+    speed_d, flu_num, nat_num, web_num, nic_all) are for administrators only: 403 otherwise."""
     fields = body.model_dump(exclude={"os_pass", "vc_pass"}) | {"config": body.config()}
     fields["os_pass"] = body.os_pass
     if body.vc_pass:
@@ -57,7 +58,10 @@ async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
 @router.put("/api/client/update/{hs_name}/{vm_uuid}", body=VMUpdate, data=TASK_STARTED, query=WAIT)
 async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any:
     """Change CPU, RAM, disk or limits (a task). With ``os_name`` + ``os_pass`` it
-    reinstalls; with only ``password`` it sets the guest password (billing dialect)."""
+    reinstalls; with only ``password`` it sets the guest password (billing dialect).
+    Per-VM limits (cpu_per, gpu_num, gpu_mem, speed_u, speed_d, flu_num, nat_num, web_num,
+    nic_all) are for administrators only: 403 and nothing changes otherwise."""
+    vms.require_limit_rights(ctx.user, body.config())
     if body.os_name and body.os_pass:
         return await _reinstall(ctx, hs_name, vm_uuid, body.os_name, body.os_pass)
     if body.password and not any(v is not None for v in (body.cpu_num, body.ram_num, body.hdd_num)):

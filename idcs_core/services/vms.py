@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("idcs.vms")
 
 BUSY_STATES = (VMStatus.CREATING, VMStatus.DELETING)
+# Per-VM limits (billing dialect) only administrators (and the global API token) may set:
+# a VM's owner raising them would lift what they pay for.
+ADMIN_LIMITS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num", "nic_all")
 # Errors that say what was wrong with the request keep their code when a task fails.
 KEEP_CODES = (errors.BadRequest, errors.Conflict, errors.HostUnreachable, errors.NotSupported,
               errors.QuotaExceeded, errors.VMNotFound)
@@ -43,6 +46,13 @@ def live_fields(info: VMInfo) -> dict[str, Any]:
 def spec_of(vm: VM, **config: Any) -> VMSpec:
     return VMSpec(vm_uuid=vm.vm_uuid, os_name=vm.os_name, cpu_num=vm.cpu_num, ram_num=vm.ram_num,
                   hdd_num=vm.hdd_num, vm_name=vm.vm_name or None, config=dict(vm.config or {}) | config)
+
+
+def require_limit_rights(principal: Principal, config: dict[str, Any] | None) -> None:
+    """403 when a caller who is not an administrator sends any of ``ADMIN_LIMITS``."""
+    sent = sorted(k for k in ADMIN_LIMITS if (config or {}).get(k) is not None)
+    if sent and not principal.is_admin:
+        raise errors.Forbidden(f"only administrators may set per-VM limits ({', '.join(sent)})")
 
 
 def ensure_idle(core: CoreContext, vm: VM) -> None:
@@ -135,6 +145,7 @@ async def _attachments(s: Any, vm: VM) -> dict[str, Any]:
 
 async def create_vm(core: CoreContext, principal: Principal, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Record the VM as ``creating``, charge the owner's quota, start the create task."""
+    require_limit_rights(principal, fields.get("config"))
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
         if not host.enabled:
@@ -230,7 +241,9 @@ async def _forget_vm(core: CoreContext, vm_id: int, release: bool) -> dict[str, 
 
 async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                     fields: dict[str, Any]) -> dict[str, Any]:
-    """Change CPU/RAM/disk/limits: quota charged now, engine applies in a task."""
+    """Change CPU/RAM/disk/limits (limits: administrators only): quota charged now, engine
+    applies in a task."""
+    require_limit_rights(principal, fields.get("config"))
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         ensure_idle(core, vm)
