@@ -1,11 +1,14 @@
 """Runtime settings an admin may change (``/api/system/settings``), kept in the database.
 
-Only the keys below exist; each has a type and a default. Values are cached in
-memory and written through on change.
+Only the keys below exist; each has a type, a default and an allowed range
+(``LIMITS``): a value out of range would break logins or user creation, so it is
+refused (400) before anything is stored. Values are cached in memory and written
+through on change; a stored value that is no longer valid is ignored at start-up.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -27,9 +30,26 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "login_lock_seconds": (int, 300, "how long a user name stays locked"),
     "default_quota": (dict, {}, "quota limits given to new users (max_vms, max_cpu, ...; -1 = unlimited)"),
     "usage_sample_seconds": (int, 60, "interval of the VM usage history samples"),
-    "audit_keep_days": (int, 90, "days of audit log kept"),
+    "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
+                                 "then daily)"),
 }
 PRIVATE_KEYS = {"api_token"}
+
+YEAR = 365 * 24 * 3600
+# key: (lowest, highest) allowed value of a number setting
+LIMITS: dict[str, tuple[float, float]] = {
+    "host_timeout": (0.1, 600.0),
+    "token_ttl_seconds": (60, YEAR),
+    "temp_token_ttl_seconds": (60, YEAR),
+    "login_max_failures": (1, 1000),
+    "login_lock_seconds": (0, YEAR),
+    "usage_sample_seconds": (5, 24 * 3600),
+    "audit_keep_days": (1, 100 * 365),
+}
+QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
+QUOTA_MAX = 2**31 - 1  # the quota columns are 32-bit integers
+
+log = logging.getLogger("idcs.settings")
 
 
 class SettingsService:
@@ -41,7 +61,10 @@ class SettingsService:
         self._values["host_timeout"] = float(self.core.config.host_timeout)
         async with self.core.db.session() as s:
             for row in (await s.execute(select(Setting).where(Setting.key.in_(list(SETTINGS))))).scalars():
-                self._values[row.key] = row.value
+                try:
+                    self._values[row.key] = self.coerce(row.key, row.value)
+                except errors.BadRequest as exc:
+                    log.warning("stored setting ignored, default used: %s", exc.msg)
 
     def get(self, key: str) -> Any:
         return self._values[key]
@@ -50,23 +73,35 @@ class SettingsService:
         return dict(self._values)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        return {k: {"type": t.__name__, "default": d, "description": desc} for k, (t, d, desc) in SETTINGS.items()}
+        return {k: {"type": t.__name__, "default": d, "description": desc}
+                | ({"min": LIMITS[k][0], "max": LIMITS[k][1]} if k in LIMITS else {})
+                for k, (t, d, desc) in SETTINGS.items()}
 
     @staticmethod
     def coerce(key: str, value: Any) -> Any:
+        """``value`` as the type of setting ``key``; BadRequest when it is not valid for it."""
         if key not in SETTINGS:
             raise errors.BadRequest(f"unknown setting {key!r:.70}; known: {', '.join(SETTINGS)}")
         typ = SETTINGS[key][0]
-        if typ is bool or (isinstance(value, bool) and typ is not bool):
+        if typ is bool or (isinstance(value, bool) and typ is not bool) or (typ is int and isinstance(value, float)
+                                                                           and not value.is_integer()):
             raise errors.BadRequest(f"{key}: expected {typ.__name__}")
         try:
             coerced = typ(value) if not isinstance(value, typ) else value
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise errors.BadRequest(f"{key}: expected {typ.__name__}") from None
+        if typ is float and coerced != coerced:  # NaN
+            raise errors.BadRequest(f"{key}: expected a number")
         if typ in (int, float) and coerced < 0:
             raise errors.BadRequest(f"{key}: must not be negative")
+        if key in LIMITS:
+            low, high = LIMITS[key]
+            if not low <= coerced <= high:
+                raise errors.BadRequest(f"{key}: must lie in {low:g}..{high:g}")
         if typ is str and len(coerced) > 255:
             raise errors.BadRequest(f"{key}: at most 255 characters")
+        if key == "default_quota":
+            coerced = _quota(coerced)
         return coerced
 
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
@@ -81,3 +116,21 @@ class SettingsService:
                     row.value = value
         self._values.update(coerced)
         return self.public()
+
+
+def _quota(value: dict[str, Any]) -> dict[str, int]:
+    """``default_quota``: only known ``max_*`` keys, each an integer -1 (unlimited) .. 2**31-1."""
+    result = {}
+    for key, limit in value.items():
+        if key not in QUOTA_KEYS:
+            raise errors.BadRequest(f"default_quota: unknown key {str(key)!r:.40}; known: {', '.join(QUOTA_KEYS)}")
+        if isinstance(limit, bool) or not isinstance(limit, int | str):
+            raise errors.BadRequest(f"default_quota.{key}: expected an integer")
+        try:
+            number = int(limit)
+        except ValueError:
+            raise errors.BadRequest(f"default_quota.{key}: expected an integer") from None
+        if not -1 <= number <= QUOTA_MAX:
+            raise errors.BadRequest(f"default_quota.{key}: must lie in -1..{QUOTA_MAX} (-1 = unlimited)")
+        result[key] = number
+    return result
