@@ -56,7 +56,8 @@ async def _with_core(config: Config, fn: Any) -> Any:
     from idcs_core.plugins import PluginRegistry
 
     config.create_admin = False
-    core = await CoreContext.start(config, PluginRegistry())
+    # serve=False: a server may be running on this database; its tasks are not "interrupted"
+    core = await CoreContext.start(config, PluginRegistry(), serve=False)
     try:
         return await fn(core)
     finally:
@@ -80,6 +81,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     from idcs_core import errors
     from idcs_core.db.models import User
     from idcs_core.services import users
+    from idcs_core.services.auth import TOKEN_RECHECK_SECONDS
 
     config = _config(args)
 
@@ -96,8 +98,11 @@ def cmd_user(args: argparse.Namespace) -> int:
             user = (await s.execute(select(User).where(User.username == args.username))).scalar_one_or_none()
         if user is None:
             raise errors.UserNotFound(f"user {args.username} does not exist")
+        # update_user revokes the user's sessions in the database; a server running on it
+        # notices within TOKEN_RECHECK_SECONDS
         await users.update_user(core, user.id, {"password": _read_password(args)})
-        print(f"password of {args.username} changed; their sessions are logged out")
+        print(f"password of {args.username} changed; their sessions are logged out "
+              f"(a running server stops their tokens within {TOKEN_RECHECK_SECONDS:g} s)")
         return 0
 
     try:

@@ -11,12 +11,15 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
+
+from sqlalchemy import delete
 
 from idcs_core import errors
 from idcs_core.config import Config
 from idcs_core.db.cache import ReadCache
-from idcs_core.db.models import Host
+from idcs_core.db.models import AuditLog, Host, utcnow
 from idcs_core.db.session import Database, upgrade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.security import Keys
@@ -30,6 +33,8 @@ from idcs_core.types import HostSpec
 
 log = logging.getLogger("idcs")
 T = TypeVar("T")
+
+AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entries older than audit_keep_days
 
 
 class CoreContext:
@@ -48,8 +53,15 @@ class CoreContext:
         self.background: set[asyncio.Task[Any]] = set()
 
     @classmethod
-    async def start(cls, config: Config, plugins: PluginRegistry | None = None) -> CoreContext:
-        """Upgrade the schema, load settings and keys, recover from a crash."""
+    async def start(cls, config: Config, plugins: PluginRegistry | None = None, *,
+                    serve: bool = True) -> CoreContext:
+        """Upgrade the schema, load settings and keys; when ``serve``, also recover from a crash
+        and start the background work of a server.
+
+        ``serve=False`` is for one-off commands (``idcs user ...``) that may run while a server
+        uses the same database: they must not fail that server's running tasks as
+        "interrupted", re-apply NAT rules or prune the audit log.
+        """
         await asyncio.to_thread(upgrade, config.db_url)
         core = cls(config, plugins)
         await core.settings.load()
@@ -58,6 +70,10 @@ class CoreContext:
 
         if config.create_admin:
             await users.ensure_first_admin(core)
+        if not serve:
+            return core
+        await core.prune_audit()
+        core.spawn(core._prune_audit_daily())
         interrupted = await core.tasks.fail_interrupted()
         if interrupted:
             log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
@@ -73,6 +89,24 @@ class CoreContext:
         for task in list(self.background):
             task.cancel()
         await self.db.dispose()
+
+    async def prune_audit(self) -> int:
+        """Delete audit entries older than the ``audit_keep_days`` setting; return how many."""
+        cutoff = utcnow() - timedelta(days=int(self.settings.get("audit_keep_days")))
+        async with self.db.session() as s:
+            result = await s.execute(delete(AuditLog).where(AuditLog.ts < cutoff))
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed:
+            log.info("audit log: %d entries older than %s removed", removed, cutoff.date())
+        return removed
+
+    async def _prune_audit_daily(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_PRUNE_SECONDS)
+            try:
+                await self.prune_audit()
+            except Exception:  # a failed round (database away) must not end the loop
+                log.exception("pruning the audit log failed; trying again in %g s", AUDIT_PRUNE_SECONDS)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""

@@ -2,10 +2,15 @@
 
 Tokens are JWTs whose ``jti`` names a row of ``sessions``; logout marks that row
 revoked, so the token stops working at once. A token that was checked once
-(signature, expiry, session row) is remembered in memory until it expires, is
-revoked, or its user changes: this process is the only writer of its database
-(one server process per database), so an authenticated read then costs one
-dict look-up instead of a JWT decode and a query.
+(signature, expiry, session row) is remembered in memory for at most
+``TOKEN_RECHECK_SECONDS`` (and never past its expiry), so most authenticated
+requests cost one dict look-up instead of a JWT decode and a query. Changes made
+through this process (logout, password change, user change) drop the entry at
+once; a change made by another process on the same database (``idcs user
+passwd``) takes effect within ``TOKEN_RECHECK_SECONDS``.
+
+Failed logins are counted per user name with one atomic upsert, so parallel
+guesses neither collide on the row nor escape the lock.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import case, delete, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idcs_core import errors, security
 from idcs_core.db.models import LoginFailure, Session, Setting, User, utcnow
@@ -25,6 +32,7 @@ if TYPE_CHECKING:
 
 API_TOKEN_KEY = "api_token"
 MAX_REMEMBERED = 100_000  # verified tokens kept in memory (cleared when full)
+TOKEN_RECHECK_SECONDS = 5.0  # a remembered token is checked against its session row again after this
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialec
 class AuthService:
     def __init__(self, core: CoreContext) -> None:
         self.core = core
-        self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, expires)
+        self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, recheck at)
         self._api_token: str | None = None
         self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
         core.db.user_listeners.append(self.forget_users)
@@ -81,7 +89,7 @@ class AuthService:
         principal, expires = await self._load_session(claims.jti)
         if len(self._tokens) >= MAX_REMEMBERED:
             self._tokens.clear()
-        self._tokens[token] = (principal, expires)
+        self._tokens[token] = (principal, min(expires, time.time() + TOKEN_RECHECK_SECONDS))
         return principal
 
     async def _load_session(self, jti: str) -> tuple[Principal, float]:
@@ -141,18 +149,13 @@ class AuthService:
         # verify off the event loop: argon2 takes tens of milliseconds by design
         valid = await self.core.run_sync(security.verify_password,
                                          user.password_hash if user else security.DUMMY_HASH, password)
-        async with self.core.db.session() as s:
-            failure = await s.get(LoginFailure, username)
-            if user is None or not valid:
-                if failure is None:
-                    failure = LoginFailure(username=username, failures=0)
-                    s.add(failure)
-                failure.failures += 1
-                if failure.failures >= max_failures:
-                    failure.locked_until = utcnow() + timedelta(seconds=lock_seconds)
-                    failure.failures = 0
-            elif failure is not None:
-                await s.delete(failure)
+        if user is None or not valid:
+            await self._count_failure(username, max_failures, lock_seconds)
+        else:
+            async with self.core.db.session() as s:  # a success forgets earlier failures (not a lock)
+                await s.execute(delete(LoginFailure).where(
+                    LoginFailure.username == username,
+                    or_(LoginFailure.locked_until.is_(None), LoginFailure.locked_until <= utcnow())))
         if user is None:
             await self.core.audit(None, "login", username, "failed", "unknown user", source_ip)
             raise errors.UserNotFound()
@@ -166,6 +169,27 @@ class AuthService:
                                      user={"id": user.id, "username": user.username, "is_admin": user.is_admin},
                                      source_ip=source_ip)
         return {"token": token[0], "user_id": user.id, "username": user.username, "is_admin": user.is_admin}
+
+    async def _count_failure(self, username: str, max_failures: int, lock_seconds: int) -> None:
+        """Add one failed login for ``username``; the ``max_failures``-th locks the name.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL alike): parallel
+        failures are serialised by the database, none is lost, and none trips over the
+        primary key of another's new row.
+        """
+        table = LoginFailure.__table__
+        lock_until = utcnow() + timedelta(seconds=lock_seconds)
+        first_locks = max_failures <= 1
+        insert = (pg_insert if self.core.db.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+        stmt = insert.values(username=username, failures=0 if first_locks else 1,
+                             locked_until=lock_until if first_locks else None)
+        reached = table.c.failures + 1 >= max_failures
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.username], set_={
+            "failures": case((reached, 0), else_=table.c.failures + 1),
+            "locked_until": case((reached, lock_until), else_=table.c.locked_until),
+        })
+        async with self.core.db.session() as s:
+            await s.execute(stmt)
 
     async def issue(self, user_id: int | None, source_ip: str = "", vm_id: int | None = None,
                     ttl: int | None = None, dialect: str = "contract") -> tuple[str, int]:
