@@ -47,11 +47,11 @@ async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
     unique id is made from ``vm_name``. Per-VM limits (cpu_per, gpu_num, gpu_mem, speed_u,
     speed_d, flu_num, nat_num, web_num, nic_all) are for administrators only: 403 otherwise."""
     fields = body.model_dump(exclude={"os_pass", "vc_pass"}) | {"config": body.config()}
-    fields["os_pass"] = body.os_pass
+    fields["os_pass"], fields["vc_pass"] = body.os_pass, body.vc_pass  # for the engine only, never stored
     if body.vc_pass:
         fields["config"]["vc_pass_set"] = True
     started = await vms.create_vm(ctx.core, ctx.user, hs_name, fields)
-    await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{started['vm_uuid']}", source_ip=ctx.source_ip)
+    await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{started['vm_uuid']}", "started", source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -72,7 +72,7 @@ async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any
     if body.config():
         fields["config"] = body.config()
     started = await vms.update_vm(ctx.core, ctx.user, hs_name, vm_uuid, fields)
-    await ctx.core.audit(ctx.user, "vm.update", f"{hs_name}/{vm_uuid}", detail=", ".join(sorted(fields)),
+    await ctx.core.audit(ctx.user, "vm.update", f"{hs_name}/{vm_uuid}", "started", ", ".join(sorted(fields)),
                          source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
@@ -82,7 +82,7 @@ async def delete_vm(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """Delete a VM with its disks, NAT rules and backups: returns a task id; the VM shows
     ``deleting`` until it is gone. If the engine fails, the VM stays with its real status."""
     started = await vms.delete_vm(ctx.core, ctx.user, hs_name, vm_uuid)
-    await ctx.core.audit(ctx.user, "vm.delete", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+    await ctx.core.audit(ctx.user, "vm.delete", f"{hs_name}/{vm_uuid}", "started", source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -128,7 +128,7 @@ async def password(ctx: Ctx, hs_name: str, vm_uuid: str, body: PasswordBody) -> 
 
 async def _reinstall(ctx: Ctx, hs_name: str, vm_uuid: str, os_name: str | None, os_pass: str | None) -> Any:
     started = await vm_actions.reinstall(ctx.core, ctx.user, hs_name, vm_uuid, os_name, os_pass)
-    await ctx.core.audit(ctx.user, "vm.reinstall", f"{hs_name}/{vm_uuid}", detail=os_name or "",
+    await ctx.core.audit(ctx.user, "vm.reinstall", f"{hs_name}/{vm_uuid}", "started", os_name or "",
                          source_ip=ctx.source_ip)
     return await finish(ctx, started)
 

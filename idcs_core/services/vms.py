@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("idcs.vms")
 
 BUSY_STATES = (VMStatus.CREATING, VMStatus.DELETING)
+# Passwords given at creation: handed to the engine in spec.config, never stored or shown.
+SECRET_FIELDS = ("os_pass", "vc_pass")
 # Per-VM limits (billing dialect) only administrators (and the global API token) may set:
 # a VM's owner raising them would lift what they pay for.
 ADMIN_LIMITS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num", "nic_all")
@@ -169,9 +171,10 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
                 config=dict(fields.get("config") or {}))
         s.add(vm)
         await s.flush()
-        secret = fields.get("os_pass") or ""
+        # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
+        secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
         task = core.tasks.add(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "os_pass": core.keys.encrypt(secret)})
+                              params={"vm_id": vm.id, **secrets})
     core.tasks.launch(task.id)
     return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
 
@@ -184,9 +187,10 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
             raise errors.VMNotFound("the VM record vanished before creation")
         host = vm.host
         spec = spec_of(vm)
-    password = core.keys.decrypt(task.params.get("os_pass", ""))
-    if password:
-        spec.config["os_pass"] = password
+    for key in SECRET_FIELDS:
+        if task.params.get(key):
+            spec.config[key] = core.keys.decrypt(task.params[key])
+    password = spec.config.get("os_pass")
     progress(5, f"creating {vm.vm_uuid} on {host.server_name}")
     try:
         info: VMInfo = await core.call(host, "vm_create", long=True, spec=spec, progress=progress)
@@ -213,8 +217,8 @@ async def _scrub_params(core: CoreContext, task_id: str) -> None:
     """Drop secrets from a task's params once they are no longer needed."""
     async with core.db.session() as s:
         task = await s.get(Task, task_id)
-        if task is not None and task.params.get("os_pass"):
-            task.params = {k: v for k, v in task.params.items() if k != "os_pass"}
+        if task is not None and any(task.params.get(k) for k in SECRET_FIELDS):
+            task.params = {k: v for k, v in task.params.items() if k not in SECRET_FIELDS}
 
 
 async def _forget_vm(core: CoreContext, vm_id: int, release: bool) -> dict[str, Any] | None:
