@@ -45,9 +45,14 @@ async def login_alias(ctx: Ctx, body: LoginBody) -> Any:
 
 @router.post("/logout", auth=USER, vm_scoped=True)
 async def logout(ctx: Ctx) -> Any:
-    """Log out: the token stops working at once."""
-    await ctx.core.auth.logout(ctx.user)
-    await ctx.core.audit(ctx.user, "logout", ctx.user.username, source_ip=ctx.source_ip)
+    """Log out: the token stops working at once.
+
+    With the global API token (a billing panel that logged in with ``login_type: token``)
+    there is no session to end: the answer is success and the token stays valid until it
+    is reset (``/api/token/reset``)."""
+    ended = await ctx.core.auth.logout(ctx.user)
+    await ctx.core.audit(ctx.user, "logout", ctx.user.username, detail="" if ended else "API token: nothing to end",
+                         source_ip=ctx.source_ip)
     return None
 
 

@@ -201,14 +201,16 @@ class AuthService:
                           source_ip=source_ip[:64], dialect=dialect))
         return token, int(claims.expires_at.replace(tzinfo=UTC).timestamp())
 
-    async def logout(self, principal: Principal) -> None:
+    async def logout(self, principal: Principal) -> bool:
+        """End the session; False for the global API token, which has none (reset it to end it)."""
         if principal.jti is None:
-            raise errors.BadRequest("the global API token cannot log out; reset it instead")
+            return False
         async with self.core.db.session() as s:
             sess = await s.get(Session, principal.jti)
             if sess is not None:
                 sess.revoked = True
         self._forget(lambda p: p.jti == principal.jti)
+        return True
 
     async def revoke_user_sessions(self, user_id: int) -> None:
         async with self.core.db.session() as s:

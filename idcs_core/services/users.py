@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors, security
-from idcs_core.db.models import VM, Backup, IPAddr, NatRuleRow, Quota, User
+from idcs_core.db.models import VM, Backup, Disk, IPAddr, NatRuleRow, Quota, User
 from idcs_core.db.session import touch_user
 
 if TYPE_CHECKING:
@@ -112,13 +112,15 @@ async def ensure_first_admin(core: CoreContext) -> str | None:
 
 
 async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
-    """Recount every user's ``used_*`` from the VMs, rules, addresses and backups that exist."""
+    """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that exist."""
     async with core.db.session() as s:
         users = list((await s.execute(select(User))).scalars())
         sums = {row.owner_id: row for row in (await s.execute(
             select(VM.owner_id, func.count(VM.id).label("vms"), func.coalesce(func.sum(VM.cpu_num), 0).label("cpu"),
                    func.coalesce(func.sum(VM.ram_num), 0).label("ram"),
                    func.coalesce(func.sum(VM.hdd_num), 0).label("hdd")).group_by(VM.owner_id)))}
+        disks = dict((await s.execute(select(VM.owner_id, func.coalesce(func.sum(Disk.size_gb), 0))
+                                      .join(VM, VM.id == Disk.vm_id).group_by(VM.owner_id))).all())
         nat = dict((await s.execute(select(VM.owner_id, func.count(NatRuleRow.id))
                                     .join(VM, VM.id == NatRuleRow.vm_id).group_by(VM.owner_id))).all())
         ips = dict((await s.execute(select(VM.owner_id, func.count(IPAddr.id))
@@ -137,7 +139,7 @@ async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
             q.used_vms = int(row.vms) if row else 0
             q.used_cpu = int(row.cpu) if row else 0
             q.used_ram = int(row.ram) if row else 0
-            q.used_hdd = int(row.hdd) if row else 0
+            q.used_hdd = (int(row.hdd) if row else 0) + int(disks.get(user.id, 0))  # system + extra disks
             q.used_nat = int(nat.get(user.id, 0))
             q.used_ips = int(ips.get(user.id, 0))
             q.used_backups = int(backups.get(user.id, 0))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Backup, Host, IPAddr, NatRuleRow, Task
+from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task
 from idcs_core.services import quotas
 from idcs_core.services.lookup import get_host, get_vm, vm_dict
 from idcs_core.tasks import task_dict, task_handler
@@ -233,8 +233,10 @@ async def _forget_vm(core: CoreContext, vm_id: int, release: bool) -> dict[str, 
             ips = (await s.execute(select(func.count(IPAddr.id)).where(IPAddr.vm_id == vm.id))).scalar_one()
             backups = (await s.execute(select(func.count(Backup.id)).where(
                 Backup.host_id == vm.host_id, Backup.vm_uuid == vm.vm_uuid))).scalar_one()
-            await quotas.charge(s, vm.owner_id, vms=-1, cpu=-vm.cpu_num, ram=-vm.ram_num, hdd=-vm.hdd_num,
-                                nat=-nat, ips=-ips, backups=-backups)
+            disks = (await s.execute(select(func.coalesce(func.sum(Disk.size_gb), 0))
+                                     .where(Disk.vm_id == vm.id))).scalar_one()
+            await quotas.charge(s, vm.owner_id, vms=-1, cpu=-vm.cpu_num, ram=-vm.ram_num,
+                                hdd=-(vm.hdd_num + int(disks)), nat=-nat, ips=-ips, backups=-backups)
         await s.execute(delete(Backup).where(Backup.host_id == vm.host_id, Backup.vm_uuid == vm.vm_uuid))
         await s.delete(vm)
     return data
