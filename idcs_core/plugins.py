@@ -192,11 +192,8 @@ class PluginRegistry:
         caller = getattr(self.events.hook, event)
         if not caller.get_hookimpls():
             return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(_executor, functools.partial(caller, **kwargs))
-        except Exception:
-            log.exception("event plugin failed on %s", event)
+        await asyncio.get_running_loop().run_in_executor(
+            _executor, functools.partial(_call_each, event, caller.get_hookimpls(), kwargs))
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``idcs plugins`` and the API show: one entry per engine and per failure."""
@@ -217,6 +214,16 @@ class PluginRegistry:
             for f in self.failures
         ]
         return rows
+
+
+def _call_each(event: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    """Call every plugin's implementation on its own: one that raises is logged, and the
+    others still hear of the event (a plain pluggy call would stop at the first error)."""
+    for impl in impls:
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception:
+            log.exception("event plugin %s failed on %s", impl.plugin_name, event)
 
 
 def _new_event_manager() -> pluggy.PluginManager:
