@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -106,3 +107,50 @@ def test_terminal_needs_a_running_vm(engine: OCIEngine, host: HostSpec, make_vm:
         engine.vm_terminal_open(host=host, vm_uuid=vm, cols=80, rows=24)
     with pytest.raises(errors.VMNotFound):
         engine.vm_terminal_open(host=host, vm_uuid="t-missing", cols=80, rows=24)
+
+
+def _shell_pid(term: ExecTerminal) -> int:
+    """Start a background job in the terminal and return its shell's PID (in the container)."""
+    term.write(b"sleep 4343 & echo pid-$((1 + 1))-$$-end\n")
+    seen, deadline = b"", time.monotonic() + 5
+    while not (found := re.search(rb"pid-2-(\d+)-end", seen)):
+        assert time.monotonic() < deadline, seen
+        seen += term.read()
+    return int(found.group(1))
+
+
+def _wait_gone(dc: docker.DockerClient, vm: str, pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while dc.containers.get(vm).exec_run(["test", "-d", f"/proc/{pid}"])[0] == 0:
+        assert time.monotonic() < deadline, f"pid {pid} still runs in {vm} after close()"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("no_tools", [False, True], ids=["in-container", "host-pid-fallback"])
+def test_terminal_close_ends_its_shell_and_jobs(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                dc: docker.DockerClient, no_tools: bool) -> None:
+    """close() ends the exec's shell and what it started, not just the socket; another terminal of
+    the same VM lives on. Without tr in the image they are killed by their PIDs on this machine."""
+    vm = make_vm().vm_uuid
+    if no_tools:
+        sh(dc, vm, "rm -f $(command -v tr)")
+    term, other = (engine.vm_terminal_open(host=host, vm_uuid=vm, cols=80, rows=24) for _ in range(2))
+    try:
+        pid, other_pid = _shell_pid(term), _shell_pid(other)
+        assert dc.api.exec_inspect(term.exec_id)["Running"]
+        started = time.monotonic()
+        term.close()
+        assert time.monotonic() - started < 5
+        _wait_gone(dc, vm, pid)
+        assert not dc.api.exec_inspect(term.exec_id)["Running"]
+        assert term.read() == b""
+        # The other terminal and its job are untouched.
+        assert dc.containers.get(vm).exec_run(["test", "-d", f"/proc/{other_pid}"])[0] == 0
+        jobs = [ln for ln in sh(dc, vm, "ps -o pid,args").splitlines() if "sleep 4343" in ln]
+        assert len(jobs) == 1, jobs  # the closed terminal's job is gone too (it carries the marker)
+        other.write(b"echo still-$((2 * 21))\n")
+        _read_until(other, b"still-42")
+    finally:
+        term.close()
+        other.close()
+    _wait_gone(dc, vm, other_pid)
