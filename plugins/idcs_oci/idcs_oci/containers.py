@@ -13,9 +13,13 @@ recreation here keeps everything the old one had:
    committed to ``idcs-state/<vm>:current`` (only the changes since the last
    recreation: a commit stores the diff). The new container is created from
    that image, so files written inside the container survive.
-3. The old container is only renamed until the new one runs; if anything
+3. The old container is only renamed ("parked" as ``<vm>.idcs-old-<hex>[-running|-paused]``,
+   the suffix recording its power state) until the new one runs; if anything
    fails (a host port taken, a bad mount) the new one is removed, the old one
-   gets its name back and is started again: nothing is lost.
+   gets its name back and is started again: nothing is lost. If the control
+   plane dies in between, ``recover_parked`` finishes the job on the next call
+   that touches the VM: a parked container whose VM has no container gets the
+   VM's name (and power state) back; one whose replacement exists is removed.
 4. Each commit adds one image layer. Before the chain would exceed the host
    option ``max_layers`` (default 100; overlay2 refuses about 125), the
    filesystem is flattened instead: ``export`` streamed into ``import``.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ log = logging.getLogger("idcs.oci")
 
 RUNNING_STATES = ("running", "paused", "restarting")
 PARKED = ".idcs-old-"  # name infix of an old container kept until its replacement runs
+_PARKED_TAIL = re.compile(r"^[0-9a-f]+(?:-(running|paused))?$")
 
 
 def no_progress(percent: int, message: str = "") -> None:
@@ -235,7 +241,7 @@ def recreate(conn: Conn, attrs: dict[str, Any], edit: Callable[[Blueprint], Blue
             progress(40, "saving the container's filesystem")
             source = save_state(conn, attrs)
         bp.config["Image"] = source
-        conn.api.rename(old_id, f"{name}{PARKED}{secrets.token_hex(3)}")
+        conn.api.rename(old_id, parked_name(name, state))
         renamed = True
         progress(60, "creating the new container")
         new_id = create(conn, bp)
@@ -271,3 +277,82 @@ def _roll_back(conn: Conn, old_id: str, rename_to: str | None, new_id: str | Non
     except Exception as exc:
         log.error("could not restore container %s (%s) on %s after a failed recreation: %s",
                   rename_to or "", old_id[:12], conn.host.name, explain(exc))
+
+
+# ------------------------------------------------------------------ parked containers
+
+
+def parked_name(vm_uuid: str, state: str) -> str:
+    """The name a container is parked under during its recreation; it records whether it ran."""
+    suffix = {"running": "-running", "restarting": "-running", "paused": "-paused"}.get(state, "")
+    return f"{vm_uuid}{PARKED}{secrets.token_hex(3)}{suffix}"
+
+
+def parse_parked(name: str) -> tuple[str, str] | None:
+    """(vm_uuid, power state to restore: running, paused or "") of a parked container's name."""
+    vm, sep, tail = name.lstrip("/").rpartition(PARKED)
+    found = _PARKED_TAIL.match(tail) if sep and vm else None
+    return (vm, found.group(1) or "") if found else None
+
+
+def parked_of(conn: Conn, vm_uuid: str) -> list[dict[str, Any]]:
+    """The VM's parked containers (list summaries), newest first."""
+    items = conn.api.containers(all=True, filters={"name": f"{vm_uuid}{PARKED}"})
+    mine = [i for i in items if any((parse_parked(n) or ("",))[0] == vm_uuid for n in i.get("Names") or [])]
+    return sorted(mine, key=lambda i: i.get("Created") or 0, reverse=True)
+
+
+def _parked_state(item: dict[str, Any]) -> str:
+    return next((p[1] for n in item.get("Names") or [] if (p := parse_parked(n))), "")
+
+
+def _power_up(conn: Conn, cid: str, state: str) -> None:
+    """Bring a stopped or never-started container to ``state`` (running or paused); a failure is
+    logged (the VM is there, stopped: it can be started by hand), never raised."""
+    if state not in ("running", "paused"):
+        return
+    try:
+        conn.api.start(cid)
+        if state == "paused":
+            conn.api.pause(cid)
+    except docker.errors.APIError as exc:
+        log.warning("could not start recovered container %s on %s: %s", cid[:12], conn.host.name, explain(exc))
+
+
+def recover_parked(conn: Conn, vm_uuid: str) -> bool:
+    """Finish a recreation cut short (the control plane died while the old container was parked).
+
+    The caller holds the VM's lock, so no recreation of this process is under way. With no
+    container named ``vm_uuid``, the newest parked one gets the name back, and its power state;
+    with one, that is the replacement (started if it never was and the old one ran) and the
+    parked ones are removed. Returns True if the VM has a container now and anything changed.
+    """
+    parked = parked_of(conn, vm_uuid)
+    if not parked:
+        return False
+    try:
+        current: dict[str, Any] | None = conn.api.inspect_container(vm_uuid)
+    except docker.errors.NotFound:
+        current = None
+    if current is None:
+        keep, parked = parked[0], parked[1:]
+        state = _parked_state(keep)
+        log.warning("container %s on %s was left parked by an interrupted recreation: restoring it (%s)",
+                    vm_uuid, conn.host.name, state or "stopped")
+        conn.api.rename(keep["Id"], vm_uuid)
+        if keep.get("State") in ("created", "exited", "dead"):
+            _power_up(conn, keep["Id"], state)
+    else:
+        parked = [i for i in parked if i["Id"] != current["Id"]]
+        if not parked:
+            return False
+        state = _parked_state(parked[0])
+        log.warning("removing %d container(s) of %s on %s left parked by an interrupted recreation",
+                    len(parked), vm_uuid, conn.host.name)
+        if (current.get("State") or {}).get("Status") == "created":  # made, never started
+            _power_up(conn, current["Id"], state)
+    for item in parked:
+        remove_quietly(conn, item["Id"])
+        if item.get("ImageID"):
+            prune_image(conn, item["ImageID"])
+    return True

@@ -10,9 +10,9 @@ unreachable loses its cached client, so the next call connects afresh.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from idcs_core import errors
 from idcs_core.hookspecs import hookimpl
@@ -30,9 +30,34 @@ from idcs_core.types import (
     VMInfo,
     VMSpec,
 )
-from idcs_oci import __version__, backups, disks, guest, hosts, images, lifecycle, network, power, terminal
+from idcs_oci import (
+    __version__,
+    backups,
+    containers,
+    disks,
+    guest,
+    hosts,
+    images,
+    lifecycle,
+    naming,
+    network,
+    power,
+    terminal,
+)
 from idcs_oci.client import OPTIONS, ClientCache, Conn
 from idcs_oci.errmap import translate
+
+T = TypeVar("T")
+
+
+# One lock per (daemon address, VM), shared by every engine instance of this process.
+_VM_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_VM_LOCKS_GUARD = threading.Lock()
+
+
+def vm_lock(host: HostSpec, vm_uuid: str) -> threading.Lock:
+    with _VM_LOCKS_GUARD:
+        return _VM_LOCKS.setdefault((host.addr, vm_uuid), threading.Lock())
 
 
 class OCIEngine:
@@ -40,8 +65,6 @@ class OCIEngine:
 
     def __init__(self) -> None:
         self.clients = ClientCache()
-        self._vm_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._vm_locks_guard = threading.Lock()
 
     @contextmanager
     def _conn(self, host: HostSpec, action: str) -> Iterator[Conn]:
@@ -52,14 +75,43 @@ class OCIEngine:
             self.clients.drop(host)
             raise
 
-    @contextmanager
-    def _vm(self, host: HostSpec, vm_uuid: str, action: str) -> Iterator[Conn]:
-        """``_conn`` holding the VM's lock: changes of one VM (a recreation above all) run one at
-        a time within this process; other VMs and read-only hooks are not held up."""
-        with self._vm_locks_guard:
-            lock = self._vm_locks.setdefault((host.addr, vm_uuid), threading.Lock())
-        with lock, self._conn(host, action) as conn:
-            yield conn
+    def _on_vm(self, host: HostSpec, vm_uuid: str, action: str, fn: Callable[..., T], *args: Any,
+               exclusive: bool = True) -> T:
+        """``fn(conn, *args)`` for one VM. ``exclusive`` holds the VM's lock: changes of one VM (a
+        recreation above all) run one at a time within this process; other VMs and read-only
+        hooks are not held up.
+
+        If the VM's container is missing because a recreation was cut short (its container still
+        parked, see ``containers.recover_parked``), the container is brought back under the VM's
+        lock and ``fn`` runs again.
+        """
+        if exclusive:
+            with vm_lock(host, vm_uuid), self._conn(host, action) as conn:
+                try:
+                    return fn(conn, *args)
+                except errors.VMNotFound:
+                    if not containers.recover_parked(conn, vm_uuid):
+                        raise
+                return fn(conn, *args)
+        with self._conn(host, action) as conn:
+            try:
+                return fn(conn, *args)
+            except errors.VMNotFound:
+                if not self._recover(conn, vm_uuid, wait=conn.opts.timeout):
+                    raise
+            return fn(conn, *args)
+
+    @staticmethod
+    def _recover(conn: Conn, vm_uuid: str, wait: float) -> bool:
+        """``recover_parked`` under the VM's lock; False (nothing done) if a change of the VM holds
+        the lock for longer than ``wait`` seconds (0: do not wait): it is under way, not cut short."""
+        lock = vm_lock(conn.host, vm_uuid)
+        if not (lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)):
+            return False
+        try:
+            return containers.recover_parked(conn, vm_uuid)
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------ host
 
@@ -94,27 +146,30 @@ class OCIEngine:
     @hookimpl
     def vm_list(self, host: HostSpec) -> list[VMInfo]:
         with self._conn(host, "list containers") as conn:
-            return lifecycle.list_vms(conn)
+            return lifecycle.list_vms(conn, lambda vm: self._recover(conn, vm, wait=0))
 
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._vm(host, spec.vm_uuid, f"create container {spec.vm_uuid}") as conn:
+        def create(conn: Conn) -> VMInfo:
+            # A parked container of this VM is its old self: restored (so the name is taken), never
+            # replaced by a blank one.
+            containers.recover_parked(conn, naming.check_vm_uuid(spec.vm_uuid))
             return lifecycle.create_vm(conn, spec, progress)
+
+        return self._on_vm(host, spec.vm_uuid, f"create container {spec.vm_uuid}", create)
 
     @hookimpl
     def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._vm(host, spec.vm_uuid, f"update container {spec.vm_uuid}") as conn:
-            return lifecycle.update_vm(conn, spec, progress)
+        return self._on_vm(host, spec.vm_uuid, f"update container {spec.vm_uuid}", lifecycle.update_vm, spec, progress)
 
     @hookimpl
     def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
-        with self._vm(host, vm_uuid, f"delete container {vm_uuid}") as conn:
-            lifecycle.delete_vm(conn, vm_uuid, progress)
+        self._on_vm(host, vm_uuid, f"delete container {vm_uuid}", lifecycle.delete_vm, vm_uuid, progress)
 
     @hookimpl
     def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with self._vm(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}") as conn:
-            return lifecycle.reinstall_vm(conn, spec, progress)
+        return self._on_vm(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}",
+                           lifecycle.reinstall_vm, spec, progress)
 
     @hookimpl
     def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
@@ -122,75 +177,71 @@ class OCIEngine:
             act = PowerAction(action)
         except ValueError:
             raise errors.BadRequest(f"unknown power action {action!r}") from None
-        with self._vm(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}") as conn:
-            return power.apply(conn, vm_uuid, act)
+        return self._on_vm(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
 
     @hookimpl
     def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
-        with self._conn(host, f"status of container {vm_uuid}") as conn:
-            return lifecycle.status(conn, vm_uuid)
+        return self._on_vm(host, vm_uuid, f"status of container {vm_uuid}", lifecycle.status, vm_uuid,
+                           exclusive=False)
 
     @hookimpl
     def vm_set_password(self, host: HostSpec, vm_uuid: str, username: str, password: str) -> None:
-        with self._vm(host, vm_uuid, f"set a password in container {vm_uuid}") as conn:
-            guest.set_password(conn, vm_uuid, username, password)
+        self._on_vm(host, vm_uuid, f"set a password in container {vm_uuid}",
+                    guest.set_password, vm_uuid, username, password)
 
     @hookimpl
     def vm_terminal_open(self, host: HostSpec, vm_uuid: str, cols: int, rows: int) -> TerminalChannel:
-        with self._conn(host, f"open a terminal in container {vm_uuid}") as conn:
-            return terminal.open_terminal(conn, vm_uuid, cols, rows)
+        return self._on_vm(host, vm_uuid, f"open a terminal in container {vm_uuid}",
+                           terminal.open_terminal, vm_uuid, cols, rows, exclusive=False)
 
     # ------------------------------------------------------------------ network
 
     @hookimpl
     def vm_ip_list(self, host: HostSpec, vm_uuid: str) -> list[IPAddress]:
-        with self._conn(host, f"addresses of container {vm_uuid}") as conn:
-            return network.ip_list(conn, vm_uuid)
+        return self._on_vm(host, vm_uuid, f"addresses of container {vm_uuid}", network.ip_list, vm_uuid,
+                           exclusive=False)
 
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
-        with self._vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}") as conn:
-            return network.add(conn, vm_uuid, rule)
+        return self._on_vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}",
+                           network.add, vm_uuid, rule)
 
     @hookimpl
     def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        with self._vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}") as conn:
-            network.remove(conn, vm_uuid, rule)
+        self._on_vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}",
+                    network.remove, vm_uuid, rule)
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
-        with self._vm(host, vm_uuid, f"sync ports of container {vm_uuid}") as conn:
-            network.sync(conn, vm_uuid, rules)
+        self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules)
 
     # ------------------------------------------------------------------ storage
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
-        with self._vm(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}") as conn:
-            disks.attach(conn, vm_uuid, disk)
+        self._on_vm(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid, disk)
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        with self._vm(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}") as conn:
-            disks.detach(conn, vm_uuid, disk_name)
+        self._on_vm(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
+                    disks.detach, vm_uuid, disk_name)
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        with self._vm(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}") as conn:
-            disks.delete(conn, vm_uuid, disk_name)
+        self._on_vm(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid, disk_name)
 
     # ------------------------------------------------------------------ backups
 
     @hookimpl
     def backup_create(self, host: HostSpec, vm_uuid: str, backup_name: str, description: str,
                       progress: Progress) -> BackupInfo:
-        with self._vm(host, vm_uuid, f"back up container {vm_uuid}") as conn:
-            return backups.create(conn, vm_uuid, backup_name, description, progress)
+        return self._on_vm(host, vm_uuid, f"back up container {vm_uuid}",
+                           backups.create, vm_uuid, backup_name, description, progress)
 
     @hookimpl
     def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
-        with self._vm(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}") as conn:
-            return backups.restore(conn, vm_uuid, backup_name, progress)
+        return self._on_vm(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}",
+                           backups.restore, vm_uuid, backup_name, progress)
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:

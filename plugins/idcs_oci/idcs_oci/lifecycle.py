@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import docker.errors
@@ -176,7 +177,8 @@ def reinstall_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> 
 
 
 def delete_vm(conn: Conn, vm_uuid: str, progress: Progress = no_progress) -> None:
-    """Remove the container, its anonymous volumes, its extra disks and its saved filesystem."""
+    """Remove the container (and any left parked by an interrupted recreation), its anonymous
+    volumes, its extra disks and its saved filesystem."""
     naming.check_vm_uuid(vm_uuid)
     try:
         attrs: dict[str, Any] | None = conn.api.inspect_container(vm_uuid)
@@ -185,6 +187,14 @@ def delete_vm(conn: Conn, vm_uuid: str, progress: Progress = no_progress) -> Non
     if attrs is not None:
         progress(30, "removing the container")
         conn.slow_api.remove_container(attrs["Id"], force=True, v=True)
+    for item in containers.parked_of(conn, vm_uuid):
+        progress(40, "removing a container left parked by an interrupted recreation")
+        try:
+            conn.slow_api.remove_container(item["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        if item.get("ImageID"):
+            containers.prune_image(conn, item["ImageID"])
     progress(60, "removing disks")
     for vol in conn.api.volumes(filters={"label": f"{naming.VM_UUID}={vm_uuid}"}).get("Volumes") or []:
         try:
@@ -209,7 +219,17 @@ def status(conn: Conn, vm_uuid: str, sample: bool = True) -> VMInfo:
     return vminfo.from_inspect(attrs, stats)
 
 
-def list_vms(conn: Conn) -> list[VMInfo]:
-    """Every container of the host in one call (a container parked during a recreation is left out)."""
-    return [vminfo.from_summary(item) for item in conn.api.containers(all=True)
+def list_vms(conn: Conn, recover: Callable[[str], bool] | None = None) -> list[VMInfo]:
+    """Every container of the host in one call; a container parked during a recreation is left out.
+
+    For each VM with parked containers, ``recover(vm_uuid)`` may finish a recreation that was cut
+    short (``containers.recover_parked``); it returns True if it changed anything (False while a
+    recreation of the VM is under way), and then the list is read again.
+    """
+    items = conn.api.containers(all=True)
+    parked = {found[0] for item in items for name in item.get("Names") or []
+              if (found := containers.parse_parked(name))}
+    if parked and recover is not None and any([recover(vm) for vm in sorted(parked)]):
+        items = conn.api.containers(all=True)
+    return [vminfo.from_summary(item) for item in items
             if not any(containers.PARKED in n for n in item.get("Names") or [])]
