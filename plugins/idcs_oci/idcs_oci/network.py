@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import docker.errors
+
 from idcs_core import errors
 from idcs_core.types import IPAddress, NatRule
 from idcs_oci import containers, vminfo
@@ -62,17 +64,34 @@ def _lan_addr(attrs: dict[str, Any]) -> str:
     return ips[0].address if ips else ""
 
 
-def _taken_elsewhere(conn: Conn, own_id: str, rules: list[NatRule]) -> None:
-    """Conflict if another running container publishes one of the rules' host ports (one call)."""
+def _published(conn: Conn, item: dict[str, Any]) -> set[Key]:
+    """The (host port, protocol) pairs a container publishes, or will when it starts again: the list
+    shows ports of running containers only, so a stopped one's bindings come from ``inspect``."""
+    found: set[Key] = {(p["PublicPort"], p.get("Type", "tcp")) for p in item.get("Ports") or []
+                       if p.get("PublicPort")}
+    if item.get("State") not in containers.RUNNING_STATES:
+        try:
+            attrs = conn.api.inspect_container(item["Id"])
+        except docker.errors.NotFound:  # removed meanwhile
+            return found
+        found |= {(r.host_port, r.protocol) for r in rules_of(attrs)}
+    return found
+
+
+def _taken_elsewhere(conn: Conn, own: dict[str, Any], rules: list[NatRule]) -> None:
+    """Conflict if another container, running or not, publishes one of the rules' host ports (a
+    stopped one would fail to start, or take the port back, later)."""
     wanted = {(r.host_port, r.protocol) for r in rules}
-    for item in conn.api.containers():
-        if item["Id"] == own_id:
-            continue
-        for p in item.get("Ports") or []:
-            key = (p.get("PublicPort"), p.get("Type", "tcp"))
-            if key in wanted:
-                name = (item.get("Names") or ["?"])[0].lstrip("/")
-                raise errors.Conflict(f"host port {key[0]}/{key[1]} is already published by container {name}")
+    own_name = own.get("Name", "").lstrip("/")
+    for item in conn.api.containers(all=True):
+        names = [n.lstrip("/") for n in item.get("Names") or []]
+        if item["Id"] == own["Id"] or any((containers.parse_parked(n) or ("",))[0] == own_name for n in names):
+            continue  # the VM itself, or its own old container parked by a recreation
+        clash = _published(conn, item) & wanted
+        if clash:
+            port, proto = min(clash)
+            raise errors.Conflict(f"host port {port}/{proto} is already published by container "
+                                  f"{(names or ['?'])[0]}")
 
 
 def _apply(conn: Conn, attrs: dict[str, Any], rules: list[NatRule]) -> dict[str, Any]:
@@ -80,7 +99,7 @@ def _apply(conn: Conn, attrs: dict[str, Any], rules: list[NatRule]) -> dict[str,
     bindings = _bindings(rules, conn.opts.nat_bind)
     if _flat(bindings) == _flat((attrs.get("HostConfig") or {}).get("PortBindings") or {}):
         return attrs
-    _taken_elsewhere(conn, attrs["Id"], rules)
+    _taken_elsewhere(conn, attrs, rules)
 
     def rebind(bp: Blueprint) -> Blueprint:
         bp.set_port_bindings(bindings)

@@ -129,6 +129,30 @@ def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostS
     assert dc.api.inspect_container(b)["Id"] == b_id  # refused before any recreation
 
 
+def test_port_of_a_stopped_container_is_conflict(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                 dc: docker.DockerClient, backend: DockerBackend) -> None:
+    """A stopped container's published port is still booked: it takes the port back when it starts."""
+    a, b = make_vm().vm_uuid, make_vm().vm_uuid
+    port, port2 = free_port(), free_port()
+    engine.nat_add(host=host, vm_uuid=a, rule=NatRule(port, 80))
+    engine.vm_power(host=host, vm_uuid=a, action=PowerAction.STOP)
+    b_id = dc.api.inspect_container(b)["Id"]
+    with pytest.raises(errors.Conflict, match=a):
+        engine.nat_add(host=host, vm_uuid=b, rule=NatRule(port, 80))
+    assert dc.api.inspect_container(b)["Id"] == b_id  # refused before any recreation
+    # A container never started, not made by OpenIDCS, with a binding of its own: the same.
+    other = dc.api.create_container(backend.image, ports=[80], host_config=dc.api.create_host_config(
+        port_bindings={80: ("0.0.0.0", port2)}))["Id"]
+    try:
+        with pytest.raises(errors.Conflict, match=str(port2)):
+            engine.nat_sync(host=host, vm_uuid=b, rules=[NatRule(port2, 80)])
+    finally:
+        dc.api.remove_container(other, force=True)
+    # The stopped VM starts again with its port, which was never given away.
+    engine.vm_power(host=host, vm_uuid=a, action=PowerAction.START)
+    assert "hello" in http_get(port)
+
+
 def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm: MakeVM,
                          dc: docker.DockerClient) -> None:
     loopback = backend.host_spec(nat_bind="127.0.0.1")
