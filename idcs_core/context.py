@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from idcs_core import errors
 from idcs_core.config import Config
@@ -88,7 +88,23 @@ class CoreContext:
         await self.tasks.shutdown()
         for task in list(self.background):
             task.cancel()
+        await self._close_hosts()
         await self.db.dispose()
+
+    async def _close_hosts(self) -> None:
+        """Let each engine release what it holds for its hosts (sessions, pools): ``host_close``."""
+        try:
+            async with self.db.session() as s:
+                hosts = list((await s.execute(select(Host))).scalars())
+        except Exception:  # a database that is gone must not stop the shut-down
+            log.warning("could not list the hosts to close their sessions", exc_info=True)
+            return
+        engines = self.plugins.engines
+        closing = [self.call(h, "host_close") for h in hosts
+                   if h.server_type in engines and engines[h.server_type].supports("host_close")]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("host_close failed at shut-down: %s", result)
 
     async def prune_audit(self) -> int:
         """Delete audit entries older than the ``audit_keep_days`` setting; return how many."""

@@ -22,6 +22,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,254}$")
 _ADDR = re.compile(r"^[A-Za-z0-9_.:/@\[\]%+-]{1,512}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# a host's login: root, administrator@vsphere.local, DOMAIN\user; empty where none is needed
+_HOST_USER = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.@\\-]{0,127})?$")
 _EMAIL = re.compile(r"^[^@\s\"'<>;\\]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 
@@ -53,6 +55,12 @@ def username(value: str) -> str:
     return value
 
 
+def host_user(value: str) -> str:
+    if not _HOST_USER.fullmatch(value):
+        raise ValueError("must be empty or up to 128 letters, digits and _ . @ - \\ (no spaces, quotes or ';')")
+    return value
+
+
 def email(value: str) -> str:
     if value and not _EMAIL.fullmatch(value):
         raise ValueError("is not a valid e-mail address")
@@ -77,6 +85,7 @@ SafeName = Annotated[str, AfterValidator(safe_name)]
 ImageRef = Annotated[str, AfterValidator(image_ref)]
 ServerAddr = Annotated[str, AfterValidator(server_addr)]
 UserName = Annotated[str, AfterValidator(username)]
+HostUser = Annotated[str, AfterValidator(host_user)]
 Email = Annotated[str, AfterValidator(email)]
 Domain = Annotated[str, AfterValidator(domain)]
 Text = Annotated[str, AfterValidator(printable)]

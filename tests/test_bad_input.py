@@ -111,6 +111,9 @@ def test_control_characters_in_free_text(admin: ApiClient, host: str, text: str)
     {"server_name": "h1", "server_type": "TestLab", "server_addr": "lab://x", "server_user": "u"},
     {"server_name": "h1", "server_type": "TestLab", "server_addr": "lab://x", "server_user": "u", "server_pass": "p",
      "ports_start": 3000, "ports_close": 2000},
+    {"server_name": "h1", "server_type": "TestLab", "server_addr": "lab://x", "server_user": "root'; rm -rf / #",
+     "server_pass": "p"},
+    {"server_name": "h1", "server_type": "TestLab", "server_addr": "lab://x", "server_user": "a b", "server_pass": "p"},
 ])
 def test_bad_hosts(admin: ApiClient, body: dict) -> None:
     before = admin.get("/api/server/detail")
@@ -146,3 +149,9 @@ def test_bad_users_and_settings(admin: ApiClient) -> None:
         status, data = admin.call("POST", "/api/system/settings", body)
         assert (status, data["code"]) == (400, 400), (body, data)
     assert admin.get("/api/system/settings") == settings_before
+
+
+def test_a_wrong_method_answers_405_in_the_envelope(admin: ApiClient) -> None:
+    status, body = admin.call("DELETE", "/api/system/engine")
+    assert (status, body["code"]) == (405, 405), body
+    assert body["msg"] == "method not allowed"

@@ -127,7 +127,9 @@ class TestLabEngine:
 
     @hookimpl
     def host_close(self, host: HostSpec) -> None:
-        return None
+        lab = self.hosts.get(host.addr)
+        if lab is not None:  # recorded, never raised: host_close must not fail
+            lab.calls.append("host_close")
 
     @hookimpl
     def os_images(self, host: HostSpec) -> list[OSImage]:

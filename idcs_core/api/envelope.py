@@ -55,8 +55,8 @@ async def handle_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     msg = {404: "no such route", 405: "method not allowed"}.get(status, str(exc.detail))
-    return EnvelopeResponse(None, code=status if status in (400, 401, 403, 404) else 400 if status < 500 else 500,
-                            msg=msg, status=status)
+    # the envelope's code is the HTTP status, as the contract has it (405 for a wrong method)
+    return EnvelopeResponse(None, code=status if status < 500 else 500, msg=msg, status=status)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from idcs_core.validation import Domain, Email, ImageRef, SafeName, ServerAddr, Text, UserName
+from idcs_core.validation import Domain, Email, HostUser, ImageRef, SafeName, ServerAddr, Text, UserName
 
 
 def alias(*names: str) -> Any:
@@ -129,7 +129,7 @@ class HostCreate(HostFields):
     server_name: SafeName
     server_type: SafeName
     server_addr: ServerAddr
-    server_user: Annotated[Text, Field(max_length=128)]
+    server_user: HostUser
     server_pass: Annotated[str, Field(max_length=1024)]
 
 
@@ -137,7 +137,7 @@ class HostUpdate(HostFields):
     server_name: SafeName | None = None
     server_type: SafeName | None = None
     server_addr: ServerAddr | None = None
-    server_user: Annotated[Text, Field(max_length=128)] | None = None
+    server_user: HostUser | None = None
     server_pass: Annotated[str, Field(max_length=1024)] | None = None
 
 

@@ -24,7 +24,7 @@ async def record(core: CoreContext, principal: Principal | str | None, action: s
     ``started`` for a long operation, whose task adds the entry saying how it ended.
     """
     username = principal if isinstance(principal, str) else principal.username if principal else ""
-    level = "INFO" if result == "success" else "WARNING"
+    level = "INFO" if result in ("success", "started") else "WARNING"
     log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
             username or "-", action, target, result, detail)
     async with core.db.session() as s:

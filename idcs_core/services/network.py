@@ -266,9 +266,17 @@ async def list_ips(core: CoreContext, principal: Principal, hs_name: str, vm_uui
 
 async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                  fields: dict[str, Any]) -> dict[str, Any]:
+    chosen = {k: fields[k] for k in ("ip4_addr", "ip6_addr", "mac_addr") if fields.get(k)}
+    if chosen and not principal.is_admin:
+        raise errors.Forbidden(f"only administrators choose addresses ({', '.join(sorted(chosen))}); "
+                               "leave them out and the host assigns one")
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         core.require(vm.host, "vm_ip_add", "adding IP addresses")
+        for column, key in ((IPAddr.address, "ip4_addr"), (IPAddr.ip6_addr, "ip6_addr"), (IPAddr.mac_addr, "mac_addr")):
+            if key in chosen and (await s.execute(select(IPAddr.id).join(VM, VM.id == IPAddr.vm_id).where(
+                    VM.host_id == vm.host_id, column == chosen[key]))).first():
+                raise errors.Conflict(f"{key} {chosen[key]} is already given to a VM on host {hs_name}")
         await quotas.charge(s, vm.owner_id, ips=1)
         row = IPAddr(vm_id=vm.id, idx=await _next_idx(s, IPAddr, vm.id), nic_type=fields.get("nic_type") or "nat",
                      address=fields.get("ip4_addr") or "", ip6_addr=fields.get("ip6_addr") or "",
