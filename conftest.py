@@ -16,3 +16,13 @@ def oci_backend() -> Iterator[Any]:
 
     with docker_backend() as backend:
         yield backend
+
+
+@pytest.fixture(scope="session")
+def podman_service() -> Iterator[Any]:
+    """A private rootful Podman service (Docker-compatible API) with a busybox image
+    (``idcs_oci.testing.podman_backend``); fails loudly if absent."""
+    from idcs_oci.testing import podman_backend
+
+    with podman_backend() as backend:
+        yield backend

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs the real back ends the test suite drives (Docker Engine, LXD, Incus, busybox).
+# Installs the real back ends the test suite drives (Docker Engine, Podman, LXD, Incus, busybox).
 # Idempotent: packages already present are not installed again. Needs root (apt-get).
 # Daemons are NOT started here: the pytest fixtures start them once per session and stop
 # them by PID (see idcs_core/testing/daemons.py).
 set -euo pipefail
 
 need=()
-for pkg in docker.io busybox-static lxd; do
+for pkg in docker.io busybox-static lxd podman catatonit; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 incus_needed=0
@@ -31,4 +31,4 @@ if [ ${#need[@]} -gt 0 ] || [ $incus_needed -eq 1 ]; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports incus-base incus-client
   fi
 fi
-echo "install-backends: docker.io lxd incus busybox-static present"
+echo "install-backends: docker.io podman catatonit lxd incus busybox-static present"

@@ -11,11 +11,18 @@ one API call.
 
 Not in a backup: data in volumes (extra disks, the image's ``VOLUME`` paths).
 A restore keeps those volumes as they are now.
+
+Podman 4's commit ignores the configuration in the request body: there the labels
+go as ``LABEL`` instructions (``changes``), whose parser keeps backslashes, so a
+value other than plain letters, digits and ``._:/+-`` is stored base64-encoded
+behind ``idcs-b64:``; every reader decodes it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +34,32 @@ from idcs_oci import containers, lifecycle, naming
 from idcs_oci.client import Conn
 from idcs_oci.containers import Blueprint, no_progress
 
+_B64 = "idcs-b64:"
+_PLAIN = re.compile(r"^[A-Za-z0-9._:/+-]+$")
+
+
+def _encode(value: str) -> str:
+    return value if _PLAIN.match(value) and not value.startswith(_B64) else \
+        _B64 + base64.urlsafe_b64encode(value.encode()).decode()
+
+
+def decoded(labels: dict[str, str] | None) -> dict[str, str]:
+    """Labels of a backup image as they were given (see the module's note on Podman)."""
+    return {k: base64.urlsafe_b64decode(v[len(_B64):]).decode() if isinstance(v, str) and v.startswith(_B64)
+            else v for k, v in (labels or {}).items()}
+
+
+def _commit(conn: Conn, cid: str, repo: str, tag: str, message: str | None, labels: dict[str, str]) -> str:
+    if conn.is_podman:
+        changes = [f"LABEL {k}={_encode(v)}" for k, v in labels.items()]
+        return str(conn.slow_api.commit(cid, repository=repo, tag=tag, message=message, pause=True,
+                                        changes=changes)["Id"])
+    return str(conn.slow_api.commit(cid, repository=repo, tag=tag, message=message, pause=True,
+                                    conf={"Labels": labels})["Id"])
+
 
 def _info(labels: dict[str, str], size: int | None) -> BackupInfo:
+    labels = decoded(labels)
     return BackupInfo(backup_name=labels.get(naming.BACKUP_NAME, ""),
                       vm_uuid=labels.get(naming.BACKUP_VM, ""),
                       description=labels.get(naming.BACKUP_DESCRIPTION, ""), size_bytes=size,
@@ -54,8 +85,7 @@ def create(conn: Conn, vm_uuid: str, backup_name: str, description: str,
     })
     progress(20, "committing the container's filesystem")
     repo, tag = ref.rsplit(":", 1)
-    image_id = conn.slow_api.commit(attrs["Id"], repository=repo, tag=tag, message=description or None,
-                               pause=True, conf={"Labels": labels})["Id"]
+    image_id = _commit(conn, attrs["Id"], repo, tag, description or None, labels)
     image = conn.api.inspect_image(image_id)
     progress(100, "backup created")
     return _info((image.get("Config") or {}).get("Labels") or {}, image.get("Size"))
@@ -68,7 +98,7 @@ def _backup_image(conn: Conn, vm_uuid: str, backup_name: str) -> tuple[str, dict
     except docker.errors.ImageNotFound:
         raise errors.NotFound(
             f"backup {backup_name!r} of {vm_uuid} does not exist on host {conn.host.name}") from None
-    labels = (image.get("Config") or {}).get("Labels") or {}
+    labels = decoded((image.get("Config") or {}).get("Labels"))
     if labels.get(naming.BACKUP_VM) != vm_uuid or labels.get(naming.BACKUP_NAME) != backup_name:
         raise errors.NotFound(f"{ref} is not backup {backup_name!r} of {vm_uuid}")
     return ref, image
@@ -94,10 +124,10 @@ def restore(conn: Conn, vm_uuid: str, backup_name: str, progress: Progress = no_
         containers.recreate(conn, attrs, _forget_backup_labels, source=ref, progress=progress)
     else:
         progress(30, "creating the container from the backup")
-        labels = (image.get("Config") or {}).get("Labels") or {}
+        labels = decoded((image.get("Config") or {}).get("Labels"))
         saved = json.loads(labels.get(naming.BACKUP_HOST_CONFIG) or "{}")
         config = dict(image.get("Config") or {})
-        config.update({"Image": ref, "HostConfig": saved.get("HostConfig") or {}})
+        config.update({"Image": ref, "HostConfig": saved.get("HostConfig") or {}, "Labels": labels})
         bp = _forget_backup_labels(Blueprint(vm_uuid, config, saved.get("Endpoints") or {}))
         cid = containers.create(conn, bp)
         try:
@@ -126,7 +156,7 @@ def delete(conn: Conn, vm_uuid: str, backup_name: str) -> None:
 def list_all(conn: Conn) -> list[BackupInfo]:
     result = []
     for img in conn.api.images(filters={"label": f"{naming.BACKUP}=1"}):
-        if any(t.startswith(naming.BACKUP_REPO + "/") for t in img.get("RepoTags") or []):
+        if any(naming.short_tag(t).startswith(naming.BACKUP_REPO + "/") for t in img.get("RepoTags") or []):
             result.append(_info(img.get("Labels") or {}, img.get("Size")))
     result.sort(key=lambda b: (b.vm_uuid, b.created_at or "", b.backup_name))
     return result

@@ -180,6 +180,11 @@ class Conn:
                 self._slow.trust_env = api.trust_env
             return self._slow
 
+    @property
+    def is_podman(self) -> bool:
+        """The daemon is Podman's Docker-compatible service (from its ``/version``, read at connect)."""
+        return engine_kind(self.facts.get("version") or {}, {}) == "podman"
+
     def close(self) -> None:
         self.client.close()
         if self._slow is not None:
@@ -200,7 +205,8 @@ class ClientCache:
             conn = self._conns.get(key)
         if conn is not None:
             return conn
-        conn = Conn(host, self._open(host, opts), opts)
+        client, version = self._open(host, opts)
+        conn = Conn(host, client, opts, facts={"version": version})
         with self._lock:
             existing = self._conns.setdefault(key, conn)
         if existing is not conn:  # another thread connected first
@@ -208,7 +214,8 @@ class ClientCache:
         return existing
 
     @staticmethod
-    def _open(host: HostSpec, opts: HostOptions) -> docker.DockerClient:
+    def _open(host: HostSpec, opts: HostOptions) -> tuple[docker.DockerClient, dict[str, Any]]:
+        """A client at the daemon's own API version, and its ``/version`` answer."""
         kwargs = _client_kwargs(host, opts, opts.timeout)
         trust_env = _trust_env(kwargs["base_url"], opts)
         try:
@@ -217,16 +224,16 @@ class ClientCache:
             probe = docker.APIClient(version=_PROBE_API, **kwargs)
             probe.trust_env = trust_env
             try:
-                version = probe.version(api_version=False)["ApiVersion"]
+                answer: dict[str, Any] = probe.version(api_version=False)
             finally:
                 probe.close()
-            client = docker.DockerClient(version=version, **kwargs)
+            client = docker.DockerClient(version=answer["ApiVersion"], **kwargs)
         except Exception as exc:
             cause = root_cause(exc)
             detail = explain(exc) if isinstance(exc, docker.errors.APIError) else f"{type(cause).__name__}: {cause}"
             raise errors.HostUnreachable(f"cannot connect to Docker at {host.addr}: {detail}") from exc
         client.api.trust_env = trust_env
-        return client
+        return client, answer
 
     def drop(self, host: HostSpec) -> None:
         """Close and forget every client of ``host``; never raises."""
@@ -249,3 +256,12 @@ def is_local_socket(conn: Conn) -> bool:
     """True when the daemon listens on a unix socket of this machine (so /proc is its kernel's)."""
     url = base_url(conn.host.addr, conn.opts)
     return url.startswith("unix://") and os.path.exists(url.removeprefix("unix://"))
+
+
+def engine_kind(version: dict[str, Any], info: dict[str, Any]) -> str:
+    """"podman" or "docker". Podman's ``/info`` looks like Docker's (``ServerVersion`` is just
+    "4.3.1"); its ``/version`` names a "Podman Engine" component, and its info has Buildah's version."""
+    components = " ".join(str(c.get("Name", "")) for c in version.get("Components") or [])
+    text = " ".join([components, str((version.get("Platform") or {}).get("Name", "")),
+                     str(info.get("ServerVersion", "")), str(info.get("Name", ""))]).lower()
+    return "podman" if "podman" in text or "BuildahVersion" in info else "docker"

@@ -130,6 +130,15 @@ def clone(attrs: dict[str, Any]) -> Blueprint:
             host_config["Mounts"] = (host_config.get("Mounts") or []) + [
                 {"Type": "volume", "Source": m["Name"], "Target": m["Destination"],
                  "ReadOnly": not m.get("RW", True)}]
+    if host_config.get("NanoCpus"):
+        # Podman's inspect also reports the period and quota it derived from NanoCpus, and refuses
+        # a create body with both ("NanoCpus conflicts with CpuPeriod and CpuQuota").
+        host_config["CpuPeriod"] = host_config["CpuQuota"] = 0
+    for limit in host_config.get("Ulimits") or []:
+        # Podman's inspect names them RLIMIT_NOFILE...; its create (like Docker's) wants nofile.
+        name = str(limit.get("Name", ""))
+        if name.upper().startswith("RLIMIT_"):
+            limit["Name"] = name[len("RLIMIT_"):].lower()
     config["HostConfig"] = host_config
     short_id = attrs.get("Id", "")[:12]
     endpoints: dict[str, dict[str, Any]] = {}
@@ -140,6 +149,9 @@ def clone(attrs: dict[str, Any]) -> Blueprint:
             "Aliases": [a for a in ep.get("Aliases") or [] if a != short_id] or None,
             "DriverOpts": ep.get("DriverOpts"),
         }
+    if host_config.get("NetworkMode") in ("bridge", "default") and endpoints and "bridge" not in endpoints:
+        # Podman says "bridge" for a container on a named CNI/netavark network: name that network.
+        host_config["NetworkMode"] = next(iter(endpoints))
     return Blueprint(attrs.get("Name", "").lstrip("/"), config, endpoints)
 
 

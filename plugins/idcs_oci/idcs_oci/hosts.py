@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from idcs_core.types import HostStatus
-from idcs_oci.client import Conn, is_local_socket
+from idcs_oci.client import Conn, engine_kind, is_local_socket
 
 _cpu_lock = threading.Lock()
 _last_cpu: tuple[float, int, int] | None = None  # (when, busy jiffies, total jiffies)
@@ -72,8 +72,7 @@ def disk_percent(path: str) -> float | None:
 def status(conn: Conn) -> HostStatus:
     info: dict[str, Any] = conn.client.info()
     extra: dict[str, Any] = {
-        "engine": "podman" if "podman" in str(info.get("ServerVersion", "")).lower()
-        or "podman" in str(info.get("Name", "")).lower() else "docker",
+        "engine": engine_kind(conn.facts.get("version") or {}, info),
         "api_version": conn.api.api_version,
         "ncpu": info.get("NCPU"),
         "mem_total": info.get("MemTotal"),

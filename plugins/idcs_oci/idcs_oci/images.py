@@ -47,7 +47,7 @@ def list_os_images(conn: Conn) -> list[OSImage]:
     result: list[OSImage] = []
     for img in conn.api.images():
         for tag in img.get("RepoTags") or []:
-            if tag == "<none>:<none>" or tag.startswith(naming.OWN_REPOS):
+            if tag == "<none>:<none>" or naming.is_own_image(tag):
                 continue
             result.append(OSImage(name=pretty_name(tag), file=tag, family=family_of(tag)))
     result.sort(key=lambda i: (i.family, i.file))

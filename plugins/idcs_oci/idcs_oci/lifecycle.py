@@ -133,7 +133,19 @@ def update_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> VMI
     attrs = containers.inspect(conn, spec.vm_uuid)
     limits = _limits(spec)
     progress(20, "updating CPU and memory limits")
-    _raw_update(conn, attrs["Id"], limits)
+    try:
+        _raw_update(conn, attrs["Id"], limits)
+    except docker.errors.NotFound:
+        if not conn.is_podman:
+            raise
+        # Podman 4 has no Docker-style update endpoint (and its own does not show in inspect):
+        # the container is recreated with the new limits, its data kept.
+        def relimit(bp: Blueprint) -> Blueprint:
+            bp.host_config.update(limits)
+            bp.host_config["CpuPeriod"] = bp.host_config["CpuQuota"] = 0
+            return bp
+
+        attrs = containers.recreate(conn, attrs, relimit, progress=progress)
     size = ((attrs.get("HostConfig") or {}).get("StorageOpt") or {}).get("size")
     if size:
         current = vminfo.size_gb(size) or 0
@@ -161,8 +173,8 @@ def reinstall_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> 
         bp.endpoints = old.endpoints
         bp.config["Hostname"] = old.config.get("Hostname") or bp.config["Hostname"]
         for key in ("NetworkMode", "RestartPolicy"):
-            if old_hc.get(key):
-                bp.host_config[key] = old_hc[key]
+            if old.host_config.get(key):  # from the clone: Podman's "bridge" is named there
+                bp.host_config[key] = old.host_config[key]
         bp.set_port_bindings(old_hc.get("PortBindings") or {})
         disk_prefix = naming.volume_name(spec.vm_uuid, "")
         for volume, target in old.volume_mounts().items():

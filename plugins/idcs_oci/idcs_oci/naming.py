@@ -82,6 +82,21 @@ def state_ref(vm_uuid: str) -> str:
     return f"{STATE_REPO}/{repo_component(vm_uuid)}:current"
 
 
+def short_tag(tag: str) -> str:
+    """A tag without the registry Podman puts in front of local names (``localhost/``, or
+    ``docker.io/`` for a short name it imported): ``localhost/idcs-state/x:current`` ->
+    ``idcs-state/x:current``."""
+    for prefix in ("localhost/", "docker.io/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return tag
+
+
+def is_own_image(tag: str) -> bool:
+    """A saved filesystem or a backup of the engine (not an OS image)."""
+    return short_tag(tag).startswith(OWN_REPOS)
+
+
 def backup_ref(vm_uuid: str, backup_name: str) -> str:
     return f"{BACKUP_REPO}/{repo_component(vm_uuid)}:{tag_component(backup_name)}"
 

@@ -13,6 +13,14 @@ The daemon is stopped by its PID, never by name.
 
 Needs root, ``dockerd`` (Debian ``docker.io``) and ``busybox-static``; see
 ``scripts/install-backends.sh``.
+
+``podman_backend()`` does the same with a rootful ``podman system service`` (Debian
+``podman`` 4.3 and ``catatonit``) on a private socket, with its own storage, CNI
+configuration and events log in ``/tmp/ipod-xxxx``. Podman has no userland proxy:
+published ports are CNI ``portmap`` DNAT rules and the ``idcs-test`` network is a
+CNI bridge ``cni-podmanN`` made for the session. At the end the containers and the
+network (with its bridge) are removed, the service is stopped by its PID, and the
+``CNI-*`` iptables chains CNI left behind are deleted if they were not there before.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -332,6 +341,230 @@ class DockerBackend:
 
     def client(self) -> docker.DockerClient:
         return self.daemon.client()
+
+
+# ------------------------------------------------------------------ Podman
+
+
+@dataclass
+class PodmanService:
+    """One ``podman system service`` started by ``start_podman``; ``stop()`` ends it and removes its
+    files. Quacks like ``DockerDaemon`` where ``DockerBackend`` needs it (no TLS port)."""
+
+    base: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    iptables_before: dict[str, set[str]] = field(default_factory=dict)
+    tls: dict[str, str] = field(default_factory=dict)
+    tls_port: int | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "p.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, timeout: float = 60) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _log_tail(self.log_path, lines)
+
+    def _end_process(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Remove every container (their conmon processes outlive the service otherwise) and the test
+        network, stop the service by PID, delete CNI's leftover iptables chains, remove the files."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=30)) as c:
+                for item in c.api.containers(all=True):
+                    c.api.remove_container(item["Id"], force=True, v=True)
+                for net in c.networks.list(names=[TEST_NETWORK]):
+                    net.remove()
+        self._end_process()
+        _end_processes_using(self.base)
+        _drop_cni_chains(self.iptables_before)
+        _unmount_below(self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _end_processes_using(base: Path) -> None:
+    """End, by PID, the processes whose command line names ``base``: the conmon of each exec
+    session waits 300 s (``--exit-delay``) after its exec ended, and would outlive the service."""
+    needle = str(base).encode()
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if needle not in f.read() or pid == os.getpid():
+                    continue
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            pass
+
+
+_IPTABLES = (("iptables", "nat"), ("iptables", "filter"), ("ip6tables", "nat"), ("ip6tables", "filter"))
+
+
+def _iptables_chains() -> dict[str, set[str]]:
+    """Chain names per ``<command> <table>``, as ``-S`` lists them (empty if the command is missing)."""
+    found: dict[str, set[str]] = {}
+    for cmd, table in _IPTABLES:
+        out = subprocess.run([cmd, "-t", table, "-S"], capture_output=True, text=True, check=False).stdout \
+            if shutil.which(cmd, path="/usr/sbin:/sbin:/usr/bin") else ""
+        found[f"{cmd} {table}"] = {ln.split()[1] for ln in out.splitlines() if ln.startswith("-N ")}
+    return found
+
+
+def _drop_cni_chains(before: dict[str, set[str]]) -> None:
+    """Delete the ``CNI-*`` chains (and the rules jumping to them) that were not there before."""
+    for key, chains in _iptables_chains().items():
+        cmd, table = key.split()
+        new = {c for c in chains if c.startswith("CNI-")} - before.get(key, set())
+        if not new:
+            continue
+        rules = subprocess.run([cmd, "-t", table, "-S"], capture_output=True, text=True, check=False).stdout
+        for rule in rules.splitlines():
+            parts = shlex.split(rule)  # comments are quoted
+            if parts[:1] == ["-A"] and parts[1] not in new and any(
+                    parts[i + 1] in new for i, word in enumerate(parts[:-1]) if word in ("-j", "-g")):
+                subprocess.run([cmd, "-t", table, "-D", *parts[1:]], capture_output=True, check=False)
+        for chain in new:
+            subprocess.run([cmd, "-t", table, "-F", chain], capture_output=True, check=False)
+        for chain in new:
+            subprocess.run([cmd, "-t", table, "-X", chain], capture_output=True, check=False)
+
+
+def _hard_limits(pid: int | str = "self") -> dict[str, int]:
+    """The hard RLIMIT_NOFILE and RLIMIT_NPROC of a process, from /proc/<pid>/limits."""
+    wanted = {"Max open files": "nofile", "Max processes": "nproc"}
+    result: dict[str, int] = {}
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            for label, key in wanted.items():
+                if line.startswith(label):
+                    hard = line[len(label):].split()[1]
+                    result[key] = 1048576 if hard == "unlimited" else int(hard)
+    return result
+
+
+def _write_podman_conf(base: Path, limits: dict[str, int]) -> None:
+    # Rootful Podman gives containers RLIMIT_NOFILE and RLIMIT_NPROC of 1048576 unless told
+    # otherwise; runc cannot raise a limit above the service's own hard one ("error setting rlimit").
+    ulimits = ", ".join(f'"{k}={v}:{v}"' for k, v in sorted(limits.items()))
+    init = "" if os.path.exists("/usr/libexec/podman/catatonit") or not os.path.exists("/usr/bin/docker-init") \
+        else 'init_path = "/usr/bin/docker-init"\n'
+    (base / "containers.conf").write_text(f"""[containers]
+default_ulimits = [{ulimits}]
+{init}
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{base}/events.log"
+tmp_dir = "{base}/tmp"
+volume_path = "{base}/volumes"
+
+[network]
+network_backend = "cni"
+network_config_dir = "{base}/cni"
+""")
+    (base / "storage.conf").write_text(f"""[storage]
+driver = "overlay"
+runroot = "{base}/run"
+graphroot = "{base}/root"
+""")
+
+
+def _start_podman_process(base: Path, exe: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([exe, "system", "service", "--time=0", f"unix://{base}/p.sock"], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _wait_answering(service: PodmanService, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = "socket not created"
+    while True:
+        if service.proc.poll() is not None:
+            raise DaemonError(f"podman system service exited with code {service.proc.returncode} at start:\n"
+                              f"{service.log_tail()}")
+        if service.socket.exists():
+            try:
+                with contextlib.closing(service.client(timeout=5)) as c:
+                    c.ping()
+                return
+            except Exception as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise DaemonError(f"podman did not answer within {timeout:g} s ({last_error}):\n{service.log_tail()}")
+        time.sleep(0.1)
+
+
+def start_podman(timeout: float = 30) -> PodmanService:
+    """Start a rootful ``podman system service`` in a fresh temp dir; DaemonError if it cannot.
+
+    cgroupfs (no systemd here), a file events log (no journald), overlay storage, CNI networks, all
+    under the temp dir, chosen with ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF``.
+    """
+    exe = shutil.which("podman", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if not exe:
+        raise DaemonError("podman is not installed: run scripts/install-backends.sh (package podman)")
+    base = Path(tempfile.mkdtemp(prefix="ipod-", dir="/tmp"))
+    for sub in ("tmp", "volumes", "cni", "run", "root"):
+        (base / sub).mkdir()
+    limits = _hard_limits()
+    _write_podman_conf(base, limits)
+    env = dict(os.environ, PATH=os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin",
+               CONTAINERS_CONF=str(base / "containers.conf"), CONTAINERS_STORAGE_CONF=str(base / "storage.conf"))
+    env.pop("DOCKER_HOST", None)
+    env.pop("CONTAINER_HOST", None)
+    log_path = base / "podman.log"
+    service = PodmanService(base, _start_podman_process(base, exe, env, log_path), log_path, env,
+                            iptables_before=_iptables_chains())
+    try:
+        _wait_answering(service, timeout)
+        # Podman lowers some of its own limits at start (RLIMIT_NPROC to 32768 on this machine kind):
+        # the containers' limits must not exceed the service's, so they follow it.
+        actual = _hard_limits(service.pid)
+        if any(actual.get(k, v) < v for k, v in limits.items()):
+            _write_podman_conf(base, {k: min(v, actual.get(k, v)) for k, v in limits.items()})
+            service._end_process()
+            service.proc = _start_podman_process(base, exe, env, log_path)
+            _wait_answering(service, timeout)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+@contextlib.contextmanager
+def podman_backend() -> Iterator[DockerBackend]:
+    """Start Podman's Docker-compatible service, create the test network and image; clean up after."""
+    service = start_podman()
+    try:
+        with contextlib.closing(service.client()) as c:
+            c.networks.create(TEST_NETWORK, driver="bridge")
+            build_busybox_image(c)
+        yield DockerBackend(service)  # type: ignore[arg-type]
+    finally:
+        service.stop()
 
 
 @contextlib.contextmanager
