@@ -53,6 +53,7 @@ def test_unsafe_names_in_paths(admin: ApiClient, host: str, name: str) -> None:
     ("cpu_num", "two"), ("cpu_num", 2.5), ("cpu_num", 0), ("cpu_num", -1), ("cpu_num", None),
     ("ram_num", "lots"), ("ram_num", 1), ("hdd_num", -5), ("hdd_num", [1]), ("os_name", "../../etc/passwd"),
     ("os_name", "/abs/path"), ("os_name", "img;reboot"), ("os_name", 5), ("cpu_num", 10**12),
+    ("cpu_num", True), ("ram_num", False), ("hdd_num", True),
 ])
 def test_wrong_types_and_ranges(admin: ApiClient, host: str, lab: TestLabEngine, field: str, value: object) -> None:
     before = snapshot(admin, lab, host)
@@ -155,3 +156,17 @@ def test_a_wrong_method_answers_405_in_the_envelope(admin: ApiClient) -> None:
     status, body = admin.call("DELETE", "/api/system/engine")
     assert (status, body["code"]) == (405, 405), body
     assert body["msg"] == "method not allowed"
+
+
+def test_passwords_are_taken_exactly_as_typed(admin: ApiClient, server: object) -> None:
+    """Spaces around a password are part of it: the API must not trim what the CLI keeps."""
+    user = admin.post("/api/users", {"username": "spacey", "password": "  two spaces  ", "email": "s@example.com"})
+    try:
+        client = server.client()  # type: ignore[attr-defined]
+        _status, body = client.call("POST", "/login", {"username": "spacey", "password": "two spaces"})
+        assert body["code"] == 2003, body
+        client.login("spacey", "  two spaces  ")
+        assert client.get("/api/users/current")["username"] == "spacey"
+        client.close()
+    finally:
+        admin.delete(f"/api/users/{user['id']}")

@@ -9,11 +9,32 @@ wrong types, out-of-range numbers and unsafe names are refused with 400.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from idcs_core.validation import Domain, Email, HostUser, ImageRef, SafeName, ServerAddr, Text, UserName
+from idcs_core.validation import (
+    Domain,
+    Email,
+    HostUser,
+    ImageRef,
+    SafeName,
+    ServerAddr,
+    Text,
+    UserName,
+    printable,
+)
 
 
 def alias(*names: str) -> Any:
@@ -23,8 +44,30 @@ def alias(*names: str) -> Any:
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` is not a number: lax validation would take it as 1 CPU or port 1."""
+        if isinstance(value, bool) and info.field_name is not None:
+            types = _base_types(cls.model_fields[info.field_name].annotation)
+            if int in types and bool not in types:
+                raise ValueError("must be a number, not true/false")
+        return value
 
-Password = Annotated[Text, Field(min_length=1, max_length=128)]
+
+def _base_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (through Optional, unions and Annotated)."""
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _base_types(args[0])
+    if args and get_origin(annotation) is not Literal:
+        return set().union(*(_base_types(a) for a in args))
+    return {annotation}
+
+
+# passwords are taken exactly as typed: never stripped of spaces
+Password = Annotated[str, StringConstraints(strip_whitespace=False), AfterValidator(printable),
+                     Field(min_length=1, max_length=128)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Tips = Annotated[Text, Field(max_length=255)]
 
@@ -38,7 +81,8 @@ def _blank_to_none(value: Any) -> Any:
 
 class LoginBody(Body):
     username: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    password: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    password: Annotated[str, StringConstraints(strip_whitespace=False),
+                        Field(min_length=1, max_length=128)] | None = None
     login_type: Literal["user", "token"] = "user"
     token: Annotated[str, Field(max_length=512)] | None = None
 
@@ -322,7 +366,7 @@ class BackupCreate(Body):
 
 class BackupRestore(Body):
     backup_name: SafeName = Field(validation_alias=alias("backup_name", "vm_back"))
-    power_on_after_restore: StrictBool | None = None
+    power_on_after_restore: bool | None = None  # true/false, 1/0, "1"/"0", "true"/"false" (PHP forms)
 
 
 class BackupPick(Body):
