@@ -67,6 +67,15 @@ class HostUnreachable(IDCSError):
     code, http_status, default_msg = 1003, 503, "connection to the host failed"
 
 
+class HookTimeout(HostUnreachable):
+    """A hook did not answer in time. A synchronous hook goes on in its worker thread:
+    ``pending`` is its future, so the core can still see how it ends (and undo it)."""
+
+    def __init__(self, msg: str | None = None, *, pending: Any = None) -> None:
+        super().__init__(msg)
+        self.pending = pending
+
+
 class VMCreateFailed(IDCSError):
     code, http_status, default_msg = 1004, 500, "virtual machine creation failed"
 

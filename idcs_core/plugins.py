@@ -132,12 +132,17 @@ class Engine:
             else:
                 loop = asyncio.get_running_loop()
                 fut = loop.run_in_executor(_executor, functools.partial(caller, host=host, **kwargs))
-                result = await asyncio.wait_for(fut, timeout)
+                # not wait_for: the thread cannot be stopped, so its future is kept for the caller
+                done, _ = await asyncio.wait({fut}, timeout=timeout)
+                if not done:
+                    fut.add_done_callback(_consume)  # an error it ends with later is not "never retrieved"
+                    raise errors.HookTimeout(f"host {host.name} did not answer {hook} within {timeout:g} s",
+                                             pending=fut)
+                result = fut.result()
         except errors.IDCSError:
             raise
-        except TimeoutError as exc:
-            raise errors.HostUnreachable(
-                f"host {host.name} did not answer {hook} within {timeout:g} s") from exc
+        except TimeoutError as exc:  # an async hook, cancelled by wait_for
+            raise errors.HookTimeout(f"host {host.name} did not answer {hook} within {timeout:g} s") from exc
         except Exception as exc:
             log.warning("engine %s hook %s on host %s failed: %s: %s",
                         self.name, hook, host.name, type(exc).__name__, exc)
@@ -214,6 +219,11 @@ class PluginRegistry:
             for f in self.failures
         ]
         return rows
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _call_each(event: str, impls: list[Any], kwargs: dict[str, Any]) -> None:

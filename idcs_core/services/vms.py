@@ -196,6 +196,8 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         info: VMInfo = await core.call(host, "vm_create", long=True, spec=spec, progress=progress)
     except errors.IDCSError as exc:
         await _forget_vm(core, vm.id, release=True)
+        if isinstance(exc, errors.HookTimeout) and exc.pending is not None:
+            core.spawn(_remove_late_vm(core, host, vm.vm_uuid, exc.pending))
         if isinstance(exc, KEEP_CODES):
             raise
         raise errors.VMCreateFailed(f"creating {vm.vm_uuid} failed: {exc.msg}") from exc
@@ -211,6 +213,26 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         data = vm_dict(row)
     await core.plugins.emit("vm_created", vm=data)
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
+
+
+async def _remove_late_vm(core: CoreContext, host: Host, vm_uuid: str, pending: Any) -> None:
+    """A create that timed out goes on in its worker thread: if it makes the VM after all,
+    delete it, so the host keeps no VM that nobody tracks (the record and quota are gone)."""
+    try:
+        await pending
+    except Exception:
+        return  # it failed: nothing was left behind (vm_create cleans up after itself)
+    async with core.db.session() as s:
+        if (await s.execute(select(VM.id).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid))).first():
+            log.warning("VM %s on %s was made after its create timed out, and is known again: kept", vm_uuid,
+                        host.server_name)
+            return
+    log.warning("VM %s on %s was made after its create task timed out: removing it", vm_uuid, host.server_name)
+    try:
+        await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=lambda *_: None)
+    except errors.IDCSError as exc:
+        log.error("could not remove VM %s on %s made after its create timed out: %s", vm_uuid,
+                  host.server_name, exc.msg)
 
 
 async def _scrub_params(core: CoreContext, task_id: str) -> None:
