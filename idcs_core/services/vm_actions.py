@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Task, UsageSample, utcnow
+from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
+from idcs_core.services import quotas
 from idcs_core.services.lookup import get_vm
 from idcs_core.services.vms import (
     KEEP_CODES,
@@ -19,12 +21,14 @@ from idcs_core.services.vms import (
     spec_of,
 )
 from idcs_core.tasks import task_handler
-from idcs_core.types import PowerAction, VMInfo, VMStatus
+from idcs_core.types import BackupInfo, PowerAction, VMInfo, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
     from idcs_core.tasks import TaskProgress
+
+log = logging.getLogger("idcs.vms")
 
 # Every word a client may send for a power action: the contract's four, then the
 # billing dialect's (S_RESUME and plain words).
@@ -177,6 +181,9 @@ async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) 
                 row.os_name = task.params.get("previous_os", row.os_name)
                 row.status = VMStatus.STOPPED
         await _refresh(core, vm.id, host, spec.vm_uuid)
+        lost = await _forget_lost_backups(core, host, vm.id, spec.vm_uuid)
+        if lost:
+            exc.msg = f"{exc.msg}; {_lost_message(lost)}"
         if isinstance(exc, KEEP_CODES):
             raise
         raise errors.VMOperationFailed(f"reinstalling {spec.vm_uuid} failed: {exc.msg}") from exc
@@ -186,7 +193,53 @@ async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) 
         row = await s.get(VM, vm.id)
         if row is not None:
             row.status, row.power_state = info.status, info.power_state
-    return {"vm_uuid": spec.vm_uuid, "status": info.status}
+    result: dict[str, Any] = {"vm_uuid": spec.vm_uuid, "status": info.status}
+    lost = await _forget_lost_backups(core, host, vm.id, spec.vm_uuid)
+    if lost:
+        result |= {"backups_removed": lost, "message": f"reinstalled; {_lost_message(lost)}"}
+        progress(99, result["message"])
+    return result
+
+
+def _lost_message(lost: list[str]) -> str:
+    return (f"{len(lost)} backup(s) did not survive the reinstall on the host and were removed: "
+            f"{', '.join(lost)}")
+
+
+async def _forget_lost_backups(core: CoreContext, host: Any, vm_id: int, vm_uuid: str) -> list[str]:
+    """After a reinstall, delete the records of the VM's backups the host no longer has.
+
+    An engine may keep backups through a reinstall or not (a delete-and-create
+    takes snapshot-like backups with it): ``backup_list`` is the truth, so a
+    customer is never shown a "ready" backup that cannot be restored. Returns
+    the names removed; nothing when the engine cannot list backups or the host
+    does not answer (then the records are left as they are).
+    """
+    async with core.db.session() as s:
+        rows = list((await s.execute(select(Backup).where(Backup.host_id == host.id, Backup.vm_uuid == vm_uuid,
+                                                          Backup.status == "ready"))).scalars())
+    if not rows or not core.supports(host, "backup_list"):
+        return []
+    try:
+        found: list[BackupInfo] = await core.call(host, "backup_list")
+    except errors.IDCSError as exc:
+        log.warning("cannot check the backups of %s after its reinstall: %s", vm_uuid, exc.msg)
+        return []
+    present = {b.backup_name for b in found if b.vm_uuid == vm_uuid}
+    lost = [b for b in rows if b.backup_name not in present]
+    if not lost:
+        return []
+    async with core.db.session() as s:
+        vm = await s.get(VM, vm_id)
+        removed = []
+        for backup in lost:
+            row = await s.get(Backup, backup.id)
+            if row is not None:
+                await s.delete(row)
+                removed.append(row.backup_name)
+        await quotas.charge(s, vm.owner_id if vm is not None else None, backups=-len(removed))
+    log.warning("reinstall of %s lost backups %s: their records were removed", vm_uuid, removed)
+    return sorted(removed)
 
 
 async def _refresh(core: CoreContext, vm_id: int, host: Any, vm_uuid: str) -> None:

@@ -12,13 +12,24 @@ config of that moment), puts back what the core records separately — the
 current limits, NAT forwards, extra disks and ``user.idcs.*`` keys — and starts
 it again if it was running. The data is the snapshot's.
 
+**Reinstalls and archive restores keep backups**: they replace the VM's instance
+by a new one, and snapshots cannot move between instances, so the old instance
+is kept, hidden, as a *holder* of its snapshots (``replace``). A backup held
+there is restored by copying the snapshot into a new instance and swapping it
+in; the VM as it is then is retired the same way, so its own backups stay too.
+
 **Archives (optional)**: with the host option ``backup_dir`` set, each backup is
-also exported (``POST /instances/<n>/backups``, instance only, gzip) to
-``<backup_dir>/<vm_uuid>/<backup_name>.tar.gz`` + ``.json`` on the OpenIDCS machine.
+also exported to ``<backup_dir>/<vm_uuid>/<backup_name>.tar.gz`` + ``.json`` on the
+OpenIDCS machine: the snapshot is copied into a helper instance (its extra disks
+switched off), which is exported (``POST /instances/<n>/backups``, instance only,
+gzip) and deleted, so the archive holds the snapshot's state, not the live one.
 An archive survives the instance and its pool: when the snapshot is gone (the
 VM was deleted), restore imports the archive under a temporary name and puts it
-in place of the VM. Snapshots die with their instance; the core deletes a
+in place of the VM. Snapshots (and holders) die with the VM; the core deletes a
 deleted VM's backups anyway.
+
+Restore looks in this order: a snapshot of the VM's instance (in place), a
+snapshot in one of its holders, the archive.
 """
 
 from __future__ import annotations
@@ -35,14 +46,20 @@ from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
 from idcs_core.types import BackupInfo, HostSpec, Progress, VMInfo
-from idcs_lxd import instances, lifecycle
+from idcs_lxd import instances, lifecycle, replace
 from idcs_lxd.client import OperationFailed, run_async
 from idcs_lxd.host import server_kind
-from idcs_lxd.names import check_vm_uuid, instance_name, temp_name, vm_uuid_of
-from idcs_lxd.network import NAT_PREFIX
-from idcs_lxd.storage import DISK_PREFIX, check_disk_name
+from idcs_lxd.names import (
+    KEY_BACKUP,
+    check_vm_uuid,
+    instance_name,
+    is_holder,
+    is_internal,
+    temp_name,
+    vm_uuid_of,
+)
+from idcs_lxd.storage import check_disk_name
 
-KEY_BACKUP = "user.idcs.backup."
 SUFFIX = ".tar.gz"
 CARRIED_CONFIG = ("limits.cpu", "limits.memory")
 
@@ -93,7 +110,7 @@ def _meta(inst: dict[str, Any], backup_name: str) -> dict[str, Any]:
 
 
 def _export(client: Client, name: str, archive: Path, progress: Progress) -> None:
-    """Make an instance backup on the server, stream it into ``archive``, delete it there."""
+    """Make an instance backup of ``name`` on the server, stream it into ``archive``, delete it there."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     remote = f"idcs-{uuid.uuid4().hex[:12]}"
     expires = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
@@ -118,12 +135,32 @@ def _export(client: Client, name: str, archive: Path, progress: Progress) -> Non
             pass  # it expires by itself within a day
 
 
+def _export_snapshot(client: Client, name: str, backup_name: str, archive: Path, progress: Progress) -> None:
+    """Export the state of snapshot ``backup_name`` (not the live instance) into ``archive``.
+
+    LXD exports instances, not snapshots: the snapshot is copied into a helper
+    instance, with its extra disks and ISO switched off (the archive must import
+    even when the VM's volumes are gone), which is exported and deleted.
+    """
+    helper = temp_name(name, "exp")
+    instances.delete(client, helper)
+    try:
+        replace.copy_snapshot(client, name, backup_name, helper, prefixes=replace.STORAGE)
+        _export(client, helper, archive, progress)
+    finally:
+        instances.delete(client, helper)
+
+
+def _holders_with(client: Client, name: str, backup_name: str) -> list[str]:
+    return [h for h in replace.holders(client, name) if backup_name in replace.snapshot_names(client, h)]
+
+
 def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str, description: str,
                   progress: Progress = _noop) -> BackupInfo:
     _check(backup_name)
     name = instance_name(vm_uuid)
     inst = instances.get(client, name)
-    if backup_name in _snapshots(client, name):
+    if backup_name in _snapshots(client, name) or _holders_with(client, name, backup_name):
         raise errors.Conflict(f"backup {backup_name} of {vm_uuid} already exists")
     progress(10, "taking a snapshot")
     run_async(client, client.api.instances[name].snapshots.post(json={"name": backup_name, "stateful": False}),
@@ -135,7 +172,7 @@ def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str
     if paths is not None:
         progress(40, "exporting the archive")
         archive, sidecar = paths
-        _export(client, name, archive, progress)
+        _export_snapshot(client, name, backup_name, archive, progress)
         size = archive.stat().st_size
         sidecar.write_text(json.dumps({**meta, "backup_name": backup_name, "vm_uuid": vm_uuid,
                                        "size_bytes": size, "server": server_kind(client),
@@ -149,21 +186,29 @@ def backup_create(client: Client, host: HostSpec, vm_uuid: str, backup_name: str
 # ------------------------------------------------------------------ restore
 
 
-def _carry_over(current: dict[str, Any]) -> Any:
-    """What the restored instance takes from the VM as it is now."""
+def _carry_over(current: dict[str, Any], *, keep_backups: bool = True) -> Any:
+    """What the restored instance takes from the VM as it is now.
+
+    ``keep_backups``: the restored instance is the VM's instance itself (an in-place
+    snapshot restore), so the records of its snapshots stay; a new instance has
+    none of the snapshots, so it takes none of the records.
+    """
     config = current.get("config") or {}
     devices = current.get("devices") or {}
     root_size = (devices.get("root") or {}).get("size")
-    managed = (NAT_PREFIX, DISK_PREFIX)
+
+    def carried(key: str) -> bool:
+        if key.startswith(KEY_BACKUP):
+            return keep_backups
+        return key in CARRIED_CONFIG or key.startswith("user.idcs.")
 
     def change(body: dict[str, Any]) -> None:
         for key in [k for k in body["config"] if k in CARRIED_CONFIG or k.startswith("user.idcs.")]:
             del body["config"][key]
-        body["config"].update({k: v for k, v in config.items()
-                               if k in CARRIED_CONFIG or k.startswith("user.idcs.")})
-        for dev in [d for d in body["devices"] if d.startswith(managed)]:
+        body["config"].update({k: v for k, v in config.items() if carried(k)})
+        for dev in [d for d in body["devices"] if d.startswith(replace.MANAGED)]:
             del body["devices"][dev]
-        body["devices"].update({d: v for d, v in devices.items() if d.startswith(managed)})
+        body["devices"].update({d: v for d, v in devices.items() if d.startswith(replace.MANAGED)})
         if root_size and "root" in body["devices"]:
             body["devices"]["root"]["size"] = root_size
 
@@ -191,24 +236,26 @@ def _import(client: Client, archive: Path, name: str) -> None:
     run_async(client, response, timeout=3600)
 
 
-def _restore_archive(client: Client, name: str, current: dict[str, Any] | None, archive: Path,
-                     progress: Progress) -> None:
-    """Import the archive under a temporary name, then put it in place of the VM."""
+def _restore_new(client: Client, name: str, vm_uuid: str, current: dict[str, Any] | None,
+                 make: Any, what: str, progress: Progress) -> None:
+    """Build the restored system as a helper instance with ``make(helper)``, then put it in
+    place of the VM (``replace.swap_in``: on failure the VM stays as it is)."""
     tmp = temp_name(name, "rst")
     instances.delete(client, tmp)
-    progress(20, "importing the archive")
+    progress(20, what)
+    was_running = current is not None and current.get("status") in ("Running", "Frozen")
     try:
-        _import(client, archive, tmp)
+        make(tmp)
         if current is not None:
-            instances.modify(client, tmp, _carry_over(current))
-    except (lxd_exc.LXDAPIException, OperationFailed, errors.IDCSError):
+            instances.modify(client, tmp, _carry_over(current, keep_backups=False))
+        progress(60, "putting the restored system in place of the VM")
+        if current is not None:
+            replace.swap_in(client, name, tmp, vm_uuid, was_running=was_running)
+        else:
+            instances.rename(client, tmp, name)
+    except BaseException:
         instances.delete(client, tmp)
         raise
-    was_running = current is not None and current.get("status") in ("Running", "Frozen")
-    progress(60, "replacing the VM with the archive")
-    if current is not None:
-        instances.delete(client, name)
-    instances.rename(client, tmp, name)
     if was_running:
         progress(80, "starting the VM")
         instances.set_state(client, name, "start")
@@ -224,10 +271,16 @@ def backup_restore(client: Client, host: HostSpec, vm_uuid: str, backup_name: st
         current = None
     paths = _archive(host, vm_uuid, backup_name)
     try:
+        holder = next(iter(_holders_with(client, name, backup_name)), None)
         if current is not None and backup_name in _snapshots(client, name):
             _restore_snapshot(client, name, current, backup_name, progress)
+        elif holder is not None:
+            _restore_new(client, name, vm_uuid, current,
+                         lambda tmp: replace.copy_snapshot(client, holder, backup_name, tmp),
+                         f"copying snapshot {backup_name} kept from before a reinstall", progress)
         elif paths is not None and paths[0].exists():
-            _restore_archive(client, name, current, paths[0], progress)
+            _restore_new(client, name, vm_uuid, current, lambda tmp: _import(client, paths[0], tmp),
+                         "importing the archive", progress)
         elif current is None:
             raise errors.VMNotFound(f"{vm_uuid} does not exist and backup {backup_name} has no archive")
         else:
@@ -242,6 +295,16 @@ def backup_restore(client: Client, host: HostSpec, vm_uuid: str, backup_name: st
 # ------------------------------------------------------------------ delete and list
 
 
+def _forget(client: Client, name: str, backup_name: str) -> None:
+    def forget(body: dict[str, Any]) -> None:
+        body["config"].pop(KEY_BACKUP + backup_name, None)
+
+    try:
+        instances.modify(client, name, forget)
+    except errors.VMNotFound:
+        pass
+
+
 def backup_delete(client: Client, host: HostSpec, vm_uuid: str, backup_name: str) -> None:
     _check(backup_name)
     name = instance_name(vm_uuid)
@@ -249,13 +312,13 @@ def backup_delete(client: Client, host: HostSpec, vm_uuid: str, backup_name: str
         run_async(client, client.api.instances[name].snapshots[backup_name].delete(), timeout=600)
     except lxd_exc.NotFound:
         pass
-    try:
-        def forget(body: dict[str, Any]) -> None:
-            body["config"].pop(KEY_BACKUP + backup_name, None)
-
-        instances.modify(client, name, forget)
-    except errors.VMNotFound:
-        pass
+    _forget(client, name, backup_name)
+    for holder in _holders_with(client, name, backup_name):
+        run_async(client, client.api.instances[holder].snapshots[backup_name].delete(), timeout=600)
+        if replace.snapshot_names(client, holder):
+            _forget(client, holder, backup_name)
+        else:
+            instances.delete(client, holder)  # its last backup: nothing left to hold
     paths = _archive(host, vm_uuid, backup_name)
     if paths is not None:
         for path in paths:
@@ -267,9 +330,11 @@ def backup_delete(client: Client, host: HostSpec, vm_uuid: str, backup_name: str
 
 
 def backup_list(client: Client, host: HostSpec) -> list[BackupInfo]:
-    """Every snapshot of every instance (one API call), plus archives without a snapshot."""
+    """Every snapshot of every VM and holder (one API call), plus archives without a snapshot."""
     found: dict[tuple[str, str], BackupInfo] = {}
     for inst in instances.list_all(client, recursion=2):
+        if is_internal(inst["name"]) and not is_holder(inst["name"]):
+            continue  # a helper of a reinstall, restore or export in progress: its copies are not backups
         vm_uuid = vm_uuid_of(inst)
         for snap in inst.get("snapshots") or []:
             snap_name = snap["name"].rsplit("/", 1)[-1]

@@ -1,4 +1,4 @@
-"""One cached pylxd client per host, address parsing, errors, and waiting for operations.
+"""One cached pylxd client per host, address parsing, TLS trust, errors, and waiting for operations.
 
 ``server_addr`` may be:
 
@@ -9,6 +9,21 @@
   ``cert_dir``, default ``~/.config/idcs/lxd/``) and, when the server does not trust it
   yet, authenticates with ``server_pass`` (an LXD trust password or an Incus/LXD trust
   token).
+
+**Which server certificate is accepted** (https): LXD and Incus servers present
+self-signed certificates, so the engine pins one:
+
+- host option ``server_cert`` (a PEM certificate, the path of one, or its SHA-256
+  fingerprint): only that certificate, from the very first connection. The secure way.
+- otherwise (default) *trust on first use*: the certificate seen on the first
+  successful connection is recorded in ``<cert_dir>/servers/<host>_<port>.sha256``;
+  later connections presenting another one are refused (``HostUnreachable``,
+  "certificate changed") before anything, the trust secret included, is sent.
+- ``verify_tls: true``: the certificate must chain to a system CA and name the host
+  (for servers given a CA-signed certificate); nothing is pinned.
+
+The check is made on every new TLS connection (requests through ``PinnedAdapter``,
+exec websockets in ``wsconn``), not only at log-in.
 """
 
 from __future__ import annotations
@@ -16,9 +31,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import os
+import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +48,8 @@ from urllib import parse
 import requests
 from pylxd import Client
 from pylxd import exceptions as lxd_exc
-from pylxd.client import _is_a_token, get_session_for_url
+from pylxd.client import _is_a_token
+from requests.adapters import HTTPAdapter
 
 from idcs_core import errors
 from idcs_core.types import HostSpec
@@ -82,10 +101,30 @@ def parse_addr(addr: str) -> Endpoint:
 # ------------------------------------------------------------------ client certificate
 
 
-def cert_dir(host: HostSpec) -> Path:
-    """The directory holding the engine's client certificate for ``host``."""
-    configured = host.options.get("cert_dir")
+def flag(value: Any, default: bool = False) -> bool:
+    """A yes/no host option: ``true/false``, ``yes/no``, ``on/off``, ``1/0`` (strings too)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "y"):
+        return True
+    if text in ("0", "false", "no", "off", "n"):
+        return False
+    raise errors.BadRequest(f"not a yes/no value: {value!r} (use true or false)")
+
+
+def _cert_dir(options: dict[str, Any]) -> Path:
+    configured = options.get("cert_dir")
     return Path(configured).expanduser() if configured else Path("~/.config/idcs/lxd").expanduser()
+
+
+def cert_dir(host: HostSpec) -> Path:
+    """The directory holding the engine's client certificate (and pinned server certificates)."""
+    return _cert_dir(host.options)
 
 
 _cert_lock = threading.Lock()
@@ -121,6 +160,121 @@ def ensure_client_cert(directory: Path) -> tuple[str, str]:
         return str(cert_path), str(key_path)
 
 
+# ------------------------------------------------------------------ server certificate pinning
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 of a DER certificate, lower-case hex without separators."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def _pem_fingerprint(pem: str) -> str:
+    """SHA-256 of the (first) certificate in ``pem``; ``ValueError`` if it is none."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return fingerprint(x509.load_pem_x509_certificate(pem.strip().encode()).public_bytes(Encoding.DER))
+
+
+def parse_pin(value: Any) -> str:
+    """The fingerprint the ``server_cert`` option pins: PEM text, a PEM file, or a SHA-256
+    fingerprint (hex, colons allowed); ``BadRequest`` for anything else."""
+    text = str(value or "").strip()
+    if "-----BEGIN CERTIFICATE-----" in text:
+        try:
+            return _pem_fingerprint(text[text.index("-----BEGIN CERTIFICATE-----"):])
+        except ValueError as exc:
+            raise errors.BadRequest(f"server_cert is not a valid PEM certificate: {exc}") from None
+    hexed = text.lower().removeprefix("sha256:").replace(":", "").replace(" ", "")
+    if re.fullmatch(r"[0-9a-f]{64}", hexed):
+        return hexed
+    path = Path(text).expanduser()
+    if text and path.is_file():
+        try:
+            return _pem_fingerprint(path.read_text())
+        except ValueError as exc:
+            raise errors.BadRequest(f"server_cert file {path} is not a PEM certificate: {exc}") from None
+    raise errors.BadRequest("server_cert must be a PEM certificate, the path of a PEM file, or the "
+                            "certificate's SHA-256 fingerprint (64 hex digits)")
+
+
+def _host_port(endpoint: Endpoint) -> tuple[str, int]:
+    parts = parse.urlsplit(endpoint.target)
+    return str(parts.hostname), int(parts.port or DEFAULT_PORT)
+
+
+def pin_path(directory: Path, endpoint: Endpoint) -> Path:
+    """Where the certificate first seen at ``endpoint`` is recorded (trust on first use)."""
+    hostname, port = _host_port(endpoint)
+    safe = re.sub(r"[^A-Za-z0-9.-]", "_", hostname)
+    return directory / "servers" / f"{safe}_{port}.sha256"
+
+
+def _read_pin(path: Path) -> str | None:
+    try:
+        text = path.read_text().split()
+    except FileNotFoundError:
+        return None
+    if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
+        raise errors.HostUnreachable(f"the pinned certificate record {path} is damaged: delete it to pin "
+                                     "the server's certificate again, or set server_cert")
+    return text[0]
+
+
+def _write_pin(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(value + "\n")
+    os.replace(partial, path)
+
+
+def presented_fingerprint(endpoint: Endpoint, timeout: float) -> str:
+    """The fingerprint of the certificate the server at ``endpoint`` presents now (nothing is
+    sent but a TLS handshake)."""
+    hostname, port = _host_port(endpoint)
+    pem = ssl.get_server_certificate((hostname, port), timeout=timeout)
+    return _pem_fingerprint(pem)
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Accept exactly one server certificate (by SHA-256), on every new connection.
+
+    urllib3 checks ``assert_fingerprint`` right after the handshake, before a byte of
+    the request is written; CA and host name checks are off (LXD certificates are
+    self-signed and name no host).
+    """
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self.expected
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(certs: tuple[str, str] | None, expected: str | None) -> requests.Session:
+    """A session presenting ``certs``; pinned to ``expected``, else verified against system CAs."""
+    session = requests.Session()
+    session.cert = certs
+    # the environment must not reroute (proxies) or re-verify (REQUESTS_CA_BUNDLE) this connection
+    session.trust_env = False
+    if expected is not None:
+        session.verify = False
+        session.mount("https://", PinnedAdapter(expected))
+    else:
+        session.verify = True
+    session.idcs_fingerprint = expected  # type: ignore[attr-defined]  # read by wsconn
+    return session
+
+
+def _changed(target: str, presented: str, expected: str, where: str) -> errors.HostUnreachable:
+    return errors.HostUnreachable(
+        f"the TLS certificate of {target} changed: it presents SHA-256 {presented}, but {where} pins "
+        f"{expected}. Refusing to connect (nothing was sent). If the server's certificate was replaced "
+        "on purpose, set the host option server_cert to the new one")
+
+
 # ------------------------------------------------------------------ connecting
 
 
@@ -133,7 +287,8 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
                 certs: tuple[str, str] | None = None) -> Client:
     """Connect to the daemon at ``addr`` and return a trusted pylxd ``Client``.
 
-    Raises ``HostUnreachable`` when it cannot be reached or refuses our certificate.
+    Raises ``HostUnreachable`` when it cannot be reached, presents a certificate other
+    than the pinned one, or refuses our certificate.
     """
     options = options or {}
     endpoint = parse_addr(addr)
@@ -146,20 +301,23 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
                     f"LXD socket {endpoint.target} does not exist (is the daemon running?)")
             return Client(endpoint=f"http+unix://{parse.quote(endpoint.target, safe='')}", timeout=timeout,
                           project=project)
-        verify: bool | str = bool(options.get("verify_tls", False))
+        record: Path | None = None
+        expected: str | None = None
+        where = ""
         if options.get("server_cert"):
-            verify = str(Path(options["server_cert"]).expanduser())
-        if verify is False:
-            import urllib3
-
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        session = get_session_for_url(endpoint.target, verify=verify, cert=certs)
-        if verify is not True:
-            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's verify=False
-            # or pinned certificate: ignore the environment for this connection.
-            session.trust_env = False
-        client = Client(endpoint=endpoint.target, cert=certs, verify=verify, timeout=timeout, project=project,
-                        session=session)
+            expected = parse_pin(options["server_cert"])
+            where = "the host option server_cert"
+        elif not flag(options.get("verify_tls")):
+            record = pin_path(_cert_dir(options), endpoint)
+            expected = _read_pin(record)
+            where = f"{record} (recorded on the first connection)"
+        presented: str | None = None
+        if expected is not None or record is not None:
+            presented = presented_fingerprint(endpoint, timeout[0])
+            if expected is not None and presented != expected:
+                raise _changed(endpoint.target, presented, expected, where)
+        session = _session(certs, presented)
+        client = Client(endpoint=endpoint.target, cert=certs, timeout=timeout, project=project, session=session)
         if not client.trusted:
             if not password:
                 raise errors.HostUnreachable(
@@ -172,6 +330,9 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
                     f"login to {endpoint.target} failed: {api_message(exc)}") from exc
             if not client.trusted:
                 raise errors.HostUnreachable(f"login to {endpoint.target} failed: certificate not trusted")
+        if record is not None and expected is None and presented is not None:
+            _write_pin(record, presented)  # trust on first use: the first successful connection
+            log.info("pinned the TLS certificate of %s: SHA-256 %s (%s)", endpoint.target, presented, record)
         return client
     except errors.IDCSError:
         raise
@@ -263,6 +424,10 @@ def api_message(exc: lxd_exc.LXDAPIException) -> str:
 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    if "Fingerprints did not match" in text:
+        return "the server's TLS certificate changed: it is not the pinned one"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"the server's TLS certificate is not trusted ({text[:200]})"
     if "Connection refused" in text or isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if "No such file or directory" in text or isinstance(exc, FileNotFoundError):
@@ -275,7 +440,9 @@ def translated(cache: ClientCache, host: HostSpec, what: str) -> Iterator[None]:
     """Turn pylxd/requests failures inside the block into ``idcs_core.errors``.
 
     A lost connection drops the cached client (the next call reconnects) and
-    becomes ``HostUnreachable``; an LXD error becomes ``VMOperationFailed``.
+    becomes ``HostUnreachable``, and so does a refusal of our certificate (401/403:
+    the trust was revoked); a request LXD calls bad (400) becomes ``BadRequest``;
+    any other LXD error ``VMOperationFailed``.
     """
     try:
         yield
@@ -286,6 +453,14 @@ def translated(cache: ClientCache, host: HostSpec, what: str) -> Iterator[None]:
         raise errors.HostUnreachable(f"LXD host {host.name} ({host.addr}) unreachable during {what}: "
                                      f"{_short(exc)}") from exc
     except lxd_exc.LXDAPIException as exc:
+        status = exc.response.status_code if getattr(exc, "response", None) is not None else None
+        if status in (401, 403):
+            cache.drop(host)
+            raise errors.HostUnreachable(
+                f"LXD host {host.name} ({host.addr}) refused {what} (HTTP {status}: {api_message(exc)}): "
+                "is this engine's client certificate still trusted there?") from exc
+        if status == 400:
+            raise errors.BadRequest(f"{what}: {api_message(exc)}") from exc
         raise errors.VMOperationFailed(f"{what}: {api_message(exc)}") from exc
     except OperationFailed as exc:
         raise errors.VMOperationFailed(f"{what}: {exc}") from exc

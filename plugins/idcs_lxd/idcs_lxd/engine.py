@@ -35,9 +35,12 @@ from idcs_lxd.client import ClientCache, parse_addr, translated
 from idcs_lxd.terminal import Terminal
 
 OPTIONS = {
-    "cert_dir": "where the engine keeps its client certificate for https hosts (default ~/.config/idcs/lxd)",
-    "verify_tls": "verify the server certificate against the system CAs (default false)",
-    "server_cert": "path of the server certificate to pin (https hosts)",
+    "cert_dir": "where the engine keeps its client certificate and the server certificates it pinned on "
+                "first use, for https hosts (default ~/.config/idcs/lxd)",
+    "server_cert": "the server certificate to accept (PEM text, path of a PEM file, or its SHA-256 "
+                   "fingerprint): pinned from the first connection; the secure way for https hosts",
+    "verify_tls": "true: the server certificate must chain to a public CA and name the host, nothing is "
+                  "pinned (default false: the certificate seen first is pinned, trust on first use)",
     "project": "LXD/Incus project to work in (default: default)",
     "pool": "storage pool for new instances and disks (default: the default profile's root pool)",
     "profiles": "profiles of new instances, list or comma-separated (default: default)",

@@ -19,6 +19,7 @@ from pylxd import Client
 
 from idcs_core.types import HostSpec, HostStatus
 from idcs_lxd.client import parse_addr
+from idcs_lxd.names import is_internal
 from idcs_lxd.storage import default_pool
 
 
@@ -55,7 +56,8 @@ def host_status(client: Client, host: HostSpec) -> HostStatus:
         disk_usage = _pct(space.get("used"), space.get("total"))
         pool_info = {"storage_pool": pool, "disk_used_bytes": space.get("used"),
                      "disk_total_bytes": space.get("total")}
-    names = client.api.instances.get().json()["metadata"]
+    names = [n for n in client.api.instances.get().json()["metadata"]
+             if not is_internal(n.rstrip("/").rsplit("/", 1)[-1])]  # helpers are not VMs
 
     return HostStatus(
         online=True,

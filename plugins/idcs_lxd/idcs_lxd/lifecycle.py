@@ -17,10 +17,10 @@ from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
 from idcs_core.types import HostSpec, PowerAction, Progress, VMInfo, VMSpec
-from idcs_lxd import guest, images, instances, storage
+from idcs_lxd import guest, images, instances, replace, storage
 from idcs_lxd.client import OperationFailed
 from idcs_lxd.info import KEY_OS_NAME, KEY_VM_NAME, disk_gb, parse_cpus, root_device, to_vminfo
-from idcs_lxd.names import KEY_VM_UUID, instance_name, temp_name
+from idcs_lxd.names import KEY_BACKUP, KEY_VM_UUID, instance_name, is_internal, temp_name
 
 CREATE_TIMEOUT = 900.0
 
@@ -129,11 +129,17 @@ def info_of(client: Client, host: HostSpec, sampler: CpuSampler, vm_uuid: str, *
 
 
 def vm_list(client: Client, host: HostSpec, sampler: CpuSampler) -> list[VMInfo]:
-    """Every instance, with state, in one API call (``recursion=2``)."""
+    """Every instance, with state, in one API call (``recursion=2``).
+
+    The engine's helper instances (``names.is_internal``: a reinstall's new system
+    before it is swapped in, a holder of old backups...) are not VMs: never listed,
+    so a scan never imports them."""
     drivers: dict[str, str] = {}
     memory = _host_memory(client)
     found = []
     for inst in instances.list_all(client, recursion=2):
+        if is_internal(inst["name"]):
+            continue
         state = inst.get("state") or {}
         cpu = None
         if state.get("status") in ("Running", "Frozen"):
@@ -153,8 +159,9 @@ def _instance_body(client: Client, host: HostSpec, spec: VMSpec, image: images.R
     instance record whose profiles, config and devices are kept, for reinstall)."""
     if base is not None:
         profiles = list(base.get("profiles") or [])
+        # backups (snapshots) stay with the old instance: so do their records
         config = {k: v for k, v in (base.get("config") or {}).items()
-                  if not k.startswith(("volatile.", "image."))}
+                  if not k.startswith(("volatile.", "image.", KEY_BACKUP))}
         devices = dict(base.get("devices") or {})
         pool = (devices.get("root") or {}).get("pool") or storage.default_pool(client, host, profiles)
     else:
@@ -271,6 +278,8 @@ def vm_delete(client: Client, vm_uuid: str, progress: Progress = _noop) -> None:
     name = instance_name(vm_uuid)
     progress(10, f"stopping and deleting {name}")
     instances.delete(client, name)
+    progress(60, "deleting the instances holding its earlier backups")
+    replace.remove_helpers(client, name)
     progress(80, "deleting its disks")
     storage.delete_volumes(client, name)
     progress(100, "deleted")
@@ -280,8 +289,10 @@ def vm_reinstall(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampl
                  progress: Progress = _noop) -> VMInfo:
     """Rebuild from a new image, keeping name, profiles, config (limits) and devices.
 
-    A new instance is made under a temporary name first; only when that worked is
-    the old one deleted and the new one renamed, so a bad image leaves the VM as it was.
+    The new system is made under a temporary name first, then swapped in
+    (``replace.swap_in``): a bad image or a failed swap leaves the VM as it was. The
+    old instance is kept, hidden, when it holds snapshots, so the VM's backups
+    survive the reinstall and stay restorable.
     """
     name = instance_name(spec.vm_uuid)
     _check_spec(spec)
@@ -298,19 +309,23 @@ def vm_reinstall(client: Client, host: HostSpec, spec: VMSpec, sampler: CpuSampl
     try:
         body = _instance_body(client, host, spec, image, tmp, base=old)
         instances.create(client, body, timeout=CREATE_TIMEOUT)
+        progress(60, "replacing the old system")
+        kept = replace.swap_in(client, name, tmp, spec.vm_uuid,
+                               was_running=old.get("status") in ("Running", "Frozen"))
     except (lxd_exc.LXDAPIException, OperationFailed) as exc:
         _cleanup(client, tmp)
         raise errors.VMOperationFailed(f"reinstalling {name} failed, the VM is unchanged: "
                                        f"{instances.lxd_error(exc)}") from exc
-    progress(60, "replacing the old system")
-    instances.delete(client, name)
-    instances.rename(client, tmp, name)
+    except BaseException:
+        _cleanup(client, tmp)
+        raise
     progress(80, f"starting {name}")
     instances.set_state(client, name, "start")
     extra = _set_initial_password(client, spec)
     progress(100, "reinstalled")
     result = info_of(client, host, sampler, spec.vm_uuid, probe=False)
     result.extra.update(extra)
+    result.extra["backups_kept"] = kept
     return result
 
 

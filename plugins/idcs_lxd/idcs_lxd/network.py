@@ -26,7 +26,7 @@ from idcs_core.types import HostSpec, IPAddress, NatRule
 from idcs_lxd import instances
 from idcs_lxd.client import OperationFailed, api_message, parse_addr
 from idcs_lxd.info import addresses
-from idcs_lxd.names import instance_name, vm_uuid_of
+from idcs_lxd.names import instance_name, is_internal, vm_uuid_of
 
 NAT_PREFIX = "idcs-nat-"
 _LISTEN = re.compile(r"^(tcp|udp):(.*):(\d+)$")
@@ -79,6 +79,8 @@ def _port_owner(client: Client, rule: NatRule, skip: tuple[str, str]) -> str | N
     """The vm_uuid of an instance (other than device ``skip``: instance name, device name)
     whose proxy listens on the rule's host port."""
     for inst in instances.list_all(client, recursion=1):
+        if is_internal(inst["name"]):
+            continue  # helpers never run: their copies of the VM's forwards listen nowhere
         for dev_name, device in (inst.get("expanded_devices") or inst.get("devices") or {}).items():
             if device.get("type") != "proxy" or (inst["name"], dev_name) == skip:
                 continue

@@ -25,8 +25,10 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -331,14 +333,17 @@ def start_backend(kind: str, workdir: Path, state_dir: Path | None = None, timeo
 
 
 def cleanup(backend: Backend, prefix: str) -> list[str]:
-    """Delete instances and custom volumes whose names start with ``prefix``; return what was deleted."""
+    """Delete instances and custom volumes whose names start with ``prefix`` (and the engine's
+    helper instances of VMs whose ``vm_uuid`` does); return what was deleted."""
     from idcs_lxd.client import open_client, wait_operation
+    from idcs_lxd.names import KEY_VM_UUID, is_internal
 
     deleted: list[str] = []
     client = open_client(str(backend.socket_path))
     for inst in client.api.instances.get(params={"recursion": "1"}).json()["metadata"]:
         name = inst["name"]
-        if not name.startswith(prefix):
+        helper = is_internal(name) and str((inst.get("config") or {}).get(KEY_VM_UUID, "")).startswith(prefix)
+        if not name.startswith(prefix) and not helper:
             continue
         if inst["status"] != "Stopped":
             op = client.api.instances[name].state.put(json={"action": "stop", "force": True, "timeout": 30})
@@ -428,3 +433,115 @@ def stop_backend(backend: Backend, prefix: str | None = None) -> None:
                     pass
     finally:
         stop_daemon(backend)
+
+
+# ------------------------------------------------------------------ a man in the middle, for TLS pinning proofs
+
+
+def make_self_signed(cert_path: Path, key_path: Path, common_name: str = "impostor") -> None:
+    """Write a fresh self-signed server certificate and key (PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA384()))
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+class TLSForwarder:
+    """A loopback port in front of a daemon's https port.
+
+    ``mode = "relay"``: new connections are relayed byte for byte to the daemon (the
+    client sees the daemon's own certificate). ``mode = "impostor"``: new connections
+    are answered here, with another self-signed certificate, and every byte the
+    client sends after the handshake is kept in ``received`` (a client that refuses
+    the certificate sends none; ``impersonated`` counts the connections answered
+    here). Connections already open keep their mode.
+    """
+
+    def __init__(self, target: tuple[str, int], workdir: Path) -> None:
+        self.target = target
+        self.mode = "relay"
+        self.received = bytearray()
+        self.impersonated = 0
+        self.cert, key = workdir / "impostor.crt", workdir / "impostor.key"
+        make_self_signed(self.cert, key)
+        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._tls.load_cert_chain(str(self.cert), str(key))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="tls-forwarder", daemon=True)
+        self._thread.start()
+
+    @property
+    def addr(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            serve = self._relay if self.mode == "relay" else self._impersonate
+            if serve == self._impersonate:
+                self.impersonated += 1  # before the handshake: the client cannot have seen the cert yet
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            conn.close()
+            return
+        upstream.settimeout(None)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while chunk := src.recv(65536):
+                    dst.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+        pump(conn, upstream)
+        conn.close()
+        upstream.close()
+
+    def _impersonate(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            with self._tls.wrap_socket(conn, server_side=True) as tls:
+                while chunk := tls.recv(65536):
+                    self.received += chunk
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the thread
+        except OSError:
+            pass
+        self._listener.close()
+        self._thread.join(timeout=5)

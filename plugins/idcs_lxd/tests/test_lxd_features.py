@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tarfile
 import threading
 import time
 import urllib.error
@@ -10,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from idcs_lxd import network, storage
+from idcs_lxd import instances, names, network, replace, storage
+from idcs_lxd.client import OperationFailed, run_async
 from idcs_lxd.engine import LXDEngine
 from idcs_lxd.testing import free_port, http_get, unique_name
 
@@ -372,3 +374,154 @@ def test_terminal_needs_a_running_vm(engine: LXDEngine, host: HostSpec, vm: VMIn
     engine.vm_power(host=host, vm_uuid=spec.vm_uuid, action=PowerAction.HARD_OFF)
     with pytest.raises(errors.VMOperationFailed, match="not running"):
         engine.vm_terminal_open(host=host, vm_uuid=spec.vm_uuid, cols=80, rows=24)
+
+
+# ------------------------------------------------------------------ backups across reinstalls and restores
+
+
+def _helpers_of(engine: LXDEngine, host: HostSpec, vm_uuid: str) -> list[str]:
+    """The engine's hidden instances (holders, temporaries) of this VM."""
+    client = engine.clients.get(host)
+    name = names.instance_name(vm_uuid)
+    return [n for n in replace.names(client)
+            if n.startswith(names.holder_prefix(name)) or n in {names.temp_name(name, p) for p in names.PURPOSES}]
+
+
+def test_reinstall_keeps_backups_restorable(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                            sh: Shell) -> None:
+    name = spec.vm_uuid
+    port = free_port()
+    engine.nat_add(host=host, vm_uuid=name, rule=NatRule(port, 80))
+    engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec("keep", 1))
+    sh(name, "echo on-disk > /mnt/keep/f.txt; echo v1 > /root/v.txt")
+    engine.backup_create(host=host, vm_uuid=name, backup_name="before", description="pre-reinstall",
+                         progress=_noop)
+    info = engine.vm_reinstall(host=host, spec=spec, progress=_noop)
+    assert info.status == "running" and info.extra["backups_kept"] is True
+    assert sh(name, "cat /root/v.txt 2>/dev/null || echo gone").strip() == "gone"
+    listed = {b.backup_name: b.description for b in engine.backup_list(host=host) if b.vm_uuid == name}
+    assert listed == {"before": "pre-reinstall"}
+    # the instance keeping the old snapshots is no VM: not listed, not counted
+    assert [v.vm_uuid for v in engine.vm_list(host=host)].count(name) == 1
+    assert engine.host_status(host=host).vms_count == len(engine.vm_list(host=host))
+    assert len(_helpers_of(engine, host, name)) == 1
+
+    sh(name, "echo v2 > /root/v.txt")
+    engine.backup_create(host=host, vm_uuid=name, backup_name="after", description="post-reinstall",
+                         progress=_noop)
+    sh(name, "echo v3 > /root/v.txt")
+    restored = engine.backup_restore(host=host, vm_uuid=name, backup_name="before", progress=_noop)
+    assert restored.status == "running" and sh(name, "cat /root/v.txt").strip() == "v1"
+    assert "idcs-busybox" in http_get(port)  # the VM's forward and disk are the VM's, not the backup's
+    assert sh(name, "cat /mnt/keep/f.txt").strip() == "on-disk"
+    # the backup made after the reinstall survived this restore, which replaced the instance again
+    assert engine.backup_restore(host=host, vm_uuid=name, backup_name="after", progress=_noop).status == "running"
+    assert sh(name, "cat /root/v.txt").strip() == "v2"
+    fresh = HostSpec("another-record", host.server_type, host.addr, host.user, host.password, {})
+    assert {b.backup_name: b.description for b in LXDEngine().backup_list(host=fresh) if b.vm_uuid == name} == {
+        "before": "pre-reinstall", "after": "post-reinstall"}
+
+    engine.backup_delete(host=host, vm_uuid=name, backup_name="before")
+    assert {b.backup_name for b in engine.backup_list(host=host) if b.vm_uuid == name} == {"after"}
+    assert len(_helpers_of(engine, host, name)) == 1  # the holder of "before" went with it
+    engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
+    assert _helpers_of(engine, host, name) == []  # holders die with the VM
+    assert not [b for b in engine.backup_list(host=host) if b.vm_uuid == name]
+
+
+def test_archive_holds_the_snapshot_not_the_live_system(engine: LXDEngine, archive_host: HostSpec,
+                                                        spec: VMSpec, sh: Shell) -> None:
+    host, name = archive_host, spec.vm_uuid
+    engine.vm_create(host=host, spec=spec, progress=_noop)
+    try:
+        engine.disk_attach(host=host, vm_uuid=name, disk=DiskSpec("extra", 1))
+        sh(name, "echo at-snapshot > /root/data.txt")
+
+        def meanwhile(percent: int, message: str = "") -> None:
+            if message == "exporting the archive":  # the snapshot is taken, the export not yet
+                sh(name, "echo later > /root/data.txt; echo later > /root/later.txt")
+
+        engine.backup_create(host=host, vm_uuid=name, backup_name="snap-state", description="", progress=meanwhile)
+        assert sh(name, "cat /root/later.txt").strip() == "later"
+        archive = Path(host.options["backup_dir"]) / name / "snap-state.tar.gz"
+        with tarfile.open(archive) as tar:
+            files = {m.name.split("/rootfs/", 1)[-1]: m for m in tar.getmembers() if "/rootfs/" in m.name}
+            assert "root/later.txt" not in files, "the archive holds the live system, not the snapshot"
+            data = tar.extractfile(files["root/data.txt"])
+            assert data is not None and data.read() == b"at-snapshot\n"
+        assert _helpers_of(engine, host, name) == []  # the export's helper instance is gone
+
+        # restore from the archive alone (snapshot gone) while the VM exists
+        client = engine.clients.get(host)
+        run_async(client, client.api.instances[name].snapshots["snap-state"].delete())
+        sh(name, "echo on-extra > /mnt/extra/f.txt")
+        engine.backup_restore(host=host, vm_uuid=name, backup_name="snap-state", progress=_noop)
+        assert sh(name, "cat /root/data.txt").strip() == "at-snapshot"
+        assert sh(name, "ls /root/later.txt 2>/dev/null || echo absent").strip() == "absent"
+        assert sh(name, "cat /mnt/extra/f.txt").strip() == "on-extra"  # the VM's disk stays attached
+    finally:
+        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
+        engine.backup_delete(host=host, vm_uuid=name, backup_name="snap-state")
+
+
+def _fail_renames_into_place(monkeypatch: pytest.MonkeyPatch, helper_prefix: str) -> list[str]:
+    """Make LXD's rename of a helper instance (``helper_prefix``*) to the VM's name fail, as a
+    daemon error half-way through a swap would; everything else runs for real."""
+    real, refused = instances.rename, []
+
+    def rename(client: object, name: str, new_name: str) -> None:
+        if name.startswith(helper_prefix) and not names.is_internal(new_name):
+            refused.append(new_name)
+            raise OperationFailed(f"injected failure renaming {name} to {new_name}")
+        real(client, name, new_name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(instances, "rename", rename)
+    return refused
+
+
+def test_failed_swap_of_a_reinstall_keeps_the_vm(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
+                                                 sh: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = spec.vm_uuid
+    sh(name, "echo old-system > /root/marker")
+    engine.backup_create(host=host, vm_uuid=name, backup_name="b1", description="", progress=_noop)
+    refused = _fail_renames_into_place(monkeypatch, "idcs-new-")
+    with pytest.raises(errors.VMOperationFailed, match="unchanged"):
+        engine.vm_reinstall(host=host, spec=spec, progress=_noop)
+    assert refused == [name]
+    monkeypatch.undo()
+    assert engine.vm_status(host=host, vm_uuid=name).status == "running"  # back, and started again
+    assert sh(name, "cat /root/marker").strip() == "old-system"
+    assert [b.backup_name for b in engine.backup_list(host=host) if b.vm_uuid == name] == ["b1"]
+    assert _helpers_of(engine, host, name) == []
+    assert [v.vm_uuid for v in engine.vm_list(host=host)].count(name) == 1
+
+
+def test_failed_swap_of_an_archive_restore_keeps_the_vm(engine: LXDEngine, archive_host: HostSpec, spec: VMSpec,
+                                                        sh: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, name = archive_host, spec.vm_uuid
+    engine.vm_create(host=host, spec=spec, progress=_noop)
+    try:
+        sh(name, "echo archived > /root/v.txt")
+        engine.backup_create(host=host, vm_uuid=name, backup_name="a1", description="", progress=_noop)
+        client = engine.clients.get(host)
+        run_async(client, client.api.instances[name].snapshots["a1"].delete())  # only the archive is left
+        sh(name, "echo current > /root/v.txt")
+        engine.backup_create(host=host, vm_uuid=name, backup_name="a2", description="", progress=_noop)
+        refused = _fail_renames_into_place(monkeypatch, "idcs-rst-")
+        with pytest.raises(errors.VMOperationFailed, match="injected"):
+            engine.backup_restore(host=host, vm_uuid=name, backup_name="a1", progress=_noop)
+        assert refused == [name]
+        monkeypatch.undo()
+        assert engine.vm_status(host=host, vm_uuid=name).status == "running"
+        assert sh(name, "cat /root/v.txt").strip() == "current"
+        assert _helpers_of(engine, host, name) == []
+        # without the fault the restore works, and the snapshot a2 of the replaced instance is kept
+        engine.backup_restore(host=host, vm_uuid=name, backup_name="a1", progress=_noop)
+        assert sh(name, "cat /root/v.txt").strip() == "archived"
+        engine.backup_restore(host=host, vm_uuid=name, backup_name="a2", progress=_noop)
+        assert sh(name, "cat /root/v.txt").strip() == "current"
+    finally:
+        engine.vm_delete(host=host, vm_uuid=name, progress=_noop)
+        for backup in ("a1", "a2"):
+            engine.backup_delete(host=host, vm_uuid=name, backup_name=backup)
+    assert _helpers_of(engine, host, name) == []

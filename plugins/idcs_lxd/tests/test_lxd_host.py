@@ -1,17 +1,21 @@
-"""Host hooks against the real daemons: status, unreachable hosts, https with trust."""
+"""Host hooks against the real daemons: status, unreachable hosts, https with trust and pinning."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from idcs_lxd import testing
-from idcs_lxd.client import run_async
+from idcs_lxd import instances, testing, wsconn
+from idcs_lxd.client import run_async, translated
 from idcs_lxd.engine import LXDEngine
 from pylxd import Client
 
@@ -95,10 +99,24 @@ def _certificates(client: Client) -> set[str]:
     return {c.rsplit("/", 1)[-1] for c in client.api.certificates.get().json()["metadata"]}
 
 
+@dataclass
+class Https:
+    """The daemon on https, reached through a forwarder that can turn into a man in the middle."""
+
+    spec: HostSpec  # no secret in it
+    secret: str
+    forwarder: testing.TLSForwarder
+    server_pem: str  # the daemon's own certificate
+    pin_file: Path  # where trust on first use records it
+
+    def with_options(self, secret: str = "", **options: Any) -> HostSpec:
+        return HostSpec(self.spec.name, self.spec.server_type, self.spec.addr, "", secret,
+                        {**self.spec.options, **options})
+
+
 @pytest.fixture
-def https_host(engine: LXDEngine, host: HostSpec, backend: testing.Backend,
-               tmp_path: Path) -> Iterator[tuple[HostSpec, str]]:
-    """The daemon also listening on https on loopback; yields (host without secret, secret)."""
+def https(engine: LXDEngine, host: HostSpec, backend: testing.Backend, tmp_path: Path) -> Iterator[Https]:
+    """The daemon also listening on https on loopback, behind a ``TLSForwarder``."""
     client = engine.clients.get(host)
     trusted_before = _certificates(client)
     port = testing.free_port()
@@ -112,11 +130,13 @@ def https_host(engine: LXDEngine, host: HostSpec, backend: testing.Backend,
         out = subprocess.run(["incus", "config", "trust", "add", f"idcs-test-{port}", "--quiet"],
                              env=env, capture_output=True, text=True, check=True, timeout=30)
         secret = out.stdout.strip().splitlines()[-1]
-    spec = HostSpec(f"https-{backend.kind}", "LXD", f"https://127.0.0.1:{port}", "", "",
-                    {"cert_dir": str(tmp_path / "certs")})
+    forwarder = testing.TLSForwarder(("127.0.0.1", port), tmp_path)
+    spec = HostSpec(f"https-{backend.kind}", "LXD", forwarder.addr, "", "", {"cert_dir": str(tmp_path / "certs")})
+    pin_file = tmp_path / "certs" / "servers" / f"127.0.0.1_{forwarder.port}.sha256"
     try:
-        yield spec, secret
+        yield Https(spec, secret, forwarder, (backend.state_dir / "server.crt").read_text(), pin_file)
     finally:
+        forwarder.close()
         for fp in _certificates(client) - trusted_before:
             client.api.certificates[fp].delete()
         unset = {"core.https_address": ""}
@@ -125,29 +145,80 @@ def https_host(engine: LXDEngine, host: HostSpec, backend: testing.Backend,
         client.api.patch(json={"config": unset})
 
 
-def test_https_with_trust_secret(engine: LXDEngine, https_host: tuple[HostSpec, str],
-                                 backend: testing.Backend, tmp_path: Path) -> None:
-    base, secret = https_host
-    wrong = HostSpec(base.name, base.server_type, base.addr, "", "not-the-secret", dict(base.options))
+def _sha256(pem: str) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def test_https_with_trust_secret_pins_on_first_use(engine: LXDEngine, https: Https, backend: testing.Backend,
+                                                   tmp_path: Path) -> None:
+    # "false" is false (bool("false") would have turned on CA checks, which a self-signed server fails)
+    wrong = https.with_options("not-the-secret", verify_tls="false")
     with pytest.raises(errors.HostUnreachable, match=r"login|trust"):
         engine.host_connect(host=wrong)
-    good = HostSpec(base.name, base.server_type, base.addr, "", secret, dict(base.options))
+    assert not https.pin_file.exists(), "only a successful connection may pin the certificate"
+    good = https.with_options(https.secret, verify_tls="false")
     status = engine.host_connect(host=good)
     assert status.online and status.extra["server"] == backend.kind and status.extra["trusted"]
     assert (tmp_path / "certs" / "client.crt").exists() and (tmp_path / "certs" / "client.key").exists()
     assert oct((tmp_path / "certs" / "client.key").stat().st_mode & 0o777) == "0o600"
+    assert https.pin_file.read_text().split() == [_sha256(https.server_pem)]
     # trusted now: a fresh connection needs no secret (Incus tokens are single-use anyway)
-    again = HostSpec(base.name, base.server_type, base.addr, "", "", dict(base.options))
+    again = https.with_options()
     assert engine.host_connect(host=again).online
     images = engine.os_images(host=again)
     assert any(i.file == backend.image_alias for i in images)
 
+    # a man in the middle with another certificate, at the same address: refused, and sent nothing
+    https.forwarder.mode = "impostor"
+    for attempt in (again, good):
+        with pytest.raises(errors.HostUnreachable, match=r"certificate of .* changed") as caught:
+            engine.host_connect(host=attempt)
+        assert _sha256(https.forwarder.cert.read_text()) in caught.value.msg
+    assert https.forwarder.impersonated >= 2 and bytes(https.forwarder.received) == b""
+    assert https.pin_file.read_text().split() == [_sha256(https.server_pem)]  # the pin did not move
+    https.forwarder.mode = "relay"
+    assert engine.host_connect(host=again).online
 
-def test_https_exec_runs_over_wss(engine: LXDEngine, https_host: tuple[HostSpec, str], host: HostSpec,
-                                  vm: object, spec: object, sh: object) -> None:
-    """Websockets (password, terminal) work over https with the client certificate too."""
-    base, secret = https_host
-    remote = HostSpec(base.name, base.server_type, base.addr, "", secret, dict(base.options))
+
+def test_https_server_cert_pins_from_the_start(engine: LXDEngine, https: Https, tmp_path: Path) -> None:
+    """server_cert (PEM, PEM file or fingerprint) accepts that certificate only, from the first connection."""
+    pem_file = tmp_path / "server.pem"
+    pem_file.write_text(https.server_pem)
+    fingerprint = _sha256(https.server_pem)
+    forms = [https.server_pem, str(pem_file), ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()]
+    https.forwarder.mode = "impostor"
+    for form in forms:
+        with pytest.raises(errors.HostUnreachable, match="changed") as caught:
+            engine.host_connect(host=https.with_options(https.secret, server_cert=form))
+        assert "server_cert" in caught.value.msg
+    assert bytes(https.forwarder.received) == b"", "the secret went to the impostor"
+    https.forwarder.mode = "relay"
+    assert engine.host_connect(host=https.with_options(https.secret, server_cert=forms[0])).online
+    for form in forms[1:]:
+        assert engine.host_connect(host=https.with_options(server_cert=form)).online
+    assert not https.pin_file.exists()  # an explicit pin records nothing
+    # a pin of another certificate refuses the real server
+    other = https.with_options(server_cert=https.forwarder.cert.read_text())
+    with pytest.raises(errors.HostUnreachable, match="changed"):
+        engine.host_connect(host=other)
+    with pytest.raises(errors.BadRequest):
+        engine.host_connect(host=https.with_options(server_cert="not a certificate"))
+
+
+def test_https_verify_tls_checks_the_ca(engine: LXDEngine, https: Https) -> None:
+    """verify_tls: true (or "yes", "1") wants a CA-signed certificate: a self-signed server is refused."""
+    for word in (True, "yes", "1"):
+        with pytest.raises(errors.HostUnreachable, match=r"not trusted|CERTIFICATE_VERIFY_FAILED"):
+            engine.host_connect(host=https.with_options(https.secret, verify_tls=word))
+    assert not https.pin_file.exists()
+    with pytest.raises(errors.BadRequest):
+        engine.host_connect(host=https.with_options(https.secret, verify_tls="maybe"))
+
+
+def test_https_exec_runs_over_wss(engine: LXDEngine, https: Https, host: HostSpec, vm: object, spec: object,
+                                  sh: object) -> None:
+    """Websockets (password, terminal) work over https with the client certificate, pinned too."""
+    remote = https.with_options(https.secret)
     engine.host_connect(host=remote)
     engine.vm_set_password(host=remote, vm_uuid=spec.vm_uuid, username="root", password="over-wss-1")
     shadow = sh(spec.vm_uuid, "grep '^root:' /etc/shadow")
@@ -161,6 +232,32 @@ def test_https_exec_runs_over_wss(engine: LXDEngine, https_host: tuple[HostSpec,
         assert b"wss-42" in out
     finally:
         term.close()
+    # an impostor at the address: the websocket is refused before its request (and secret) is sent
+    https.forwarder.mode = "impostor"
+    with pytest.raises(errors.HostUnreachable, match=r"certificate .* changed"):
+        wsconn.open_fd(engine.clients.get(remote), "/1.0/operations/0000", "ws-secret-that-must-not-leak")
+    assert https.forwarder.impersonated >= 1 and bytes(https.forwarder.received) == b""
+
+
+def test_revoked_trust_is_unreachable(engine: LXDEngine, https: Https, host: HostSpec) -> None:
+    """A server that stops trusting the engine's certificate answers 403: the host is unreachable (1003)."""
+    remote = https.with_options(https.secret)
+    engine.host_connect(host=remote)
+    assert isinstance(engine.vm_list(host=remote), list)
+    local = engine.clients.get(host)
+    mine = _sha256(Path(https.spec.options["cert_dir"], "client.crt").read_text())
+    local.api.certificates[mine].delete()
+    with pytest.raises(errors.HostUnreachable, match=r"403|trusted"):
+        engine.vm_list(host=remote)
+
+
+def test_bad_request_from_the_daemon_is_400(engine: LXDEngine, host: HostSpec, vm: object, spec: object) -> None:
+    """LXD's 400 (a request it refuses as malformed) is BadRequest, not an operation failure (1005)."""
+    client = engine.clients.get(host)
+    with pytest.raises(errors.BadRequest, match="Unknown action"):
+        with translated(engine.clients, host, "a state change LXD does not know"):
+            instances.set_state(client, spec.vm_uuid, "jump")
+    assert engine.vm_status(host=host, vm_uuid=spec.vm_uuid).status == "running"
 
 
 def test_backend_failure_is_loud(tmp_path: Path) -> None:

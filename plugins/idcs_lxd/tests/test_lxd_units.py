@@ -125,3 +125,37 @@ def test_entry_point_loads_engine() -> None:
     assert {"vm_create", "power", "nat", "disk", "backup", "backup_scan", "password", "terminal", "iso",
             "scan", "images", "vm_reinstall", "vm_update", "vm_delete", "ip"} <= set(engine.capabilities)
     assert engine.description["title"] == "LXD / Incus"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, False), ("", False), (False, False), (True, True), (0, False), (1, True),
+    ("false", False), ("False", False), ("0", False), ("no", False), ("off", False),
+    ("true", True), ("YES", True), ("1", True), ("on", True),
+])
+def test_yes_no_options(value: object, expected: bool) -> None:
+    assert client.flag(value) is expected
+
+
+def test_yes_no_option_rejects_other_words() -> None:
+    with pytest.raises(errors.BadRequest):
+        client.flag("maybe")
+
+
+def test_server_cert_forms(tmp_path: object) -> None:
+    fingerprint = "ab" * 32
+    assert client.parse_pin(fingerprint) == fingerprint
+    assert client.parse_pin("AB:" * 31 + "AB") == fingerprint
+    assert client.parse_pin(f"sha256:{fingerprint.upper()}") == fingerprint
+    for bad in ("", "ab" * 31, "/no/such/file.pem", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----"):
+        with pytest.raises(errors.BadRequest):
+            client.parse_pin(bad)
+
+
+def test_helper_names_are_reserved() -> None:
+    name = names.instance_name("web-1")
+    for helper in (names.temp_name(name, "new"), names.temp_name(name, "rst"), names.temp_name(name, "exp"),
+                   names.holder_name(name)):
+        assert names.is_internal(helper) and names.instance_name(helper) != helper
+    assert names.holder_name(name) != names.holder_name(name)
+    assert names.is_holder(names.holder_name(name)) and not names.is_holder(names.temp_name(name, "new"))
+    assert not names.is_internal(name)
