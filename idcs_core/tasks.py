@@ -149,7 +149,9 @@ class InProcessTaskRunner:
                                 finished_at=utcnow())
                 state = "failed"
             else:
-                await self._set(task_id, state="success", progress=100, message="done", result=result or {},
+                # a handler may say more than "done" (what it noticed on the way) in result["message"]
+                message = str((result or {}).get("message") or "done")[:2000]
+                await self._set(task_id, state="success", progress=100, message=message, result=result or {},
                                 finished_at=utcnow())
                 state = "success"
             log.info("task %s %s on %s/%s: %s", task_id, task.kind, task.host_name, task.vm_uuid, state)

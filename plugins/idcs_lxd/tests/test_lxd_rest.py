@@ -72,6 +72,7 @@ def test_backups_across_a_reinstall(kit: Kit, backend: testing.Backend) -> None:
     task = kit.wait(kit.api.post(kit.vm_path("reinstall", vm), {}))
     assert task["result"]["backups_removed"] == [lost], task
     assert lost in task["result"]["message"] and "removed" in task["result"]["message"]
+    assert task["message"] == task["result"]["message"]  # the task itself says what was lost
     assert read(vm, "/root/state.txt") == "<absent>"  # a new system
     assert _backups(kit, vm) == {kept: "ready"}
     assert _used_backups(kit) == used - 1
