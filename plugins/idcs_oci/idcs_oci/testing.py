@@ -42,7 +42,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 
@@ -83,8 +83,8 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 
 @dataclass
-class DockerDaemon:
-    """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files."""
+class _Daemon:
+    """What a daemon started here has: its folder, process, log and Docker-API socket."""
 
     base: Path
     proc: subprocess.Popen[bytes]
@@ -92,10 +92,11 @@ class DockerDaemon:
     tls: dict[str, str] = field(default_factory=dict)
     tls_port: int | None = None
     _stopped: bool = field(default=False, repr=False)
+    SOCKET: ClassVar[str] = "d.sock"
 
     @property
     def socket(self) -> Path:
-        return self.base / "d.sock"
+        return self.base / self.SOCKET
 
     @property
     def url(self) -> str:
@@ -110,6 +111,11 @@ class DockerDaemon:
 
     def log_tail(self, lines: int = 40) -> str:
         return _log_tail(self.log_path, lines)
+
+
+@dataclass
+class DockerDaemon(_Daemon):
+    """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files."""
 
     def stop(self) -> None:
         """Remove every container (dockerd leaves shims running otherwise), then stop dockerd by PID."""
@@ -347,36 +353,13 @@ class DockerBackend:
 
 
 @dataclass
-class PodmanService:
+class PodmanService(_Daemon):
     """One ``podman system service`` started by ``start_podman``; ``stop()`` ends it and removes its
-    files. Quacks like ``DockerDaemon`` where ``DockerBackend`` needs it (no TLS port)."""
+    files. Serves ``DockerBackend`` like a ``DockerDaemon`` (no TLS port)."""
 
-    base: Path
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
     iptables_before: dict[str, set[str]] = field(default_factory=dict)
-    tls: dict[str, str] = field(default_factory=dict)
-    tls_port: int | None = None
-    _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def socket(self) -> Path:
-        return self.base / "p.sock"
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def client(self, timeout: float = 60) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return _log_tail(self.log_path, lines)
+    SOCKET: ClassVar[str] = "p.sock"
 
     def _end_process(self) -> None:
         if self.proc.poll() is None:
@@ -536,7 +519,7 @@ def start_podman(timeout: float = 30) -> PodmanService:
     env.pop("DOCKER_HOST", None)
     env.pop("CONTAINER_HOST", None)
     log_path = base / "podman.log"
-    service = PodmanService(base, _start_podman_process(base, exe, env, log_path), log_path, env,
+    service = PodmanService(base, _start_podman_process(base, exe, env, log_path), log_path, env=env,
                             iptables_before=_iptables_chains())
     try:
         _wait_answering(service, timeout)
