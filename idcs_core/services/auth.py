@@ -15,6 +15,7 @@ guesses neither collide on the row nor escape the lock.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -56,6 +57,7 @@ class AuthService:
     def __init__(self, core: CoreContext) -> None:
         self.core = core
         self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, recheck at)
+        self._checking: dict[str, asyncio.Future[Principal]] = {}  # token -> its check under way
         self._api_token: str | None = None
         self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
         core.db.user_listeners.append(self.forget_users)
@@ -81,10 +83,33 @@ class AuthService:
         if self._api_token and security.constant_time_equal(token, self._api_token):
             return API_TOKEN_PRINCIPAL
         known = self._tokens.get(token)
-        if known is not None:
-            if known[1] > time.time():
-                return known[0]
-            del self._tokens[token]
+        if known is not None and known[1] > time.time():
+            return known[0]
+        # one check per token at a time: the requests of a busy client arriving while its
+        # token is (re)checked wait for that one check instead of each querying the database
+        pending = self._checking.get(token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._checking[token] = fut
+        try:
+            principal = await self._verify(token)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here: waiters, if any, get it too
+            raise
+        else:
+            fut.set_result(principal)
+            return principal
+        finally:
+            self._checking.pop(token, None)
+
+    async def _verify(self, token: str) -> Principal:
+        """Check a token's signature, expiry and session row; remember the result for a while."""
+        self._tokens.pop(token, None)
         claims = self.core.keys.decode_token(token)
         principal, expires = await self._load_session(claims.jti)
         if len(self._tokens) >= MAX_REMEMBERED:
