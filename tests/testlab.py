@@ -59,6 +59,8 @@ class Faults:
         self.delay: dict[str, float] = {}
         self.down: set[str] = set()
         self.hang: set[str] = set()
+        self.hung_calls = 0  # calls that entered a hang
+        self.unhang = threading.Event()  # set: hanging calls return at once
         self.ports_taken: set[tuple[str, int]] = set()
 
     def reset(self) -> None:
@@ -66,6 +68,9 @@ class Faults:
         self.delay.clear()
         self.down.clear()
         self.hang.clear()
+        self.unhang.set()  # release what still hangs, then arm again
+        self.unhang = threading.Event()
+        self.hung_calls = 0
         self.ports_taken.clear()
 
 
@@ -82,7 +87,9 @@ class TestLabEngine:
     # -- helpers
     def _host(self, host: HostSpec, hook: str) -> LabHost:
         if host.addr in self.faults.hang:
-            time.sleep(30)
+            with self.lock:
+                self.faults.hung_calls += 1
+            self.faults.unhang.wait(30)
         if host.addr in self.faults.down or not host.addr.startswith("lab://"):
             raise errors.HostUnreachable(f"{host.addr}: connection refused")
         if host.password != PASSWORD:

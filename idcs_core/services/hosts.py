@@ -31,9 +31,12 @@ class HostMonitor:
         self.core = core
         self._cache: dict[str, tuple[float, HostStatus | None, str]] = {}
         self._inflight: dict[str, asyncio.Future[tuple[HostStatus | None, str]]] = {}
+        # a status call that timed out but whose worker thread still waits on the host
+        self._stuck: dict[str, asyncio.Future[Any]] = {}
 
     def forget(self, name: str) -> None:
         self._cache.pop(name, None)
+        self._stuck.pop(name, None)  # new settings: ask the host afresh
 
     async def status(self, host: Host, fresh: bool = False) -> tuple[HostStatus | None, str]:
         """(status, error): status None and an error message when the host is offline."""
@@ -43,6 +46,14 @@ class HostMonitor:
         inflight = self._inflight.get(host.server_name)
         if inflight is not None:  # many concurrent list requests share one call per host
             return await asyncio.shield(inflight)
+        stuck = self._stuck.get(host.server_name)
+        if stuck is not None and not stuck.done():
+            # the host has not even answered the last call: asking again would only tie up one
+            # more worker thread per poll, until the pool is full and live hosts wait behind
+            result = (None, f"host {host.server_name} has not answered its previous status call yet")
+            self._cache[host.server_name] = (time.monotonic(), *result)
+            return result
+        self._stuck.pop(host.server_name, None)
         fut: asyncio.Future[tuple[HostStatus | None, str]] = asyncio.get_running_loop().create_future()
         self._inflight[host.server_name] = fut
         try:
@@ -50,6 +61,8 @@ class HostMonitor:
                 result: tuple[HostStatus | None, str] = (await self.core.call(host, "host_status"), "")
             except errors.IDCSError as exc:
                 result = (None, exc.msg)
+                if isinstance(exc, errors.HookTimeout) and exc.pending is not None:
+                    self._stuck[host.server_name] = exc.pending
             if cached and cached[1] is None and result[0] is not None:  # back online: re-apply NAT rules
                 self.core.spawn(sync_nat(self.core, host.server_name))
             self._cache[host.server_name] = (time.monotonic(), *result)

@@ -76,15 +76,17 @@ async def apply_live(core: CoreContext, vm_id: int, info: VMInfo) -> None:
 
 
 async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> list[dict[str, Any]]:
-    """The host's managed VMs the caller may see, with live power state from one engine call."""
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        query = select(VM).where(VM.host_id == host.id).order_by(VM.id)
-        if principal.vm_id is not None:
-            query = query.where(VM.id == principal.vm_id)
-        elif not principal.is_admin:
-            query = query.where(VM.owner_id == principal.user_id)
-        vms = list((await s.execute(query)).scalars())
+    """The host's managed VMs the caller may see, with live power state from one engine call.
+
+    The host's rows come from memory until something is written (``core.reads``); the
+    engine is asked at once, so a list costs about one engine call."""
+    host, all_vms = await core.reads.get(f"vms:{hs_name}", lambda: _host_vms(core, hs_name))
+    if principal.vm_id is not None:
+        vms = [vm for vm in all_vms if vm.id == principal.vm_id]
+    elif principal.is_admin:
+        vms = all_vms
+    else:
+        vms = [vm for vm in all_vms if vm.owner_id == principal.user_id]
     live: dict[str, VMInfo] = {}
     host_error = ""
     try:
@@ -108,6 +110,13 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     for vm_id, info in changed:
         await apply_live(core, vm_id, info)
     return result
+
+
+async def _host_vms(core: CoreContext, hs_name: str) -> tuple[Host, list[VM]]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        vms = list((await s.execute(select(VM).where(VM.host_id == host.id).order_by(VM.id))).scalars())
+    return host, vms
 
 
 async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> dict[str, Any]:
