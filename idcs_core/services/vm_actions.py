@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -85,8 +85,9 @@ async def live_status(core: CoreContext, principal: Principal, hs_name: str, vm_
     async with core.db.session() as s:
         samples = (await s.execute(select(UsageSample).where(UsageSample.vm_id == vm.id, UsageSample.ts >= since)
                                    .order_by(UsageSample.ts))).scalars()
-        history = [{"time": x.ts, "cpu_usage": x.cpu_usage, "memory_usage": x.memory_usage, "status": x.status}
-                   for x in samples]
+        # "time" ISO 8601 UTC; "timestamp" the same as epoch seconds, for clients that decode integers
+        history = [{"time": x.ts, "timestamp": int(x.ts.replace(tzinfo=UTC).timestamp()), "cpu_usage": x.cpu_usage,
+                    "memory_usage": x.memory_usage, "status": x.status} for x in samples]
     return {"vm_uuid": vm_uuid, **live, "power_status": live["status"], "history": history}
 
 
