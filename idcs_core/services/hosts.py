@@ -106,9 +106,13 @@ async def _hosts_and_counts(core: CoreContext) -> tuple[list[Host], dict[int, in
     return hosts, counts
 
 
+async def host_rows(core: CoreContext) -> tuple[list[Host], dict[int, int]]:
+    """Every host, and its VM count by host id: from memory until something is written."""
+    return await core.reads.get("hosts", lambda: _hosts_and_counts(core))
+
+
 async def list_hosts(core: CoreContext) -> list[dict[str, Any]]:
-    # the rows come from memory until something is written; the live status is asked anew
-    hosts, counts = await core.reads.get("hosts", lambda: _hosts_and_counts(core))
+    hosts, counts = await host_rows(core)  # the live status is asked anew
     statuses = await core.hosts.status_many(hosts)
     return [host_dict(h, st, err, counts.get(h.id, 0)) for h, (st, err) in zip(hosts, statuses, strict=True)]
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from sqlalchemy import func, select
 
-from idcs_core.db.models import VM, Host, User
+from idcs_core.db.models import VM, User
+from idcs_core.services.hosts import host_rows
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -48,19 +49,18 @@ class MachineUsage:
                 "disk_usage": float(psutil.disk_usage(self.data_dir).percent)}
 
 
-async def _counts(core: CoreContext) -> tuple[list[Host], dict[str, int]]:
+async def _counts(core: CoreContext) -> dict[str, int]:
     async with core.db.session() as s:
-        hosts = list((await s.execute(select(Host).order_by(Host.id))).scalars())
-        vms_count, running = (await s.execute(
-            select(func.count(VM.id), func.count(VM.id).filter(VM.status == "running")))).one()
+        running = (await s.execute(select(func.count(VM.id)).where(VM.status == "running"))).scalar_one()
         users_count = (await s.execute(select(func.count(User.id)))).scalar_one()
-    return hosts, {"vms_count": vms_count, "running_vm_count": running, "users_count": users_count}
+    return {"running_vm_count": running, "users_count": users_count}
 
 
 async def stats(core: CoreContext) -> dict[str, Any]:
     """Counts from the database; usage averaged over online hosts, else this machine's."""
-    # the counts come from memory until something is written; host usage is asked anew
-    hosts, counts = await core.reads.get("stats", lambda: _counts(core))
+    # the rows and counts come from memory until something is written; host usage is asked anew
+    hosts, per_host = await host_rows(core)
+    counts = await core.reads.get("stats", lambda: _counts(core)) | {"vms_count": sum(per_host.values())}
     statuses = [st for st, _err in await core.hosts.status_many(hosts) if st is not None]
     usage: dict[str, Any] = {
         "cpu_usage": _mean([st.cpu_usage for st in statuses]),
