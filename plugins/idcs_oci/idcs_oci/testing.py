@@ -112,6 +112,12 @@ class _Daemon:
     def log_tail(self, lines: int = 40) -> str:
         return _log_tail(self.log_path, lines)
 
+    @staticmethod
+    def _remove_containers(c: docker.DockerClient) -> None:
+        """Remove every container with its anonymous volumes (their shims outlive the daemon otherwise)."""
+        for item in c.api.containers(all=True):
+            c.api.remove_container(item["Id"], force=True, v=True)
+
 
 @dataclass
 class DockerDaemon(_Daemon):
@@ -124,8 +130,7 @@ class DockerDaemon(_Daemon):
         self._stopped = True
         if self.proc.poll() is None:
             with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=30)) as c:
-                for item in c.api.containers(all=True):
-                    c.api.remove_container(item["Id"], force=True, v=True)
+                self._remove_containers(c)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
@@ -378,8 +383,7 @@ class PodmanService(_Daemon):
         self._stopped = True
         if self.proc.poll() is None:
             with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=30)) as c:
-                for item in c.api.containers(all=True):
-                    c.api.remove_container(item["Id"], force=True, v=True)
+                self._remove_containers(c)
                 for net in c.networks.list(names=[TEST_NETWORK]):
                     net.remove()
         self._end_process()
