@@ -257,3 +257,68 @@ def test_refused_or_invalid_rules_leave_nothing(world: World) -> None:
     assert (status, answer["code"]) == (501, 1006), answer
     assert [p["domain"] for p in admin.get(w.vm_path("proxys/detail", vm))] == [domain]
     admin.put(f"/api/server/update/{w.hs}", {"proxy_endpoint": "local"})
+
+
+def test_a_normal_user_may_only_name_the_vms_own_address(world: World) -> None:
+    w = world
+    admin = w.admin
+    assert admin is not None
+    user = admin.post("/api/users", {"username": f"px{w.tag}", "password": "Px-pass-123", "email": "px@example.com"})
+    vm = f"mine-{w.tag}"
+    admin.run_task("POST", f"/api/client/create/{w.hs}", {"vm_uuid": vm, "os_name": w.backend.image, "cpu_num": 1,
+                                                          "ram_num": 64, "hdd_num": 1, "owner_id": user["id"]})
+    assert w.server is not None
+    client = w.server.client()
+    client.login(f"px{w.tag}", "Px-pass-123")
+    path = w.vm_path("proxys/create", vm)
+    for other in ("127.0.0.1", "10.255.0.1"):  # this server's own port, or someone else's machine
+        status, answer = client.call("POST", path, {"domain": f"ssrf-{w.tag}.example.test", "lan_port": 1880,
+                                                    "lan_addr": other})
+        assert (status, answer["code"]) == (400, 400) and "not an address of" in answer["msg"], answer
+    own = [ip["address"] for ip in client.get(w.vm_path("ipaddr/detail", vm)) if ":" not in ip["address"]]
+    assert own, "the container reports no IPv4 address"
+    domain = f"own-{w.tag}.example.test"
+    client.post(path, {"domain": domain, "lan_port": 80, "lan_addr": own[0]})
+    got = w.http(domain)
+    assert got is not None and (got.status, got.body.strip()) == (200, BODY), got
+    client.close()
+
+
+def test_a_crashed_server_takes_its_caddy_over(oci_backend: Any, tmp_path: Path) -> None:
+    """The server process is killed: its Caddy goes on serving; the next server takes that
+    Caddy over (not a second one) and stops it by its PID at shut-down."""
+    w = World(tmp_path / "srv", oci_backend)
+    srv = LiveServer(w.data_dir, subprocess_mode=True, env={"IDCS_LOAD_ENGINES": "OCInterface"}).start()
+    admin = srv.admin()
+    admin.post("/api/system/settings", {"proxy_http_port": w.http_port, "proxy_https_port": w.https_port})
+    spec = oci_backend.host_spec()
+    admin.post("/api/server/create", {"server_name": w.hs, "server_type": "OCInterface", "server_addr": spec.addr,
+                                      "server_user": "", "server_pass": "", "options": spec.options})
+    vm = f"crash-{w.tag}"
+    admin.run_task("POST", f"/api/client/create/{w.hs}", {"vm_uuid": vm, "os_name": oci_backend.image,
+                                                          "cpu_num": 1, "ram_num": 64, "hdd_num": 1})
+    admin.post(w.vm_path("natadd", vm), {"host_port": free_port(), "vm_port": 80, "protocol": "tcp"})
+    domain = f"crash-{w.tag}.example.test"
+    admin.post(w.vm_path("proxys/create", vm), {"domain": domain, "lan_port": 80})
+    admin.close()
+    pid = w.caddy_pid()
+    assert pid is not None
+    srv.kill()
+    try:
+        got = w.http(domain)
+        assert got is not None and got.status == 200, got  # Caddy outlives the crashed server
+        srv = LiveServer(w.data_dir, subprocess_mode=True, env={"IDCS_LOAD_ENGINES": "OCInterface"}).start()
+        admin = srv.admin()
+        admin.post(w.vm_path("proxys/create", vm), {"domain": f"more-{w.tag}.example.test", "lan_port": 80})
+        assert w.caddy_pid() == pid  # taken over, not started twice
+        got = w.http(f"more-{w.tag}.example.test")
+        assert got is not None and (got.status, got.body.strip()) == (200, BODY), got
+        admin.run_task("DELETE", w.vm_path("delete", vm))
+        admin.delete(f"/api/server/delete/{w.hs}")
+        admin.close()
+    finally:
+        srv.stop()
+        left = w.caddy_pid()
+        if left is not None:  # never leave it behind, even when the test failed
+            os.kill(left, signal.SIGKILL)
+    assert left is None, "the server did not stop the Caddy it took over"

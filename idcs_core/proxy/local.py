@@ -45,6 +45,9 @@ class LocalCaddy:
         self.root_cert = base / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
         self._proc: subprocess.Popen[bytes] | None = None
         self._admin: CaddyAdmin | None = None
+        # set once this server started or took over the Caddy: only then does stop() end it
+        # (a one-off command such as ``idcs user`` on the same data dir must leave it alone)
+        self._owned = False
 
     # ------------------------------------------------------------------ state
 
@@ -82,6 +85,7 @@ class LocalCaddy:
 
     async def start(self) -> bool:
         """Make sure Caddy runs and its admin API answers; True when it was (re)started now."""
+        self._owned = True
         if self.running():
             if self._proc is None and self._pid_from_file() is not None:
                 log.debug("taking over the local Caddy (pid %s)", self.pid)
@@ -101,6 +105,7 @@ class LocalCaddy:
         self.config_path.write_text(json.dumps({"admin": {"listen": f"unix/{self.socket_path}",
                                                           "origins": [UNIX_ORIGIN]}}))
         self._proc = self._spawn()
+        self._owned = True
         await self._wait_ready()
         log.info("local Caddy started (pid %s, admin %s)", self._proc.pid, self.socket_path)
         return True
@@ -128,8 +133,10 @@ class LocalCaddy:
         raise ProxyUnreachable(f"the local Caddy did not answer within {READY_SECONDS:g} s: {self.log_tail()}")
 
     async def stop(self) -> None:
-        """Stop Caddy by its PID (TERM, then KILL after ``STOP_SECONDS``)."""
-        pid = self.pid
+        """Stop the Caddy this server started or took over, by its PID (TERM, then KILL after
+        ``STOP_SECONDS``)."""
+        pid = self.pid if self._owned else None
+        self._owned = False
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
