@@ -22,6 +22,7 @@ from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import AuditLog, Host, utcnow
 from idcs_core.db.session import Database, upgrade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
+from idcs_core.proxy.manager import ProxyManager
 from idcs_core.security import Keys
 from idcs_core.services import audit
 from idcs_core.services.auth import AuthService, Principal
@@ -34,6 +35,8 @@ from idcs_core.types import HostSpec
 log = logging.getLogger("idcs")
 T = TypeVar("T")
 
+# Per-host settings only the core uses: never handed to engines in HostSpec.options.
+CORE_ONLY_OPTIONS = frozenset({"proxy_endpoint"})
 AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entries older than audit_keep_days
 
 
@@ -50,6 +53,7 @@ class CoreContext:
         self.auth = AuthService(self)
         self.tasks = InProcessTaskRunner(self)
         self.hosts = HostMonitor(self)
+        self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -79,6 +83,7 @@ class CoreContext:
             log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
             core.spawn(vms.reconcile_interrupted(core, interrupted))
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
+        core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
@@ -88,6 +93,7 @@ class CoreContext:
         await self.tasks.shutdown()
         for task in list(self.background):
             task.cancel()
+        await self.proxies.stop()
         await self._close_hosts()
         await self.db.dispose()
 
@@ -143,7 +149,7 @@ class CoreContext:
     def host_spec(self, host: Host) -> HostSpec:
         return HostSpec(name=host.server_name, server_type=host.server_type, addr=host.server_addr,
                         user=host.server_user, password=self.keys.decrypt(host.server_pass_enc),
-                        options=dict(host.options or {}))
+                        options={k: v for k, v in (host.options or {}).items() if k not in CORE_ONLY_OPTIONS})
 
     def engine_for(self, host: Host) -> Engine:
         return self.plugins.engine(host.server_type)

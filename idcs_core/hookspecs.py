@@ -256,7 +256,12 @@ class EngineSpec:
 
     @hookspec(firstresult=True)
     def proxy_add(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:
-        """Serve ``rule.domain`` from the VM's ``rule.lan_port`` through a reverse proxy."""
+        """Serve ``rule.domain`` from the VM's ``rule.lan_port`` through a reverse proxy.
+
+        Optional: without it the core serves the host's ``proxys`` through its own Caddy
+        (``idcs_core.proxy``), reaching the VM through its NAT rules or its address. Implement
+        it only when the back end has a reverse proxy of its own.
+        """
 
     @hookspec(firstresult=True)
     def proxy_remove(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the real back ends the test suite drives (Docker Engine, Podman, LXD, Incus, busybox).
+# Installs the real back ends the test suite drives (Docker Engine, Podman, LXD, Incus, busybox,
+# Caddy for the core's reverse proxies).
 # Idempotent: packages already present are not installed again. Needs root (apt-get).
 # Daemons are NOT started here: the pytest fixtures start them once per session and stop
 # them by PID (see idcs_core/testing/daemons.py).
 set -euo pipefail
 
 need=()
-for pkg in docker.io busybox-static lxd podman catatonit; do
+for pkg in docker.io busybox-static lxd podman catatonit caddy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 incus_needed=0
@@ -31,4 +32,4 @@ if [ ${#need[@]} -gt 0 ] || [ $incus_needed -eq 1 ]; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports incus-base incus-client
   fi
 fi
-echo "install-backends: docker.io podman catatonit lxd incus busybox-static present"
+echo "install-backends: docker.io podman catatonit lxd incus busybox-static caddy present"

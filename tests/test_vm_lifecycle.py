@@ -78,6 +78,8 @@ def test_delete_failure_keeps_vm_with_real_status(admin: ApiClient, host: str, l
 
 def test_unsupported_operation_is_1006(admin: ApiClient, host: str) -> None:
     create_vm(admin, host, "u1")
+    # reverse proxies: served by the core's Caddy unless the host turns that off
+    admin.put(f"/api/server/update/{host}", {"proxy_endpoint": "off"})
     for method, path, body in [("POST", f"/api/client/iso/mount/{host}/u1", {"iso_name": "x.iso"}),
                                ("GET", f"/api/client/remote/{host}/u1", None),
                                ("POST", f"/api/client/proxys/create/{host}/u1", {"domain": "a.example.com"}),
@@ -85,6 +87,7 @@ def test_unsupported_operation_is_1006(admin: ApiClient, host: str) -> None:
         status, data = admin.call(method, path, body)
         assert (status, data["code"]) == (501, 1006), (path, data)
         assert "not supported" in data["msg"]
+    admin.put(f"/api/server/update/{host}", {"proxy_endpoint": "local"})
 
 
 def test_host_unreachable_and_offline_listing(admin: ApiClient, lab: TestLabEngine, server: LiveServer) -> None:

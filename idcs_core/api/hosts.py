@@ -17,7 +17,10 @@ HOST_ITEM = {"type": "object", "properties": {
     "status": {"type": "string", "enum": ["online", "offline"]}, "vms_count": {"type": "integer"},
     "cpu_usage": {"type": "number", "nullable": True}, "memory_usage": {"type": "number", "nullable": True},
     "server_area": {"type": "string"},
-    "config": {"type": "object", "description": "ports_start, ports_close, public_addr, server_plan, enabled"}}}
+    "config": {"type": "object", "description": (
+        "ports_start, ports_close, public_addr, server_plan, enabled, proxy_endpoint (where the host's "
+        "reverse proxy lives when its engine has none: local = a Caddy this server runs (default), off, "
+        "or http://HOST:PORT = the admin API of a Caddy dedicated to OpenIDCS)")}}}
 
 
 @router.get("/api/server/detail", auth=ADMIN, data={

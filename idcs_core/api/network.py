@@ -80,7 +80,16 @@ async def list_proxies(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 
 @router.post("/api/client/proxys/create/{hs_name}/{vm_uuid}", body=ProxyAdd, vm_scoped=True)
 async def add_proxy(ctx: Ctx, hs_name: str, vm_uuid: str, body: ProxyAdd) -> Any:
-    """Serve a domain (domain or web_addr) from the VM's lan_port (default 80)."""
+    """Serve a domain (domain or web_addr) from the VM's lan_port (default 80).
+
+    Through the engine's own reverse proxy where it has one, else through the core's Caddy
+    (the host's ``config.proxy_endpoint``; listen ports are the settings ``proxy_http_port``
+    and ``proxy_https_port``). ``is_https``: TLS with a certificate of Caddy's internal CA (or
+    ACME, setting ``proxy_tls_issuer``), plain HTTP redirected to it. Caddy dials ``lan_addr``
+    if given (a normal user may only name one of the VM's addresses), else ``public_addr``
+    plus the host port of a NAT rule forwarding TCP to ``lan_port``, else the VM's own
+    address; none: 400. Domain taken: 4002; Caddy refusing or unreachable: 1005 / 1003,
+    and nothing is recorded."""
     result = await network.add_proxy(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
     await ctx.core.audit(ctx.user, "proxy.add", f"{hs_name}/{vm_uuid}", detail=result["domain"],
                          source_ip=ctx.source_ip)

@@ -42,6 +42,19 @@ Decisions where API.md is silent (kept consistently across the API):
   keyed by server_name for the global API token and `/api/login` sessions (`?format=`
   chooses). Power words also: S_RESUME, start, stop, hard_stop, reset, hard_reset, pause,
   resume. `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
+* Reverse proxies (`proxys`) work on every host: an engine with its own `proxy_add` serves
+  them, otherwise the core's Caddy does, driven live through its admin API. Where that Caddy
+  is, is the host's `config.proxy_endpoint`: `local` (default: a Caddy this server starts,
+  data in `<data dir>/caddy`, stopped by PID at shut-down), `off` (proxys answer 1006) or
+  `http://HOST:PORT` (a Caddy dedicated to OpenIDCS). It listens on the settings
+  `proxy_http_port` (80) and `proxy_https_port` (443); `is_https` rules are served with TLS
+  (certificates from Caddy's internal CA, or ACME with `proxy_tls_issuer` = acme) and their
+  plain-HTTP side redirects (308) to HTTPS; unknown domains get 404. Caddy dials `lan_addr`
+  when given (a normal user may only name the VM's own addresses), else the host's
+  `public_addr` and the host port of a NAT rule forwarding TCP to `lan_port`, else the VM's own
+  address; with none of them the rule is refused (400). A rule Caddy refuses (1005) or cannot
+  take (1003) is not recorded. Rules are reloaded from the database at start and whenever
+  the Caddy restarted or differs from the records (e.g. a deleted VM's rules go).
 """
 
 _CONVERTER = re.compile(r"{(\w+):\w+}")

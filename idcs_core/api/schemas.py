@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from idcs_core.proxy.endpoint import normalise as normal_proxy_endpoint
 from idcs_core.validation import (
     Domain,
     Email,
@@ -149,6 +150,7 @@ class HostFields(Body):
     ports_close: Annotated[int, Field(ge=1, le=65535)] | None = None
     public_addr: Annotated[Text, Field(max_length=255)] | None = None
     server_plan: dict[str, Any] | list[Any] | None = None
+    proxy_endpoint: Annotated[str, Field(max_length=255), AfterValidator(normal_proxy_endpoint)] | None = None
     enabled: StrictBool | None = None
 
     @model_validator(mode="before")

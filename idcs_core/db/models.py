@@ -203,6 +203,9 @@ class ProxyRow(Base):
     wan_addr: Mapped[str] = mapped_column(String(64), default="")
     is_https: Mapped[bool] = mapped_column(Boolean, default=False)
     tips: Mapped[str] = mapped_column(String(255), default="")
+    # host:port the core's reverse proxy (Caddy) dials, as resolved when the rule was added
+    # ("" for engines with their own proxy_add).
+    upstream: Mapped[str] = mapped_column(String(300), default="", server_default="")
 
 
 class Disk(Base):

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 STATUS_TTL = 2.0  # seconds a host's live status is reused before asking again
 CONNECT_FIELDS = ("server_type", "server_addr", "server_user", "server_pass", "options")
-HOST_CONFIG_KEYS = ("ports_start", "ports_close", "public_addr", "server_plan")
+# The core's own per-host settings (shown as the host's ``config``, apart from the engine's
+# ``options``); proxy_endpoint: where the host's reverse proxy lives (idcs_core.proxy.endpoint).
+HOST_CONFIG_KEYS = ("ports_start", "ports_close", "public_addr", "server_plan", "proxy_endpoint")
 
 
 class HostMonitor:

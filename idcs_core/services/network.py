@@ -17,9 +17,11 @@ from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow
+from idcs_core.proxy import upstream
+from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import quotas
 from idcs_core.services.lookup import get_vm
-from idcs_core.types import IPAddress, NatRule, ProxyRule, VMStatus
+from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -337,30 +339,75 @@ async def list_proxies(core: CoreContext, principal: Principal, hs_name: str, vm
         return [proxy_dict(r) for r in rows]
 
 
+def _route(row: ProxyRow) -> CaddyRoute:
+    return CaddyRoute(row.id, row.domain, row.upstream, row.is_https)
+
+
+async def _proxy_upstream(core: CoreContext, principal: Principal, vm: VM, lan_port: int, lan_addr: str) -> str:
+    """Where the core's Caddy reaches the VM's ``lan_port`` (see ``idcs_core.proxy.upstream``);
+    400 when nothing reaches it, or when a normal user names an address that is not the VM's."""
+    host = vm.host
+    live: list[str] = []
+    if lan_addr and principal.is_admin:
+        return upstream.dial(lan_addr, lan_port)
+    async with core.db.session() as s:
+        forwards = [(r.host_port, r.vm_port, r.protocol) for r in (await s.execute(
+            select(NatRuleRow).where(NatRuleRow.vm_id == vm.id))).scalars()]
+        recorded = [a for r in (await s.execute(select(IPAddr).where(IPAddr.vm_id == vm.id))).scalars()
+                    for a in (r.address, r.ip6_addr) if a]
+    if lan_addr or not upstream.from_nat(forwards, lan_port, "x"):
+        info: VMInfo = await core.call(host, "vm_status", vm_uuid=vm.vm_uuid)
+        live = list(info.ip_addresses)
+    if lan_addr:
+        if lan_addr not in live + recorded:
+            raise errors.BadRequest(f"lan_addr {lan_addr} is not an address of {vm.vm_uuid}")
+        return upstream.dial(lan_addr, lan_port)
+    address = upstream.public_address(str((host.options or {}).get("public_addr") or ""), host.server_addr)
+    found = upstream.from_nat(forwards, lan_port, address) or upstream.from_vm_addresses(live, lan_port)
+    if not found:
+        raise errors.BadRequest(f"nothing reaches port {lan_port} of {vm.vm_uuid} from the reverse proxy: the VM "
+                                f"reports no address and no NAT rule forwards TCP to {lan_port}; add one first")
+    return found
+
+
 async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                     fields: dict[str, Any]) -> dict[str, Any]:
+    """Serve ``domain`` from the VM's ``lan_port``: through the engine's own reverse proxy
+    (``proxy_add``) where it has one, else through the core's Caddy (``core.proxies``).
+
+    The rule is checked and its upstream resolved first, then recorded, then applied; if
+    applying fails, the record is removed again (nothing half-made).
+    """
+    lan_addr = fields.get("lan_addr") or ""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        core.require(vm.host, "proxy_add", "reverse proxies")
+        native = core.supports(vm.host, "proxy_add")
+        if not native and not core.proxies.serves(vm.host):
+            core.require(vm.host, "proxy_add", "reverse proxies (the host's proxy_endpoint is off)")
         limit = _per_vm_limit(vm, "web_num")
         count = (await s.execute(select(func.count(ProxyRow.id)).where(ProxyRow.vm_id == vm.id))).scalar_one()
         if limit is not None and count >= limit:
             raise errors.QuotaExceeded(f"this VM may have at most {limit} reverse proxies")
         if (await s.execute(select(ProxyRow.id).where(ProxyRow.domain == fields["domain"]))).first():
             raise errors.Conflict(f"domain {fields['domain']} is already in use")
+    dial = "" if native else await _proxy_upstream(core, principal, vm, fields["lan_port"], lan_addr)
+    async with core.db.session() as s:
         row = ProxyRow(vm_id=vm.id, idx=await _next_idx(s, ProxyRow, vm.id), domain=fields["domain"],
-                       lan_port=fields["lan_port"], lan_addr=fields.get("lan_addr") or "",
+                       lan_port=fields["lan_port"], lan_addr=lan_addr,
                        wan_addr=fields.get("wan_addr") or "", is_https=bool(fields.get("is_https")),
-                       tips=fields.get("tips") or "")
+                       tips=fields.get("tips") or "", upstream=dial)
         s.add(row)
         try:
             await s.flush()
         except IntegrityError as exc:
             raise errors.Conflict(f"domain {fields['domain']} is already in use") from exc
-        row_id, data = row.id, proxy_dict(row)
-    rule = ProxyRule(fields["domain"], fields["lan_port"], fields.get("lan_addr") or "", bool(fields.get("is_https")))
+        row_id, data, route = row.id, proxy_dict(row), _route(row)
+    rule = ProxyRule(fields["domain"], fields["lan_port"], lan_addr, bool(fields.get("is_https")))
     try:
-        await core.call(vm.host, "proxy_add", long=True, vm_uuid=vm_uuid, rule=rule)
+        if native:
+            await core.call(vm.host, "proxy_add", long=True, vm_uuid=vm_uuid, rule=rule)
+        else:
+            await core.proxies.add(vm.host, route)
     except errors.IDCSError:
         async with core.db.session() as s:
             row = await s.get(ProxyRow, row_id)
@@ -378,7 +425,12 @@ async def delete_proxy(core: CoreContext, principal: Principal, hs_name: str, vm
         if row is None:
             raise errors.NotFound(f"reverse proxy {idx} does not exist on {vm_uuid}")
         rule = ProxyRule(row.domain, row.lan_port, row.lan_addr, row.is_https)
-    await core.call(vm.host, "proxy_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+        route = _route(row)
+    if core.supports(vm.host, "proxy_remove"):
+        await core.call(vm.host, "proxy_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+    elif core.proxies.serves(vm.host):
+        await core.proxies.remove(vm.host, route)
+    # else: the host's proxy_endpoint was set to off after the rule was made: nothing serves it
     async with core.db.session() as s:
         row = await s.get(ProxyRow, row.id)
         if row is not None:

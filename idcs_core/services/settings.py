@@ -32,6 +32,11 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "usage_sample_seconds": (int, 60, "interval of the VM usage history samples"),
     "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
                                  "then daily)"),
+    # the core's reverse proxy (Caddy) on hosts whose proxy_endpoint is local or http://...
+    "proxy_http_port": (int, 80, "port the reverse proxy serves plain-HTTP domains on"),
+    "proxy_https_port": (int, 443, "port the reverse proxy serves HTTPS domains on (is_https)"),
+    "proxy_tls_issuer": (str, "internal", "who signs the reverse proxy's certificates: internal (Caddy's own "
+                                          "CA, never installed in system trust stores) or acme (public ACME)"),
 }
 PRIVATE_KEYS = {"api_token"}
 
@@ -45,7 +50,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "login_lock_seconds": (0, YEAR),
     "usage_sample_seconds": (5, 24 * 3600),
     "audit_keep_days": (1, 100 * 365),
+    "proxy_http_port": (1, 65535),
+    "proxy_https_port": (1, 65535),
 }
+CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme")}
 QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
 QUOTA_MAX = 2**31 - 1  # the quota columns are 32-bit integers
 
@@ -75,6 +83,7 @@ class SettingsService:
     def describe(self) -> dict[str, dict[str, Any]]:
         return {k: {"type": t.__name__, "default": d, "description": desc}
                 | ({"min": LIMITS[k][0], "max": LIMITS[k][1]} if k in LIMITS else {})
+                | ({"enum": list(CHOICES[k])} if k in CHOICES else {})
                 for k, (t, d, desc) in SETTINGS.items()}
 
     @staticmethod
@@ -100,6 +109,8 @@ class SettingsService:
                 raise errors.BadRequest(f"{key}: must lie in {low:g}..{high:g}")
         if typ is str and len(coerced) > 255:
             raise errors.BadRequest(f"{key}: at most 255 characters")
+        if key in CHOICES and coerced not in CHOICES[key]:
+            raise errors.BadRequest(f"{key}: one of {', '.join(CHOICES[key])}")
         if key == "default_quota":
             coerced = _quota(coerced)
         return coerced
@@ -107,6 +118,9 @@ class SettingsService:
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Validate every change first, then store them all (nothing changes on bad input)."""
         coerced = {k: self.coerce(k, v) for k, v in changes.items()}
+        merged = self._values | coerced
+        if merged["proxy_http_port"] == merged["proxy_https_port"]:
+            raise errors.BadRequest("proxy_http_port and proxy_https_port must differ")
         async with self.core.db.session() as s:
             for key, value in coerced.items():
                 row = await s.get(Setting, key)

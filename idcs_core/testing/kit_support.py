@@ -22,7 +22,7 @@ import pytest
 
 from idcs_core import errors, hookspecs
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
-from idcs_core.testing.server import ApiClient, ApiError, LiveServer
+from idcs_core.testing.server import ApiClient, ApiError, LiveServer, free_port
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -102,6 +102,8 @@ class Kit:
         self.made_vms: list[str] = []
         self.foreign_vms: list[str] = []
         self._shared: str | None = None
+        # where the core's reverse proxy (Caddy) listens in this run: free ports, never 80/443
+        self.proxy_http_port, self.proxy_https_port = free_port(), free_port()
 
     def _engine(self) -> Engine:
         engine = self.registry.engines.get(self.eut.server_type)
@@ -120,6 +122,8 @@ class Kit:
         mine = [e for e in detail if e["name"] == self.eut.server_type]
         assert mine, f"{self.eut.server_type} missing from /api/system/engine/detail: {detail}"
         self.capabilities = frozenset(mine[0]["capabilities"])
+        self.api.post("/api/system/settings", {"proxy_http_port": self.proxy_http_port,
+                                               "proxy_https_port": self.proxy_https_port})
         host = self.api.post("/api/server/create", self.host_body(self.hs))
         assert host["status"] == "online", f"the host under test is not online after create: {host}"
         return self
@@ -175,7 +179,7 @@ class Kit:
     def host_body(self, name: str, **changes: Any) -> dict[str, Any]:
         body = {"server_name": name, "server_type": self.eut.server_type, "server_addr": self.eut.server_addr,
                 "server_user": self.eut.server_user, "server_pass": self.eut.server_pass,
-                "options": dict(self.eut.options)}
+                "options": dict(self.eut.options), "public_addr": self.eut.nat_address}
         return body | changes
 
     def expect(self, method: str, path: str, code: int, json: Any = None, client: ApiClient | None = None,
