@@ -32,6 +32,8 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "usage_sample_seconds": (int, 60, "interval of the VM usage history samples"),
     "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
                                  "then daily)"),
+    "api_token_profile": (str, "openidcs", "client profile of the global API token: openidcs (default), "
+                                           "idcsmart, swapidc or xiaoheifs (see /api/tokens/profiles)"),
 }
 PRIVATE_KEYS = {"api_token"}
 
@@ -100,6 +102,11 @@ class SettingsService:
                 raise errors.BadRequest(f"{key}: must lie in {low:g}..{high:g}")
         if typ is str and len(coerced) > 255:
             raise errors.BadRequest(f"{key}: at most 255 characters")
+        if key == "api_token_profile":
+            from idcs_core.profiles import PROFILES
+
+            if coerced not in PROFILES:
+                raise errors.BadRequest(f"{key}: must be one of {', '.join(PROFILES)}")
         if key == "default_quota":
             coerced = _quota(coerced)
         return coerced
