@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field
 
@@ -24,10 +24,17 @@ TOKEN_ITEM = {"type": "object", "properties": {
     "revoked": {"type": "boolean"}}}
 
 
+ProfileName = Literal["openidcs", "idcsmart", "swapidc", "xiaoheifs"]
+ScopeName = Literal["read-only", "hosts", "vms"]
+assert set(get_args(ProfileName)) == set(PROFILES) and set(get_args(ScopeName)) == set(SCOPES)
+
+
 class TokenCreate(Body):
     name: SafeName
-    profile: str = Field(default="openidcs", description=f"one of {', '.join(PROFILES)}")
-    scopes: list[Annotated[str, Field(max_length=16)]] = Field(default_factory=list, max_length=len(SCOPES))
+    profile: ProfileName = Field(default="openidcs", description="the billing module's dialect (see "
+                                 "/api/tokens/profiles)")
+    scopes: list[ScopeName] = Field(default_factory=list, max_length=len(SCOPES),
+                                    description="empty: everything an administrator may do")
     expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
