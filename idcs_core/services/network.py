@@ -92,7 +92,7 @@ def bound_to_range(principal: Principal, host: Host) -> bool:
     Administrators logged in: no."""
     if not principal.is_admin:
         return True
-    return principal.profile is not None and not (host.options or {}).get("token_any_port")
+    return principal.profile is not None and (host.options or {}).get("token_any_port") is not True
 
 
 async def _free_port(s: Any, host: Host, protocol: str, skip: set[int]) -> int:
