@@ -23,6 +23,7 @@ from idcs_core.api import (
     storage,
     system,
     tasks,
+    tokens,
     users,
     vms,
 )
@@ -34,7 +35,7 @@ from idcs_core.plugins import PluginRegistry
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
-           backups.router, tasks.router, users.router, compat.router]
+           backups.router, tasks.router, users.router, compat.router, tokens.router]
 
 
 def endpoints() -> list[Endpoint]:

@@ -112,6 +112,35 @@ def cmd_user(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Named API tokens for billing modules (the secret is printed once, at creation)."""
+    config = _config(args)
+
+    async def run(core: Any) -> int:
+        named = core.auth.named
+        if args.action == "create":
+            data = await named.create(args.name, args.profile, args.scope or [], args.expires_days)
+            print(f"created API token {data['name']} (id {data['id']}, profile {data['profile']}); "
+                  "its secret, shown only now:")
+            print(data["token"])
+            return 0
+        if args.action == "revoke":
+            data = await named.revoke(args.id)
+            print(f"revoked API token {data['name']} (id {data['id']})")
+            return 0
+        for t in await named.list():
+            state = "revoked" if t["revoked"] else "active"
+            print(f"{t['id']:>4}  {t['name']:<24} {t['profile']:<10} {state:<8} {','.join(t['scopes']) or '-':<18} "
+                  f"expires {t['expires_at'] or 'never'}  last used {t['last_used_at'] or 'never'}")
+        return 0
+
+    try:
+        return int(asyncio.run(_with_core(config, run)))
+    except Exception as exc:
+        print(f"idcs token {args.action}: {getattr(exc, 'msg', exc)}", file=sys.stderr)
+        return 1
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from idcs_core.plugins import load_plugins
 
@@ -174,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (create, passwd, user_sub.choices["list"]):
         common(p)
     user.set_defaults(fn=cmd_user)
+
+    from idcs_core.profiles import PROFILES
+    from idcs_core.services.api_tokens import SCOPES
+
+    token = sub.add_parser("token", help="named API tokens for billing modules (profiles: "
+                           + ", ".join(PROFILES) + ")")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    tcreate = token_sub.add_parser("create", help="create a token; prints its secret once")
+    tcreate.add_argument("name")
+    tcreate.add_argument("--profile", default="openidcs", choices=list(PROFILES),
+                         help="the billing module's dialect (default: openidcs)")
+    tcreate.add_argument("--scope", action="append", choices=list(SCOPES), help="narrow the token (repeatable)")
+    tcreate.add_argument("--expires-days", type=int, help="days until the token expires (default: never)")
+    trevoke = token_sub.add_parser("revoke", help="revoke a token at once")
+    trevoke.add_argument("id", type=int)
+    token_sub.add_parser("list", help="tokens with profile, scopes, expiry and last use")
+    for p in (tcreate, trevoke, token_sub.choices["list"]):
+        common(p)
+    token.set_defaults(fn=cmd_token)
 
     plugins = sub.add_parser("plugins", help="list installed engines and plugins, with load errors")
     plugins.add_argument("--json", action="store_true")

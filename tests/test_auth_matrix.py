@@ -59,7 +59,8 @@ class World:
 
     def path(self, ep: Endpoint, host: str | None = None) -> str:
         values = {"hs_name": host or self.host, "vm_uuid": "mxvm", "user_id": "1", "task_id": "t1",
-                  "ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "x.iso"}
+                  "ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "x.iso", "plan_name": "S",
+                  "token_id": "1"}
         return re.sub(r"{(\w+)(?::\w+)?}", lambda m: values[m.group(1)], ep.path)
 
     def token(self, **claims: Any) -> str:

@@ -6,17 +6,20 @@ from typing import Any
 
 from idcs_core import errors
 from idcs_core.api.routing import Ctx
+from idcs_core.profiles import get_profile
 
-# Requests authenticated with the global API token come from billing automation,
-# which expects an operation to be done when the call returns: unless the call
-# says otherwise (``?wait=0``), it waits up to this long for its task.
-API_TOKEN_DEFAULT_WAIT = 300.0
+# Requests authenticated with an API token come from billing automation, which expects an
+# operation to be done when the call returns: unless the call says otherwise (``?wait=0``),
+# it waits for its task up to its profile's ``wait_seconds`` (300 s for ``openidcs``); a
+# task still running then answers with its state (a create: status ``creating``).
 
 
 def wait_seconds(ctx: Ctx) -> float:
     raw = ctx.query.get("wait")
     if raw is None:
-        return API_TOKEN_DEFAULT_WAIT if ctx.principal and ctx.principal.via == "api_token" else 0.0
+        # an API token waits as long as its client profile allows (below the module's time-out)
+        profile = get_profile(ctx.principal.profile) if ctx.principal else None
+        return profile.wait_seconds if profile else 0.0
     try:
         value = float(raw)
     except ValueError:

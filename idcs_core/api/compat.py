@@ -7,11 +7,15 @@ plans and ports in hosts, NAT/proxy checks in network.)
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from starlette.responses import RedirectResponse
 
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
 from idcs_core.api.schemas import TrafficReset
-from idcs_core.db.models import VM, Session
+from idcs_core.db.models import VM, Host, Session
 from idcs_core.services.lookup import get_vm, vm_dict
 
 router = Router("compat")
@@ -34,8 +38,10 @@ async def temp_token(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 
 @router.get("/api/client/templogin", auth=PUBLIC, query={"token": "a temp_token from /api/client/temptoken"})
 async def temp_login(ctx: Ctx) -> Any:
-    """Turn a temporary token into a session limited to its VM; answers the session token and
-    the VM (hs_name, vm_uuid). The temporary token is used up."""
+    """The billing modules' "open panel" link: turns a temporary token into a session limited
+    to its VM and lands the browser on the web panel's page for that VM (303 to
+    ``/#temp=<session token>&hs=<hs_name>&vm=<vm_uuid>``; the fragment never reaches a
+    server log). The temporary token is used up."""
     raw = ctx.query.get("token", "")
     if not raw:
         raise errors.BadRequest("token is required")
@@ -51,17 +57,30 @@ async def temp_login(ctx: Ctx) -> Any:
         remaining = max(60, int((temp.expires_at - temp.created_at).total_seconds()))
         data = vm_dict(vm)
     await ctx.core.auth.logout(principal)
-    token, expire = await ctx.core.auth.issue(principal.user_id, ctx.source_ip, vm_id=principal.vm_id,
+    token, _expire = await ctx.core.auth.issue(principal.user_id, ctx.source_ip, vm_id=principal.vm_id,
                                               ttl=remaining, dialect="billing")
-    return {"token": token, "expire": expire, "hs_name": data["server_name"], "vm_uuid": data["vm_uuid"],
-            "vm": data}
+    fragment = urlencode({"temp": token, "hs": data["server_name"], "vm": data["vm_uuid"]})
+    return RedirectResponse(f"/#{fragment}", status_code=303, headers={"Cache-Control": "no-store",
+                                                                       "Referrer-Policy": "no-referrer"})
 
 
 @router.post("/api/traffic/reset", auth=ADMIN, body=TrafficReset)
 async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
-    """Reset a VM's traffic counter (billing dialect; the monthly ``flu_num`` allowance starts again)."""
+    """Reset a VM's traffic counter (billing dialect; the monthly ``flu_num`` allowance starts again).
+
+    ``hs_name`` may be left out (IDCSmart sends only ``?hostname=<vm_uuid>``): the VM is then
+    found by its id; 400 when several hosts have a VM of that id."""
     async with ctx.core.db.session() as s:
-        vm = await get_vm(s, ctx.user, body.hs_name, body.vm_uuid)
+        hs_name = body.hs_name
+        if hs_name is None:
+            hosts = list((await s.execute(select(Host.server_name).join(VM, VM.host_id == Host.id)
+                                          .where(VM.vm_uuid == body.vm_uuid))).scalars())
+            if not hosts:
+                raise errors.VMNotFound(f"virtual machine {body.vm_uuid} does not exist")
+            if len(hosts) > 1:
+                raise errors.BadRequest(f"several hosts have a VM {body.vm_uuid}: give hs_name")
+            hs_name = hosts[0]
+        vm = await get_vm(s, ctx.user, hs_name, body.vm_uuid)
         vm.traffic_bytes = 0
-    await ctx.core.audit(ctx.user, "vm.traffic-reset", f"{body.hs_name}/{body.vm_uuid}", source_ip=ctx.source_ip)
-    return {"vm_uuid": body.vm_uuid, "traffic_bytes": 0}
+    await ctx.core.audit(ctx.user, "vm.traffic-reset", f"{hs_name}/{body.vm_uuid}", source_ip=ctx.source_ip)
+    return {"vm_uuid": body.vm_uuid, "server_name": hs_name, "traffic_bytes": 0}

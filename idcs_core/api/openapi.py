@@ -29,8 +29,29 @@ Decisions where API.md is silent (kept consistently across the API):
   characters of letters, digits, `_`, `-`, `.`, starting with a letter or digit, never `..`.
 * Create, update, delete, reinstall, backup and restore are tasks: the answer carries
   `task_id` at once (`GET /api/tasks/{task_id}`); `?wait=N` waits up to N seconds for the
-  end and answers the task's error if it failed. Calls made with the global API token
-  wait up to 300 s by default (billing automation expects finished work).
+  end and answers the task's error if it failed. Calls made with an API token wait by
+  default as long as the token's client profile allows (below the module's own time-out):
+  openidcs 300 s, idcsmart 25 s, swapidc 50 s, xiaoheifs 12 s; a create still running
+  then answers success with status `creating` (the module polls the status).
+* API tokens: the global one (`/api/token/*`, profile from setting `api_token_profile`,
+  default `openidcs` = the current server's dialect) and named ones (`/api/tokens`, one per
+  billing module, with a profile, optional scopes and expiry; secret shown once, stored
+  hashed). The profile decides the dialect where the modules disagree: `hdd_num` (and
+  `flu_num`) in MB for idcsmart / swapidc / xiaoheifs (converted before validation, so every
+  limit applies to the converted value), GB for openidcs; the status as a list of samples
+  with `vm_status` (idcsmart); the VM detail with `hostname`, `ipv4`, `config.cpus`, `used`...
+  (idcsmart) or the VM in `config` with `vm_flag` (xiaoheifs); NAT rules with
+  `external_port`/`internal_port` (idcsmart); host `public_addr` as a list and `server_plan`
+  keyed by plan name (xiaoheifs); OS images as `system_maps`/`images_maps` (xiaoheifs).
+* A retried create with an API token never makes a second VM: the same `vm_uuid` answers the
+  existing VM (waiting on its running create); without `vm_uuid`, the same `vm_name` from
+  the same token on the same host within 10 minutes answers the first VM.
+* A reinstall through `PUT /api/client/update` happens only when `os_name` differs from the
+  VM's current system. A `bridge` NIC is a `pub` NIC where the engine can give a VM its own
+  address, else 1006. An explicit NAT host port from an API token must lie in the host's
+  `ports_start..ports_close` unless the host's option `token_any_port` is true.
+* `/api/client/templogin?token=T` uses T up and answers 303 to the web panel:
+  `/#temp=<session token>&hs=<host>&vm=<vm_uuid>` (a session limited to that VM).
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
@@ -41,7 +62,7 @@ Decisions where API.md is silent (kept consistently across the API):
   Answers carry both names. The host list is a list for `/login` sessions and an object
   keyed by server_name for the global API token and `/api/login` sessions (`?format=`
   chooses). Power words also: S_RESUME, start, stop, hard_stop, reset, hard_reset, pause,
-  resume. `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
+  resume. `hdd_num` is GB in the contract and for the `openidcs` profile.
 * Reverse proxies (`proxys`) work on every host: an engine with its own `proxy_add` serves
   them, otherwise the core's Caddy does, driven live through its admin API. Where that Caddy
   is, is the host's `config.proxy_endpoint`: `local` (default: a Caddy this server starts,

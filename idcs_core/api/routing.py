@@ -28,7 +28,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from idcs_core import errors
+from idcs_core.api import dialects
 from idcs_core.api.envelope import EnvelopeResponse, ok
+from idcs_core.services.api_tokens import allowed
 from idcs_core.services.auth import Principal
 from idcs_core.validation import check_path_param
 
@@ -170,12 +172,16 @@ def build_route(endpoint: Endpoint, core: Any) -> Route:
                 raise errors.Forbidden("this token is limited to one virtual machine")
             if endpoint.auth == ADMIN and not principal.is_admin:
                 raise errors.Forbidden("administrator rights are needed")
+            if principal.scopes and not allowed(principal, endpoint.method, endpoint.path):
+                scopes = ', '.join(principal.scopes)
+                raise errors.Forbidden(f"this API token's scopes ({scopes}) do not allow this call")
+        profile = principal.profile if principal else None
         kwargs: dict[str, Any] = {}
         for name in path_params:
             kwargs[name] = check_path_param(name, request.path_params[name])
         ctx = Ctx(request, principal, core, dict(request.query_params))
         if endpoint.body is not None:
-            raw = await read_body(request, max_bytes)
+            raw = dialects.read_request(profile, endpoint.method, endpoint.path, await read_body(request, max_bytes))
             try:
                 kwargs["body"] = endpoint.body.model_validate(raw)
             except ValidationError as exc:
@@ -185,8 +191,8 @@ def build_route(endpoint: Endpoint, core: Any) -> Route:
             return result
         if isinstance(result, tuple):
             data, msg = result
-            return ok(data, msg)
-        return ok(result)
+            return ok(dialects.shape_answer(profile, endpoint.method, endpoint.path, data), msg)
+        return ok(dialects.shape_answer(profile, endpoint.method, endpoint.path, result))
 
     asgi_endpoint.__name__ = endpoint.handler.__name__
     return Route(endpoint.path, asgi_endpoint, methods=[endpoint.method], name=None)

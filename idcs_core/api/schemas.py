@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StringConstraints,
     ValidationInfo,
@@ -148,6 +149,7 @@ class HostFields(Body):
     options: dict[str, Any] | None = None
     ports_start: Annotated[int, Field(ge=1, le=65535)] | None = None
     ports_close: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # one address, or (xiaoheiFS) a list of them: stored comma-separated
     public_addr: Annotated[Text, Field(max_length=255)] | None = None
     server_plan: dict[str, Any] | list[Any] | None = None
     proxy_endpoint: Annotated[str, Field(max_length=255), AfterValidator(normal_proxy_endpoint)] | None = None
@@ -161,6 +163,9 @@ class HostFields(Body):
             data = {**data["config"], **{k: v for k, v in data.items() if k != "config"}}
         if isinstance(data, dict):
             data = {k: _blank_to_none(v) if k in ("ports_start", "ports_close") else v for k, v in data.items()}
+            addr = data.get("public_addr")
+            if isinstance(addr, list) and all(isinstance(a, str) for a in addr):
+                data["public_addr"] = ",".join(a.strip() for a in addr if a.strip())
         return data
 
     @field_validator("options")
@@ -209,9 +214,28 @@ class HostPower(Body):
         return self
 
 
+class PlanConfig(Body):
+    """One sale plan as xiaoheiFS sends it (hdd_num / flu_num already converted to GB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu_num: Annotated[int, Field(ge=0, le=1024)] = 0
+    mem_num: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 0
+    hdd_num: Annotated[int, Field(ge=0, le=1024 * 1024)] = 0
+    speed_u: Annotated[int, Field(ge=0, le=10**6)] = 0
+    speed_d: Annotated[int, Field(ge=0, le=10**6)] = 0
+    flu_num: Annotated[int, Field(ge=0, le=10**9)] = 0
+    nat_num: Annotated[int, Field(ge=-1, le=65535)] = 0
+    gpu_mem: Annotated[int, Field(ge=0, le=10**7)] = 0
+
+
 class HostPlan(Body):
+    """``{"plans": [...]}`` or one plan object replaces the plans; ``plan_name`` +
+    ``plan_config`` adds or replaces that one plan (xiaoheiFS UpsertPlan)."""
+
     model_config = ConfigDict(extra="allow")
     plans: list[dict[str, Any]] | None = None
+    plan_name: SafeName | None = None
+    plan_config: PlanConfig | None = None
 
 
 # ---------------------------------------------------------------------- VMs
@@ -223,7 +247,9 @@ LIMIT_KEYS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", 
 
 
 class NicSpec(Body):
-    nic_type: Literal["nat", "pub"] = "nat"
+    # "bridge" (the billing modules' word for a NIC with its own public address) is "pub"
+    # where the engine can give a VM its own address, else refused with 1006
+    nic_type: Literal["nat", "pub", "bridge"] = "nat"
     mac_addr: Annotated[str, Field(max_length=17, pattern=r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^$")] = ""
     ip4_addr: Annotated[str, Field(max_length=18, pattern=r"^[0-9./]*$")] = ""
     ip6_addr: Annotated[str, Field(max_length=50, pattern=r"^[0-9A-Fa-f:./]*$")] = ""
@@ -267,9 +293,16 @@ class VMCreate(VMLimits):
     vc_pass: Password | None = None
     owner_id: Annotated[int, Field(ge=1)] | None = None
 
+    @property
+    def uuid_was_given(self) -> bool:
+        return not self._generated_uuid
+
+    _generated_uuid: bool = PrivateAttr(default=False)
+
     @model_validator(mode="after")
     def _an_id(self) -> VMCreate:
         if not self.vm_uuid:
+            self._generated_uuid = True
             # the billing dialect may send only vm_name: make a safe unique id
             base = (self.vm_name or "vm")[:48]
             self.vm_uuid = f"{base}-{secrets.token_hex(4)}"
@@ -325,11 +358,17 @@ class NatAdd(Body):
 
 
 class IPAdd(Body):
-    nic_type: Literal["nat", "pub"] = "nat"
+    nic_type: Literal["nat", "pub", "bridge"] = "nat"
     mac_addr: Annotated[str, Field(max_length=17, pattern=r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^$")] = ""
     ip4_addr: Annotated[str, Field(max_length=18, pattern=r"^[0-9./]*$")] = ""
     ip6_addr: Annotated[str, Field(max_length=50, pattern=r"^[0-9A-Fa-f:./]*$")] = ""
     tips: Tips = Field(default="", validation_alias=alias("tips", "nic_tips"))
+
+    @field_validator("nic_type", mode="after")
+    @classmethod
+    def _bridge_is_pub(cls, value: str) -> str:
+        """IDCSmart's "bridge" (an address of the VM's own) is a public address here."""
+        return "pub" if value == "bridge" else value
 
 
 class ProxyAdd(Body):
@@ -380,8 +419,9 @@ class Empty(Body):
 
 
 class TrafficReset(Body):
-    hs_name: SafeName = Field(validation_alias=alias("hs_name", "server_name"))
-    vm_uuid: SafeName
+    # IDCSmart sends only ?hostname=<vm_uuid>: the VM is then found by its id on any host
+    hs_name: SafeName | None = Field(default=None, validation_alias=alias("hs_name", "server_name"))
+    vm_uuid: SafeName = Field(validation_alias=alias("vm_uuid", "hostname"))
 
 
 class LimitQuery(Body):

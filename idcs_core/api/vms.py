@@ -45,11 +45,25 @@ async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
     """Create a VM: returns at once with a task id; the VM shows ``creating`` until the
     task ends. Quota (VMs, CPU, RAM, disk) is checked first. Without ``vm_uuid`` a safe
     unique id is made from ``vm_name``. Per-VM limits (cpu_per, gpu_num, gpu_mem, speed_u,
-    speed_d, flu_num, nat_num, web_num, nic_all) are for administrators only: 403 otherwise."""
+    speed_d, flu_num, nat_num, web_num, nic_all) are for administrators only: 403 otherwise.
+
+    With an API token, a retried create never makes a second VM: the same ``vm_uuid``
+    answers the existing VM (or waits on its running create task); a create without
+    ``vm_uuid`` answers the VM that the same token created on this host with the same
+    ``vm_name`` within the last 10 minutes (unless that create failed). A ``bridge`` NIC
+    is a ``pub`` NIC where the engine can give a VM its own address, else 1006."""
     fields = body.model_dump(exclude={"os_pass", "vc_pass"}) | {"config": body.config()}
     fields["os_pass"], fields["vc_pass"] = body.os_pass, body.vc_pass  # for the engine only, never stored
     if body.vc_pass:
         fields["config"]["vc_pass_set"] = True
+    if ctx.user.profile is not None:  # an API token: a retried create answers the first one
+        earlier = await vms.earlier_create(ctx.core, ctx.user, hs_name, body.vm_uuid if body.uuid_was_given else None,
+                                           body.vm_name)
+        if earlier is not None:
+            await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{earlier['vm_uuid']}", "retried",
+                                 source_ip=ctx.source_ip)
+            return await finish(ctx, earlier) if earlier.get("task_id") else earlier
+    await vms.map_bridge_nics(ctx.core, hs_name, fields["config"])
     started = await vms.create_vm(ctx.core, ctx.user, hs_name, fields)
     await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{started['vm_uuid']}", "started", source_ip=ctx.source_ip)
     return await finish(ctx, started)
@@ -58,12 +72,16 @@ async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
 @router.put("/api/client/update/{hs_name}/{vm_uuid}", body=VMUpdate, data=TASK_STARTED, query=WAIT)
 async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any:
     """Change CPU, RAM, disk or limits (a task). With ``os_name`` + ``os_pass`` it
-    reinstalls; with only ``password`` it sets the guest password (billing dialect).
+    reinstalls, only when ``os_name`` differs from the VM's current system (a plan change
+    that repeats the system keeps the disk; its ``os_pass`` is then ignored); with only
+    ``password`` it sets the guest password (billing dialect).
     Per-VM limits (cpu_per, gpu_num, gpu_mem, speed_u, speed_d, flu_num, nat_num, web_num,
     nic_all) are for administrators only: 403 and nothing changes otherwise."""
     vms.require_limit_rights(ctx.user, body.config())
-    if body.os_name and body.os_pass:
+    if body.os_name and body.os_pass and await vms.os_differs(ctx.core, ctx.user, hs_name, vm_uuid, body.os_name):
         return await _reinstall(ctx, hs_name, vm_uuid, body.os_name, body.os_pass)
+    if body.config().get("nic_all"):
+        await vms.map_bridge_nics(ctx.core, hs_name, body.config())
     if body.password and not any(v is not None for v in (body.cpu_num, body.ram_num, body.hdd_num)):
         await vm_actions.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password)
         await ctx.core.audit(ctx.user, "vm.password", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)

@@ -298,3 +298,22 @@ class UsageSample(Base):
     cpu_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
     memory_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="")
+
+
+class ApiToken(Base):
+    """A named API token for a billing module: its secret is shown once and only its
+    SHA-256 is kept. ``profile`` is the module's dialect (``idcs_core.profiles``);
+    ``scopes`` limit what it may call (empty: everything an administrator may)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    profile: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -48,9 +48,13 @@ class Principal:
     via: str = "jwt"
     # "contract" (API.md shapes) or "billing" (the billing modules' dialect, where the two differ)
     dialect: str = "contract"
+    # the client profile of an API token (idcs_core.profiles); None for logins and one-VM tokens
+    profile: str | None = None
+    scopes: tuple[str, ...] = ()  # a named API token's scopes (services.api_tokens.SCOPES)
+    token_id: int | None = None  # the named API token's id
 
 
-API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialect="billing")
+API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialect="billing", profile="openidcs")
 
 
 class AuthService:
@@ -61,8 +65,18 @@ class AuthService:
         self._api_token: str | None = None
         self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
         core.db.user_listeners.append(self.forget_users)
+        from idcs_core.services.api_tokens import NamedTokens
+
+        self.named = NamedTokens(core)
 
     # ------------------------------------------------------------------ checking
+
+    def _api_token_principal(self) -> Principal:
+        """The global API token speaks the profile chosen in setting ``api_token_profile``."""
+        profile = self.core.settings.get("api_token_profile")
+        if profile == API_TOKEN_PRINCIPAL.profile:
+            return API_TOKEN_PRINCIPAL
+        return Principal(None, "api-token", True, via="api_token", dialect="billing", profile=profile)
 
     async def load(self) -> None:
         """Read the global API token at start-up (creating one on first start)."""
@@ -81,7 +95,9 @@ class AuthService:
         if scheme.lower() != "bearer" or not token:
             raise errors.Unauthorized("use Authorization: Bearer <token>")
         if self._api_token and security.constant_time_equal(token, self._api_token):
-            return API_TOKEN_PRINCIPAL
+            return self._api_token_principal()
+        if token.startswith("idcst_"):
+            return await self.named.authenticate(token)
         known = self._tokens.get(token)
         if known is not None and known[1] > time.time():
             return known[0]

@@ -62,6 +62,7 @@ def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
         "mem_num": vm.ram_num,
         "hdd_num": vm.hdd_num,
         "status": vm.status,
+        "traffic_bytes": vm.traffic_bytes or 0,
         "power_state": vm.power_state,
         "owner_id": vm.owner_id,
         "config": {k: v for k, v in (vm.config or {}).items()},

@@ -51,7 +51,7 @@ def nat_dict(rule: NatRuleRow, host: Host) -> dict[str, Any]:
             "protocol": rule.protocol, "lan_addr": rule.lan_addr, "tips": rule.tips,
             # billing dialect names
             "wan_port": rule.host_port, "lan_port": rule.vm_port, "nat_tips": rule.tips,
-            "public_addr": (host.options or {}).get("public_addr") or ""}
+            "public_addr": str((host.options or {}).get("public_addr") or "").split(",")[0]}
 
 
 # Host ports a normal user may forward when the host sets no ports_start..ports_close:
@@ -78,6 +78,23 @@ def customer_ports(host: Host) -> tuple[int, int]:
     """Host ports normal users may forward (and automatic picks come from): the host's
     range, else ``DEFAULT_CUSTOMER_PORTS``. Administrators may forward any port."""
     return _port_range(host) or DEFAULT_CUSTOMER_PORTS
+
+
+async def free_ports(s: Any, host: Host, protocol: str) -> list[int]:
+    """Host ports of ``customer_ports`` that no NAT rule uses yet, ascending."""
+    low, high = customer_ports(host)
+    used = set((await s.execute(select(NatRuleRow.host_port).where(
+        NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol))).scalars())
+    return [p for p in range(low, high + 1) if p not in used]
+
+
+def bound_to_range(principal: Principal, host: Host) -> bool:
+    """Must this caller's explicit host port lie in the host's range? Users: always. API
+    tokens (billing modules): yes, unless the host's option ``token_any_port`` is true.
+    Administrators logged in: no."""
+    if not principal.is_admin:
+        return True
+    return principal.profile is not None and (host.options or {}).get("token_any_port") is not True
 
 
 async def _free_port(s: Any, host: Host, protocol: str, skip: set[int]) -> int:
@@ -157,7 +174,7 @@ async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm
         host = vm.host
         core.require(host, "nat_add", "NAT port forwarding")
         allowed = customer_ports(host)
-        if wanted and not principal.is_admin and not allowed[0] <= wanted <= allowed[1]:
+        if wanted and bound_to_range(principal, host) and not allowed[0] <= wanted <= allowed[1]:
             where = "on this host" if _port_range(host) else "(the host sets no ports_start..ports_close)"
             raise errors.BadRequest(f"host_port must lie in {allowed[0]}-{allowed[1]} {where}")
         limit = _per_vm_limit(vm, "nat_num")

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from idcs_core import errors
 from idcs_core.db.models import Setting
+from idcs_core.profiles import PROFILES
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -37,6 +38,8 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "proxy_https_port": (int, 443, "port the reverse proxy serves HTTPS domains on (is_https)"),
     "proxy_tls_issuer": (str, "internal", "who signs the reverse proxy's certificates: internal (Caddy's own "
                                           "CA, never installed in system trust stores) or acme (public ACME)"),
+    "api_token_profile": (str, "openidcs", "client profile of the global API token: openidcs (default), "
+                                           "idcsmart, swapidc or xiaoheifs (see /api/tokens/profiles)"),
 }
 PRIVATE_KEYS = {"api_token"}
 
@@ -53,7 +56,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "proxy_http_port": (1, 65535),
     "proxy_https_port": (1, 65535),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme")}
+CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme"), "api_token_profile": tuple(PROFILES)}
 QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
 QUOTA_MAX = 2**31 - 1  # the quota columns are 32-bit integers
 

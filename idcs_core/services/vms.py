@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task
+from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
 from idcs_core.services import quotas
-from idcs_core.services.lookup import get_host, get_vm, vm_dict
+from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
 from idcs_core.tasks import task_dict, task_handler
 from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
 
@@ -183,7 +184,8 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
         # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
         secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
         task = core.tasks.add(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, **secrets})
+                              params={"vm_id": vm.id, "caller": caller_key(principal),
+                                      "vm_name": fields.get("vm_name"), **secrets})
     core.tasks.launch(task.id)
     return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
 
@@ -470,3 +472,70 @@ async def list_tasks(core: CoreContext, principal: Principal, limit: int, state:
         if state:
             query = query.where(Task.state == state)
         return [task_dict(t) for t in (await s.execute(query)).scalars()]
+
+
+# ---------------------------------------------------------------------- billing modules' retries
+
+RETRY_WINDOW = timedelta(minutes=10)
+
+
+def caller_key(principal: Principal) -> str:
+    """Who made a create, for recognising its retry: the token (named or global) or the user."""
+    if principal.token_id is not None:
+        return f"token:{principal.token_id}"
+    if principal.via == "api_token":
+        return "api-token"
+    return f"user:{principal.user_id}"
+
+
+async def earlier_create(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str | None,
+                         vm_name: str | None) -> dict[str, Any] | None:
+    """The VM a retried create means, as a create's answer; None when it is a new VM.
+
+    ``vm_uuid`` given: that VM if it exists on the host (with its latest create task).
+    Without it: the VM the same caller created on this host with the same ``vm_name``
+    within ``RETRY_WINDOW``, unless that create failed."""
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        if vm_uuid is None:
+            if not vm_name:
+                return None
+            since = utcnow() - RETRY_WINDOW
+            tasks = (await s.execute(select(Task).where(
+                Task.kind == "vm_create", Task.host_name == hs_name, Task.created_at >= since,
+                Task.state != "failed").order_by(Task.created_at.desc()))).scalars()
+            match = next((t for t in tasks if t.params.get("caller") == caller_key(principal)
+                          and t.params.get("vm_name") == vm_name), None)
+            if match is None:
+                return None
+            vm_uuid = match.vm_uuid
+        vm = (await s.execute(select(VM).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid))).scalar_one_or_none()
+        if vm is None:
+            return None
+        check_owner(principal, vm)
+        task = (await s.execute(select(Task).where(Task.kind == "vm_create", Task.host_name == hs_name,
+                                                   Task.vm_uuid == vm_uuid).order_by(Task.created_at.desc())
+                                .limit(1))).scalar_one_or_none()
+        return vm_dict(vm) | {"task_id": task.id if task else None}
+
+
+async def os_differs(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, os_name: str) -> bool:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        return vm.os_name != os_name
+
+
+async def map_bridge_nics(core: CoreContext, hs_name: str, config: dict[str, Any]) -> None:
+    """``bridge`` NICs become ``pub`` where the engine gives VMs their own addresses; else 1006."""
+    nics = config.get("nic_all") or {}
+    bridged = [name for name, nic in nics.items() if nic.get("nic_type") == "bridge"]
+    if not bridged:
+        return
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+    engine = core.engine_for(host)
+    if not engine.supports("vm_ip_add"):
+        raise errors.NotSupported(f"a bridged NIC (own public address: {', '.join(bridged)}) is not offered by the "
+                                  f"{engine.name} engine of host {hs_name}; use nic_type nat")
+    for name in bridged:
+        nics[name] = nics[name] | {"nic_type": "pub"}

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import orjson
@@ -86,8 +87,9 @@ def test_billing_session_with_the_api_token(world: dict[str, Any]) -> None:
     assert isinstance(hosts, dict) and hosts["dock1"]["server_name"] == "dock1"
     assert hosts["dock1"]["status"] == "online" and hosts["dock1"]["server_area"] == "HK"
     assert hosts["dock1"]["config"]["ports_start"] == start
-    assert b.ok("GET", "/api/server/ports/dock1", form=True) == {"ports_start": start, "ports_close": close,
-                                                                  "public_addr": "127.0.0.1"}
+    ports = b.ok("GET", "/api/server/ports/dock1", form=True)
+    assert (ports["ports_start"], ports["ports_close"], ports["public_addr"]) == (start, close, "127.0.0.1")
+    assert ports["available_ports"] == list(range(start, close + 1)) and ports["available_count"] == close - start + 1
     assert b.ok("GET", "/api/server/plans/dock1", form=True)[0]["name"] == "S"
 
     created = b.ok("POST", "/api/client/create/dock1", {
@@ -154,11 +156,14 @@ def test_temp_token_opens_one_vm_and_nothing_else(world: dict[str, Any]) -> None
     temp = b.ok("GET", f"/api/client/temptoken/dock1/{one}", form=True)
     assert isinstance(temp["expire"], int) and temp["expire"] > time.time()
     anon = httpx.Client(base_url=world["server"].url, verify=False)
-    session = strict(anon.get("/api/client/templogin", params={"token": temp["temp_token"]}))
-    assert session["code"] == 200 and session["data"]["vm_uuid"] == one
+    landing = anon.get("/api/client/templogin", params={"token": temp["temp_token"]})
+    assert landing.status_code == 303                          # the browser lands on the panel's page of the VM
+    path, _, fragment = landing.headers["location"].partition("#")
+    session = dict(parse_qsl(fragment))
+    assert path == "/" and session["hs"] == "dock1" and session["vm"] == one
     # the temporary token is used up; the session it gave reaches that VM only
     assert strict(anon.get("/api/client/templogin", params={"token": temp["temp_token"]}))["code"] == 3001
-    customer = Billing(world["server"].url, session["data"]["token"])
+    customer = Billing(world["server"].url, session["temp"])
     assert customer.ok("GET", f"/api/client/detail/dock1/{one}")["vm_uuid"] == one
     assert customer.ok("POST", f"/api/client/powers/dock1/{one}", {"action": "stop"})["status"] == "stopped"
     assert [v["vm_uuid"] for v in customer.ok("GET", "/api/client/detail/dock1")] == [one]
