@@ -25,6 +25,7 @@ from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.security import Keys
 from idcs_core.services import audit
 from idcs_core.services.auth import AuthService, Principal
+from idcs_core.services.console_tickets import ConsoleTickets
 from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
@@ -48,6 +49,7 @@ class CoreContext:
         self.plugins = plugins if plugins is not None else load_plugins()
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
+        self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
         self.tasks = InProcessTaskRunner(self)
         self.hosts = HostMonitor(self)
         self.background: set[asyncio.Task[Any]] = set()
