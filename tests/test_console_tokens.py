@@ -184,3 +184,28 @@ def test_console_pages_forbid_framing_and_caching(admin: ApiClient) -> None:
                   "/console/static/console/terminal.js"):
         resp = httpx.get(admin.base_url + asset)
         assert resp.status_code == 200 and "javascript" in resp.headers["content-type"], asset
+
+
+def test_an_open_terminal_closes_after_logout_and_vm_delete(admin: ApiClient, server: LiveServer, host: str,
+                                                            users: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idcs_core.api import console
+
+    monkeypatch.setattr(console, "RECHECK_SECONDS", 0.2)  # the server runs in this process (a thread)
+    uid, alice, name = _user(admin, server)
+    users.append((uid, alice, name))
+    create_vm(admin, host, "open1", owner_id=uid)
+    with _open(alice, _links(alice, host, "open1")["terminal_url"]) as ws:
+        assert _first(ws).startswith("hello from open1")
+        alice.post("/logout")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    alice.login(name, "pw-" + name)
+    with _open(alice, _links(alice, host, "open1")["terminal_url"]) as ws:
+        assert _first(ws).startswith("hello from open1")
+        admin.run_task("DELETE", f"/api/client/delete/{host}/open1")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403

@@ -41,6 +41,7 @@ VENDOR = STATIC / "vendor"
 MIN_COLS, MAX_COLS = 2, 500
 MIN_ROWS, MAX_ROWS = 2, 200
 HANDSHAKE_SECONDS = 15
+RECHECK_SECONDS = 10.0  # an open console re-checks its ticket's binding (logout, VM delete...) this often
 
 # The pages load only their own scripts and styles and talk only to this origin; nobody frames them.
 PAGE_HEADERS = {
@@ -146,10 +147,21 @@ async def terminal_socket(ws: WebSocket) -> None:
     except errors.IDCSError as exc:
         await _close(ws, 4500, exc.msg[:120])
         return
-    await _run_terminal(ws, TerminalBridge(channel, grant.vm_uuid))
+    await _run_terminal(ws, grant, TerminalBridge(channel, grant.vm_uuid))
 
 
-async def _run_terminal(ws: WebSocket, bridge: TerminalBridge) -> None:
+async def _watch(ws: WebSocket, grant: ConsoleGrant) -> None:
+    """Close the console once what its ticket was bound to no longer holds."""
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        try:
+            await ws.app.state.core.console_tickets.check_binding(grant)
+        except errors.IDCSError as exc:
+            await _close(ws, 4403, exc.msg)
+            return
+
+
+async def _run_terminal(ws: WebSocket, grant: ConsoleGrant, bridge: TerminalBridge) -> None:
     bridge.start()
 
     async def pump_out() -> None:
@@ -160,8 +172,9 @@ async def _run_terminal(ws: WebSocket, bridge: TerminalBridge) -> None:
             await ws.send_bytes(data)
 
     out = asyncio.create_task(pump_out())
+    watch = asyncio.create_task(_watch(ws, grant))
     try:
-        while not out.done():
+        while not (out.done() or watch.done()):
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
@@ -175,6 +188,7 @@ async def _run_terminal(ws: WebSocket, bridge: TerminalBridge) -> None:
         pass
     finally:
         out.cancel()
+        watch.cancel()
         try:
             await bridge.close()
         except Exception:  # the engine side may already be gone
@@ -230,7 +244,7 @@ async def vnc_socket(ws: WebSocket) -> None:
         await asyncio.wait_for(greet_browser(ws.send_bytes, browser), HANDSHAKE_SECONDS)
         if browser.buffer:
             writer.write(browser.buffer)
-        await _pipe(ws, reader, writer)
+        await _pipe(ws, grant, reader, writer)
     except (errors.IDCSError, TimeoutError, WebSocketDisconnect, KeyError, OSError) as exc:
         log.debug("console of %s/%s ended: %s", grant.host_name, grant.vm_uuid, exc)
     finally:
@@ -238,8 +252,9 @@ async def vnc_socket(ws: WebSocket) -> None:
         await _close(ws)
 
 
-async def _pipe(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """RFB bytes both ways until either side leaves."""
+async def _pipe(ws: WebSocket, grant: ConsoleGrant, reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter) -> None:
+    """RFB bytes both ways until either side leaves or the ticket's binding breaks."""
 
     async def to_browser() -> None:
         while data := await reader.read(65536):
@@ -255,7 +270,8 @@ async def _pipe(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.Str
                 writer.write(data)
                 await writer.drain()
 
-    tasks = [asyncio.create_task(to_browser()), asyncio.create_task(to_server())]
+    tasks = [asyncio.create_task(to_browser()), asyncio.create_task(to_server()),
+             asyncio.create_task(_watch(ws, grant))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -11,7 +11,8 @@ the websocket's ``Sec-WebSocket-Protocol`` header. A ticket is:
 
 When redeemed, the binding is checked against the database again, so a ticket dies
 with logout and password change (the session is revoked), with the VM's delete (even
-when a VM of the same name is created again) and with an owner change.
+when a VM of the same name is created again) and with an owner change. An open console
+checks it again every ``RECHECK_SECONDS`` (``api.console``) and closes when it fails.
 
 Tickets live in this process's memory (the server is one process): a restart drops them.
 """
@@ -94,10 +95,11 @@ class ConsoleTickets:
             raise errors.TokenInvalid("this console link is not valid or was already used: open it again")
         if grant.expires < time.monotonic():
             raise errors.TokenExpired("this console link has expired: open it again")
-        await self._check_binding(grant)
+        await self.check_binding(grant)
         return grant
 
-    async def _check_binding(self, grant: ConsoleGrant) -> None:
+    async def check_binding(self, grant: ConsoleGrant) -> None:
+        """Raise ``TokenInvalid`` unless the VM, its owner and the session that asked are as they were."""
         gone = errors.TokenInvalid("this console link is no longer valid: open it again")
         async with self.core.db.session() as s:
             vm = await s.get(VM, grant.vm_id)
