@@ -209,3 +209,38 @@ def test_an_open_terminal_closes_after_logout_and_vm_delete(admin: ApiClient, se
             while True:
                 ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+def test_tickets_never_reach_the_server_log(admin: ApiClient, host: str) -> None:
+    """What uvicorn logs of requests (access log) and websockets (``"WebSocket /path" [accepted]``)
+    holds the pages' paths but never a ticket: it travels in the fragment and a header."""
+    import logging
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Keep(level=logging.DEBUG)
+    loggers = [logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        create_vm(admin, host, "logged1")
+        links = _links(admin, host, "logged1")
+        page, _ws, _protocols = console_link(links["terminal_url"], admin.base_url)
+        assert httpx.get(page).status_code == 200
+        with _open(admin, links["terminal_url"]) as ws:
+            assert _first(ws).startswith("hello from logged1")
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    logged = "\n".join(records)
+    assert "/console/terminal" in logged and "/console/terminal/ws" in logged, logged  # the log is on
+    for url in links.values():
+        assert url.split("#", 1)[1] not in logged
+    admin.run_task("DELETE", f"/api/client/delete/{host}/logged1")
