@@ -244,3 +244,21 @@ def test_tickets_never_reach_the_server_log(admin: ApiClient, host: str) -> None
     for url in links.values():
         assert url.split("#", 1)[1] not in logged
     admin.run_task("DELETE", f"/api/client/delete/{host}/logged1")
+
+
+def test_a_console_whose_vnc_server_is_gone_closes_with_a_reason(admin: ApiClient, host: str,
+                                                                 lab: ConsoleLabEngine) -> None:
+    from idcs_core.testing.server import free_port
+    from idcs_core.types import ConsoleEndpoint, ConsoleKind
+
+    create_vm(admin, host, "novnc1")
+    lab.vnc = ConsoleEndpoint(ConsoleKind.VNC, "127.0.0.1", free_port(), password="x")
+    try:
+        code, reason = _refused(admin, _links(admin, host, "novnc1")["console_url"], "")
+        assert code == 4500 and "does not answer" in reason, (code, reason)
+        lab.vnc = ConsoleEndpoint(ConsoleKind.WEBMKS, "127.0.0.1", free_port(), ticket="t")
+        code, reason = _refused(admin, _links(admin, host, "novnc1")["console_url"], "")
+        assert code == 4500 and "webmks" in reason, (code, reason)
+    finally:
+        lab.vnc = None
+    admin.run_task("DELETE", f"/api/client/delete/{host}/novnc1")

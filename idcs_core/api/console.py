@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import mimetypes
+import time
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,8 @@ async def vnc_socket(ws: WebSocket) -> None:
             raise errors.VMOperationFailed(f"vm_console returned {type(endpoint).__name__}, not a ConsoleEndpoint")
         if endpoint.kind != ConsoleKind.VNC:
             raise errors.NotSupported(f"the core does not bridge {endpoint.kind} consoles yet")
+        if endpoint.expires_at is not None and endpoint.expires_at <= time.time():
+            raise errors.VMOperationFailed("the engine gave a console endpoint that has already expired")
         reader, writer = await connect_vnc(endpoint, HANDSHAKE_SECONDS)
     except ConsoleClose as exc:
         await _close(ws, exc.code, exc.reason)
