@@ -20,5 +20,6 @@ export function ticketProtocols(ticket) {
 
 export function showClosed(bar, code, reason) {
   bar.className = 'closed';
-  bar.textContent = 'closed' + (reason ? ': ' + reason : code === 1006 ? ': connection lost' : '');
+  bar.textContent = 'closed' + (reason ? ': ' + reason : code === 1006 ? ': connection lost' : '')
+    + ' (a console link opens once: ask the panel for a new one)';
 }
