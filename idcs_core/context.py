@@ -26,6 +26,7 @@ from idcs_core.proxy.manager import ProxyManager
 from idcs_core.security import Keys
 from idcs_core.services import audit
 from idcs_core.services.auth import AuthService, Principal
+from idcs_core.services.console_tickets import ConsoleTickets
 from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
@@ -51,6 +52,7 @@ class CoreContext:
         self.plugins = plugins if plugins is not None else load_plugins()
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
+        self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
         self.tasks = InProcessTaskRunner(self)
         self.hosts = HostMonitor(self)
         self.proxies = ProxyManager(self)

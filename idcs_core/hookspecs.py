@@ -43,7 +43,7 @@ import pluggy
 
 from idcs_core.types import (
     BackupInfo,
-    ConsoleInfo,
+    ConsoleEndpoint,
     DiskSpec,
     HostSpec,
     HostStatus,
@@ -201,12 +201,15 @@ class EngineSpec:
     # ------------------------------------------------------------------ console
 
     @hookspec(firstresult=True)
-    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleInfo:
-        """Return URLs for a graphical console (VNC/WebMKS page with a ticket) and/or a
-        web terminal the engine serves itself.
+    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleEndpoint:
+        """Return where the VM's graphical console listens: a ``ConsoleEndpoint`` (kind
+        ``vnc``, ``webmks`` or ``serial``; address and port reachable from the core; the
+        password or one-time ticket it needs; TLS yes/no; when it expires).
 
-        Engines that offer a shell through ``vm_terminal_open`` need not return a
-        ``terminal_url``: the core serves ``/console/terminal`` for them.
+        Called each time a user asks for ``/api/client/remote``; the core serves the
+        page (noVNC for ``vnc``) and bridges its websocket to the endpoint over TCP, so
+        the engine serves nothing itself and the password or ticket never reaches the
+        browser. Raise ``VMOperationFailed`` when the VM has no console right now.
         """
 
     @hookspec(firstresult=True)

@@ -170,17 +170,32 @@ class BackupInfo:
     created_at: str | None = None
 
 
-@dataclass
-class ConsoleInfo:
-    """Ways into a VM. Either may be None when the engine has no such console.
+class ConsoleKind(enum.StrEnum):
+    """What speaks at a ``ConsoleEndpoint``."""
 
-    ``console_url``: a graphical console (VNC/WebMKS page with a token).
-    ``terminal_url``: a web terminal. Engines that implement ``vm_terminal_open``
-    need not set it: the core serves its own terminal page then.
+    VNC = "vnc"  # RFB over TCP: the core serves noVNC and bridges its websocket to it
+    WEBMKS = "webmks"  # VMware's WebMKS (a websocket at the endpoint, opened with the ticket)
+    SERIAL = "serial"  # a raw byte stream over TCP (a serial port): shown in the core's terminal page
+
+
+@dataclass(frozen=True)
+class ConsoleEndpoint:
+    """Where a VM's graphical (or serial) console listens, as returned by ``vm_console``.
+
+    The core, not the engine, serves the page a user opens: it connects to
+    ``address``:``port`` (from the core's machine) with ``password`` (a VNC password)
+    or ``ticket`` (a one-time ticket of the back end), over TLS when ``tls`` is true.
+    ``expires_at`` (epoch seconds) is when a ticket or password stops working; None
+    for endpoints that do not expire. The password and ticket never reach the browser.
     """
 
-    console_url: str | None = None
-    terminal_url: str | None = None
+    kind: ConsoleKind
+    address: str
+    port: int
+    password: str | None = None
+    ticket: str | None = None
+    tls: bool = False
+    expires_at: float | None = None
 
 
 class Progress(Protocol):

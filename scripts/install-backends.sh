@@ -7,7 +7,8 @@
 set -euo pipefail
 
 need=()
-for pkg in docker.io busybox-static lxd podman catatonit caddy; do
+# chromium + tigervnc-standalone-server: the console pages are tested in headless Chromium against Xvnc.
+for pkg in docker.io busybox-static lxd podman catatonit chromium tigervnc-standalone-server caddy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 incus_needed=0

@@ -4,6 +4,7 @@
 # go to `idcs serve` (e.g. --self-signed for HTTPS, --port 8443).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/build-web.sh
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

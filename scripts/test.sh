@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-backends.sh
 bash scripts/ensure-postgres.sh
+bash scripts/build-web.sh
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

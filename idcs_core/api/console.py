@@ -1,214 +1,168 @@
-"""The web terminal: a page and a websocket bridged to the engine's ``vm_terminal_open``.
+"""The console pages the core serves, and their websockets.
 
-``/api/client/remote`` hands out ``/console/terminal?token=...``; the token is a
-short-lived JWT naming one host and VM, so the link works in a browser
-without the API token and for that VM only.
+- ``/console/terminal``: xterm.js, bridged to the engine's ``vm_terminal_open``;
+- ``/console/vnc``: noVNC, bridged over TCP to the engine's ``vm_console`` endpoint.
+
+``/api/client/remote`` hands out ``/console/<page>#<ticket>``: the page is static (the
+fragment never reaches the server, so no access log holds the ticket); its script puts the
+ticket in the websocket's ``Sec-WebSocket-Protocol`` (``idcs.ticket.<ticket>``), where it
+is redeemed once (``services.console_tickets``). The browser libraries come from npm
+(``web/package.json``) through ``scripts/build-web.sh`` into ``static/vendor``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
+import contextlib
 import logging
-import threading
+import mimetypes
 import time
-from concurrent.futures import CancelledError, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-import jwt
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from idcs_core import errors
-from idcs_core.api.envelope import error_response
-from idcs_core.db.models import VM
-from idcs_core.services.lookup import get_host
-from idcs_core.types import TerminalChannel
+from idcs_core.api.envelope import EnvelopeResponse
+from idcs_core.db.models import Host
+from idcs_core.services.console_tickets import TICKET_PROTOCOL, ConsoleGrant, PageKind
+from idcs_core.services.rfb import MessageReader, connect_vnc, greet_browser
+from idcs_core.services.terminal_bridge import TerminalBridge
+from idcs_core.types import ConsoleEndpoint, ConsoleKind, TerminalChannel
 
 log = logging.getLogger("idcs.console")
-TERMINAL_TTL = 300
-PAGE = Path(__file__).resolve().parent.parent / "static" / "terminal.html"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+PAGES = STATIC / "console"
+VENDOR = STATIC / "vendor"
+MIN_COLS, MAX_COLS = 2, 500
+MIN_ROWS, MAX_ROWS = 2, 200
+HANDSHAKE_SECONDS = 15
+RECHECK_SECONDS = 10.0  # an open console re-checks its ticket's binding (logout, VM delete...) this often
+
+# The pages load only their own scripts and styles and talk only to this origin; nobody frames them.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; "
+                                "worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+                                "frame-ancestors 'none'"),
+}
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
 
 
-def terminal_token(core: Any, hs_name: str, vm_uuid: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"typ": "terminal", "hs": hs_name, "vm": vm_uuid, "iat": now, "exp": now + TERMINAL_TTL,
-                       "iss": "idcs"}, core.keys.jwt_secret, algorithm="HS256")
+class ConsoleClose(Exception):
+    """End a console websocket with ``code`` and a short ``reason`` the page shows."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason[:120]
 
 
-def read_terminal_token(core: Any, token: str) -> tuple[str, str]:
-    try:
-        claims = jwt.decode(token, core.keys.jwt_secret, algorithms=["HS256"], issuer="idcs")
-    except jwt.ExpiredSignatureError as exc:
-        raise errors.TokenExpired("the terminal link has expired: open it again from the panel") from exc
-    except jwt.PyJWTError as exc:
-        raise errors.TokenInvalid("the terminal link is not valid") from exc
-    if claims.get("typ") != "terminal":
-        raise errors.TokenInvalid("not a terminal token")
-    return str(claims["hs"]), str(claims["vm"])
-
-
-class TerminalBridge:
-    """One open terminal's own threads, so open terminals never hold the event loop's shared
-    executor (a handful of workers) nor each other.
-
-    A plain (blocking) ``read`` runs in a thread of this terminal alone, feeding a small
-    queue (so a fast producer waits for the websocket); ``write`` and ``resize`` run in
-    order on one worker of this terminal; ``close`` runs in a thread of its own, so a write
-    stuck on a full socket cannot delay it. ``async`` channel methods are awaited directly.
-    """
-
-    QUEUE = 64
-
-    def __init__(self, channel: TerminalChannel, name: str = "") -> None:
-        self.channel = channel
-        self.name = name
-        self.loop = asyncio.get_running_loop()
-        self.output: asyncio.Queue[bytes] = asyncio.Queue(self.QUEUE)
-        self._stop = threading.Event()
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"idcs-term-io-{name}")
-        self._reader: threading.Thread | asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if inspect.iscoroutinefunction(self.channel.read):
-            self._reader = asyncio.create_task(self._read_async())
-        else:
-            self._reader = threading.Thread(target=self._read_blocking, name=f"idcs-term-read-{self.name}",
-                                            daemon=True)
-            self._reader.start()
-
-    async def _read_async(self) -> None:
-        try:
-            while True:
-                data = await self.channel.read()  # type: ignore[misc]
-                await self.output.put(data)
-                if not data:
-                    return
-        except Exception:
-            log.debug("terminal %s: read failed", self.name, exc_info=True)
-            await self.output.put(b"")
-
-    def _read_blocking(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.channel.read()
-            except Exception:
-                log.debug("terminal %s: read failed", self.name, exc_info=True)
-                data = b""
-            if not self._hand_over(data) or not data:
-                return
-
-    def _hand_over(self, data: bytes) -> bool:
-        """Put ``data`` on the queue from the reader thread, waiting while it is full; False once
-        the bridge stops or the loop is gone."""
-        try:
-            fut = asyncio.run_coroutine_threadsafe(self.output.put(data), self.loop)
-        except RuntimeError:  # the event loop is closed
-            return False
-        while True:
-            try:
-                fut.result(timeout=0.5)
-                return True
-            except FutureTimeout:
-                if self._stop.is_set():
-                    fut.cancel()
-                    return False
-            except (Exception, CancelledError):  # the loop went away meanwhile
-                return False
-
-    async def read(self) -> bytes:
-        return await self.output.get()
-
-    async def write(self, data: bytes) -> None:
-        await self._run(self.channel.write, data)
-
-    async def resize(self, cols: int, rows: int) -> None:
-        await self._run(self.channel.resize, cols, rows)
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            return await fn(*args)
-        return await self.loop.run_in_executor(self._io, functools.partial(fn, *args))
-
-    async def close(self) -> None:
-        """Close the channel (in a thread of its own) and stop this bridge's threads."""
-        self._stop.set()
-        try:
-            if inspect.iscoroutinefunction(self.channel.close):
-                await self.channel.close()
-            else:
-                await _in_own_thread(self.channel.close, name=f"idcs-term-close-{self.name}")
-        finally:
-            if isinstance(self._reader, asyncio.Task):
-                self._reader.cancel()
-            self._io.shutdown(wait=False, cancel_futures=True)
-
-
-def _in_own_thread(fn: Any, *args: Any, name: str = "") -> asyncio.Future[Any]:
-    """Run ``fn(*args)`` in a new thread; an awaitable for its result."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-    def run() -> None:
-        result, exc = None, None
-        try:
-            result = fn(*args)
-        except BaseException as e:  # handed to the awaiting coroutine
-            exc = e
-        try:
-            loop.call_soon_threadsafe(settle, result, exc)
-        except RuntimeError:  # the event loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(target=run, name=name or "idcs-term", daemon=True).start()
-    return fut
+def _page(name: str) -> Response:
+    if not (VENDOR / "novnc" / "core" / "rfb.js").is_file() or not (VENDOR / "xterm" / "xterm.mjs").is_file():
+        return EnvelopeResponse(None, code=500, msg="the console pages are not built: run scripts/build-web.sh",
+                                status=503)
+    return Response((PAGES / name).read_bytes(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 async def terminal_page(request: Request) -> Response:
-    core = request.app.state.core
+    return _page("terminal.html")
+
+
+async def vnc_page(request: Request) -> Response:
+    return _page("vnc.html")
+
+
+def _ticket(ws: WebSocket) -> str:
+    for protocol in ws.scope.get("subprotocols") or []:
+        if protocol.startswith(TICKET_PROTOCOL):
+            return protocol[len(TICKET_PROTOCOL):]
+    return ""
+
+
+async def _accept(ws: WebSocket) -> None:
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol="binary" if "binary" in offered else None)
+
+
+async def _close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+        await ws.close(code=code, reason=reason)
+
+
+async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, Host]:
+    core = ws.app.state.core
     try:
-        read_terminal_token(core, request.query_params.get("token", ""))
+        grant = await core.console_tickets.redeem(_ticket(ws), kind)
     except errors.IDCSError as exc:
-        return error_response(exc)
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        raise ConsoleClose(4403, exc.msg) from exc
+    async with core.db.session() as s:
+        host = await s.get(Host, grant.host_id)
+    if host is None:
+        raise ConsoleClose(4403, "this console link is no longer valid: open it again")
+    source_ip = ws.client.host if ws.client else ""
+    await core.audit(None, f"vm.{kind}", f"{grant.host_name}/{grant.vm_uuid}",
+                     detail=f"user {grant.user_id}" if grant.user_id is not None else "api token",
+                     source_ip=source_ip)
+    return grant, host
+
+
+# ---------------------------------------------------------------------- terminal
+
+
+def terminal_size(cols: Any, rows: Any) -> tuple[int, int]:
+    """``cols`` x ``rows`` as integers within bounds, else ``BadRequest``."""
+    try:
+        c, r = int(str(cols), 10), int(str(rows), 10)
+    except ValueError:
+        raise errors.BadRequest("cols and rows must be whole numbers") from None
+    if not (MIN_COLS <= c <= MAX_COLS and MIN_ROWS <= r <= MAX_ROWS):
+        raise errors.BadRequest(f"cols must be {MIN_COLS}..{MAX_COLS} and rows {MIN_ROWS}..{MAX_ROWS}")
+    return c, r
 
 
 async def terminal_socket(ws: WebSocket) -> None:
     core = ws.app.state.core
+    await _accept(ws)
     try:
-        hs_name, vm_uuid = read_terminal_token(core, ws.query_params.get("token", ""))
-        async with core.db.session() as s:
-            host = await get_host(s, hs_name)
-            from sqlalchemy import select
-
-            found = (await s.execute(select(VM.id).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid))).first()
-            if not found:
-                raise errors.VMNotFound()
-        cols = int(ws.query_params.get("cols", "80") or 80)
-        rows = int(ws.query_params.get("rows", "24") or 24)
-        channel: TerminalChannel = await core.call(host, "vm_terminal_open", long=True, vm_uuid=vm_uuid,
-                                                   cols=cols, rows=rows)
-    except (errors.IDCSError, ValueError) as exc:
-        await ws.close(code=4403, reason=getattr(exc, "msg", str(exc))[:120])
+        cols, rows = terminal_size(ws.query_params.get("cols", "80"), ws.query_params.get("rows", "24"))
+    except errors.IDCSError as exc:
+        await _close(ws, 4400, exc.msg)
         return
-    await ws.accept()
-    await core.audit(None, "vm.terminal", f"{hs_name}/{vm_uuid}", source_ip=ws.client.host if ws.client else "")
+    try:
+        grant, host = await _redeem(ws, "terminal")
+        channel: TerminalChannel = await core.call(host, "vm_terminal_open", long=True, vm_uuid=grant.vm_uuid,
+                                                   cols=cols, rows=rows)
+    except ConsoleClose as exc:
+        await _close(ws, exc.code, exc.reason)
+        return
+    except errors.IDCSError as exc:
+        await _close(ws, 4500, exc.msg[:120])
+        return
+    await _run_terminal(ws, grant, TerminalBridge(channel, grant.vm_uuid))
 
-    bridge = TerminalBridge(channel, vm_uuid)
+
+async def _watch(ws: WebSocket, grant: ConsoleGrant) -> None:
+    """Close the console once what its ticket was bound to no longer holds."""
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        try:
+            await ws.app.state.core.console_tickets.check_binding(grant)
+        except errors.IDCSError as exc:
+            await _close(ws, 4403, exc.msg)
+            return
+
+
+async def _run_terminal(ws: WebSocket, grant: ConsoleGrant, bridge: TerminalBridge) -> None:
     bridge.start()
 
     async def pump_out() -> None:
@@ -219,41 +173,118 @@ async def terminal_socket(ws: WebSocket) -> None:
             await ws.send_bytes(data)
 
     out = asyncio.create_task(pump_out())
+    watch = asyncio.create_task(_watch(ws, grant))
     try:
-        while not out.done():
+        while not (out.done() or watch.done()):
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("bytes") is not None:
                 await bridge.write(message["bytes"])
             elif message.get("text") is not None:
-                await _control(bridge, message["text"])
+                problem = await _control(bridge, message["text"])
+                if problem:
+                    await ws.send_text(orjson.dumps({"type": "error", "msg": problem}).decode())
     except WebSocketDisconnect:
         pass
     finally:
         out.cancel()
+        watch.cancel()
         try:
             await bridge.close()
         except Exception:  # the engine side may already be gone
-            log.debug("closing terminal of %s/%s failed", hs_name, vm_uuid, exc_info=True)
-        try:
-            await ws.close()
-        except RuntimeError:
-            pass
+            log.debug("closing terminal %s failed", bridge.name, exc_info=True)
+        await _close(ws)
 
 
-async def _control(bridge: TerminalBridge, text: str) -> None:
-    """Text frames: ``{"type": "input", "data": "..."}`` or ``{"type": "resize", "cols", "rows"}``."""
+async def _control(bridge: TerminalBridge, text: str) -> str | None:
+    """Text frames: ``{"type": "input", "data": "..."}`` or ``{"type": "resize", "cols", "rows"}``;
+    any other text is typed as it is. Returns what was wrong with a malformed frame, else None."""
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError:
         await bridge.write(text.encode())
-        return
+        return None
+    if not isinstance(msg, dict):
+        return "a control frame is a JSON object with a type (input or resize)"
     if msg.get("type") == "resize":
-        await bridge.resize(int(msg.get("cols", 80)), int(msg.get("rows", 24)))
-    elif msg.get("type") == "input":
-        await bridge.write(str(msg.get("data", "")).encode())
+        try:
+            cols, rows = terminal_size(msg.get("cols"), msg.get("rows"))
+        except errors.IDCSError as exc:
+            return exc.msg
+        await bridge.resize(cols, rows)
+    elif msg.get("type") == "input" and isinstance(msg.get("data"), str):
+        await bridge.write(msg["data"].encode())
+    else:
+        return "unknown control frame: use {type: input, data} or {type: resize, cols, rows}"
+    return None
+
+
+# ---------------------------------------------------------------------- VNC
+
+
+async def vnc_socket(ws: WebSocket) -> None:
+    core = ws.app.state.core
+    await _accept(ws)
+    try:
+        grant, host = await _redeem(ws, "vnc")
+        endpoint = await core.call(host, "vm_console", vm_uuid=grant.vm_uuid)
+        if not isinstance(endpoint, ConsoleEndpoint):
+            raise errors.VMOperationFailed(f"vm_console returned {type(endpoint).__name__}, not a ConsoleEndpoint")
+        if endpoint.kind != ConsoleKind.VNC:
+            raise errors.NotSupported(f"the core does not bridge {endpoint.kind} consoles yet")
+        if endpoint.expires_at is not None and endpoint.expires_at <= time.time():
+            raise errors.VMOperationFailed("the engine gave a console endpoint that has already expired")
+        reader, writer = await connect_vnc(endpoint, HANDSHAKE_SECONDS)
+    except ConsoleClose as exc:
+        await _close(ws, exc.code, exc.reason)
+        return
+    except errors.IDCSError as exc:
+        await _close(ws, 4500, exc.msg[:120])
+        return
+    try:
+        browser = MessageReader(ws.receive_bytes)
+        await asyncio.wait_for(greet_browser(ws.send_bytes, browser), HANDSHAKE_SECONDS)
+        if browser.buffer:
+            writer.write(browser.buffer)
+        await _pipe(ws, grant, reader, writer)
+    except (errors.IDCSError, TimeoutError, WebSocketDisconnect, KeyError, OSError) as exc:
+        log.debug("console of %s/%s ended: %s", grant.host_name, grant.vm_uuid, exc)
+    finally:
+        writer.close()
+        await _close(ws)
+
+
+async def _pipe(ws: WebSocket, grant: ConsoleGrant, reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter) -> None:
+    """RFB bytes both ways until either side leaves or the ticket's binding breaks."""
+
+    async def to_browser() -> None:
+        while data := await reader.read(65536):
+            await ws.send_bytes(data)
+
+    async def to_server() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data:
+                writer.write(data)
+                await writer.drain()
+
+    tasks = [asyncio.create_task(to_browser()), asyncio.create_task(to_server()),
+             asyncio.create_task(_watch(ws, grant))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 routes = [Route("/console/terminal", terminal_page, methods=["GET"]),
-          WebSocketRoute("/console/terminal/ws", terminal_socket)]
+          Route("/console/vnc", vnc_page, methods=["GET"]),
+          WebSocketRoute("/console/terminal/ws", terminal_socket),
+          WebSocketRoute("/console/vnc/ws", vnc_socket),
+          Mount("/console/static", StaticFiles(directory=STATIC, check_dir=False), name="console-static")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
-from idcs_core.api.common import base_url, finish
+from idcs_core.api.common import finish
 from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import HistoryQuery, PasswordBody, PowerBody, ReinstallBody, VMCreate, VMUpdate
 from idcs_core.services import vm_actions, vms
@@ -129,11 +129,21 @@ async def status(ctx: Ctx, hs_name: str, vm_uuid: str, body: HistoryQuery) -> An
 
 
 @router.get("/api/client/remote/{hs_name}/{vm_uuid}", vm_scoped=True, data={"type": "object", "properties": {
-    "console_url": {"type": "string", "nullable": True}, "terminal_url": {"type": "string", "nullable": True}}})
+    "console_url": {"type": "string", "nullable": True,
+                    "description": "the core's noVNC page for this VM with a one-time ticket in its fragment"},
+    "terminal_url": {"type": "string", "nullable": True,
+                     "description": "the core's web terminal for this VM with a one-time ticket in its fragment"}}})
 async def remote(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
-    """Console links: ``console_url`` (graphical, from the engine) and ``terminal_url``
-    (a web terminal with a short-lived token)."""
-    return await vm_actions.console(ctx.core, ctx.user, hs_name, vm_uuid, base_url(ctx))
+    """Console links: ``console_url`` (graphical console, noVNC) and ``terminal_url`` (web
+    terminal, xterm.js), served by the core; null where the engine offers no such console.
+
+    Each link opens one page, once: its ticket (after ``#``, so never sent in a request
+    line nor logged) is consumed by the page's websocket, expires after 60 seconds, and
+    is bound to this VM (not a later VM of the same name), its owner and the caller's
+    session (it dies with logout and password change). Links are absolute under the
+    configured public URL (``IDCS_PUBLIC_URL``), else relative to this API's origin: the
+    request's ``Host`` header is never used."""
+    return await vm_actions.console(ctx.core, ctx.user, hs_name, vm_uuid, ctx.core.config.public_url)
 
 
 @router.post("/api/client/password/{hs_name}/{vm_uuid}", body=PasswordBody, vm_scoped=True)

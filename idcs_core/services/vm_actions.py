@@ -116,23 +116,25 @@ async def set_password(core: CoreContext, principal: Principal, hs_name: str, vm
 
 
 async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
-                  base_url: str) -> dict[str, Any]:
-    """console_url from the engine; terminal_url from the engine or the core's own terminal page."""
+                  public_url: str | None) -> dict[str, Any]:
+    """Links to the core's console pages, each with a one-time ticket in its fragment:
+    ``console_url`` (noVNC, bridged to the engine's ``vm_console`` endpoint) and
+    ``terminal_url`` (xterm.js, bridged to ``vm_terminal_open``); None where the engine
+    has no such hook. Absolute under ``public_url`` when one is configured, else relative
+    to the API's origin: never built from the request's ``Host`` header."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
     engine = core.engine_for(vm.host)
-    if not (engine.supports("vm_console") or engine.supports("vm_terminal_open")):
+    has_console, has_terminal = engine.supports("vm_console"), engine.supports("vm_terminal_open")
+    if not (has_console or has_terminal):
         raise errors.NotSupported(f"a console is not supported by the {engine.name} engine")
-    result: dict[str, Any] = {"console_url": None, "terminal_url": None}
-    if engine.supports("vm_console"):
-        info = await core.call(vm.host, "vm_console", vm_uuid=vm_uuid)
-        result.update(console_url=info.console_url, terminal_url=info.terminal_url)
-    if engine.supports("vm_terminal_open") and not result["terminal_url"]:
-        from idcs_core.api.console import terminal_token
-
-        token = terminal_token(core, vm.host.server_name, vm_uuid)
-        result["terminal_url"] = f"{base_url.rstrip('/')}/console/terminal?token={token}"
-    return result
+    prefix = (public_url or "").rstrip("/")
+    tickets = core.console_tickets
+    return {
+        "console_url": f"{prefix}/console/vnc#{tickets.issue(principal, vm, 'vnc')}" if has_console else None,
+        "terminal_url": (f"{prefix}/console/terminal#{tickets.issue(principal, vm, 'terminal')}"
+                         if has_terminal else None),
+    }
 
 
 # ---------------------------------------------------------------------- reinstall

@@ -43,6 +43,7 @@ from idcs_core.testing.kit_support import (
     FINAL_STATES,
     LOAD_TIME_HOOKS,
     Kit,
+    console_link,
     encode_segment,
     fetch_through,
     fill_path,
@@ -604,11 +605,12 @@ class KitTests:
         if "console" in kit.capabilities:
             assert urls["console_url"] or urls["terminal_url"], urls
             if urls["console_url"]:
-                open_console(urls["console_url"])
+                open_console(urls["console_url"], kit.api.base_url)
         if "terminal" in kit.capabilities:
-            page = httpx.get(urls["terminal_url"], timeout=15, verify=False)  # no API token: a browser link
+            page_url, _ws, _protocols = console_link(urls["terminal_url"], kit.api.base_url)
+            page = httpx.get(page_url, timeout=15, verify=False)  # no API token: a browser link
             assert page.status_code == 200 and "<html" in page.text.lower(), page.status_code
-            terminal_roundtrip(urls["terminal_url"])
+            terminal_roundtrip(urls["terminal_url"], kit.api.base_url)
 
     # ------------------------------------------------------------------ the API's own promises
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -286,7 +286,17 @@ def stops_serving(port: int, expect: str, address: str = "127.0.0.1", timeout: f
     return False
 
 
-def terminal_roundtrip(terminal_url: str, timeout: float = 20) -> str:
+def console_link(page_url: str, base_url: str) -> tuple[str, str, list[str]]:
+    """What a browser does with a console link from ``/api/client/remote``: the page's
+    absolute URL (links are relative when no public URL is configured), its websocket's
+    URL and the subprotocols that carry the one-time ticket from the link's fragment."""
+    page = urljoin(base_url.rstrip("/") + "/", page_url)
+    parts = urlsplit(page)
+    ws_url = urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, parts.path + "/ws", "", ""))
+    return urlunsplit(parts._replace(fragment="")), ws_url, ["binary", "idcs.ticket." + parts.fragment]
+
+
+def terminal_roundtrip(terminal_url: str, base_url: str, timeout: float = 20) -> str:
     """Open the core's web terminal for ``terminal_url`` and run an ``echo`` through it.
 
     The command is ``echo idcs-kit-'o''k'``: only a shell that really ran it prints
@@ -294,12 +304,11 @@ def terminal_roundtrip(terminal_url: str, timeout: float = 20) -> str:
     """
     from websockets.sync.client import connect
 
-    parts = urlsplit(terminal_url)
-    ws_url = urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, "/console/terminal/ws",
-                         parts.query + "&cols=80&rows=24", ""))
+    _page, ws_url, protocols = console_link(terminal_url, base_url)
     seen = ""
     deadline = time.monotonic() + timeout
-    with connect(ws_url, open_timeout=timeout, close_timeout=2) as ws:
+    with connect(ws_url + "?cols=80&rows=24", open_timeout=timeout, close_timeout=2,
+                 subprotocols=protocols) as ws:  # type: ignore[arg-type]
         ws.send('{"type": "input", "data": "echo idcs-kit-\'o\'\'k\'\\r"}')
         while "idcs-kit-ok" not in seen.replace("\r", ""):
             remaining = deadline - time.monotonic()
@@ -313,23 +322,53 @@ def terminal_roundtrip(terminal_url: str, timeout: float = 20) -> str:
     return seen
 
 
-def open_console(url: str) -> None:
-    """Assert a console URL opens: a web page answers < 400, a websocket accepts the handshake."""
-    scheme = urlsplit(url).scheme
-    if scheme in ("http", "https"):
-        resp = httpx.get(url, timeout=15, verify=False, follow_redirects=True)
-        assert resp.status_code < 400, f"console_url {url} answered HTTP {resp.status_code}"
-    elif scheme in ("ws", "wss"):
-        import ssl
+def vnc_handshake(console_url: str, base_url: str, timeout: float = 15) -> tuple[int, int, str]:
+    """Speak RFB (as noVNC does) through the core's console websocket of ``console_url`` up to
+    the server's ServerInit; returns the remote screen's width, height and desktop name."""
+    import ssl
+    import struct
 
-        from websockets.sync.client import connect
+    from websockets.sync.client import connect
 
-        ctx = None
-        if scheme == "wss":  # consoles commonly carry self-signed certificates
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        with connect(url, open_timeout=15, ssl=ctx, subprotocols=["binary"]):  # type: ignore[list-item]
-            pass
+    _page, ws_url, protocols = console_link(console_url, base_url)
+    ctx = None
+    if ws_url.startswith("wss:"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with connect(ws_url, open_timeout=timeout, close_timeout=2, ssl=ctx,
+                 subprotocols=protocols) as ws:  # type: ignore[arg-type]
+        buffer = b""
+
+        def read(n: int) -> bytes:
+            nonlocal buffer
+            while len(buffer) < n:
+                frame = ws.recv(timeout=timeout)
+                buffer += frame if isinstance(frame, bytes) else frame.encode()
+            data, buffer = buffer[:n], buffer[n:]
+            return data
+
+        version = read(12)
+        assert version.startswith(b"RFB 003."), version
+        ws.send(b"RFB 003.008\n")
+        count = read(1)[0]
+        assert 1 in read(count), "the core offers no security type None to the browser"
+        ws.send(bytes([1]))
+        assert read(4) == b"\0\0\0\0", "the core refused the browser's security type"
+        ws.send(bytes([1]))  # ClientInit, shared
+        width, height = struct.unpack(">HH", read(4))
+        read(16)  # pixel format
+        (length,) = struct.unpack(">I", read(4))
+        return width, height, read(length).decode(errors="replace")
+
+
+def open_console(url: str, base_url: str) -> None:
+    """Assert a console link opens: its page answers 200 with HTML and a VNC handshake
+    through the core's websocket reaches a screen."""
+    page, _ws, _protocols = console_link(url, base_url)
+    resp = httpx.get(page, timeout=15, verify=False)
+    assert resp.status_code == 200 and "<html" in resp.text.lower(), f"console page {page}: HTTP {resp.status_code}"
+    width, height, _name = vnc_handshake(url, base_url)
+    assert width > 0 and height > 0, (width, height)
 
 
 # ---------------------------------------------------------------------- route sweep

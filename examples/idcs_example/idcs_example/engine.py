@@ -17,7 +17,8 @@ from idcs_core import errors
 from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
     BackupInfo,
-    ConsoleInfo,
+    ConsoleEndpoint,
+    ConsoleKind,
     DiskSpec,
     HostSpec,
     HostStatus,
@@ -173,9 +174,11 @@ class ExampleEngine:
     # ------------------------------------------------------------------ consoles
 
     @hookimpl
-    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleInfo:
+    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleEndpoint:
+        # Only say where the VM's VNC server is: the core serves the page and bridges to it.
         with backend_errors(f"console of {vm_uuid}"):
-            return ConsoleInfo(console_url=cloud(host).console_url(vm_uuid))
+            port = cloud(host).console_port(vm_uuid)
+        return ConsoleEndpoint(kind=ConsoleKind.VNC, address="127.0.0.1", port=port)
 
     @hookimpl
     def vm_terminal_open(self, host: HostSpec, vm_uuid: str, cols: int, rows: int) -> TerminalChannel:

@@ -8,7 +8,8 @@ and it does a few things for real so the conformance kit can prove them:
 - a port forward really listens on ``127.0.0.1:<host_port>`` and answers HTTP
   with the VM's web page while the VM runs and the forward targets port 80;
 - a terminal really runs a (very small) shell: ``echo``, ``cat``, ``hostname``, ``exit``;
-- the graphical console is a real web page on a loopback port, behind a ticket.
+- the graphical console is a real (tiny) VNC server on a loopback port, one per VM,
+  that shows a grey screen named after the VM and records the keys it receives.
 
 It raises its own errors (``Unreachable``, ``LoginFailed``, ``NoSuchVM``...), the way
 an SDK does: mapping them to OpenIDCS business errors is the engine's job.
@@ -22,6 +23,9 @@ import hashlib
 import queue
 import secrets
 import shlex
+import socket
+import socketserver
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,6 +90,7 @@ class FakeVM:
     disks: dict[str, FakeDisk] = field(default_factory=dict)
     iso: str | None = None
     ips: list[str] = field(default_factory=list)
+    console_keys: list[int] = field(default_factory=list)  # X keysyms pressed on its VNC console
 
 
 @dataclass
@@ -107,8 +112,7 @@ class FakeCloud:
         self.vms: dict[str, FakeVM] = {}
         self.backups: dict[tuple[str, str], tuple[str, FakeVM]] = {}  # (vm, name) -> (description, copy)
         self.forwards: dict[tuple[int, str], Forward] = {}
-        self.tickets: set[str] = set()
-        self._console: ThreadingHTTPServer | None = None
+        self._consoles: dict[str, socketserver.ThreadingTCPServer] = {}  # VM name -> its VNC server
         self._next_ip = 10
 
     # ------------------------------------------------------------------ VMs
@@ -138,6 +142,10 @@ class FakeCloud:
             for key in [k for k, f in self.forwards.items() if f.vm_name == name]:
                 self.unforward(*key)
             self.vms.pop(name, None)
+            console = self._consoles.pop(name, None)
+        if console is not None:
+            console.shutdown()
+            console.server_close()
 
     def power(self, name: str, action: str) -> FakeVM:
         """``action``: start, stop, reset, pause or resume."""
@@ -267,24 +275,26 @@ class FakeCloud:
             raise InvalidState(f"{name} is not running")
         return FakeTerminal(self, name)
 
-    def console_url(self, name: str) -> str:
-        """A one-time link to the VM's 'graphical console' page."""
+    def console_port(self, name: str) -> int:
+        """The loopback port of the VM's VNC console (started on first use)."""
         self.vm(name)
         with self.lock:
-            if self._console is None:
-                self._console = _serve(("127.0.0.1", 0), _console_handler(self))
-            ticket = secrets.token_urlsafe(16)
-            self.tickets.add(ticket)
-            return f"http://127.0.0.1:{self._console.server_address[1]}/console/{name}?ticket={ticket}"
+            if name not in self._consoles:
+                server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _vnc_handler(self, name))
+                server.daemon_threads = True
+                threading.Thread(target=server.serve_forever, name=f"fakecloud-vnc-{name}", daemon=True).start()
+                self._consoles[name] = server
+            return self._consoles[name].server_address[1]
 
     def shutdown(self) -> None:
-        """Stop every listener (forwards, console page)."""
+        """Stop every listener (forwards, consoles)."""
         for key in list(self.forwards):
             self.unforward(*key)
-        if self._console is not None:
-            self._console.shutdown()
-            self._console.server_close()
-            self._console = None
+        with self.lock:
+            consoles, self._consoles = list(self._consoles.values()), {}
+        for server in consoles:
+            server.shutdown()
+            server.server_close()
 
 
 class FakeTerminal:
@@ -377,18 +387,62 @@ def _forward_handler(cloud: FakeCloud, fwd: Forward) -> type[BaseHTTPRequestHand
     return ForwardHandler
 
 
-def _console_handler(cloud: FakeCloud) -> type[BaseHTTPRequestHandler]:
-    class ConsoleHandler(_Quiet):
-        def do_GET(self) -> None:
-            path, _, query = self.path.partition("?")
-            name = path.removeprefix("/console/")
-            if query.removeprefix("ticket=") not in cloud.tickets or name not in cloud.vms:
-                self.reply(403, "invalid console ticket")
-            else:
-                self.reply(200, f"<!doctype html><title>{name}</title><pre>FakeCloud console of {name}</pre>",
-                           "text/html")
+VNC_SIZE = (64, 48)  # the fake screen, filled with grey
 
-    return ConsoleHandler
+
+def _vnc_handler(cloud: FakeCloud, name: str) -> type[socketserver.BaseRequestHandler]:
+    """RFB 3.8 with security type None: answers every update request with the whole (grey)
+    screen and records key presses on the VM. Enough for noVNC and the conformance kit."""
+
+    class VNCHandler(socketserver.BaseRequestHandler):
+        def read(self, n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = self.request.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError("client left")
+                data += chunk
+            return data
+
+        def handle(self) -> None:
+            sock: socket.socket = self.request
+            width, height = VNC_SIZE
+            title = f"FakeCloud console of {name}".encode()
+            try:
+                sock.sendall(b"RFB 003.008\n")
+                self.read(12)
+                sock.sendall(bytes([1, 1]))  # one security type: None
+                self.read(1)
+                sock.sendall(struct.pack(">I", 0))
+                self.read(1)  # ClientInit
+                pixel_format = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+                sock.sendall(struct.pack(">HH", width, height) + pixel_format + struct.pack(">I", len(title)) + title)
+                while True:
+                    kind = self.read(1)[0]
+                    if kind == 0:  # SetPixelFormat: grey looks the same in every 32-bit format
+                        self.read(19)
+                    elif kind == 2:  # SetEncodings
+                        (count,) = struct.unpack(">xH", self.read(3))
+                        self.read(4 * count)
+                    elif kind == 3:  # FramebufferUpdateRequest: the whole screen, raw
+                        self.read(9)
+                        sock.sendall(struct.pack(">xxH", 1) + struct.pack(">HHHHi", 0, 0, width, height, 0)
+                                     + b"\x80\x80\x80\x80" * (width * height))
+                    elif kind == 4:  # KeyEvent
+                        down, key = struct.unpack(">B2xI", self.read(7))
+                        if down:
+                            cloud.vm(name).console_keys.append(key)
+                    elif kind == 5:  # PointerEvent
+                        self.read(5)
+                    elif kind == 6:  # ClientCutText
+                        (length,) = struct.unpack(">3xI", self.read(7))
+                        self.read(length)
+                    else:
+                        return
+            except (ConnectionError, OSError, NoSuchVM):
+                return
+
+    return VNCHandler
 
 
 # ---------------------------------------------------------------------- the fake 'network'

@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import pytest
@@ -18,6 +17,7 @@ from idcs_oci.testing import DockerBackend
 from websockets.sync.client import ClientConnection, connect
 
 from idcs_core.testing.kit import EngineUnderTest, Kit
+from idcs_core.testing.kit_support import console_link
 
 # asyncio's default executor (what the web terminal used for its blocking reads and writes).
 DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -37,9 +37,12 @@ def kit(oci_backend: DockerBackend, tmp_path_factory: pytest.TempPathFactory) ->
         k.stop()
 
 
-def _ws_url(terminal_url: str) -> str:
-    parts = urlsplit(terminal_url)
-    return urlunsplit(("ws", parts.netloc, "/console/terminal/ws", parts.query + "&cols=80&rows=24", ""))
+def _open(kit: Kit, vm: str) -> ClientConnection:
+    """A terminal websocket from a fresh link (each link opens one terminal, once)."""
+    _page, ws_url, protocols = console_link(kit.api.get(kit.vm_path("remote", vm))["terminal_url"],
+                                            kit.api.base_url)
+    return connect(ws_url + "?cols=80&rows=24", open_timeout=15, close_timeout=5,
+                   subprotocols=protocols)  # type: ignore[arg-type]
 
 
 def _run(ws: ClientConnection, command: str, pattern: str, timeout: float = 15) -> re.Match[str]:
@@ -80,14 +83,13 @@ def _wait_gone(dc: docker.DockerClient, vm: str, pid: int, timeout: float = 10) 
 def test_more_terminals_than_executor_workers_each_answer_and_close_ends_the_shell(
         kit: Kit, oci_backend: DockerBackend) -> None:
     vm = kit.create_vm("term")
-    url = _ws_url(kit.api.get(kit.vm_path("remote", vm))["terminal_url"])
     count = DEFAULT_WORKERS + 2
     dc = oci_backend.client()
     sockets: list[ClientConnection] = []
     with contextlib.ExitStack() as stack:
         stack.callback(dc.close)
         for _ in range(count):
-            sockets.append(stack.enter_context(connect(url, open_timeout=15, close_timeout=5)))
+            sockets.append(stack.enter_context(_open(kit, vm)))
         # All open at once, more than the default executor's workers: each still runs a command.
         # $((...)) makes the answer differ from the echoed input; $$ is the shell's PID.
         pids = []

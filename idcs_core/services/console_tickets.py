@@ -1,0 +1,126 @@
+"""One-time tickets for the console and terminal pages.
+
+``/api/client/remote`` issues a ticket per page; the page carries it in its URL's
+fragment (never sent to the server, so never in an access log) and hands it over in
+the websocket's ``Sec-WebSocket-Protocol`` header. A ticket is:
+
+- bound to the VM's database row (id, host, name, creation time, owner), the session
+  (JWT ``jti``) or global API token that asked, and the page kind (terminal or vnc);
+- single-use: the first websocket that presents it consumes it;
+- short: ``TICKET_TTL`` seconds to open the page.
+
+When redeemed, the binding is checked against the database again, so a ticket dies
+with logout and password change (the session is revoked), with the VM's delete (even
+when a VM of the same name is created again) and with an owner change. An open console
+checks it again every ``RECHECK_SECONDS`` (``api.console``) and closes when it fails.
+
+Tickets live in this process's memory (the server is one process): a restart drops them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import select
+
+from idcs_core import errors
+from idcs_core.db.models import VM, Session, User, utcnow
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
+
+TICKET_TTL = 60  # seconds between /api/client/remote and opening the page
+MAX_TICKETS = 10_000  # outstanding tickets kept; the oldest go first beyond this
+TICKET_PROTOCOL = "idcs.ticket."  # websocket subprotocol prefix that carries the ticket
+
+PageKind = Literal["terminal", "vnc"]
+
+
+@dataclass(frozen=True)
+class ConsoleGrant:
+    """What a ticket allows: one page of ``kind`` on one VM, for whoever asked."""
+
+    kind: PageKind
+    vm_id: int
+    host_id: int
+    host_name: str
+    vm_uuid: str
+    vm_created_at: datetime
+    owner_id: int | None
+    user_id: int | None  # None for the global API token
+    session_jti: str | None  # None for the global API token
+    api_token_digest: str | None  # set for the global API token
+    expires: float  # time.monotonic() deadline
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class ConsoleTickets:
+    def __init__(self, core: CoreContext) -> None:
+        self.core = core
+        self._tickets: dict[str, ConsoleGrant] = {}  # sha256(ticket) -> grant
+
+    def issue(self, principal: Principal, vm: VM, kind: PageKind) -> str:
+        """A new ticket for ``principal`` (already allowed to use ``vm``) to open one ``kind`` page."""
+        self._prune()
+        ticket = secrets.token_urlsafe(32)
+        via_api_token = principal.jti is None
+        self._tickets[_digest(ticket)] = ConsoleGrant(
+            kind=kind, vm_id=vm.id, host_id=vm.host_id, host_name=vm.host.server_name, vm_uuid=vm.vm_uuid,
+            vm_created_at=vm.created_at, owner_id=vm.owner_id, user_id=principal.user_id,
+            session_jti=principal.jti, api_token_digest=_digest(self.core.auth.api_token) if via_api_token else None,
+            expires=time.monotonic() + TICKET_TTL)
+        return ticket
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if len(self._tickets) >= MAX_TICKETS // 2:
+            for key in [k for k, g in self._tickets.items() if g.expires < now]:
+                del self._tickets[key]
+        while len(self._tickets) >= MAX_TICKETS:
+            del self._tickets[next(iter(self._tickets))]
+
+    async def redeem(self, ticket: str, kind: PageKind) -> ConsoleGrant:
+        """Consume ``ticket`` and return its grant if everything it is bound to still holds."""
+        grant = self._tickets.pop(_digest(ticket), None) if ticket else None
+        if grant is None or grant.kind != kind:
+            raise errors.TokenInvalid("this console link is not valid or was already used: open it again")
+        if grant.expires < time.monotonic():
+            raise errors.TokenExpired("this console link has expired: open it again")
+        await self.check_binding(grant)
+        return grant
+
+    async def check_binding(self, grant: ConsoleGrant) -> None:
+        """Raise ``TokenInvalid`` unless the VM, its owner and the session that asked are as they were."""
+        gone = errors.TokenInvalid("this console link is no longer valid: open it again")
+        async with self.core.db.session() as s:
+            vm = await s.get(VM, grant.vm_id)
+            if (vm is None or vm.host_id != grant.host_id or vm.vm_uuid != grant.vm_uuid
+                    or vm.created_at != grant.vm_created_at or vm.owner_id != grant.owner_id):
+                raise gone
+            if grant.session_jti is None:
+                current = self.core.auth.api_token
+                if grant.api_token_digest is None or not secrets.compare_digest(_digest(current),
+                                                                                grant.api_token_digest):
+                    raise gone
+                return
+            row = (await s.execute(select(Session, User).outerjoin(User, User.id == Session.user_id)
+                                   .where(Session.jti == grant.session_jti))).first()
+            if row is None:
+                raise gone
+            sess, user = row
+            if sess.revoked or sess.expires_at < utcnow() or sess.user_id != grant.user_id:
+                raise gone
+            if sess.vm_id is not None:  # a one-VM token: that VM only
+                if sess.vm_id != grant.vm_id:
+                    raise gone
+            elif user is None or (vm.owner_id != user.id and not user.is_admin):
+                raise gone
