@@ -9,6 +9,10 @@ need=()
 for pkg in docker.io busybox-static lxd podman catatonit; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The web panel's browser tests: headless Chromium, and a CJK font for its Chinese pages.
+for pkg in chromium fonts-wqy-microhei; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 incus_needed=0
 dpkg -s incus-base >/dev/null 2>&1 || incus_needed=1
 
@@ -31,4 +35,4 @@ if [ ${#need[@]} -gt 0 ] || [ $incus_needed -eq 1 ]; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports incus-base incus-client
   fi
 fi
-echo "install-backends: docker.io podman catatonit lxd incus busybox-static present"
+echo "install-backends: docker.io podman catatonit lxd incus busybox-static chromium fonts-wqy-microhei present"

@@ -146,7 +146,8 @@ export function Chart({ title, x, series, height = 180 }) {
     const colors = ['#2f7de1', '#e8793a', '#3aa864', '#b04ad6'];
     const opts = {
       width: Math.max(240, box.current.clientWidth), height,
-      scales: { y: { range: [0, 100] } },
+      // a single sample would stretch the time axis over years: show at least the last five minutes
+      scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 300), max] }, y: { range: [0, 100] } },
       axes: [{ stroke: 'currentColor' }, { stroke: 'currentColor', values: (_u, ticks) => ticks.map((v) => `${v}%`) }],
       series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 2 }))],
     };
