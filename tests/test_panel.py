@@ -381,3 +381,49 @@ def test_switching_to_chinese_changes_the_texts_and_is_remembered(
         expect(p2.get_by_test_id("login-form").get_by_role("button", name="登录")).to_be_visible()
     finally:
         zh.close()
+
+
+def test_operator_resizes_reinstalls_and_deletes_a_vm_with_confirmation(
+        context: BrowserContext, api: ApiClient, docker_host: str, oci_backend: DockerBackend) -> None:
+    owner = make_customer(api, f"rz{RUN}")
+    vm = make_vm(api, docker_host, oci_backend.image, owner["id"], f"rs{RUN}")
+    page = context.new_page()
+    log_in(page, "admin", ADMIN_PASSWORD)
+    page.goto(f"/#/vm/{quote(docker_host)}/{quote(vm)}")
+    expect(page.get_by_test_id("vm-title")).to_have_text(f"rs{RUN}")
+
+    def finished(previous: str | None = None) -> str:
+        progress = page.get_by_test_id("task-progress")
+        if previous:
+            expect(progress).not_to_have_attribute("data-task", previous)
+        expect(progress).to_have_attribute("data-state", "success", timeout=120_000)
+        return str(progress.get_attribute("data-task"))
+
+    page.locator("form", has=page.get_by_role("button", name="Resize")).locator("input[name=ram_num]").fill("96")
+    page.get_by_role("button", name="Resize").click()
+    task = finished()
+    assert api.get(f"/api/client/detail/{docker_host}/{vm}")["ram_num"] == 96
+
+    dc = oci_backend.client()
+    try:
+        sh(dc, vm, "echo mine > /root-file.txt")
+        page.get_by_test_id("reinstall").click()
+        page.get_by_test_id("confirm").click()
+        finished(task)
+        out = dc.containers.get(vm).exec_run(["cat", "/root-file.txt"]).output.decode()
+        assert "No such file" in out, out  # a fresh system
+    finally:
+        dc.close()
+
+    # delete: cancelling keeps the VM, confirming removes it
+    page.get_by_test_id("delete-vm").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    assert api.get(f"/api/client/detail/{docker_host}/{vm}")["vm_uuid"] == vm
+    page.get_by_test_id("delete-vm").click()
+    page.get_by_test_id("confirm").click()
+    expect(page.get_by_test_id("page-vms")).to_be_visible()
+    [deleting] = [tk for tk in api.get("/api/tasks", params={"limit": 20})
+                  if tk["kind"] == "vm_delete" and tk["vm_uuid"] == vm]
+    assert api.wait_task(deleting["id"])["state"] == "success"
+    status, body = api.call("GET", f"/api/client/detail/{docker_host}/{vm}")
+    assert status == 404 and body["code"] == 1002, body

@@ -42,10 +42,10 @@ takeTempLogin();
 
 const me = signal(null); // the current user (GET /api/users/current)
 
-setUnauthorizedHandler(() => {
+setUnauthorizedHandler((env) => {
   session.clear();
   me.value = null;
-  notify(t('login'), 'error');
+  notify(env?.msg || t('login'), 'error');
 });
 
 function Login() {

@@ -137,6 +137,11 @@ export function StateBadge({ value }) {
   return html`<span class=${`badge s-${v}`}>${t(v)}</span>`;
 }
 
+function timeRange(_u, min, max) {
+  const end = max ?? Date.now() / 1000;
+  return [Math.min(min ?? end, end - 300), end];
+}
+
 /** A line chart of percentages over time. series: [{label, values}], x: epoch seconds. */
 export function Chart({ title, x, series, height = 180 }) {
   const box = useRef(null);
@@ -147,7 +152,7 @@ export function Chart({ title, x, series, height = 180 }) {
     const opts = {
       width: Math.max(240, box.current.clientWidth), height,
       // a single sample would stretch the time axis over years: show at least the last five minutes
-      scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 300), max] }, y: { range: [0, 100] } },
+      scales: { x: { time: true, range: timeRange }, y: { range: [0, 100] } },
       axes: [{ stroke: 'currentColor' }, { stroke: 'currentColor', values: (_u, ticks) => ticks.map((v) => `${v}%`) }],
       series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 2 }))],
     };

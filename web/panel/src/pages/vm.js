@@ -110,13 +110,14 @@ function Overview({ hs, v, user, onStarted }) {
       }}><${Field} form=${pw} setForm=${setPw} name="password" type="password" label=${t('new_password')} required /></${Form}>
     </div>
     <div class="card"><h3>${t('reinstall')}</h3>
-      <${Form} submit=${t('reinstall')} onSubmit=${async () => {
-        if (!window.confirm(t('confirm_reinstall', { name: v.vm_name }))) return;
-        const body = { os_name: os.os_name };
-        if (os.os_pass) body.os_pass = os.os_pass;
-        onStarted(await attempt(() => post(vmPath('reinstall', hs, v.vm_uuid), body)));
-      }}><${Field} form=${os} setForm=${setOs} name="os_name" label=${t('image')} required />
-        <${Field} form=${os} setForm=${setOs} name="os_pass" type="password" label=${t('os_pass')} /></${Form}>
+      <${Field} form=${os} setForm=${setOs} name="os_name" label=${t('image')} required />
+      <${Field} form=${os} setForm=${setOs} name="os_pass" type="password" label=${t('os_pass')} />
+      <div class="row end"><${ConfirmButton} testid="reinstall" label=${t('reinstall')}
+        question=${t('confirm_reinstall', { name: v.vm_name })} onConfirm=${async () => {
+          const body = { os_name: os.os_name };
+          if (os.os_pass) body.os_pass = os.os_pass;
+          onStarted(await attempt(() => post(vmPath('reinstall', hs, v.vm_uuid), body)));
+        }} /></div>
     </div>
     ${user.is_admin && html`<div class="card"><h3>${t('resize')}</h3>
       <${Form} submit=${t('resize')} onSubmit=${async () => onStarted(await attempt(() => put(vmPath('update', hs, v.vm_uuid),
