@@ -1,0 +1,83 @@
+"""Hosts' status history: one usage sample per host per ``usage_sample_seconds``, a day kept.
+
+Samples are taken whenever the core asks a host for its status anyway (host list, detail,
+dashboard) and at least once per interval by a background loop, so the history has no gaps
+while nobody looks. The web panel's dashboard charts read it (``/api/server/history/<hs>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from idcs_core.db.models import HostSample, utcnow
+from idcs_core.services.lookup import get_host
+from idcs_core.types import HostStatus
+
+if TYPE_CHECKING:
+    from idcs_core.context import CoreContext
+
+log = logging.getLogger("idcs.hosts")
+KEEP = timedelta(days=1)
+
+
+class HostHistory:
+    """Records a host's status at most once per interval (remembered in memory, per host)."""
+
+    def __init__(self, core: CoreContext) -> None:
+        self.core = core
+        self._last: dict[int, float] = {}
+
+    def interval(self) -> float:
+        return float(self.core.settings.get("usage_sample_seconds"))
+
+    async def observe(self, host_id: int, status: HostStatus | None) -> None:
+        """Keep ``status`` (None: offline) as the host's sample unless one was taken this interval."""
+        now = time.monotonic()
+        if now - self._last.get(host_id, float("-inf")) < self.interval():
+            return
+        self._last[host_id] = now
+        online = status is not None and status.online
+        try:
+            async with self.core.db.session() as s:
+                ts = utcnow()
+                s.add(HostSample(host_id=host_id, ts=ts, online=online,
+                                 cpu_usage=status.cpu_usage if online and status else None,
+                                 memory_usage=status.memory_usage if online and status else None,
+                                 disk_usage=status.disk_usage if online and status else None))
+                await s.execute(delete(HostSample).where(HostSample.host_id == host_id, HostSample.ts < ts - KEEP))
+        except Exception:  # a sample lost (host deleted meanwhile, database away) must not fail a status call
+            log.debug("recording a status sample of host %s failed", host_id, exc_info=True)
+
+
+async def history(core: CoreContext, hs_name: str, minutes: int) -> list[dict[str, Any]]:
+    """The host's samples of the last ``minutes``, oldest first."""
+    since = utcnow() - timedelta(minutes=minutes)
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        rows = (await s.execute(select(HostSample).where(HostSample.host_id == host.id, HostSample.ts >= since)
+                                .order_by(HostSample.ts))).scalars()
+        return [{"time": r.ts, "timestamp": int(r.ts.replace(tzinfo=UTC).timestamp()),
+                 "status": "online" if r.online else "offline", "cpu_usage": r.cpu_usage,
+                 "memory_usage": r.memory_usage, "disk_usage": r.disk_usage} for r in rows]
+
+
+async def sample_forever(core: CoreContext) -> None:
+    """Ask every host for its status once per interval (the samples are taken by ``observe``)."""
+    from idcs_core.services.hosts import list_hosts
+
+    last_round = float("-inf")
+    while True:
+        interval = core.hosts.history.interval()
+        if time.monotonic() - last_round >= interval:
+            last_round = time.monotonic()
+            try:
+                await list_hosts(core)
+            except Exception:  # one failed round (database away) must not end the loop
+                log.exception("sampling the hosts' status failed")
+        await asyncio.sleep(min(interval, 5.0))  # a shorter interval set meanwhile applies soon
