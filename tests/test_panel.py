@@ -224,6 +224,11 @@ def test_operator_adds_a_host_and_creates_a_vm_for_a_customer(
             expect(page.get_by_test_id("tasks-table")).to_contain_text("vm_create")
         if name == "audit":
             expect(page.get_by_test_id("audit-table")).to_contain_text("vm.create")
+        if name == "dashboard":  # the host's chart, drawn from its stored status history
+            chart = page.locator("figure.chart", has_text=hs)
+            expect(chart.locator("canvas")).to_be_visible()
+            expect(chart).not_to_contain_text("No samples yet")
+            assert api.get(f"/api/server/history/{hs}")[0]["status"] == "online"
         shoot(page, name)
     watch.check(session_token(page))
     api.ok("DELETE", f"/api/client/delete/{hs}/{vm['vm_uuid']}", params={"wait": 120})

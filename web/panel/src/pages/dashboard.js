@@ -4,35 +4,29 @@ import { get } from '../api.js';
 import { t } from '../i18n.js';
 import { Chart, html, Loaded, StateBadge, Table, useLoad } from '../ui.js';
 
-const SAMPLE_MS = 10000;
-const KEEP = 360; // one hour of samples at 10 s
-const HISTORY_KEY = 'idcs.hostHistory';
+const REFRESH_MS = 15000;
+const HISTORY_MINUTES = 60;
 
-// The API has no stored host history yet: the page samples /api/server/detail while it is open and
-// keeps the samples for the tab (sessionStorage), so coming back to the dashboard keeps the curve.
-function loadHistory() {
-  try { return JSON.parse(sessionStorage.getItem(HISTORY_KEY) || '{}'); } catch { return {}; }
-}
-
-function addSample(history, hosts) {
-  const now = Math.floor(Date.now() / 1000);
-  const next = { ...history };
-  for (const h of hosts) {
-    const old = next[h.server_name] || { x: [], cpu: [], mem: [], disk: [] };
-    const push = (arr, v) => [...arr, v ?? null].slice(-KEEP);
-    next[h.server_name] = {
-      x: push(old.x, now), cpu: push(old.cpu, h.cpu_usage), mem: push(old.mem, h.memory_usage),
-      disk: push(old.disk, h.disk_usage),
-    };
-  }
-  sessionStorage.setItem(HISTORY_KEY, JSON.stringify(next));
-  return next;
+/** Each host's status history (GET /api/server/history/<hs>) as chart columns. */
+async function loadHistory(hosts) {
+  const entries = await Promise.all(hosts.map(async (h) => {
+    try {
+      const samples = await get(`/api/server/history/${encodeURIComponent(h.server_name)}`, { limit: HISTORY_MINUTES });
+      return [h.server_name, {
+        x: samples.map((p) => p.timestamp), cpu: samples.map((p) => p.cpu_usage),
+        mem: samples.map((p) => p.memory_usage), disk: samples.map((p) => p.disk_usage),
+      }];
+    } catch {
+      return [h.server_name, { x: [], cpu: [], mem: [], disk: [] }];
+    }
+  }));
+  return Object.fromEntries(entries);
 }
 
 export function Dashboard() {
   const stats = useLoad(() => get('/api/system/stats'));
   const [hosts, setHosts] = useState(null);
-  const [history, setHistory] = useState(loadHistory);
+  const [history, setHistory] = useState({});
   const [error, setError] = useState('');
   useEffect(() => {
     let alive = true;
@@ -41,12 +35,13 @@ export function Dashboard() {
         const list = await get('/api/server/detail', { format: 'list' });
         if (!alive) return;
         setHosts(list);
-        setHistory((h) => addSample(h, list));
         setError('');
+        const history = await loadHistory(list);
+        if (alive) setHistory(history);
       } catch (e) { if (alive) setError(e.message); }
     };
     tick();
-    const id = setInterval(tick, SAMPLE_MS);
+    const id = setInterval(tick, REFRESH_MS);
     return () => { alive = false; clearInterval(id); };
   }, []);
   const online = hosts ? hosts.filter((h) => h.status === 'online').length : '…';
