@@ -420,6 +420,19 @@ def test_operator_resizes_reinstalls_and_deletes_a_vm_with_confirmation(
     finally:
         dc.close()
 
+    # the free-port check of a NAT rule's host port
+    api.post(f"/api/client/natadd/{docker_host}/{vm}", {"host_port": 42500, "vm_port": 80, "protocol": "tcp"})
+    page.get_by_test_id("tab-network").click()
+    nat_form = page.get_by_test_id("nat-form")
+    expect(nat_form).to_contain_text("42000\u201342999")  # the host's NAT port range
+    nat_form.locator("input[name=host_port]").fill("42500")
+    nat_form.get_by_test_id("nat-check").click()
+    expect(page.locator(".notice.error", has_text="Port 42500 is taken")).to_be_visible()
+    nat_form.locator("input[name=host_port]").fill("42501")
+    nat_form.get_by_test_id("nat-check").click()
+    expect(page.locator(".notice.ok", has_text="Port 42501 is free")).to_be_visible()
+    page.get_by_test_id("tab-overview").click()
+
     # delete: cancelling keeps the VM, confirming removes it
     page.get_by_test_id("delete-vm").click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()

@@ -88,7 +88,7 @@ function Audit() {
       <${Field} form=${filter} setForm=${setFilter} name="result" label=${t('outcome')}
         options=${[{ value: '', label: t('all') }, 'success', 'started', 'failed']} />
       <${Field} form=${filter} setForm=${setFilter} name="text" label=${t('filter')} />
-      <label class="field"><span>Limit</span><select value=${limit} onChange=${(e) => setLimit(Number(e.target.value))}>
+      <label class="field"><span>${t('limit')}</span><select value=${limit} onChange=${(e) => setLimit(Number(e.target.value))}>
         ${[100, 200, 500, 1000].map((n) => html`<option value=${n}>${n}</option>`)}</select></label>
     </div>
     <${Loaded} load=${log}>${(list) => html`<${Table} testid="audit-table" rowKey=${(e) => e.id} rows=${list.filter(match)} columns=${[

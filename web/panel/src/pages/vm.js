@@ -160,6 +160,8 @@ function Network({ hs, vm, admin }) {
   const nat = useLoad(() => get(vmPath('natget', hs, vm)), [hs, vm]);
   const proxies = useLoad(() => get(vmPath('proxys/detail', hs, vm)), [hs, vm]);
   const ips = useLoad(() => get(vmPath('ipaddr/detail', hs, vm)), [hs, vm]);
+  const ports = useLoad(() => get(`/api/server/ports/${seg(hs)}`), [hs]);
+  const range = ports.data?.ports_start ? t('port_range', { from: ports.data.ports_start, to: ports.data.ports_close }) : '';
   const [rule, setRule] = useState({ host_port: '', vm_port: '80', protocol: 'tcp' });
   const [proxy, setProxy] = useState({ domain: '', lan_port: '80', is_https: false });
   return html`<div>
@@ -178,13 +180,13 @@ function Network({ hs, vm, admin }) {
       if (await attempt(() => post(vmPath('natadd', hs, vm), body), t('done'))) nat.reload();
     }}><div class="grid3">
       <${Field} form=${rule} setForm=${setRule} name="host_port" type="number" min="1" max="65535" label=${t('host_port')}
-        placeholder=${t('auto_port')} />
+        placeholder=${t('auto_port')} hint=${range} />
       <${Field} form=${rule} setForm=${setRule} name="vm_port" type="number" min="1" max="65535" label=${t('vm_port')} required />
       <${Field} form=${rule} setForm=${setRule} name="protocol" label=${t('protocol')} options=${['tcp', 'udp']} />
-    </div>${admin && html`<button type="button" onClick=${async () => {
+    </div>${admin && html`<button type="button" data-testid="nat-check" onClick=${async () => {
       if (!rule.host_port) return;
       const r = await attempt(() => get('/api/nat/check', { port: rule.host_port, protocol: rule.protocol, hs_name: hs }));
-      if (r) notify(t(r.available ?? r.free ? 'port_free' : 'port_taken', { port: rule.host_port }), 'info');
+      if (r) notify(t(r.available ? 'port_free' : 'port_taken', { port: rule.host_port }), r.available ? 'ok' : 'error');
     }}>${t('check')}</button>`}</${Form}>
 
     <h2>${t('proxies')}</h2>
