@@ -28,6 +28,7 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000
 RUN = uuid.uuid4().hex[:6]  # unique names: the Docker daemon is shared by the session
+expect.set_options(timeout=TIMEOUT_MS)  # a loaded CI machine: Playwright's 5 s default is too short
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +381,7 @@ def test_switching_to_chinese_changes_the_texts_and_is_remembered(
     shoot(page, "dashboard-zh")
     # a new browser whose language is Chinese starts in Chinese
     zh = browser.new_context(base_url=srv.url, locale="zh-CN")
+    zh.set_default_timeout(TIMEOUT_MS)
     try:
         p2 = zh.new_page()
         p2.goto("/")

@@ -12,18 +12,8 @@ import { MyVMs, VMPage } from './pages/vm.js';
 import { AllVMs } from './pages/vms.js';
 import { go, route } from './nav.js';
 import { signal, useSignal } from './state.js';
+import { theme, toggleTheme } from './theme.js';
 import { html, Notices, notify } from './ui.js';
-
-// ---- theme: light / dark, remembered; the system's preference first
-const THEME_KEY = 'idcs.theme';
-const theme = signal(localStorage.getItem(THEME_KEY)
-  || (window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'));
-document.documentElement.dataset.theme = theme.value;
-function toggleTheme() {
-  theme.value = theme.value === 'dark' ? 'light' : 'dark';
-  localStorage.setItem(THEME_KEY, theme.value);
-  document.documentElement.dataset.theme = theme.value;
-}
 
 // ---- temp login: a billing module's link lands on /#temp=<session token>&hs=<host>&vm=<vm>.
 // Keep the token in sessionStorage and take it out of the address at once.

@@ -6,6 +6,7 @@ import uPlot from 'uplot';
 import { watchTask } from './api.js';
 import { t } from './i18n.js';
 import { signal, useSignal } from './state.js';
+import { cssColor, theme } from './theme.js';
 
 export const html = htm.bind(h);
 
@@ -146,6 +147,7 @@ function timeRange(_u, min, max) {
 export function Chart({ title, x, series, height = 180 }) {
   const box = useRef(null);
   const plot = useRef(null);
+  const mode = useSignal(theme); // canvas colours are fixed when drawn: draw again for the other theme
   useEffect(() => {
     if (!box.current) return undefined;
     const colors = ['#2f7de1', '#e8793a', '#3aa864', '#b04ad6'];
@@ -153,14 +155,16 @@ export function Chart({ title, x, series, height = 180 }) {
       width: Math.max(240, box.current.clientWidth), height,
       // a single sample would stretch the time axis over years: show at least the last five minutes
       scales: { x: { time: true, range: timeRange }, y: { range: [0, 100] } },
-      axes: [{ stroke: 'currentColor' }, { stroke: 'currentColor', values: (_u, ticks) => ticks.map((v) => `${v}%`) }],
+      axes: [{ stroke: cssColor('--muted'), grid: { stroke: cssColor('--line') }, ticks: { stroke: cssColor('--line') } },
+        { stroke: cssColor('--muted'), grid: { stroke: cssColor('--line') }, ticks: { stroke: cssColor('--line') },
+          values: (_u, ticks) => ticks.map((v) => `${v}%`) }],
       series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 2 }))],
     };
     plot.current = new uPlot(opts, [x, ...series.map((s) => s.values)], box.current);
     const resize = () => plot.current?.setSize({ width: Math.max(240, box.current.clientWidth), height });
     window.addEventListener('resize', resize);
     return () => { window.removeEventListener('resize', resize); plot.current?.destroy(); plot.current = null; };
-  }, [series.length, series.map((s) => s.label).join()]);
+  }, [series.length, series.map((s) => s.label).join(), mode]);
   useEffect(() => { plot.current?.setData([x, ...series.map((s) => s.values)]); }, [x, series]);
   return html`<figure class="chart"><figcaption>${title}</figcaption>
     ${x.length === 0 && html`<p class="muted">${t('history_empty')}</p>`}<div ref=${box}></div></figure>`;
