@@ -44,3 +44,13 @@ def test_history_of_an_unknown_host_is_1001_and_customers_are_refused(
     assert status == 404 and body["code"] == 1001, body
     status, body = user_factory().call("GET", f"/api/server/history/{host}")
     assert status == 403, body
+
+
+def test_a_new_host_gets_its_first_sample_at_once_even_with_a_deleted_hosts_id(admin: ApiClient) -> None:
+    """SQLite hands a new host the id of one just deleted: its history must still start at once."""
+    body = {"server_type": "TestLab", "server_user": "root", "server_pass": "lab-pass"}
+    for name in ("hist-old", "hist-new"):
+        admin.post("/api/server/create", body | {"server_name": name, "server_addr": f"lab://{name}"})
+        samples = admin.get(f"/api/server/history/{name}")
+        assert [s["status"] for s in samples] == ["online"], (name, samples)
+        admin.delete(f"/api/server/delete/{name}", params={"force": "true"})

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from idcs_core.db.models import HostSample, utcnow
+from idcs_core.db.models import Host, HostSample, utcnow
 from idcs_core.services.lookup import get_host
 from idcs_core.types import HostStatus
 
@@ -31,17 +31,19 @@ class HostHistory:
 
     def __init__(self, core: CoreContext) -> None:
         self.core = core
-        self._last: dict[int, float] = {}
+        # by host id and creation time: SQLite gives a new host the id of one just deleted
+        self._last: dict[tuple[int, datetime], float] = {}
 
     def interval(self) -> float:
         return float(self.core.settings.get("usage_sample_seconds"))
 
-    async def observe(self, host_id: int, status: HostStatus | None) -> None:
+    async def observe(self, host: Host, status: HostStatus | None) -> None:
         """Keep ``status`` (None: offline) as the host's sample unless one was taken this interval."""
         now = time.monotonic()
-        if now - self._last.get(host_id, float("-inf")) < self.interval():
+        key, host_id = (host.id, host.created_at), host.id
+        if now - self._last.get(key, float("-inf")) < self.interval():
             return
-        self._last[host_id] = now
+        self._last[key] = now
         online = status is not None and status.online
         try:
             async with self.core.db.session() as s:

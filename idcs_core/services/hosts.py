@@ -69,7 +69,7 @@ class HostMonitor:
                 self.core.spawn(sync_nat(self.core, host.server_name))
             self._cache[host.server_name] = (time.monotonic(), *result)
             fut.set_result(result)
-            await self.history.observe(host.id, result[0])
+            await self.history.observe(host, result[0])
             return result
         finally:
             self._inflight.pop(host.server_name, None)
@@ -162,6 +162,7 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
     except IntegrityError as exc:
         raise errors.Conflict(f"a host named {host.server_name} already exists") from exc
     core.hosts.forget(host.server_name)
+    await core.hosts.history.observe(host, status)  # its status history starts now
     await core.plugins.emit("host_changed", host=_event(host), change="created")
     return host_dict(host, status, "", 0)
 
