@@ -66,7 +66,7 @@ class CoreContext:
         core = cls(config, plugins)
         await core.settings.load()
         await core.auth.load()
-        from idcs_core.services import host_history, network, users, vms
+        from idcs_core.services import network, users, vms
 
         if config.create_admin:
             await users.ensure_first_admin(core)
@@ -79,7 +79,6 @@ class CoreContext:
             log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
             core.spawn(vms.reconcile_interrupted(core, interrupted))
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
-        core.spawn(host_history.sample_forever(core))  # the hosts' status history (panel charts)
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})

@@ -10,29 +10,28 @@ from testlab import TestLabEngine
 from idcs_core.testing.server import ApiClient
 
 
-def _wait_samples(admin: ApiClient, host: str, done: Callable[[list[dict]], bool], timeout: float = 25) -> list[dict]:
-    """Read the history (which asks no host) until ``done`` holds for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = list(admin.get(f"/api/server/history/{host}", params={"limit": 10}))
-        if done(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.2)
+def _history(admin: ApiClient, host: str) -> list[dict]:
+    return list(admin.get(f"/api/server/history/{host}", params={"limit": 10}))
 
 
-def test_samples_are_taken_without_anyone_looking_and_show_offline_hosts(admin: ApiClient, host: str,
-                                                                          lab: TestLabEngine) -> None:
+def test_one_sample_per_interval_from_the_status_asked_and_offline_hosts_show(admin: ApiClient, host: str,
+                                                                              lab: TestLabEngine) -> None:
     admin.post("/api/system/settings", {"usage_sample_seconds": 5})
     try:
-        samples = _wait_samples(admin, host, lambda s: len(s) >= 1)
-        first = samples[0]
+        [first] = _history(admin, host)  # taken when the host was added
         assert first["status"] == "online" and isinstance(first["cpu_usage"], float), first
         assert abs(first["timestamp"] - time.time()) < 30
-        lab.faults.down.add(f"lab://{host}")  # the host goes away: a later sample says so, unasked
-        samples = _wait_samples(admin, host, lambda s: s[-1]["status"] == "offline")
+        for _ in range(3):  # asked again within the interval: no new sample
+            admin.get(f"/api/server/status/{host}")
+        assert len(_history(admin, host)) == 1
+        lab.faults.down.add(f"lab://{host}")  # the host goes away: the next sample says so
+        deadline = time.monotonic() + 20
+        while len(samples := _history(admin, host)) < 2:
+            assert time.monotonic() < deadline, samples
+            admin.get(f"/api/server/status/{host}")
+            time.sleep(0.5)
         assert samples[-1]["status"] == "offline" and samples[-1]["cpu_usage"] is None, samples
-        assert len(samples) >= 2
-        assert [s["timestamp"] for s in samples] == sorted(s["timestamp"] for s in samples)
+        assert samples[-1]["timestamp"] - samples[0]["timestamp"] >= 4
     finally:
         lab.faults.reset()
         admin.post("/api/system/settings", {"usage_sample_seconds": 60})

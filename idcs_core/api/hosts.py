@@ -112,9 +112,10 @@ HOST_SAMPLE = {"type": "object", "properties": {
             data={"type": "array", "items": HOST_SAMPLE},
             query={"limit": "minutes of history (default 30, at most 1440)"})
 async def host_status_history(ctx: Ctx, hs_name: str, body: HistoryQuery) -> Any:
-    """The host's status history, oldest first: one sample per ``usage_sample_seconds`` (setting),
-    taken by the server whether or not anyone looks, a day kept; usage is null while offline.
-    The web panel's dashboard charts it."""
+    """The host's status history, oldest first: at most one sample per ``usage_sample_seconds``
+    (setting), taken whenever the host's status is asked (host list or detail, the panel's
+    dashboard) and when it is added; a day kept; usage is null while offline. The web panel's
+    dashboard charts it."""
     return await host_history.history(ctx.core, hs_name, body.limit)
 
 

@@ -1,13 +1,14 @@
-"""Hosts' status history: one usage sample per host per ``usage_sample_seconds``, a day kept.
+"""Hosts' status history: at most one usage sample per host per ``usage_sample_seconds``, a day kept.
 
-Samples are taken whenever the core asks a host for its status anyway (host list, detail,
-dashboard) and at least once per interval by a background loop, so the history has no gaps
-while nobody looks. The web panel's dashboard charts read it (``/api/server/history/<hs>``).
+A sample is taken when the core asks a host for its status anyway (host list, host detail,
+the panel's dashboard, a billing system's polling) and when a host is added, like the VMs'
+usage history: no background polling of its own, so hosts nobody looks at are not asked more
+often than before (and tests counting engine calls see none they did not cause). The web
+panel's dashboard charts it (``/api/server/history/<hs>``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -67,19 +68,3 @@ async def history(core: CoreContext, hs_name: str, minutes: int) -> list[dict[st
         return [{"time": r.ts, "timestamp": int(r.ts.replace(tzinfo=UTC).timestamp()),
                  "status": "online" if r.online else "offline", "cpu_usage": r.cpu_usage,
                  "memory_usage": r.memory_usage, "disk_usage": r.disk_usage} for r in rows]
-
-
-async def sample_forever(core: CoreContext) -> None:
-    """Ask every host for its status once per interval (the samples are taken by ``observe``)."""
-    from idcs_core.services.hosts import list_hosts
-
-    last_round = float("-inf")
-    while True:
-        interval = core.hosts.history.interval()
-        if time.monotonic() - last_round >= interval:
-            last_round = time.monotonic()
-            try:
-                await list_hosts(core)
-            except Exception:  # one failed round (database away) must not end the loop
-                log.exception("sampling the hosts' status failed")
-        await asyncio.sleep(min(interval, 5.0))  # a shorter interval set meanwhile applies soon
