@@ -447,3 +447,35 @@ def test_operator_resizes_reinstalls_and_deletes_a_vm_with_confirmation(
     assert api.wait_task(deleting["id"])["state"] == "success"
     status, body = api.call("GET", f"/api/client/detail/{docker_host}/{vm}")
     assert status == 404 and body["code"] == 1002, body
+
+
+def test_customer_attaches_and_detaches_a_disk(context: BrowserContext, api: ApiClient, docker_host: str,
+                                               oci_backend: DockerBackend) -> None:
+    name = f"dk{RUN}x"
+    user = make_customer(api, name)
+    vm = make_vm(api, docker_host, oci_backend.image, user["id"], f"disk{RUN}")
+    page = context.new_page()
+    log_in(page, name, f"Pw-{name}-1")
+    page.get_by_test_id("vm-card").click()
+    page.get_by_test_id("tab-storage").click()
+    form = page.get_by_test_id("disk-form")
+    form.locator("input[name=hdd_name]").fill("data")
+    form.locator("input[name=hdd_size]").fill("1")
+    form.get_by_role("button", name="Attach").click()
+    row = page.get_by_test_id("disks-table").locator("tr", has_text="data")
+    expect(row).to_contain_text("attached")
+    dc = oci_backend.client()
+    try:
+        sh(dc, vm, "echo kept > /mnt/data/f")  # the disk is really there, writable
+        shoot(page, "vm-storage")
+        row.get_by_role("button", name="Detach").click()
+        expect(row).to_contain_text("detached")
+        code, _ = dc.containers.get(vm).exec_run(["test", "-e", "/mnt/data/f"])
+        assert code != 0, "the disk is still mounted in the container"
+        row.get_by_role("button", name="Attach").click()
+        expect(row).to_contain_text("attached")
+        assert sh(dc, vm, "cat /mnt/data/f").strip() == "kept"
+    finally:
+        dc.close()
+    assert api.get(f"/api/client/hdd/detail/{docker_host}/{vm}") == [{"hdd_name": "data", "hdd_size": 1,
+                                                                        "mounted": True}]

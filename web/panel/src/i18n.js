@@ -43,7 +43,7 @@ const en = {
   no_hosts: 'No host yet: add one.', vm_of: 'VMs of {host}', power_done: '{action}: done',
   recalc: 'Recount quotas', confirm_delete_host: 'Delete host {name}? Its VM records are forgotten.',
   tcp: 'TCP', udp: 'UDP', history_empty: 'No samples yet.', change_password: 'Change my password',
-  old_password: 'Current password', limit: 'Entries', port_range: 'Ports of this host: {from}–{to}', pending: 'pending', success: 'success', unknown: 'unknown', plan: 'Plan', yes: 'yes', no: 'no', capabilities: 'Capabilities',
+  old_password: 'Current password', attached: 'attached', detached: 'detached', limit: 'Entries', port_range: 'Ports of this host: {from}–{to}', pending: 'pending', success: 'success', unknown: 'unknown', plan: 'Plan', yes: 'yes', no: 'no', capabilities: 'Capabilities',
 };
 
 const zh = {
@@ -86,7 +86,7 @@ const zh = {
   no_hosts: '还没有主机，请先添加。', vm_of: '{host} 上的虚拟机', power_done: '{action}：完成',
   recalc: '重新统计配额', confirm_delete_host: '删除主机 {name}？其虚拟机记录将被移除。',
   tcp: 'TCP', udp: 'UDP', history_empty: '暂无采样。', change_password: '修改我的密码',
-  old_password: '当前密码', limit: '条数', port_range: '本主机可用端口：{from}–{to}', pending: '等待中', success: '成功', unknown: '未知', plan: '套餐', yes: '是', no: '否', capabilities: '能力',
+  old_password: '当前密码', attached: '已挂载', detached: '未挂载', limit: '条数', port_range: '本主机可用端口：{from}–{to}', pending: '等待中', success: '成功', unknown: '未知', plan: '套餐', yes: '是', no: '否', capabilities: '能力',
 };
 
 const dictionaries = { en, zh };

@@ -234,18 +234,25 @@ function Storage({ hs, vm }) {
   const reload = () => { disks.reload(); detail.reload(); };
   return html`<div>
     <h2>${t('disks')}</h2>
-    <${Loaded} load=${disks}>${(list) => html`<${Table} rows=${list} columns=${[
-      { label: t('disk_name'), key: 'hdd_name' }, { label: t('disk_size'), render: (d) => d.hdd_size ?? d.size_gb },
-      { label: t('status'), render: (d) => d.status || (d.attached === false ? t('unmount') : '') },
+    <${Loaded} load=${disks}>${(list) => html`<${Table} testid="disks-table" rowKey=${(d) => d.hdd_name} rows=${list} columns=${[
+      { label: t('disk_name'), key: 'hdd_name' }, { label: t('disk_size'), key: 'hdd_size' },
+      { label: t('status'), render: (d) => (d.mounted ? t('attached') : t('detached')) },
       { label: t('actions'), render: (d) => html`<div class="actions">
-        <button onClick=${async () => { await attempt(() => post(vmPath('hdd/unmount', hs, vm), { hdd_name: d.hdd_name }), t('done')); reload(); }}>
-          ${t('unmount')}</button>
+        ${d.mounted
+          ? html`<button onClick=${async () => {
+            await attempt(() => post(vmPath('hdd/unmount', hs, vm), { hdd_name: d.hdd_name }), t('done'));
+            reload();
+          }}>${t('unmount')}</button>`
+          : html`<button onClick=${async () => {
+            await attempt(() => post(vmPath('hdd/mount', hs, vm), { hdd_name: d.hdd_name, hdd_size: d.hdd_size }), t('done'));
+            reload();
+          }}>${t('mount')}</button>`}
         <${ConfirmButton} label=${t('delete')} question=${t('confirm_delete', { name: d.hdd_name })} onConfirm=${async () => {
           await attempt(() => del(vmPath('hdd/delete', hs, vm), { hdd_name: d.hdd_name }), t('done'));
           reload();
         }} /></div>` },
     ]} />`}</${Loaded}>
-    <${Form} submit=${t('mount')} onSubmit=${async () => {
+    <${Form} testid="disk-form" submit=${t('mount')} onSubmit=${async () => {
       if (await attempt(() => post(vmPath('hdd/mount', hs, vm), { hdd_name: disk.hdd_name, hdd_size: Number(disk.hdd_size) }),
         t('done'))) reload();
     }}><div class="grid3">
