@@ -449,14 +449,25 @@ def test_operator_resizes_reinstalls_and_deletes_a_vm_with_confirmation(
     assert status == 404 and body["code"] == 1002, body
 
 
-def test_customer_attaches_and_detaches_a_disk(context: BrowserContext, api: ApiClient, docker_host: str,
-                                               oci_backend: DockerBackend) -> None:
+def test_customer_sets_the_root_password_and_attaches_and_detaches_a_disk(
+        context: BrowserContext, api: ApiClient, docker_host: str, oci_backend: DockerBackend) -> None:
     name = f"dk{RUN}x"
     user = make_customer(api, name)
     vm = make_vm(api, docker_host, oci_backend.image, user["id"], f"disk{RUN}")
     page = context.new_page()
     log_in(page, name, f"Pw-{name}-1")
     page.get_by_test_id("vm-card").click()
+
+    dc = oci_backend.client()
+    before = sh(dc, vm, "grep '^root:' /etc/shadow")
+    password_form = page.locator("form", has=page.get_by_role("button", name="Set password"))
+    password_form.locator("input[name=password]").fill("N3w-Root-pass")
+    password_form.get_by_role("button", name="Set password").click()
+    expect(page.locator(".notice.ok", has_text="Password set")).to_be_visible()
+    after = sh(dc, vm, "grep '^root:' /etc/shadow")
+    assert after != before and after.startswith("root:$6$"), after
+    dc.close()
+
     page.get_by_test_id("tab-storage").click()
     form = page.get_by_test_id("disk-form")
     form.locator("input[name=hdd_name]").fill("data")
