@@ -362,7 +362,6 @@ def test_a_temp_login_link_opens_that_one_vm_and_nothing_else(
     expect(page.get_by_test_id("vm-title")).to_have_text(f"tmp{RUN}")
     status, body = ApiClient(srv.url, token).call("GET", f"/api/client/detail/{docker_host}/{other}")
     assert status == 403, body
-    assert page.evaluate("history.length") >= 1
     watch.check(token)
 
 
