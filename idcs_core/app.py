@@ -20,6 +20,7 @@ from idcs_core.api import (
     hosts,
     network,
     openapi,
+    panel,
     storage,
     system,
     tasks,
@@ -77,6 +78,7 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
     routes: list[BaseRoute] = [build_route(ep, lazy) for ep in endpoints()]
     routes += [Route("/openapi.json", openapi_json, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
     routes += console.routes
+    routes += panel.routes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

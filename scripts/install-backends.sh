@@ -7,8 +7,9 @@
 set -euo pipefail
 
 need=()
-# chromium + tigervnc-standalone-server: the console pages are tested in headless Chromium against Xvnc.
-for pkg in docker.io busybox-static lxd podman catatonit chromium tigervnc-standalone-server caddy; do
+# chromium + tigervnc-standalone-server: the console pages and the panel are tested in headless Chromium
+# (against Xvnc); fonts-wqy-microhei: a CJK font for the panel's Chinese pages; caddy: the reverse proxy.
+for pkg in docker.io busybox-static lxd podman catatonit chromium tigervnc-standalone-server fonts-wqy-microhei caddy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 incus_needed=0
@@ -33,4 +34,4 @@ if [ ${#need[@]} -gt 0 ] || [ $incus_needed -eq 1 ]; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports incus-base incus-client
   fi
 fi
-echo "install-backends: docker.io podman catatonit lxd incus busybox-static caddy present"
+echo "install-backends: docker.io podman catatonit lxd incus busybox-static caddy chromium tigervnc-standalone-server fonts-wqy-microhei present"

@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q -e . $(for p in plugins/*/; do [ -f "$p/pyproject.toml" ] && printf -- '-e %s ' "$p"; done)
+bash scripts/build-panel.sh || echo "serve: the web panel was not built; the API works without it" >&2
 exec .venv/bin/idcs serve --port "${IDCS_PORT:-1880}" "$@"

@@ -14,6 +14,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]' $(for p in plugins/*/ examples/*/; do [ -f "$p/pyproject.toml" ] && printf -- '-e %s ' "$p"; done)
+bash scripts/build-panel.sh  # the web panel at / (the browser tests drive it in Chromium)
 
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check .

@@ -44,16 +44,17 @@ MIN_ROWS, MAX_ROWS = 2, 200
 HANDSHAKE_SECONDS = 15
 RECHECK_SECONDS = 10.0  # an open console re-checks its ticket's binding (logout, VM delete...) this often
 
-# The pages load only their own scripts and styles and talk only to this origin; nobody frames them.
+# The pages load only their own scripts and styles and talk only to this origin; only this origin's own
+# pages (the web panel embeds the terminal and the console) may frame them.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
+    "X-Frame-Options": "SAMEORIGIN",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                                 "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; "
                                 "worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
-                                "frame-ancestors 'none'"),
+                                "frame-ancestors 'self'"),
 }
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")

@@ -7,8 +7,8 @@ from typing import Any
 from idcs_core import errors
 from idcs_core.api.dialects import plan_items
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
-from idcs_core.api.schemas import Empty, HostCreate, HostPlan, HostPower, HostUpdate
-from idcs_core.services import backups, hosts, network, vms
+from idcs_core.api.schemas import Empty, HistoryQuery, HostCreate, HostPlan, HostPower, HostUpdate
+from idcs_core.services import backups, host_history, hosts, network, vms
 from idcs_core.services.lookup import get_host
 
 router = Router("hosts")
@@ -103,6 +103,25 @@ async def power_host(ctx: Ctx, hs_name: str, body: HostPower) -> Any:
 async def host_status(ctx: Ctx, hs_name: str) -> Any:
     """Live status and usage, asked now (not from the short cache)."""
     return await hosts.host_detail(ctx.core, hs_name, fresh=True)
+
+
+HOST_SAMPLE = {"type": "object", "properties": {
+    "time": {"type": "string", "description": "ISO 8601, UTC"},
+    "timestamp": {"type": "integer", "description": "the same instant, epoch seconds"},
+    "status": {"type": "string", "enum": ["online", "offline"]},
+    "cpu_usage": {"type": "number", "nullable": True}, "memory_usage": {"type": "number", "nullable": True},
+    "disk_usage": {"type": "number", "nullable": True}}}
+
+
+@router.get("/api/server/history/{hs_name}", auth=ADMIN, body=HistoryQuery,
+            data={"type": "array", "items": HOST_SAMPLE},
+            query={"limit": "minutes of history (default 30, at most 1440)"})
+async def host_status_history(ctx: Ctx, hs_name: str, body: HistoryQuery) -> Any:
+    """The host's status history, oldest first: at most one sample per ``usage_sample_seconds``
+    (setting), taken whenever the host's status is asked (host list or detail, the panel's
+    dashboard) and when it is added; a day kept; usage is null while offline. The web panel's
+    dashboard charts it."""
+    return await host_history.history(ctx.core, hs_name, body.limit)
 
 
 @router.post("/api/server/backup/scan/{hs_name}", auth=ADMIN, body=Empty)

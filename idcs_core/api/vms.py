@@ -28,6 +28,14 @@ TASK_STARTED = {"type": "object", "properties": {
 WAIT = {"wait": "seconds to wait for the task to finish (default 0; 300 for the global API token)"}
 
 
+@router.get("/api/client/detail", data={"type": "array", "items": VM_ITEM}, vm_scoped=True)
+async def list_my_vms(ctx: Ctx) -> Any:
+    """Every VM you may see on every host (admins: all; a one-VM token: its VM), as stored,
+    each with ``server_name``; no host is asked, so it answers at once. Live power state
+    per host: ``/api/client/detail/<hs_name>``. The web panel's customer home uses it."""
+    return await vms.list_my_vms(ctx.core, ctx.user)
+
+
 @router.get("/api/client/detail/{hs_name}", data={"type": "array", "items": VM_ITEM}, vm_scoped=True)
 async def list_vms(ctx: Ctx, hs_name: str) -> Any:
     """The host's VMs you may see (admins: all), with live power state."""

@@ -317,3 +317,18 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class HostSample(Base):
+    """A host's usage at one moment: the status history behind the panel's host charts."""
+
+    __tablename__ = "host_samples"
+    __table_args__ = (Index("ix_host_samples_host_ts", "host_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    cpu_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disk_usage: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
+from idcs_core.services.host_history import HostHistory
 from idcs_core.services.lookup import get_host
 from idcs_core.services.network import sync_nat
 from idcs_core.types import HostStatus
@@ -35,6 +36,7 @@ class HostMonitor:
         self._inflight: dict[str, asyncio.Future[tuple[HostStatus | None, str]]] = {}
         # a status call that timed out but whose worker thread still waits on the host
         self._stuck: dict[str, asyncio.Future[Any]] = {}
+        self.history = HostHistory(core)  # each status asked is also a sample of the status history
 
     def forget(self, name: str) -> None:
         self._cache.pop(name, None)
@@ -69,6 +71,7 @@ class HostMonitor:
                 self.core.spawn(sync_nat(self.core, host.server_name))
             self._cache[host.server_name] = (time.monotonic(), *result)
             fut.set_result(result)
+            await self.history.observe(host, result[0])
             return result
         finally:
             self._inflight.pop(host.server_name, None)
@@ -161,6 +164,7 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
     except IntegrityError as exc:
         raise errors.Conflict(f"a host named {host.server_name} already exists") from exc
     core.hosts.forget(host.server_name)
+    await core.hosts.history.observe(host, status)  # its status history starts now
     await core.plugins.emit("host_changed", host=_event(host), change="created")
     return host_dict(host, status, "", 0)
 

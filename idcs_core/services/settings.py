@@ -30,7 +30,7 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "login_max_failures": (int, 5, "failed logins before a user name is locked"),
     "login_lock_seconds": (int, 300, "how long a user name stays locked"),
     "default_quota": (dict, {}, "quota limits given to new users (max_vms, max_cpu, ...; -1 = unlimited)"),
-    "usage_sample_seconds": (int, 60, "interval of the VM usage history samples"),
+    "usage_sample_seconds": (int, 60, "interval of the VM and host usage history samples"),
     "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
                                  "then daily)"),
     # the core's reverse proxy (Caddy) on hosts whose proxy_endpoint is local or http://...

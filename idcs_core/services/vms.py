@@ -113,6 +113,18 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     return result
 
 
+async def list_my_vms(core: CoreContext, principal: Principal) -> list[dict[str, Any]]:
+    """Every VM the caller may see, on every host, as stored (no engine call): a one-VM
+    token sees its VM, a user their own, an administrator all. Each carries ``server_name``."""
+    query = select(VM).order_by(VM.id)
+    if principal.vm_id is not None:
+        query = query.where(VM.id == principal.vm_id)
+    elif not principal.is_admin:
+        query = query.where(VM.owner_id == principal.user_id)
+    async with core.db.session() as s:
+        return [vm_dict(vm) for vm in (await s.execute(query)).scalars()]
+
+
 async def _host_vms(core: CoreContext, hs_name: str) -> tuple[Host, list[VM]]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
