@@ -35,6 +35,7 @@ log = logging.getLogger("idcs")
 T = TypeVar("T")
 
 AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entries older than audit_keep_days
+RECOVERY_GRACE = 20.0  # seconds start-up waits for interrupted tasks to be recovered before serving
 
 
 class CoreContext:
@@ -74,15 +75,26 @@ class CoreContext:
             return core
         await core.prune_audit()
         core.spawn(core._prune_audit_daily())
-        interrupted = await core.tasks.fail_interrupted()
-        if interrupted:
-            log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
-            core.spawn(vms.reconcile_interrupted(core, interrupted))
+        await core.recover_tasks()
+        core.spawn(vms.reconcile_interrupted(core))  # VMs left in between by no task (older data)
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
         return core
+
+    async def recover_tasks(self) -> None:
+        """Resolve the tasks a dead process left running against the back end, before the server
+        answers any request (uvicorn listens once start-up is done). Recoveries whose host does
+        not answer within ``RECOVERY_GRACE`` go on in the background; their VMs stay busy."""
+        resumed = await self.tasks.recover()
+        if not resumed:
+            return
+        log.warning("%d task(s) were interrupted by a restart: recovering them", len(resumed))
+        still = await self.tasks.settle(resumed, RECOVERY_GRACE)
+        if still:
+            log.warning("%d recovery(ies) still wait for their hosts; serving meanwhile (their VMs are busy)",
+                        len(still))
 
     async def stop(self) -> None:
         await self.tasks.shutdown()
