@@ -209,7 +209,10 @@ class InProcessTaskRunner:
             last["percent"] = percent
             values = {"progress": percent, "message": str(message)[:500]}
             # thread-safe: engines call this from worker threads
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._set(task_id, **values)))
+            try:
+                loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._set(task_id, **values)))
+            except RuntimeError:  # the server stopped (its loop is closed) while the engine works on:
+                pass  # the engine finishes, and the next start recovers the task from what it made
 
         return report
 

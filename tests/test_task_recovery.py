@@ -1,0 +1,72 @@
+"""Recovery of interrupted tasks when the host does not answer at start-up: the task stays running
+and its VM busy until the host answers, then it is settled like any other (TestLab engine)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import create_vm
+from testlab import PASSWORD, TestLabEngine
+
+from idcs_core import context, tasks
+from idcs_core.hookspecs import hookimpl
+from idcs_core.plugins import PluginRegistry
+from idcs_core.testing.server import LiveServer
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    @hookimpl
+    def vm_created(self, vm: dict[str, Any]) -> None:
+        self.events.append(("vm_created", vm["vm_uuid"]))
+
+    @hookimpl
+    def task_finished(self, task: dict[str, Any]) -> None:
+        self.events.append(("task_finished", task["id"]))
+
+
+def test_recovery_waits_for_the_host_then_settles(tmp_path: Path, lab: TestLabEngine,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(context, "RECOVERY_GRACE", 0.5, raising=False)
+    monkeypatch.setattr(tasks, "RECOVERY_RETRY", (0.2, 0.5), raising=False)
+    heard = Heard()
+    registry = PluginRegistry()
+    assert registry.register_engine("TestLab", lab) is not None
+    registry.register_event_plugin("heard", heard)
+    addr = f"lab://recover-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        create_vm(admin, "r", "kept")
+        lab.faults.delay["vm_create"] = 6  # the engine makes the VM after the server has stopped (5 s grace)
+        started = admin.post("/api/client/create/r", {"vm_uuid": "late", "os_name": "ubuntu-22.04", "cpu_num": 1,
+                                                      "ram_num": 256, "hdd_num": 1})
+    lab.faults.down.add(addr)  # the host does not answer when the server comes back
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        task = admin.get(f"/api/tasks/{started['task_id']}")
+        assert task["state"] == "running" and "waiting for host r" in task["message"], task
+        assert admin.get("/api/client/detail/r/late")["status"] == "creating"
+        status, body = admin.call("PUT", "/api/client/update/r/late", {"cpu_num": 2})
+        assert (status, body["code"]) == (409, 4002), body  # busy until its task is settled
+        deadline = time.monotonic() + 10
+        while "late" not in lab.hosts[addr].vms:  # the engine makes it meanwhile, in its worker thread
+            assert time.monotonic() < deadline, lab.hosts[addr].calls
+            time.sleep(0.1)
+        lab.faults.down.discard(addr)
+        task = admin.wait_task(started["task_id"], 30)
+        assert task["state"] == "success" and task["message"].startswith("recovered after a restart"), task
+        vm = admin.get("/api/client/detail/r/late")
+        assert vm["status"] == "running"
+        assert admin.get("/api/users/current")["quota"]["used_vms"] == 2
+        log = admin.get("/api/system/logger/detail", params={"limit": 50})
+        ends = [e for e in log if e["detail"].startswith(f"task {started['task_id']}:")]
+        assert [e["result"] for e in ends] == ["success"]
+    assert heard.events.count(("vm_created", "late")) == 1
+    assert heard.events.count(("task_finished", started["task_id"])) == 1
