@@ -166,7 +166,8 @@ class InProcessTaskRunner:
         self._start(task_id, recovering=False)
 
     async def run(self, task_id: str) -> dict[str, Any]:
-        result, error = await self._start(task_id, recovering=False)
+        # shielded: a caller that goes away (client disconnect) does not cut the task short
+        result, error = await asyncio.shield(self._start(task_id, recovering=False))
         if error is not None:
             raise error
         return result or {}

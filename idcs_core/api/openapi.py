@@ -30,7 +30,16 @@ Decisions where API.md is silent (kept consistently across the API):
 * Create, update, delete, reinstall, backup and restore are tasks: the answer carries
   `task_id` at once (`GET /api/tasks/{task_id}`); `?wait=N` waits up to N seconds for the
   end and answers the task's error if it failed. Calls made with the global API token
-  wait up to 300 s by default (billing automation expects finished work).
+  wait up to 300 s by default (billing automation expects finished work). NAT adds and
+  removals run as tasks too (kinds `nat_add`, `nat_delete`), answered when they end.
+* After a crash, every task left running is settled against the host before the server
+  answers (a host that does not answer: its task stays `running` and its VM busy until it
+  does): a create whose VM is complete, a delete, an update, reinstall or restore run again,
+  and a backup the host holds whole succeed with a message starting "recovered after a
+  restart"; a create that never reached the host or was half made (removed), a backup not
+  made (its remains removed) and a NAT add that never answered (undone, so a retry finds
+  the port free) fail with the reason. No VM stays `creating`/`deleting` once its task ended;
+  the audit log and `task_finished` hear each outcome once.
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
