@@ -13,9 +13,10 @@ server at a known point:
 - ``after``: the engine call returned, the core has not recorded its result.
 
 ``EventLog`` is an event plugin appending every event it hears to ``<CRASHLAB_DIR>/events.jsonl``
-(flushed per line, so a SIGKILL loses nothing written). ``python tests/crashlab_server.py`` serves
-the API with these plugins, as ``idcs serve`` does with the installed ones. Nothing here is imported
-by the product.
+(flushed per line, so a SIGKILL loses nothing written); ``"vm_created:<vm_uuid>": "before"`` stops
+it before it records that event (a task ended and committed, its events not yet delivered).
+``python tests/crashlab_server.py`` serves the API with these plugins, as ``idcs serve`` does with
+the installed ones. Nothing here is imported by the product.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ class EventLog:
 
     @hookimpl
     def vm_created(self, vm: dict[str, Any]) -> None:
+        if _point("vm_created", vm["vm_uuid"]) == "before":  # the outcome is committed, not yet delivered
+            _stop_here("vm_created", vm["vm_uuid"])
         self._write({"event": "vm_created", "vm_uuid": vm["vm_uuid"]})
 
     @hookimpl

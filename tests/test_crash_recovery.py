@@ -51,6 +51,10 @@ class CrashServer(LiveServer):
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
+    def _wait_ready(self, timeout: float = 120) -> None:
+        """Start-up recovers the interrupted tasks before serving (up to 20 s, more on a busy machine)."""
+        super()._wait_ready(timeout)
+
 
 @dataclass
 class Backend:
@@ -129,6 +133,7 @@ def test_kill_at_every_point_then_restart(backend_name: str, request: pytest.Fix
     deletes = {p: vm("d", p) for p in ("before", "during", "after")}
     nats = {p: vm("n", p) for p in ("before", "after")}  # nat_add reports no progress: no "during"
     backups = {p: vm("b", p) for p in ("before", "during", "after")}
+    delivered = vm("c", "events")  # its create ends; the server dies while delivering its events
     premade = [*deletes.values(), *nats.values(), *backups.values()]
     nat_ports = {p: free_port() for p in nats}
     spec = {"os_name": backend.image, "cpu_num": 1, "ram_num": backend.ram_num, "hdd_num": 1}
@@ -147,8 +152,11 @@ def test_kill_at_every_point_then_restart(backend_name: str, request: pytest.Fix
         # The burst: each request stops at its own point; then the server is killed.
         points = {f"vm_create:{n}": p for p, n in creates.items()} | {f"vm_delete:{n}": p for p, n in deletes.items()}
         points |= {f"nat_add:{n}": p for p, n in nats.items()} | {f"backup_create:{n}": p for p, n in backups.items()}
+        points[f"vm_created:{delivered}"] = "before"
         (lab / "points.json").write_text(json.dumps(points))
         tasks: dict[str, str] = {}  # vm_uuid -> task id, as the API answered
+        tasks[delivered] = admin.post("/api/client/create/h", {"vm_uuid": delivered, **spec},
+                                      params={"wait": 0})["task_id"]
         for name in creates.values():
             tasks[name] = admin.post("/api/client/create/h", {"vm_uuid": name, **spec}, params={"wait": 0})["task_id"]
         for name in deletes.values():
@@ -185,9 +193,11 @@ def test_kill_at_every_point_then_restart(backend_name: str, request: pytest.Fix
     try:
         admin = srv.admin()
         _check_outcomes(admin, backend, prefix, creates, deletes, nats, nat_ports, backups, backup_names, tasks)
+        task = admin.get(f"/api/tasks/{tasks[delivered]}")  # it ended before the crash: not recovered
+        assert task["state"] == "success" and RECOVERED not in task["message"], task
         _check_heard_once(admin, lab)
         created = Counter(e["vm_uuid"] for e in events(lab) if e["event"] == "vm_created")
-        assert created == Counter([*premade, creates["after"]])
+        assert created == Counter([*premade, creates["after"], delivered])
     finally:
         srv.stop()
         backend.cleanup(prefix)
