@@ -3,7 +3,10 @@ and its VM busy until the host answers, then it is settled like any other (TestL
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,38 @@ def test_recovery_waits_for_the_host_then_settles(tmp_path: Path, lab: TestLabEn
         assert [e["result"] for e in ends] == ["success"]
     assert heard.events.count(("vm_created", "late")) == 1
     assert heard.events.count(("task_finished", started["task_id"])) == 1
+
+
+def _interrupt(db: Path, kind: str, vm_uuid: str, params: dict[str, Any], vm_status: str | None = None) -> str:
+    """Make the database say what a process killed during a ``kind`` task leaves: the task running
+    (and the VM in its in-between state)."""
+    task_id = str(uuid.uuid4())
+    with sqlite3.connect(db) as con:
+        now = "2026-12-02 06:00:00.000000"
+        con.execute("INSERT INTO tasks (id, kind, host_name, vm_uuid, user_id, state, progress, message, params, "
+                    "result, created_at, updated_at) VALUES (?, ?, 'r', ?, 1, 'running', 40, '', ?, '{}', ?, ?)",
+                    (task_id, kind, vm_uuid, json.dumps(params), now, now))
+        if vm_status:
+            con.execute("UPDATE vms SET status = ? WHERE vm_uuid = ?", (vm_status, vm_uuid))
+    return task_id
+
+
+def test_a_half_made_vm_that_cannot_be_deleted_is_kept_as_it_is(tmp_path: Path, lab: TestLabEngine,
+                                                                 registry: PluginRegistry) -> None:
+    addr = f"lab://half-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        create_vm(admin, "r", "half")
+    with sqlite3.connect(tmp_path / "idcs.db") as con:
+        [(vm_id,)] = con.execute("SELECT id FROM vms WHERE vm_uuid = 'half'").fetchall()
+    task_id = _interrupt(tmp_path / "idcs.db", "vm_create", "half", {"vm_id": vm_id}, vm_status="creating")
+    lab.hosts[addr].vms["half"].status = "stopped"  # made, never started: half made
+    lab.faults.fail["vm_delete"] = "the disk is busy"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        task = admin.get(f"/api/tasks/{task_id}")
+        assert task["state"] == "failed" and "could not be deleted" in task["message"], task
+        assert admin.get("/api/client/detail/r/half")["status"] == "stopped"  # true, and not in between
+        assert "half" in lab.hosts[addr].vms

@@ -106,17 +106,22 @@ async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress)
             return {"backup_name": backup.backup_name, "size_bytes": made.size_bytes,
                     "message": f"backup {backup.backup_name} was complete on the host"}
     progress(50, f"removing what was made of backup {backup.backup_name}")
+    left = ""
     try:
         await core.call(host, "backup_delete", long=True, vm_uuid=backup.vm_uuid, backup_name=backup.backup_name)
     except (errors.NotFound, errors.VMNotFound):
         pass  # nothing of it (or of its VM) is left
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:
+        left = f" (removing it from the host failed: {exc.msg}; a host scan shows what is left)"
     async with core.db.session() as s:
         row = await s.get(Backup, backup.id)
         if row is not None:
             await s.delete(row)
             await quotas.charge(s, task.params.get("owner_id"), backups=-1)
     raise errors.VMOperationFailed(f"the server stopped while backup {backup.backup_name} of {backup.vm_uuid} was "
-                                   "being made: what was made of it was removed from the host, and the record")
+                                   f"being made: what was made of it was removed from the host, and the record{left}")
 
 
 async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str,

@@ -179,6 +179,12 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
         await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule)
     except errors.VMNotFound:
         pass  # the VM (and so its forwards) is gone
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:  # it may be on the host: the record stays, so it can be deleted
+        raise errors.VMOperationFailed(f"the server stopped while NAT rule {text} was being added, and it could not "
+                                       f"be taken off the host ({exc.msg}): the rule is kept; delete it if unwanted"
+                                       ) from exc
     await _drop_nat_row(core, row.id, vm.owner_id)
     raise errors.VMOperationFailed(f"the server stopped while NAT rule {text} was being added: it was taken off "
                                    "the host and its reservation released; add it again")

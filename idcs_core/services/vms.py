@@ -261,7 +261,18 @@ async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress)
         return await _confirm_created(core, task, vm.id, info, password_set=bool(task.params.get("os_pass")),
                                       message=f"{vm_uuid} was complete on the host ({info.status})")
     progress(50, f"removing the half-made {vm_uuid} ({info.status})")
-    await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=progress)
+    try:
+        await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=progress)
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:  # kept as the host has it: the record stays true, not "creating"
+        async with core.db.session() as s:
+            row = await s.get(VM, vm.id)
+            if row is not None:
+                row.status, row.power_state = info.status, info.power_state
+        await _scrub_params(core, task.id)
+        raise errors.VMCreateFailed(f"the server stopped while {vm_uuid} was being made, and the half-made VM "
+                                    f"({info.status}) could not be deleted: {exc.msg}; it is kept as it is") from exc
     await _forget_vm(core, vm.id, release=True)
     await _scrub_params(core, task.id)
     raise errors.VMCreateFailed(f"the server stopped while {vm_uuid} was being made ({info.status} on host "
