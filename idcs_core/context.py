@@ -28,7 +28,7 @@ from idcs_core.services.auth import AuthService, Principal
 from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
-from idcs_core.tasks import InProcessTaskRunner
+from idcs_core.tasks import InProcessTaskRunner, TaskRunner
 from idcs_core.types import HostSpec
 
 log = logging.getLogger("idcs")
@@ -49,7 +49,7 @@ class CoreContext:
         self.plugins = plugins if plugins is not None else load_plugins()
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
-        self.tasks = InProcessTaskRunner(self)
+        self.tasks: TaskRunner = InProcessTaskRunner(self)  # the one seam a distributed queue replaces
         self.hosts = HostMonitor(self)
         self.background: set[asyncio.Task[Any]] = set()
 

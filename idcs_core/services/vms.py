@@ -448,6 +448,10 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
 # removed, and the task succeeds ("recovered after a restart"); vm_deleted is heard once.
 @task_recovery("vm_delete")
 async def _recover_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:  # shown "deleting" again while a try waits for the host
+        vm = await s.get(VM, task.params["vm_id"])
+        if vm is not None:
+            vm.status = VMStatus.DELETING
     result = await _run_delete(core, task, progress)
     return result | {"message": f"{task.vm_uuid} was deleted"}
 
