@@ -108,3 +108,37 @@ def test_a_half_made_vm_that_cannot_be_deleted_is_kept_as_it_is(tmp_path: Path, 
         assert task["state"] == "failed" and "could not be deleted" in task["message"], task
         assert admin.get("/api/client/detail/r/half")["status"] == "stopped"  # true, and not in between
         assert "half" in lab.hosts[addr].vms
+
+
+def test_update_reinstall_and_restore_are_run_again(tmp_path: Path, lab: TestLabEngine,
+                                                     registry: PluginRegistry) -> None:
+    addr = f"lab://again-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        for name in ("up", "re", "rs"):
+            create_vm(admin, "r", name, cpu_num=1)
+        backup = admin.run_task("POST", "/api/client/backup/create/r/rs", {"description": "b"})["result"]
+    db = tmp_path / "idcs.db"
+    with sqlite3.connect(db) as con:
+        ids = dict(con.execute("SELECT vm_uuid, id FROM vms").fetchall())
+        con.execute("UPDATE vms SET cpu_num = 2 WHERE vm_uuid = 'up'")  # what update_vm records first
+    old = {"cpu_num": 1, "ram_num": 512, "hdd_num": 10, "os_name": "ubuntu-22.04", "vm_name": "up", "config": {}}
+    started = {
+        "up": _interrupt(db, "vm_update", "up", {"vm_id": ids["up"], "old": old}),
+        "re": _interrupt(db, "vm_reinstall", "re", {"vm_id": ids["re"], "previous_os": "ubuntu-22.04"},
+                         vm_status="creating"),
+        "rs": _interrupt(db, "backup_restore", "rs", {"vm_id": ids["rs"], "backup_name": backup["backup_name"],
+                                                      "power_on": None}),
+    }
+    calls_before = len(lab.hosts[addr].calls)
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        for name, task_id in started.items():
+            task = admin.get(f"/api/tasks/{task_id}")
+            assert task["state"] == "success" and task["message"].startswith("recovered after a restart"), task
+            assert admin.get(f"/api/client/detail/r/{name}")["status"] == "running"
+        assert lab.hosts[addr].vms["up"].spec.cpu_num == 2  # the update reached the host
+        again = lab.hosts[addr].calls[calls_before:]
+        assert {"vm_update", "vm_delete", "vm_create", "backup_restore"} <= set(again), again
