@@ -30,7 +30,7 @@ from idcs_core.services.console_tickets import ConsoleTickets
 from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
-from idcs_core.tasks import InProcessTaskRunner
+from idcs_core.tasks import InProcessTaskRunner, TaskRunner
 from idcs_core.types import HostSpec
 
 log = logging.getLogger("idcs")
@@ -39,6 +39,7 @@ T = TypeVar("T")
 # Per-host settings only the core uses: never handed to engines in HostSpec.options.
 CORE_ONLY_OPTIONS = frozenset({"proxy_endpoint"})
 AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entries older than audit_keep_days
+RECOVERY_GRACE = 20.0  # seconds start-up waits for interrupted tasks to be recovered before serving
 
 
 class CoreContext:
@@ -53,7 +54,7 @@ class CoreContext:
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
         self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
-        self.tasks = InProcessTaskRunner(self)
+        self.tasks: TaskRunner = InProcessTaskRunner(self)  # the one seam a distributed queue replaces
         self.hosts = HostMonitor(self)
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
@@ -80,16 +81,27 @@ class CoreContext:
             return core
         await core.prune_audit()
         core.spawn(core._prune_audit_daily())
-        interrupted = await core.tasks.fail_interrupted()
-        if interrupted:
-            log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
-            core.spawn(vms.reconcile_interrupted(core, interrupted))
+        await core.recover_tasks()
+        core.spawn(vms.reconcile_interrupted(core))  # VMs left in between by no task (older data)
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
         core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
         return core
+
+    async def recover_tasks(self) -> None:
+        """Resolve the tasks a dead process left running against the back end, before the server
+        answers any request (uvicorn listens once start-up is done). Recoveries whose host does
+        not answer within ``RECOVERY_GRACE`` go on in the background; their VMs stay busy."""
+        resumed = await self.tasks.recover()
+        if not resumed:
+            return
+        log.warning("%d task(s) were interrupted by a restart: recovering them", len(resumed))
+        still = await self.tasks.settle(resumed, RECOVERY_GRACE)
+        if still:
+            log.warning("%d recovery(ies) still wait for their hosts; serving meanwhile (their VMs are busy)",
+                        len(still))
 
     async def stop(self) -> None:
         await self.tasks.shutdown()

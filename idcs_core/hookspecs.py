@@ -325,6 +325,12 @@ class EventSpec:
     Register such a plugin through the entry-point group ``idcs.plugins``. Each
     hook is called after the change is committed, with plain dicts that never
     carry secrets; an exception is logged and ignored.
+
+    The events of a task (``vm_created``, ``vm_deleted``, then ``task_finished``)
+    are written with the task's outcome and delivered once it has committed, also
+    when the outcome was settled after a restart; times in them are ISO 8601
+    strings. A crash in the instant between delivering and noting the delivery
+    delivers them again at the next start: use the task id to drop a repeat.
     """
 
     @hookspec

@@ -1,16 +1,34 @@
-"""Long operations as tasks: recorded before they start, run in the background, observable.
+"""Long operations as tasks: recorded before they start, run in the background, observable,
+and resolved after a crash.
 
 A service adds a ``Task`` row (kind, target, params) in the same transaction as
 the change it starts (e.g. the VM row in state ``creating``), commits, then
-calls ``runner.launch(task_id)``; the API answers with the task id at once.
-The handler registered for the task's kind does the work and reports
+calls ``runner.launch(task_id)`` (the API answers with the task id at once) or
+``await runner.run(task_id)`` (a call that answers with the result, e.g. a NAT
+add). The handler registered for the task's kind does the work and reports
 progress. Handlers are looked up by kind and receive only the stored params,
 so the hand-off can move to a distributed queue (procrastinate on the same
-PostgreSQL) by replacing ``InProcessTaskRunner`` alone.
+PostgreSQL) by replacing ``InProcessTaskRunner`` alone: services only use the
+``TaskRunner`` protocol.
 
-On start-up, tasks left ``running`` or ``pending`` by a crash are marked
-failed; the services then re-read the VMs they touched from the engines
-(``services.vms.reconcile_interrupted``).
+How a task ends, exactly once:
+- its final state, progress and message, its audit entry and its pending events
+  (``task_finished`` plus what the handler deferred with ``defer_event``, e.g.
+  ``vm_created``) are written in ONE transaction, and only if the task is still
+  pending/running (so a second ending is a no-op);
+- the pending events (the task's ``outbox``) are then delivered to the event
+  plugins and cleared. A crash between delivering and clearing (milliseconds)
+  delivers them again at the next start: at least once, with the task id as the
+  key a plugin may de-duplicate on.
+
+After a crash (``recover``, at start-up, before the server answers requests):
+every task a dead process left pending/running is run again through the
+*recovery rule* registered for its kind with ``task_recovery`` (next to each
+handler), which looks at the back end and settles both the records and the task.
+While it runs, the task is ``running`` and its VM is busy (409 to changes). A
+rule that cannot reach the host is retried with back-off, so the task never ends
+with its VM left in an in-between state. A rule's success reads "recovered after
+a restart: ..."; its failure carries the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +37,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select, update
@@ -36,8 +55,13 @@ log = logging.getLogger("idcs.tasks")
 TaskProgress = Callable[[int, str], None]
 Handler = Callable[["CoreContext", Task, TaskProgress], Awaitable[dict[str, Any] | None]]
 HANDLERS: dict[str, Handler] = {}
+# Kind -> what to do with a task of that kind that a dead process left running.
+RECOVERIES: dict[str, Handler] = {}
 
 ACTIVE_STATES = ("pending", "running")
+RECOVERED = "recovered after a restart"
+# Back-off while a recovery rule cannot reach its host: first wait, longest wait (seconds).
+RECOVERY_RETRY = (1.0, 60.0)
 
 
 def task_handler(kind: str) -> Callable[[Handler], Handler]:
@@ -50,6 +74,40 @@ def task_handler(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def task_recovery(kind: str) -> Callable[[Handler], Handler]:
+    """Register the rule that settles a task of ``kind`` left running by a dead process.
+
+    The rule gets the task as stored (params, message, progress), looks at the back end,
+    puts the records right, and returns the result (success) or raises (failed, with the
+    reason). It must be idempotent: a crash during recovery runs it again."""
+
+    def register(fn: Handler) -> Handler:
+        RECOVERIES[kind] = fn
+        return fn
+
+    return register
+
+
+def defer_event(task: Task, event: str, /, **kwargs: Any) -> None:
+    """Have event hook ``event`` called with ``kwargs`` once ``task`` has ended.
+
+    Change ``task`` (loaded in the session that also records the change the event
+    tells of) so both commit together; one pending event per name (a recovery that
+    defers the same event again replaces it, so plugins hear it once). Values are
+    stored as JSON: times reach the plugins as ISO 8601 strings."""
+    task.outbox = dict(task.outbox or {}) | {event: _jsonable(kwargs)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
 def task_dict(task: Task) -> dict[str, Any]:
     return {"id": task.id, "kind": task.kind, "host_name": task.host_name, "vm_uuid": task.vm_uuid,
             "state": task.state, "progress": task.progress, "message": task.message,
@@ -58,16 +116,28 @@ def task_dict(task: Task) -> dict[str, Any]:
 
 
 class TaskRunner(Protocol):
-    """What services need from a task queue."""
+    """What services and the server's start-up need from a task queue."""
 
     def add(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str,
             user_id: int | None, params: dict[str, Any]) -> Task: ...
 
-    def launch(self, task_id: str) -> None: ...
+    def launch(self, task_id: str) -> None:
+        """Run the committed task in the background."""
+
+    async def run(self, task_id: str) -> dict[str, Any]:
+        """Run the committed task now; return its result or raise its error."""
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any]: ...
 
     def busy(self, host_name: str, vm_uuid: str) -> bool: ...
+
+    async def recover(self) -> list[str]:
+        """Start the recovery of every task a dead process left running; return their ids."""
+
+    async def settle(self, task_ids: list[str], timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for these tasks to end; return those still running."""
+
+    async def shutdown(self, grace: float = 5.0) -> None: ...
 
 
 class InProcessTaskRunner:
@@ -75,7 +145,7 @@ class InProcessTaskRunner:
 
     def __init__(self, core: CoreContext) -> None:
         self.core = core
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[tuple[dict[str, Any] | None, Exception | None]]] = {}
         self._targets: dict[str, tuple[str, str]] = {}
         self._done: dict[str, asyncio.Event] = {}
 
@@ -84,7 +154,7 @@ class InProcessTaskRunner:
         if kind not in HANDLERS:
             raise errors.IDCSError(f"no handler for task kind {kind}")
         task = Task(id=str(uuid.uuid4()), kind=kind, host_name=host_name, vm_uuid=vm_uuid, user_id=user_id,
-                    state="pending", progress=0, params=params or {}, result={})
+                    state="pending", progress=0, params=params or {}, result={}, outbox=None)
         session.add(task)
         self._targets[task.id] = (host_name, vm_uuid)
         return task
@@ -93,8 +163,21 @@ class InProcessTaskRunner:
         return (host_name, vm_uuid) in {self._targets[t] for t in self._running if t in self._targets}
 
     def launch(self, task_id: str) -> None:
+        self._start(task_id, recovering=False)
+
+    async def run(self, task_id: str) -> dict[str, Any]:
+        # shielded: a caller that goes away (client disconnect) does not cut the task short
+        result, error = await asyncio.shield(self._start(task_id, recovering=False))
+        if error is not None:
+            raise error
+        return result or {}
+
+    def _start(self, task_id: str, recovering: bool
+               ) -> asyncio.Task[tuple[dict[str, Any] | None, Exception | None]]:
         self._done[task_id] = asyncio.Event()
-        self._running[task_id] = asyncio.create_task(self._run(task_id), name=f"idcs-task-{task_id}")
+        job = asyncio.create_task(self._run(task_id, recovering), name=f"idcs-task-{task_id}")
+        self._running[task_id] = job
+        return job
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
         """Wait up to ``timeout`` seconds for the task to end; return it as it is then."""
@@ -111,9 +194,10 @@ class InProcessTaskRunner:
             return task_dict(task)
 
     async def _set(self, task_id: str, **values: Any) -> None:
+        """Change a task that is still active (a late progress report never touches an ended one)."""
         values["updated_at"] = utcnow()
         async with self.core.db.session() as s:
-            await s.execute(update(Task).where(Task.id == task_id).values(**values))
+            await s.execute(update(Task).where(Task.id == task_id, Task.state.in_(ACTIVE_STATES)).values(**values))
 
     def _progress_reporter(self, task_id: str) -> TaskProgress:
         loop = asyncio.get_running_loop()
@@ -126,44 +210,41 @@ class InProcessTaskRunner:
             last["percent"] = percent
             values = {"progress": percent, "message": str(message)[:500]}
             # thread-safe: engines call this from worker threads
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._set(task_id, **values)))
+            try:
+                loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._set(task_id, **values)))
+            except RuntimeError:  # the server stopped (its loop is closed) while the engine works on:
+                pass  # the engine finishes, and the next start recovers the task from what it made
 
         return report
 
-    async def _run(self, task_id: str) -> None:
+    async def _run(self, task_id: str, recovering: bool) -> tuple[dict[str, Any] | None, Exception | None]:
         try:
             async with self.core.db.session() as s:
                 task = await s.get(Task, task_id)
-                if task is None:
-                    return
+                if task is None or task.state not in ACTIVE_STATES:
+                    return None, None
                 task.state, task.updated_at = "running", utcnow()
-            handler = HANDLERS[task.kind]
+                if recovering:
+                    task.message = "the server restarted while this task was running: recovering"
+            progress = self._progress_reporter(task_id)
             try:
-                result = await handler(self.core, task, self._progress_reporter(task_id))
+                if recovering:
+                    result = await self._recover_one(task, progress)
+                else:
+                    result = await HANDLERS[task.kind](self.core, task, progress)
             except Exception as exc:
                 code = exc.code if isinstance(exc, errors.IDCSError) else 500
                 msg = exc.msg if isinstance(exc, errors.IDCSError) else f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, errors.IDCSError):
                     log.exception("task %s (%s) crashed", task_id, task.kind)
-                await self._set(task_id, state="failed", message=msg[:2000], result={"code": code},
-                                finished_at=utcnow())
-                state = "failed"
-            else:
-                # a handler may say more than "done" (what it noticed on the way) in result["message"]
-                message = str((result or {}).get("message") or "done")[:2000]
-                await self._set(task_id, state="success", progress=100, message=message, result=result or {},
-                                finished_at=utcnow())
-                state = "success"
-            log.info("task %s %s on %s/%s: %s", task_id, task.kind, task.host_name, task.vm_uuid, state)
-            async with self.core.db.session() as s:
-                final = await s.get(Task, task_id)
-                info = task_dict(final) if final else {"id": task_id, "state": state}
-                owner = await s.get(User, task.user_id) if task.user_id is not None else None
-            # the route logged the start ("started"); this entry says how it ended
-            await audit.record(self.core, owner.username if owner else "", task.kind.replace("_", ".", 1),
-                               f"{task.host_name}/{task.vm_uuid}", state,
-                               f"task {task_id}: {info.get('message') or ''}")
-            await self.core.plugins.emit("task_finished", task=info)
+                await self._finish(task, "failed", msg, {"code": code})
+                return None, exc
+            # a handler may say more than "done" (what it noticed on the way) in result["message"]
+            message = str((result or {}).get("message") or "done")
+            if recovering:
+                message = f"{RECOVERED}: {message}"
+            await self._finish(task, "success", message, result or {})
+            return result, None
         finally:
             self._running.pop(task_id, None)
             self._targets.pop(task_id, None)
@@ -171,21 +252,82 @@ class InProcessTaskRunner:
             if event:
                 event.set()
 
-    async def fail_interrupted(self) -> list[Task]:
-        """Mark tasks a crash left pending/running as failed; return them for reconciliation."""
+    async def _recover_one(self, task: Task, progress: TaskProgress) -> dict[str, Any] | None:
+        """Run the kind's recovery rule; while the host does not answer, wait and try again."""
+        rule = RECOVERIES.get(task.kind)
+        if rule is None:
+            raise errors.VMOperationFailed("the server stopped while this task was running, and tasks of kind "
+                                           f"{task.kind} have no recovery rule: check the VM")
+        pause, longest = RECOVERY_RETRY
+        while True:
+            try:
+                return await rule(self.core, task, progress)
+            except errors.HostUnreachable as exc:
+                log.warning("recovering task %s (%s): host %s does not answer (%s); again in %g s",
+                            task.id, task.kind, task.host_name, exc.msg, pause)
+                await self._set(task.id, message=f"recovering after a restart: waiting for host {task.host_name} "
+                                                 f"({exc.msg})"[:500])
+                await asyncio.sleep(pause)
+                pause = min(longest, pause * 2)
+
+    async def _finish(self, task: Task, state: str, message: str, result: dict[str, Any]) -> None:
+        """End the task (state, audit entry, pending events) in one transaction, then deliver its events."""
         async with self.core.db.session() as s:
-            tasks = list((await s.execute(select(Task).where(Task.state.in_(ACTIVE_STATES)))).scalars())
-            for task in tasks:
-                task.state, task.finished_at = "failed", utcnow()
-                task.message = "the server stopped while this task was running"
-                task.result = {"code": 500}
-        return tasks
+            row = await s.get(Task, task.id, with_for_update=True)
+            if row is None or row.state not in ACTIVE_STATES:
+                log.warning("task %s already ended (%s): outcome %s not recorded", task.id,
+                            row.state if row else "gone", state)
+                return
+            row.state, row.message, row.result = state, message[:2000], result
+            row.finished_at = row.updated_at = utcnow()
+            if state == "success":
+                row.progress = 100
+            defer_event(row, "task_finished", task=task_dict(row))
+            owner = await s.get(User, row.user_id) if row.user_id is not None else None
+            # the route logged the start ("started"); this entry says how it ended
+            s.add(audit.entry(owner.username if owner else "", row.kind.replace("_", ".", 1),
+                              f"{row.host_name}/{row.vm_uuid}", state, f"task {row.id}: {row.message}"))
+        log.info("task %s %s on %s/%s: %s", task.id, task.kind, task.host_name, task.vm_uuid, state)
+        await self._deliver(task.id)
+
+    async def _deliver(self, task_id: str) -> None:
+        """Call the event hooks the ended task has pending (task_finished last), then clear them."""
+        async with self.core.db.session() as s:
+            row = await s.get(Task, task_id)
+            outbox = dict(row.outbox or {}) if row is not None else {}
+        if not outbox:
+            return
+        finished = outbox.pop("task_finished", None)
+        for event, kwargs in [*outbox.items(), *([("task_finished", finished)] if finished else [])]:
+            await self.core.plugins.emit(event, **kwargs)
+        async with self.core.db.session() as s:
+            await s.execute(update(Task).where(Task.id == task_id).values(outbox=None))
+
+    async def recover(self) -> list[str]:
+        """Deliver events an earlier process did not, then start a recovery for every task it
+        left pending or running (each runs its kind's rule, see ``task_recovery``)."""
+        async with self.core.db.session() as s:
+            undelivered = list((await s.execute(select(Task.id).where(
+                Task.state.not_in(ACTIVE_STATES), Task.outbox.is_not(None)))).scalars())
+            interrupted = list((await s.execute(select(Task).where(Task.state.in_(ACTIVE_STATES))
+                                                .order_by(Task.created_at))).scalars())
+        for task_id in undelivered:
+            await self._deliver(task_id)
+        for task in interrupted:
+            self._targets[task.id] = (task.host_name, task.vm_uuid)
+            self._start(task.id, recovering=True)
+        return [t.id for t in interrupted]
+
+    async def settle(self, task_ids: list[str], timeout: float) -> list[str]:
+        jobs = [self._running[t] for t in task_ids if t in self._running]
+        if jobs:
+            await asyncio.wait(jobs, timeout=timeout)
+        return [t for t in task_ids if t in self._running]
 
     async def shutdown(self, grace: float = 5.0) -> None:
-        """Give running tasks ``grace`` seconds, then cancel them (they fail on restart)."""
+        """Give running tasks ``grace`` seconds, then cancel them (they are recovered at the next start)."""
         pending = list(self._running.values())
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace)
             for t in still:
                 t.cancel()
-

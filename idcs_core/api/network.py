@@ -57,18 +57,14 @@ async def add_nat(ctx: Ctx, hs_name: str, vm_uuid: str, body: NatAdd) -> Any:
     that range and returns it; a port the host reports taken by another program is
     skipped (up to 20 are tried). Port already forwarded: 4002 (HTTP 409)."""
     fields = body.model_dump()
-    result = await network.add_nat(ctx.core, ctx.user, hs_name, vm_uuid, fields)
-    await ctx.core.audit(ctx.user, "nat.add", f"{hs_name}/{vm_uuid}",
-                         detail=f"{result['host_port']}->{result['vm_port']}/{result['protocol']}",
-                         source_ip=ctx.source_ip)
-    return result
+    # a task of kind nat_add per try: its audit entry says how it ended
+    return await network.add_nat(ctx.core, ctx.user, hs_name, vm_uuid, fields)
 
 
 @router.delete("/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}", vm_scoped=True)
 async def delete_nat(ctx: Ctx, hs_name: str, vm_uuid: str, rule_index: str) -> Any:
     """Remove a NAT rule by its rule_index."""
-    await network.delete_nat(ctx.core, ctx.user, hs_name, vm_uuid, int(rule_index))
-    await ctx.core.audit(ctx.user, "nat.delete", f"{hs_name}/{vm_uuid}", detail=rule_index, source_ip=ctx.source_ip)
+    await network.delete_nat(ctx.core, ctx.user, hs_name, vm_uuid, int(rule_index))  # task nat_delete: audited
     return None
 
 

@@ -32,7 +32,8 @@ Decisions where API.md is silent (kept consistently across the API):
   end and answers the task's error if it failed. Calls made with an API token wait by
   default as long as the token's client profile allows (below the module's own time-out):
   openidcs 300 s, idcsmart 25 s, swapidc 50 s, xiaoheifs 12 s; a create still running
-  then answers success with status `creating` (the module polls the status).
+  then answers success with status `creating` (the module polls the status). NAT adds and
+  removals run as tasks too (kinds `nat_add`, `nat_delete`), answered when they end.
 * API tokens: the global one (`/api/token/*`, profile from setting `api_token_profile`,
   default `openidcs` = the current server's dialect) and named ones (`/api/tokens`, one per
   billing module, with a profile, optional scopes and expiry; secret shown once, stored
@@ -52,6 +53,14 @@ Decisions where API.md is silent (kept consistently across the API):
   `ports_start..ports_close` unless the host's option `token_any_port` is true.
 * `/api/client/templogin?token=T` uses T up and answers 303 to the web panel:
   `/#temp=<session token>&hs=<host>&vm=<vm_uuid>` (a session limited to that VM).
+* After a crash, every task left running is settled against the host before the server
+  answers (a host that does not answer: its task stays `running` and its VM busy until it
+  does): a create whose VM is complete, a delete, an update, reinstall or restore run again,
+  and a backup the host holds whole succeed with a message starting "recovered after a
+  restart"; a create that never reached the host or was half made (removed), a backup not
+  made (its remains removed) and a NAT add that never answered (undone, so a retry finds
+  the port free) fail with the reason. No VM stays `creating`/`deleting` once its task ended;
+  the audit log and `task_finished` hear each outcome once.
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token

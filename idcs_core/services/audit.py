@@ -24,12 +24,18 @@ async def record(core: CoreContext, principal: Principal | str | None, action: s
     ``started`` for a long operation, whose task adds the entry saying how it ended.
     """
     username = principal if isinstance(principal, str) else principal.username if principal else ""
+    async with core.db.session() as s:
+        s.add(entry(username, action, target, result, detail, source_ip))
+
+
+def entry(username: str, action: str, target: str = "", result: str = "success", detail: str = "",
+          source_ip: str = "") -> AuditLog:
+    """One audit entry (also logged), for a caller to add in the transaction of the change it records."""
     level = "INFO" if result in ("success", "started") else "WARNING"
     log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
             username or "-", action, target, result, detail)
-    async with core.db.session() as s:
-        s.add(AuditLog(level=level, username=username[:64], action=action[:64], target=target[:255],
-                       result=result[:16], detail=detail[:4000], source_ip=source_ip[:64]))
+    return AuditLog(level=level, username=username[:64], action=action[:64], target=target[:255],
+                    result=result[:16], detail=detail[:4000], source_ip=source_ip[:64])
 
 
 async def latest(core: CoreContext, limit: int) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from idcs_core.db.models import VM, Backup, Task
 from idcs_core.services import quotas
 from idcs_core.services.lookup import get_host, get_vm
 from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle, scan_vms
-from idcs_core.tasks import task_handler
+from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo, PowerAction, VMInfo
 
 if TYPE_CHECKING:
@@ -84,6 +84,46 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
     return {"backup_name": backup.backup_name, "size_bytes": info.size_bytes}
 
 
+# Recovery rule of an interrupted backup: the backup is kept if the host lists it (the engine finished
+# it: the record turns ready, the task succeeds, "recovered after a restart"); otherwise what was made
+# of it is deleted on the host (backup_delete is idempotent), the record goes, the quota is given back
+# and the task fails with that reason. An engine that cannot list backups always takes the second way.
+@task_recovery("backup_create")
+async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        backup = await s.get(Backup, task.params["backup_id"])
+        if backup is None:
+            raise errors.NotFound("the server stopped while the backup was being made, and its record was removed")
+        host = await get_host(s, task.host_name)
+    if core.supports(host, "backup_list"):
+        found: list[BackupInfo] = await core.call(host, "backup_list")
+        made = next((b for b in found if (b.vm_uuid, b.backup_name) == (backup.vm_uuid, backup.backup_name)), None)
+        if made is not None:
+            async with core.db.session() as s:
+                row = await s.get(Backup, backup.id)
+                if row is not None:
+                    row.status, row.size_bytes = "ready", made.size_bytes
+            return {"backup_name": backup.backup_name, "size_bytes": made.size_bytes,
+                    "message": f"backup {backup.backup_name} was complete on the host"}
+    progress(50, f"removing what was made of backup {backup.backup_name}")
+    left = ""
+    try:
+        await core.call(host, "backup_delete", long=True, vm_uuid=backup.vm_uuid, backup_name=backup.backup_name)
+    except (errors.NotFound, errors.VMNotFound):
+        pass  # nothing of it (or of its VM) is left
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:
+        left = f" (removing it from the host failed: {exc.msg}; a host scan shows what is left)"
+    async with core.db.session() as s:
+        row = await s.get(Backup, backup.id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, task.params.get("owner_id"), backups=-1)
+    raise errors.VMOperationFailed(f"the server stopped while backup {backup.backup_name} of {backup.vm_uuid} was "
+                                   f"being made: what was made of it was removed from the host, and the record{left}")
+
+
 async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str,
                          power_on: bool | None) -> dict[str, Any]:
     async with core.db.session() as s:
@@ -111,6 +151,14 @@ async def _run_restore(core: CoreContext, task: Task, progress: TaskProgress) ->
         info = await core.call(host, "vm_power", long=True, vm_uuid=vm.vm_uuid, action=PowerAction.START)
     await apply_live(core, vm.id, info)
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
+
+
+# Recovery rule of an interrupted restore: a restore brings the VM to the backup's state whatever state
+# it is in (half restored included), so it is run again; it then succeeds or fails as a restore does.
+@task_recovery("backup_restore")
+async def _recover_restore(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    result = await _run_restore(core, task, progress)
+    return result | {"message": f"the restore of {task.params['backup_name']} was run again"}
 
 
 async def delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:

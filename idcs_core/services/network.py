@@ -16,16 +16,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow
+from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow, Task
 from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import quotas
 from idcs_core.services.lookup import get_vm
+from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
+    from idcs_core.tasks import TaskProgress
 
 log = logging.getLogger("idcs.network")
 
@@ -126,53 +128,113 @@ async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
                   fields: dict[str, Any]) -> dict[str, Any]:
     """Forward a host port to the VM. Without ``host_port`` a free port of ``customer_ports``
     is picked; when the engine answers that it is taken on the host (Conflict), the next free
-    one is tried, up to ``AUTO_PORT_TRIES`` ports."""
+    one is tried, up to ``AUTO_PORT_TRIES`` ports.
+
+    Each try is a task of kind ``nat_add`` (recorded with the rule's reservation, run at once),
+    so a try cut short by a crash is settled at the next start (see ``_recover_nat_add``)."""
     protocol = fields["protocol"]
     wanted = fields.get("host_port")
     tried: set[int] = set()
     last: errors.IDCSError | None = None
     for _attempt in range(1 if wanted else AUTO_PORT_TRIES):
         try:
-            vm, host, row_id, port = await _reserve_nat(core, principal, hs_name, vm_uuid, fields, wanted, tried)
+            task_id, port = await _reserve_nat(core, principal, hs_name, vm_uuid, fields, wanted, tried)
         except _PortTaken as race:
             tried.add(race.port)
             continue
-        rule = NatRule(port, fields["vm_port"], protocol, fields.get("lan_addr") or "")
         try:
-            applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm_uuid, rule=rule)
-        except errors.IDCSError as exc:
-            async with core.db.session() as s:
-                row = await s.get(NatRuleRow, row_id)
-                if row is not None:
-                    await s.delete(row)
-                    await quotas.charge(s, vm.owner_id, nat=-1)
-            if wanted or not isinstance(exc, errors.Conflict):
+            applied = await core.tasks.run(task_id)
+            return {k: v for k, v in applied.items() if k != "message"}
+        except errors.Conflict as exc:
+            if wanted:
                 raise
             log.info("host port %s/%s on %s is taken outside OpenIDCS (%s); trying the next free one",
                      port, protocol, hs_name, exc.msg)
             tried.add(port)
             last = exc
-            continue
-        async with core.db.session() as s:
-            row = await s.get(NatRuleRow, row_id)
-            if row is None:
-                raise errors.NotFound("the NAT rule was removed while it was being applied")
-            if applied is not None and applied.lan_addr and not row.lan_addr:
-                row.lan_addr = applied.lan_addr
-            return nat_dict(row, host)
     detail = f" (last: {last.msg})" if last else ""
     raise errors.Conflict(f"no usable host port found on host {hs_name} after {AUTO_PORT_TRIES} tries "
                           f"({', '.join(map(str, sorted(tried)))} are taken){detail}: give host_port")
 
 
+@task_handler("nat_add")
+async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    """Apply a reserved rule on the host; if the engine fails, the reservation is undone."""
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, task.params["nat_id"])
+        if row is None:
+            raise errors.NotFound("the NAT rule was removed before it was applied")
+        vm = await s.get(VM, row.vm_id)
+        assert vm is not None  # the rule's row goes with its VM's
+        host, rule = vm.host, _rule_of(row)
+    try:
+        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+    except errors.IDCSError:
+        await _drop_nat_row(core, row.id, vm.owner_id)
+        raise
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, row.id)
+        if row is None:
+            raise errors.NotFound("the NAT rule was removed while it was being applied")
+        if applied is not None and applied.lan_addr and not row.lan_addr:
+            row.lan_addr = applied.lan_addr
+        return nat_dict(row, host) | {"message": _rule_text(row)}
+
+
+# Recovery rule of an interrupted NAT add. The caller never had an answer (the call waits for its
+# task), and a billing module retries what did not answer, so the try is undone, whether or not the
+# engine had applied it: the forward is removed from the host (nat_remove is idempotent), the
+# reservation and its quota are given back, and the task fails saying so. A retry then finds the port free.
+@task_recovery("nat_add")
+async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, task.params["nat_id"])
+        if row is None:
+            raise errors.NotFound("the server stopped while this NAT rule was being added, and its record is gone")
+        vm = await s.get(VM, row.vm_id)
+        assert vm is not None
+        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+    try:
+        await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+    except errors.VMNotFound:
+        pass  # the VM (and so its forwards) is gone
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:  # it may be on the host: the record stays, so it can be deleted
+        raise errors.VMOperationFailed(f"the server stopped while NAT rule {text} was being added, and it could not "
+                                       f"be taken off the host ({exc.msg}): the rule is kept; delete it if unwanted"
+                                       ) from exc
+    await _drop_nat_row(core, row.id, vm.owner_id)
+    raise errors.VMOperationFailed(f"the server stopped while NAT rule {text} was being added: it was taken off "
+                                   "the host and its reservation released; add it again")
+
+
+def _rule_of(row: NatRuleRow) -> NatRule:
+    return NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
+
+
+def _rule_text(row: NatRuleRow) -> str:
+    return f"{row.host_port}->{row.vm_port}/{row.protocol}"
+
+
+async def _drop_nat_row(core: CoreContext, row_id: int, owner_id: int | None) -> None:
+    async with core.db.session() as s:
+        row = await s.get(NatRuleRow, row_id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, owner_id, nat=-1)
+
+
 async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
-                       fields: dict[str, Any], wanted: int | None, skip: set[int]) -> tuple[VM, Host, int, int]:
-    """Check the request and record the rule (row + quota): (vm, host, row id, host port)."""
+                       fields: dict[str, Any], wanted: int | None, skip: set[int]) -> tuple[str, int]:
+    """Check the request and record the rule (row + quota) with its ``nat_add`` task: (task id, host port)."""
     protocol = fields["protocol"]
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         host = vm.host
         core.require(host, "nat_add", "NAT port forwarding")
+        if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
+            raise errors.Conflict(f"virtual machine {vm_uuid} is busy ({vm.status}); try again when it is done")
         allowed = customer_ports(host)
         if wanted and bound_to_range(principal, host) and not allowed[0] <= wanted <= allowed[1]:
             where = "on this host" if _port_range(host) else "(the host sets no ports_start..ports_close)"
@@ -197,23 +259,50 @@ async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm
             if not wanted:
                 raise _PortTaken(port) from exc
             raise errors.Conflict(f"host port {port}/{protocol} is already forwarded on host {hs_name}") from exc
-        return vm, host, row.id, port
+        task = core.tasks.add(s, "nat_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"nat_id": row.id})
+        return task.id, port
 
 
 async def delete_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, idx: int) -> None:
+    """Remove a rule from the host, then its record: a task of kind ``nat_delete``, run at once."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         query = select(NatRuleRow).where(NatRuleRow.vm_id == vm.id, NatRuleRow.idx == idx)
         row = (await s.execute(query)).scalar_one_or_none()
         if row is None:
             raise errors.NotFound(f"NAT rule {idx} does not exist on {vm_uuid}")
-        rule = NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
-    await core.call(vm.host, "nat_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+        task = core.tasks.add(s, "nat_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"nat_id": row.id})
+    await core.tasks.run(task.id)
+
+
+@task_handler("nat_delete")
+async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        row = await s.get(NatRuleRow, row.id)
-        if row is not None:
-            await s.delete(row)
-            await quotas.charge(s, vm.owner_id, nat=-1)
+        row = await s.get(NatRuleRow, task.params["nat_id"])
+        if row is None:
+            return {"message": "the rule was already gone"}
+        vm = await s.get(VM, row.vm_id)
+        assert vm is not None
+        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+    await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+    await _drop_nat_row(core, row.id, vm.owner_id)
+    return {"message": f"{text} removed"}
+
+
+# Recovery rule of an interrupted NAT removal: the user asked for the rule to go, so the removal is
+# finished (nat_remove is idempotent; a VM that is gone has no forwards) and the task succeeds.
+@task_recovery("nat_delete")
+async def _recover_nat_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    try:
+        return await _run_nat_delete(core, task, progress)
+    except errors.VMNotFound:
+        async with core.db.session() as s:
+            row = await s.get(NatRuleRow, task.params["nat_id"])
+            owner = (await s.get(VM, row.vm_id)).owner_id if row is not None else None  # type: ignore[union-attr]
+        await _drop_nat_row(core, task.params["nat_id"], owner)
+        return {"message": "the VM is gone, and so is the rule"}
 
 
 async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
@@ -235,7 +324,8 @@ async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
             rules: dict[int, list[NatRule]] = {}
             for r in rows:
                 rules.setdefault(r.vm_id, []).append(NatRule(r.host_port, r.vm_port, r.protocol, r.lan_addr))
-            work += [(host, vm.vm_uuid, rules.get(vm.id, [])) for vm in vms]
+            work += [(host, vm.vm_uuid, rules.get(vm.id, [])) for vm in vms
+                     if not core.tasks.busy(host.server_name, vm.vm_uuid)]  # a task (or its recovery) owns it
     for host, vm_uuid, vm_rules in work:
         try:
             await core.call(host, "nat_sync", long=True, vm_uuid=vm_uuid, rules=vm_rules)

@@ -20,7 +20,7 @@ from idcs_core.services.vms import (
     live_fields,
     spec_of,
 )
-from idcs_core.tasks import task_handler
+from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo, PowerAction, VMInfo, VMStatus
 
 if TYPE_CHECKING:
@@ -202,6 +202,16 @@ async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) 
         result |= {"backups_removed": lost, "message": f"reinstalled; {_lost_message(lost)}"}
         progress(99, result["message"])
     return result
+
+
+# Recovery rule of an interrupted reinstall: the user asked for a fresh system and a reinstall replaces
+# whatever is there, so it is run again from the start (with the engine's vm_reinstall, or vm_delete then
+# vm_create, both idempotent about a VM half replaced or gone); it then succeeds, or fails as a reinstall
+# does (old OS name back on the record, the VM shown as the host has it).
+@task_recovery("vm_reinstall")
+async def _recover_reinstall(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    result = await _run_reinstall(core, task, progress)
+    return result | {"message": f"the reinstall was run again; {result.get('message') or 'reinstalled'}"}
 
 
 def _lost_message(lost: list[str]) -> str:

@@ -20,7 +20,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
 from idcs_core.services import quotas
 from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
-from idcs_core.tasks import task_dict, task_handler
+from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
 from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
 
 if TYPE_CHECKING:
@@ -226,16 +226,71 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         raise errors.VMCreateFailed(f"creating {vm.vm_uuid} failed: {exc.msg}") from exc
     finally:
         await _scrub_params(core, task.id)
+    return await _confirm_created(core, task, vm.id, info, password_set=bool(password))
+
+
+async def _confirm_created(core: CoreContext, task: Task, vm_id: int, info: VMInfo, *, password_set: bool,
+                           message: str = "") -> dict[str, Any]:
+    """The VM exists as the engine made it: record its state, and ``vm_created`` with the task's end."""
+    result: dict[str, Any] = {"vm_uuid": task.vm_uuid, "status": info.status}
     async with core.db.session() as s:
-        row = await s.get(VM, vm.id)
+        row = await s.get(VM, vm_id)
         if row is None:  # the record was removed meanwhile (host deleted with force)
-            return {"vm_uuid": vm.vm_uuid, "status": info.status}
+            return result
         row.status, row.power_state = info.status, info.power_state
-        if password:
+        if password_set:
             row.config = dict(row.config or {}) | {"os_pass_set": True}
-        data = vm_dict(row)
-    await core.plugins.emit("vm_created", vm=data)
-    return {"vm_uuid": vm.vm_uuid, "status": info.status}
+        stored = await s.get(Task, task.id)
+        if stored is not None:
+            defer_event(stored, "vm_created", vm=vm_dict(row))
+    return result | ({"message": message} if message else {})
+
+
+# Recovery rule of an interrupted create, by what the host has:
+# - no VM: the create never reached the host: the record goes, the quota is given back, the task fails;
+# - the VM, running or paused (a create's end state on every engine shipped): it is complete; the task
+#   succeeds, "recovered after a restart", and vm_created is heard once;
+# - the VM in any other state: half made: it is deleted from the host, the record goes, the quota is given
+#   back and the task fails with that reason.
+COMPLETE_STATES = (VMStatus.RUNNING, VMStatus.PAUSED)
+
+
+@task_recovery("vm_create")
+async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:
+        vm = await s.get(VM, task.params["vm_id"])
+        if vm is None:
+            raise errors.VMCreateFailed(f"the server stopped while {task.vm_uuid} was being created, and its "
+                                        "record was removed meanwhile")
+        host, vm_uuid = vm.host, vm.vm_uuid
+    try:
+        info: VMInfo = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+    except errors.VMNotFound:
+        await _forget_vm(core, vm.id, release=True)
+        await _scrub_params(core, task.id)
+        raise errors.VMCreateFailed(f"the server stopped before {vm_uuid} was made on host {host.server_name}: "
+                                    "nothing was left there; the record was removed") from None
+    if info.status in COMPLETE_STATES:
+        await _scrub_params(core, task.id)
+        return await _confirm_created(core, task, vm.id, info, password_set=bool(task.params.get("os_pass")),
+                                      message=f"{vm_uuid} was complete on the host ({info.status})")
+    progress(50, f"removing the half-made {vm_uuid} ({info.status})")
+    try:
+        await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=progress)
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.IDCSError as exc:  # kept as the host has it: the record stays true, not "creating"
+        async with core.db.session() as s:
+            row = await s.get(VM, vm.id)
+            if row is not None:
+                row.status, row.power_state = info.status, info.power_state
+        await _scrub_params(core, task.id)
+        raise errors.VMCreateFailed(f"the server stopped while {vm_uuid} was being made, and the half-made VM "
+                                    f"({info.status}) could not be deleted: {exc.msg}; it is kept as it is") from exc
+    await _forget_vm(core, vm.id, release=True)
+    await _scrub_params(core, task.id)
+    raise errors.VMCreateFailed(f"the server stopped while {vm_uuid} was being made ({info.status} on host "
+                                f"{host.server_name}): the half-made VM was deleted and the record removed")
 
 
 async def _remove_late_vm(core: CoreContext, host: Host, vm_uuid: str, pending: Any) -> None:
@@ -266,13 +321,17 @@ async def _scrub_params(core: CoreContext, task_id: str) -> None:
             task.params = {k: v for k, v in task.params.items() if k not in SECRET_FIELDS}
 
 
-async def _forget_vm(core: CoreContext, vm_id: int, release: bool) -> dict[str, Any] | None:
-    """Remove a VM's row (and what hangs off it) and give its owner's quota back."""
+async def _forget_vm(core: CoreContext, vm_id: int, release: bool, task_id: str | None = None
+                     ) -> dict[str, Any] | None:
+    """Remove a VM's row (and what hangs off it) and give its owner's quota back; with ``task_id``,
+    ``vm_deleted`` is heard when that task ends (written in the same transaction)."""
     async with core.db.session() as s:
         vm = await s.get(VM, vm_id)
         if vm is None:
             return None
         data = vm_dict(vm)
+        if task_id is not None and (task := await s.get(Task, task_id)) is not None:
+            defer_event(task, "vm_deleted", vm=data)
         if release:
             nat = (await s.execute(select(func.count(NatRuleRow.id)).where(NatRuleRow.vm_id == vm.id))).scalar_one()
             ips = (await s.execute(select(func.count(IPAddr.id)).where(IPAddr.vm_id == vm.id))).scalar_one()
@@ -340,6 +399,15 @@ async def _run_update(core: CoreContext, task: Task, progress: TaskProgress) -> 
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
 
 
+# Recovery rule of an interrupted update: the record already holds the new spec, and vm_update makes
+# the VM match a spec whatever it had reached, so the update is applied again; if the engine refuses,
+# the handler puts the record and the quota back as they were, and the task fails.
+@task_recovery("vm_update")
+async def _recover_update(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    result = await _run_update(core, task, progress)
+    return result | {"message": "the update was applied again"}
+
+
 # ---------------------------------------------------------------------- delete
 
 
@@ -385,10 +453,21 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
             except errors.IDCSError as exc:
                 log.warning("backup %s of deleted VM %s left on host %s: %s", name, vm.vm_uuid,
                             host.server_name, exc.msg)
-    data = await _forget_vm(core, vm.id, release=True)
-    if data:
-        await core.plugins.emit("vm_deleted", vm=data)
+    await _forget_vm(core, vm.id, release=True, task_id=task.id)
     return {"vm_uuid": vm.vm_uuid, "status": "deleted"}
+
+
+# Recovery rule of an interrupted delete: the user asked for the VM to go, so the delete is finished
+# (NAT rules, the VM and its backups removed again: each engine call is idempotent), the record
+# removed, and the task succeeds ("recovered after a restart"); vm_deleted is heard once.
+@task_recovery("vm_delete")
+async def _recover_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    async with core.db.session() as s:  # shown "deleting" again while a try waits for the host
+        vm = await s.get(VM, task.params["vm_id"])
+        if vm is not None:
+            vm.status = VMStatus.DELETING
+    result = await _run_delete(core, task, progress)
+    return result | {"message": f"{task.vm_uuid} was deleted"}
 
 
 async def _restore_status(core: CoreContext, host: Host, vm_id: int, fallback: str) -> None:
@@ -445,6 +524,8 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
         if vm is None or vm.status not in BUSY_STATES:
             return
         host, vm_uuid, status = vm.host, vm.vm_uuid, vm.status
+    if core.tasks.busy(host.server_name, vm_uuid):
+        return  # its task (or that task's recovery) settles it
     try:
         info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
     except errors.VMNotFound:
@@ -461,11 +542,14 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
             vm.status, vm.power_state = info.status, info.power_state
 
 
-async def reconcile_interrupted(core: CoreContext, tasks: list[Task]) -> None:
+async def reconcile_interrupted(core: CoreContext) -> None:
+    """Settle VMs left ``creating``/``deleting`` by no running task (their task's recovery settles the rest)."""
     async with core.db.session() as s:
-        ids = [vm.id for vm in (await s.execute(select(VM).where(VM.status.in_(BUSY_STATES)))).scalars()]
-    for vm_id in ids:
-        await reconcile_vm(core, vm_id)
+        vms = [(vm.id, vm.host.server_name, vm.vm_uuid) for vm in (await s.execute(
+            select(VM).where(VM.status.in_(BUSY_STATES)))).scalars()]
+    for vm_id, host_name, vm_uuid in vms:
+        if not core.tasks.busy(host_name, vm_uuid):
+            await reconcile_vm(core, vm_id)
 
 
 async def get_task(core: CoreContext, principal: Principal, task_id: str) -> dict[str, Any]:
