@@ -75,6 +75,16 @@ class OCIEngine:
             self.clients.drop(host)
             raise
 
+    def _and_follow(self, host: HostSpec, vm_uuid: str, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """``_on_vm`` for a change that may give the VM a new address or power state (power,
+        recreation): its NAT forwarders follow it under the same lock (``network.follow``)."""
+        def run(conn: Conn, *a: Any) -> T:
+            result = fn(conn, *a)
+            network.follow(conn, vm_uuid)
+            return result
+
+        return self._on_vm(host, vm_uuid, action, run, *args)
+
     def _on_vm(self, host: HostSpec, vm_uuid: str, action: str, fn: Callable[..., T], *args: Any,
                exclusive: bool = True) -> T:
         """``fn(conn, *args)`` for one VM. ``exclusive`` holds the VM's lock: changes of one VM (a
@@ -160,7 +170,8 @@ class OCIEngine:
 
     @hookimpl
     def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._on_vm(host, spec.vm_uuid, f"update container {spec.vm_uuid}", lifecycle.update_vm, spec, progress)
+        return self._and_follow(host, spec.vm_uuid, f"update container {spec.vm_uuid}", lifecycle.update_vm, spec,
+                                progress)
 
     @hookimpl
     def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
@@ -168,8 +179,8 @@ class OCIEngine:
 
     @hookimpl
     def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._on_vm(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}",
-                           lifecycle.reinstall_vm, spec, progress)
+        return self._and_follow(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}",
+                                lifecycle.reinstall_vm, spec, progress)
 
     @hookimpl
     def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
@@ -177,7 +188,7 @@ class OCIEngine:
             act = PowerAction(action)
         except ValueError:
             raise errors.BadRequest(f"unknown power action {action!r}") from None
-        return self._on_vm(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
+        return self._and_follow(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
 
     @hookimpl
     def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
@@ -219,16 +230,18 @@ class OCIEngine:
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
-        self._on_vm(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid, disk)
+        self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid,
+                         disk)
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        self._on_vm(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
-                    disks.detach, vm_uuid, disk_name)
+        self._and_follow(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
+                         disks.detach, vm_uuid, disk_name)
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        self._on_vm(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid, disk_name)
+        self._and_follow(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid,
+                         disk_name)
 
     # ------------------------------------------------------------------ backups
 
@@ -240,8 +253,8 @@ class OCIEngine:
 
     @hookimpl
     def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
-        return self._on_vm(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}",
-                           backups.restore, vm_uuid, backup_name, progress)
+        return self._and_follow(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}",
+                                backups.restore, vm_uuid, backup_name, progress)
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:

@@ -1,0 +1,275 @@
+"""Live NAT: one small forwarder container per rule, on the Docker/Podman host's own network.
+
+A rule ``host_port/proto -> vm_port`` is a container named ``idcs-nat-<proto>-<host_port>``
+with ``NetworkMode: host``, running Docker's userland proxy (``docker-proxy``) from the host's
+namespace to the VM's address on its bridge. Everything goes through the Docker API, so a remote
+host works like a local one, and the customer's container is never touched: adding or removing
+a forward is creating or removing a forwarder.
+
+- **One host port, one owner**: the forwarder's name is the host port and protocol, so the
+  daemon itself refuses a second forwarder for it (409); a port held by anything else on the host
+  makes ``docker-proxy`` fail to bind, which the engine sees before it answers (``Conflict``).
+- **Readiness**: ``docker-proxy`` reports on file descriptor 3 ("0" bound, "1" + error); the
+  forwarder's shell points that at its log, and the engine answers only once every proxy bound.
+- **State lives on the host**: the rule is in the forwarder's labels (VM, ports, protocol, target
+  address, bind addresses), so a scan of the host is the full picture after a control-plane restart.
+- **Restarts**: ``unless-stopped`` brings forwarders back with the daemon; ``refresh`` re-points
+  them when the VM's address changed (start, recreation, ``nat_sync``) and parks them (created,
+  not running) while the VM is stopped, so no stale address is ever forwarded to on purpose.
+- **Image**: ``idcs-nat/forwarder:<content hash>``, made offline by the engine from files of the
+  control-plane machine (``docker-proxy`` with the libraries it links, and a static busybox for
+  the shell) and imported through the API once per host (no registry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+
+from idcs_core import errors
+from idcs_core.types import NatRule
+from idcs_oci import naming
+from idcs_oci.client import Conn
+from idcs_oci.errmap import explain
+
+log = logging.getLogger("idcs.oci")
+
+IMAGE_REPO = f"{naming.NAT_REPO}/forwarder"
+PROXY_PATHS = ("/usr/sbin/docker-proxy", "/usr/bin/docker-proxy", "/usr/libexec/docker/docker-proxy",
+               "/usr/local/bin/docker-proxy")
+BUSYBOX_PATHS = ("/usr/bin/busybox", "/bin/busybox")
+# $1 proto, $2 host port, $3 target address, $4 VM port, then the bind addresses. Each proxy's
+# status pipe (fd 3) goes to the log; TERM ends the proxies and the shell at once.
+SCRIPT = ('p=$1 hp=$2 t=$3 vp=$4; shift 4; pids=; trap \'kill $pids 2>/dev/null; exit 0\' TERM INT; '
+          'for a in "$@"; do /docker-proxy -proto "$p" -host-ip "$a" -host-port "$hp" '
+          '-container-ip "$t" -container-port "$vp" 3>&1 & pids="$pids $!"; done; wait')
+_POLL = 0.01  # seconds between looks at a starting forwarder's log
+
+
+def container_name(host_port: int, protocol: str) -> str:
+    return f"idcs-nat-{protocol}-{host_port}"
+
+
+@dataclass(frozen=True)
+class Forwarder:
+    """A forwarder container as the host lists it."""
+
+    cid: str
+    vm_uuid: str
+    rule: NatRule
+    target: str  # the VM address it forwards to; "" while the VM is stopped (not started)
+    bind: tuple[str, ...]
+    running: bool
+
+    @classmethod
+    def from_summary(cls, item: dict[str, Any]) -> Forwarder:
+        labels = item.get("Labels") or {}
+        rule = NatRule(int(labels[naming.NAT_HOST_PORT]), int(labels[naming.NAT_VM_PORT]),
+                       labels[naming.NAT_PROTOCOL], labels.get(naming.NAT_TARGET, ""))
+        return cls(item["Id"], labels.get(naming.NAT_VM, ""), rule, labels.get(naming.NAT_TARGET, ""),
+                   tuple(a for a in labels.get(naming.NAT_BIND, "").split(",") if a),
+                   item.get("State") == "running")
+
+
+def of_vm(conn: Conn, vm_uuid: str) -> list[Forwarder]:
+    """The VM's forwarders, by host port and protocol."""
+    items = conn.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm_uuid}"})
+    found = [Forwarder.from_summary(i) for i in items if (i.get("Labels") or {}).get(naming.NAT_FORWARDER) == "1"]
+    return sorted(found, key=lambda f: (f.rule.host_port, f.rule.protocol))
+
+
+def count(conn: Conn) -> int:
+    """How many forwarder containers the host has (they are not VMs)."""
+    return len(conn.api.containers(all=True, filters={"label": f"{naming.NAT_FORWARDER}=1"}))
+
+
+def is_forwarder(item: dict[str, Any]) -> bool:
+    return (item.get("Labels") or {}).get(naming.NAT_FORWARDER) == "1"
+
+
+# ------------------------------------------------------------------ the image
+
+
+def _find(paths: tuple[str, ...], name: str) -> str | None:
+    return next((p for p in paths if os.path.isfile(p)), None) or shutil.which(name)
+
+
+def _libraries(binary: str) -> list[str]:
+    """The shared libraries (and loader) ``binary`` needs, from ``ldd``; [] for a static one."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
+    libs = []
+    for line in out.splitlines():
+        path = line.split("=>")[-1].strip().split(" (")[0].strip()
+        if path.startswith("/") and os.path.exists(path):
+            libs.append(path)
+    return libs
+
+
+def _add_file(tar: tarfile.TarFile, name: str, source: str) -> None:
+    with open(source, "rb") as f:
+        data = f.read()
+    info = tarfile.TarInfo(name.lstrip("/"))
+    info.size, info.mode = len(data), 0o755
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _build_tar() -> bytes:
+    proxy = _find(PROXY_PATHS, "docker-proxy")
+    busybox = _find(BUSYBOX_PATHS, "busybox")
+    if proxy is None or busybox is None:
+        raise errors.VMOperationFailed(
+            "live NAT needs docker-proxy and a static busybox on the control-plane machine "
+            "(Debian packages docker.io and busybox-static) to make the forwarder image")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for d in ("bin", "tmp"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        _add_file(tar, "docker-proxy", proxy)
+        _add_file(tar, "bin/busybox", busybox)
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "/bin/busybox"
+        tar.addfile(link)
+        for lib in _libraries(proxy):
+            _add_file(tar, lib, os.path.realpath(lib))
+    return buf.getvalue()
+
+
+_TAR: bytes | None = None
+_IMAGE_LOCK = threading.Lock()
+
+
+def image_ref(conn: Conn) -> str:
+    """The forwarder image's reference on the host, imported the first time it is needed."""
+    global _TAR
+    ref = conn.facts.get("forwarder_image")
+    if ref:
+        return str(ref)
+    with _IMAGE_LOCK:
+        if _TAR is None:
+            _TAR = _build_tar()
+        tag = hashlib.sha256(_TAR + SCRIPT.encode()).hexdigest()[:16]
+        ref = f"{IMAGE_REPO}:{tag}"
+        try:
+            conn.api.inspect_image(ref)
+        except docker.errors.NotFound:
+            log.info("importing the NAT forwarder image %s on %s", ref, conn.host.name)
+            conn.slow_api.import_image_from_data(_TAR, repository=IMAGE_REPO, tag=tag)
+        conn.facts["forwarder_image"] = ref
+        return ref
+
+
+# ------------------------------------------------------------------ one forwarder
+
+
+def _body(conn: Conn, vm_uuid: str, rule: NatRule, target: str) -> dict[str, Any]:
+    bind = conn.opts.nat_bind
+    return {
+        "Image": image_ref(conn),
+        "Cmd": ["/bin/sh", "-c", SCRIPT, "idcs-nat", rule.protocol, str(rule.host_port), target or "0.0.0.0",
+                str(rule.vm_port), *bind],
+        "Labels": {naming.MANAGED: "1", naming.NAT_FORWARDER: "1", naming.NAT_VM: vm_uuid,
+                   naming.NAT_HOST_PORT: str(rule.host_port), naming.NAT_VM_PORT: str(rule.vm_port),
+                   naming.NAT_PROTOCOL: rule.protocol, naming.NAT_TARGET: target,
+                   naming.NAT_BIND: ",".join(bind)},
+        "HostConfig": {"NetworkMode": "host", "RestartPolicy": {"Name": "unless-stopped"},
+                       "LogConfig": {"Type": "json-file", "Config": {"max-size": "64k"}}
+                       if not conn.is_podman else {}},
+    }
+
+
+def _holder(conn: Conn, name: str) -> str:
+    try:
+        labels = conn.api.inspect_container(name).get("Config", {}).get("Labels") or {}
+    except docker.errors.NotFound:
+        return ""
+    return labels.get(naming.NAT_VM, "")
+
+
+def open_forward(conn: Conn, vm_uuid: str, rule: NatRule, target: str) -> None:
+    """Create the rule's forwarder; with a ``target`` start it and return once it forwards.
+
+    ``Conflict`` if another VM's forwarder or anything else on the host holds the port (nothing is
+    left behind then).
+    """
+    name = container_name(rule.host_port, rule.protocol)
+    try:
+        cid: str = conn.api.create_container_from_config(_body(conn, vm_uuid, rule, target), name=name)["Id"]
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            holder = _holder(conn, name)
+            raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already forwarded to "
+                                  f"container {holder or '?'}") from None
+        raise
+    if not target:
+        return
+    try:
+        conn.api.start(cid)
+        _wait_bound(conn, cid, rule)
+    except BaseException:
+        _remove(conn, cid)
+        raise
+
+
+def _wait_bound(conn: Conn, cid: str, rule: NatRule) -> None:
+    wanted = len(conn.opts.nat_bind)
+    deadline = time.monotonic() + conn.opts.timeout
+    while True:
+        text = conn.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
+        lines = text.splitlines()
+        if "1" in lines:
+            detail = text.split("1\n", 1)[-1].strip()
+            if "address already in use" in detail:
+                raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on host "
+                                      f"{conn.host.name} ({detail})")
+            raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} failed: {detail}")
+        if lines.count("0") >= wanted:
+            return
+        state = conn.api.inspect_container(cid)["State"]
+        if state.get("Status") not in ("running", "created"):
+            raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} stopped "
+                                           f"(exit code {state.get('ExitCode')}): {text.strip()}")
+        if time.monotonic() > deadline:
+            raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} did not bind "
+                                           f"within {conn.opts.timeout:g} s")
+        time.sleep(_POLL)
+
+
+def _remove(conn: Conn, cid: str) -> None:
+    try:
+        conn.api.remove_container(cid, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        log.warning("could not remove NAT forwarder %s on %s: %s", cid[:12], conn.host.name, explain(exc))
+
+
+def close_forward(conn: Conn, fwd: Forwarder) -> None:
+    """Remove a forwarder; the port is free when this returns."""
+    try:
+        conn.api.remove_container(fwd.cid, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def is_current(conn: Conn, fwd: Forwarder, target: str) -> bool:
+    """The forwarder forwards to ``target`` on the host's ``nat_bind`` ("" target: parked, not running)."""
+    return fwd.target == target and fwd.bind == conn.opts.nat_bind and fwd.running == bool(target)
+
+
+def replace(conn: Conn, fwd: Forwarder, target: str) -> None:
+    """Re-make a forwarder for a new target address or bind addresses (the customer's VM is untouched)."""
+    close_forward(conn, fwd)
+    open_forward(conn, fwd.vm_uuid, NatRule(fwd.rule.host_port, fwd.rule.vm_port, fwd.rule.protocol), target)
