@@ -23,8 +23,10 @@ a forward is creating or removing a forwarder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -152,23 +154,40 @@ _IMAGE_LOCK = threading.Lock()
 
 
 def image_ref(conn: Conn) -> str:
-    """The forwarder image's reference on the host, imported the first time it is needed."""
+    """The forwarder image's id on the host, imported the first time it is needed."""
     global _TAR
-    ref = conn.facts.get("forwarder_image")
-    if ref:
-        return str(ref)
+    image_id = conn.facts.get("forwarder_image")
+    if image_id:
+        return str(image_id)
     with _IMAGE_LOCK:
         if _TAR is None:
             _TAR = _build_tar()
         tag = hashlib.sha256(_TAR + SCRIPT.encode()).hexdigest()[:16]
         ref = f"{IMAGE_REPO}:{tag}"
         try:
-            conn.api.inspect_image(ref)
+            image_id = conn.api.inspect_image(ref)["Id"]
         except docker.errors.NotFound:
-            log.info("importing the NAT forwarder image %s on %s", ref, conn.host.name)
-            conn.slow_api.import_image_from_data(_TAR, repository=IMAGE_REPO, tag=tag)
-        conn.facts["forwarder_image"] = ref
-        return ref
+            image_id = _import(conn, tag)
+        conn.facts["forwarder_image"] = image_id
+        return str(image_id)
+
+
+def _import(conn: Conn, tag: str) -> str:
+    log.info("importing the NAT forwarder image %s:%s on %s", IMAGE_REPO, tag, conn.host.name)
+    answer = conn.slow_api.import_image_from_data(_TAR, repository=IMAGE_REPO, tag=tag)
+    image_id = ""
+    for line in str(answer).splitlines():
+        with contextlib.suppress(ValueError):
+            status = json.loads(line)
+            image_id = status.get("id") or status.get("status") or image_id
+    if not image_id.startswith("sha256:"):
+        raise errors.VMOperationFailed(f"importing the NAT forwarder image gave no image id: {answer!r:.200}")
+    # Podman's import names the image ":latest" whatever the tag asked: tag it, drop that name.
+    conn.api.tag(image_id, IMAGE_REPO, tag)
+    with contextlib.suppress(docker.errors.APIError):
+        if conn.api.inspect_image(f"{IMAGE_REPO}:latest")["Id"] == image_id:
+            conn.api.remove_image(f"{IMAGE_REPO}:latest")
+    return image_id
 
 
 # ------------------------------------------------------------------ one forwarder
