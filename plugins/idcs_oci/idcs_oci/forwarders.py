@@ -57,6 +57,7 @@ SCRIPT = ('p=$1 hp=$2 t=$3 vp=$4; shift 4; pids=; trap \'kill $pids 2>/dev/null;
           'for a in "$@"; do /docker-proxy -proto "$p" -host-ip "$a" -host-port "$hp" '
           '-container-ip "$t" -container-port "$vp" 3>&1 & pids="$pids $!"; done; wait')
 _POLL = 0.01  # seconds between looks at a starting forwarder's log
+_LOG_GRACE = 1.0  # seconds a stopped forwarder's log may lag behind its state
 
 
 def container_name(host_port: int, protocol: str) -> str:
@@ -243,21 +244,33 @@ def open_forward(conn: Conn, vm_uuid: str, rule: NatRule, target: str) -> None:
 
 
 def _wait_bound(conn: Conn, cid: str, rule: NatRule) -> None:
+    """Return once every proxy of the forwarder reported "bound"; raise when one reported an error
+    or the forwarder stopped (the daemon may mark it exited a moment before its log has the last
+    words: a stopped one's log is read again for up to ``_LOG_GRACE`` seconds)."""
     wanted = len(conn.opts.nat_bind)
     deadline = time.monotonic() + conn.opts.timeout
+    ending_since: float | None = None
     while True:
+        state = conn.api.inspect_container(cid)["State"]
         text = conn.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
         lines = text.splitlines()
         if "1" in lines:
             detail = text.split("1\n", 1)[-1].strip()
+            ending_since = ending_since or time.monotonic()
+            if not detail and time.monotonic() - ending_since < _LOG_GRACE:
+                time.sleep(_POLL)  # the message has no line end: it reaches the log when the proxy exits
+                continue
             if "address already in use" in detail:
                 raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on host "
                                       f"{conn.host.name} ({detail})")
             raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} failed: {detail}")
         if lines.count("0") >= wanted:
             return
-        state = conn.api.inspect_container(cid)["State"]
         if state.get("Status") not in ("running", "created"):
+            ending_since = ending_since or time.monotonic()
+            if time.monotonic() - ending_since < _LOG_GRACE:
+                time.sleep(_POLL)
+                continue
             raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} stopped "
                                            f"(exit code {state.get('ExitCode')}): {text.strip()}")
         if time.monotonic() > deadline:
