@@ -9,6 +9,7 @@ unreachable loses its cached client, so the next call connects afresh.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,17 @@ from idcs_oci.client import OPTIONS, ClientCache, Conn
 from idcs_oci.errmap import translate
 
 T = TypeVar("T")
+log = logging.getLogger("idcs.oci")
+
+
+def logged_progress(host: HostSpec, vm_uuid: str) -> Progress:
+    """Progress for hooks the core calls without a progress callback (NAT, disks): each message,
+    such as a recreation announced before it happens, goes to the log."""
+    def progress(percent: int, message: str = "") -> None:
+        if message:
+            log.info("%s on %s: %s (%d%%)", vm_uuid, host.name, message, percent)
+
+    return progress
 
 
 # One lock per (daemon address, VM), shared by every engine instance of this process.
@@ -215,28 +227,29 @@ class OCIEngine:
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
         return self._on_vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}",
-                           network.add, vm_uuid, rule)
+                           network.add, vm_uuid, rule, logged_progress(host, vm_uuid))
 
     @hookimpl
     def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
         self._on_vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}",
-                    network.remove, vm_uuid, rule)
+                    network.remove, vm_uuid, rule, logged_progress(host, vm_uuid))
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
-        self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules)
+        self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules,
+                    logged_progress(host, vm_uuid))
 
     # ------------------------------------------------------------------ storage
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
         self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid,
-                         disk)
+                         disk, logged_progress(host, vm_uuid))
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
         self._and_follow(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
-                         disks.detach, vm_uuid, disk_name)
+                         disks.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid))
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:

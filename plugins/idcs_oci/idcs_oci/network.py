@@ -20,10 +20,10 @@ from typing import Any
 import docker.errors
 
 from idcs_core import errors
-from idcs_core.types import IPAddress, NatRule
+from idcs_core.types import IPAddress, NatRule, Progress
 from idcs_oci import containers, forwarders, vminfo
 from idcs_oci.client import Conn
-from idcs_oci.containers import Blueprint
+from idcs_oci.containers import Blueprint, no_progress
 from idcs_oci.forwarders import Forwarder
 
 log = logging.getLogger("idcs.oci")
@@ -114,22 +114,22 @@ def _target(attrs: dict[str, Any]) -> str:
     return ips[0].address
 
 
-def _go_live(conn: Conn, attrs: dict[str, Any]) -> dict[str, Any]:
+def _go_live(conn: Conn, attrs: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Move a container that publishes its own ports (an earlier release) to forwarders: recreate
     it once without port bindings, then forward the same rules live. Returns the current inspect."""
     legacy = rules_of(attrs)
     if not legacy:
         return attrs
     vm = attrs.get("Name", "").lstrip("/")
-    log.warning("moving the published ports of %s on %s to live forwarding: the container is recreated "
-                "once (one restart, data kept)", vm, conn.host.name)
     _taken_elsewhere(conn, attrs, legacy)
+    progress(5, f"moving the published ports of {vm} to live forwarding: the container is recreated once "
+                "(one restart, data kept); later NAT changes are live")
 
     def unpublish(bp: Blueprint) -> Blueprint:
         bp.host_config["PortBindings"] = {}
         return bp
 
-    attrs = containers.recreate(conn, attrs, unpublish)
+    attrs = containers.recreate(conn, attrs, unpublish, progress=progress)
     target = _target(attrs)
     for rule in legacy:
         forwarders.open_forward(conn, vm, rule, target)
@@ -140,9 +140,9 @@ def _mine(conn: Conn, vm_uuid: str) -> dict[Key, Forwarder]:
     return {_key(f.rule): f for f in forwarders.of_vm(conn, vm_uuid)}
 
 
-def add(conn: Conn, vm_uuid: str, rule: NatRule) -> NatRule:
+def add(conn: Conn, vm_uuid: str, rule: NatRule, progress: Progress = no_progress) -> NatRule:
     rule = _check(rule)
-    attrs = _go_live(conn, containers.inspect(conn, vm_uuid))
+    attrs = _go_live(conn, containers.inspect(conn, vm_uuid), progress)
     target = _target(attrs)
     fwd = _mine(conn, vm_uuid).get(_key(rule))
     if fwd is not None and fwd.rule.vm_port != rule.vm_port:
@@ -156,15 +156,15 @@ def add(conn: Conn, vm_uuid: str, rule: NatRule) -> NatRule:
     return NatRule(rule.host_port, rule.vm_port, rule.protocol, _lan_addr(attrs))
 
 
-def remove(conn: Conn, vm_uuid: str, rule: NatRule) -> None:
+def remove(conn: Conn, vm_uuid: str, rule: NatRule, progress: Progress = no_progress) -> None:
     rule = _check(rule)
-    _go_live(conn, containers.inspect(conn, vm_uuid))
+    _go_live(conn, containers.inspect(conn, vm_uuid), progress)
     fwd = _mine(conn, vm_uuid).get(_key(rule))
     if fwd is not None:
         forwarders.close_forward(conn, fwd)
 
 
-def sync(conn: Conn, vm_uuid: str, rules: list[NatRule]) -> None:
+def sync(conn: Conn, vm_uuid: str, rules: list[NatRule], progress: Progress = no_progress) -> None:
     """Make the VM's forwarders exactly ``rules``, each forwarding to the VM's current address on the
     host's current ``nat_bind`` (what a daemon restart or host reboot may have changed)."""
     wanted: dict[Key, NatRule] = {}
@@ -172,7 +172,7 @@ def sync(conn: Conn, vm_uuid: str, rules: list[NatRule]) -> None:
         if wanted.setdefault(_key(r), r).vm_port != r.vm_port:
             raise errors.Conflict(
                 f"host port {r.host_port}/{r.protocol} is listed twice with different VM ports")
-    attrs = _go_live(conn, containers.inspect(conn, vm_uuid))
+    attrs = _go_live(conn, containers.inspect(conn, vm_uuid), progress)
     target = _target(attrs)
     mine = _mine(conn, vm_uuid)
     keep = {k: f for k, f in mine.items() if k in wanted and f.rule.vm_port == wanted[k].vm_port}

@@ -5,6 +5,7 @@ forwards come back after a daemon restart, and containers of earlier releases mo
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, build_busybox_image, free_port
 
 from idcs_core import errors
-from idcs_core.types import HostSpec, NatRule, PowerAction, VMSpec
+from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMSpec
 
 UPTIME_IMAGE = "idcs-test/uptime:latest"
 # The VM's main process records its PID and start second, serves HTTP (a CGI answers with both and
@@ -234,8 +235,8 @@ def test_stopped_vm_keeps_its_port_and_forwards_again_when_started(live: Live, m
     assert "pid=" in _get(port, "/cgi-bin/up", 2)
 
 
-def test_published_ports_of_an_earlier_release_move_to_forwarders_once(live: Live,
-                                                                       make: Callable[..., str]) -> None:
+def test_published_ports_of_an_earlier_release_move_to_forwarders_once(live: Live, make: Callable[..., str],
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     engine, host, dc = live.engine, live.host, live.dc
     vm = make()
     old_port, new_port, next_port = free_port(), free_port(), free_port()
@@ -249,7 +250,11 @@ def test_published_ports_of_an_earlier_release_move_to_forwarders_once(live: Liv
     legacy_id = dc.api.inspect_container(vm)["Id"]
     assert "pid=" in _get(old_port, "/cgi-bin/up", 5)
 
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(new_port, 80))
+    with caplog.at_level(logging.INFO, logger="idcs.oci"):
+        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(new_port, 80))
+    said = [r.getMessage() for r in caplog.records if vm in r.getMessage()]
+    assert "live forwarding" in said[0] and "one restart" in said[0]  # said before it happens
+    assert any("stopping the container" in m for m in said[1:])
     moved = dc.api.inspect_container(vm)
     assert moved["Id"] != legacy_id  # the one restart
     assert network.rules_of(moved) == []
@@ -258,3 +263,17 @@ def test_published_ports_of_an_earlier_release_move_to_forwarders_once(live: Liv
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(next_port, 80))
     assert dc.api.inspect_container(vm)["Id"] == moved["Id"]  # from now on, live
     assert "pid=" in _get(next_port, "/cgi-bin/up", 2)
+
+
+def test_disk_change_says_it_recreates_before_it_does(live: Live, make: Callable[..., str],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    engine, host = live.engine, live.host
+    vm = make()
+    port = free_port()
+    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    with caplog.at_level(logging.INFO, logger="idcs.oci"):
+        engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("ann", 1))
+    said = [r.getMessage() for r in caplog.records if vm in r.getMessage()]
+    assert "recreates the container" in said[0] and "one restart" in said[0]
+    assert any("stopping the container" in m for m in said[1:])
+    assert "pid=" in _get(port, "/cgi-bin/up", 2)  # the forward followed the new container
