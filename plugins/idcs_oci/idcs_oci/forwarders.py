@@ -52,8 +52,10 @@ PROXY_PATHS = ("/usr/sbin/docker-proxy", "/usr/bin/docker-proxy", "/usr/libexec/
                "/usr/local/bin/docker-proxy")
 BUSYBOX_PATHS = ("/usr/bin/busybox", "/bin/busybox")
 # $1 proto, $2 host port, $3 target address, $4 VM port, then the bind addresses. Each proxy's
-# status pipe (fd 3) goes to the log; TERM ends the proxies and the shell at once.
-SCRIPT = ('p=$1 hp=$2 t=$3 vp=$4; shift 4; pids=; trap \'kill $pids 2>/dev/null; exit 0\' TERM INT; '
+# status pipe (fd 3) goes to the log; TERM ends the proxies and the shell at once. A parked
+# forwarder (no target) that something starts by hand exits at once instead of forwarding anywhere.
+SCRIPT = ('p=$1 hp=$2 t=$3 vp=$4; shift 4; [ -n "$t" ] || exit 64; pids=; '
+          'trap \'kill $pids 2>/dev/null; exit 0\' TERM INT; '
           'for a in "$@"; do /docker-proxy -proto "$p" -host-ip "$a" -host-port "$hp" '
           '-container-ip "$t" -container-port "$vp" 3>&1 & pids="$pids $!"; done; wait')
 _POLL = 0.01  # seconds between looks at a starting forwarder's log
@@ -198,7 +200,7 @@ def _body(conn: Conn, vm_uuid: str, rule: NatRule, target: str) -> dict[str, Any
     bind = conn.opts.nat_bind
     return {
         "Image": image_ref(conn),
-        "Cmd": ["/bin/sh", "-c", SCRIPT, "idcs-nat", rule.protocol, str(rule.host_port), target or "0.0.0.0",
+        "Cmd": ["/bin/sh", "-c", SCRIPT, "idcs-nat", rule.protocol, str(rule.host_port), target,
                 str(rule.vm_port), *bind],
         "Labels": {naming.MANAGED: "1", naming.NAT_FORWARDER: "1", naming.NAT_VM: vm_uuid,
                    naming.NAT_HOST_PORT: str(rule.host_port), naming.NAT_VM_PORT: str(rule.vm_port),
