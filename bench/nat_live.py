@@ -3,8 +3,9 @@
 Starts a private dockerd and a private ``podman system service`` (``idcs_oci.testing``), makes a
 VM serving HTTP, then per round: a new host port, ``engine.nat_add``, and a GET through
 127.0.0.1:<port> retried until the first byte of the answer arrives. The earlier mechanism
-(recreating the container with the port published) is timed beside it for comparison. Everything
-started here is stopped by PID at the end.
+(recreating the container with the port published) is timed beside it for comparison. With Docker
+the same is timed through the REST API as well: our ``idcs serve`` on a free loopback port,
+``POST /api/client/natadd/<hs>/<vm>`` as admin. Everything started here is stopped by PID at the end.
 
     .venv/bin/python bench/nat_live.py [--rounds 20] [--old-rounds 5] [--only docker|podman]
 """
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from _common import Cleanup, OurServer, machine_line
 from idcs_oci import containers
 from idcs_oci.containers import Blueprint
 from idcs_oci.engine import OCIEngine
@@ -94,6 +96,33 @@ def run(kind: str, backend: DockerBackend, rounds: int, old_rounds: int) -> list
     return rows
 
 
+def run_api(backend: DockerBackend, rounds: int) -> list[str]:
+    """``natadd`` through our REST API, as an operator's panel calls it."""
+    engine = OCIEngine()
+    spec = backend.host_spec("bench-api")
+    vm = f"b-{uuid.uuid4().hex[:8]}"
+    engine.vm_create(host=spec, spec=VMSpec(vm, backend.image, cpu_num=1, ram_num=64, hdd_num=1),
+                     progress=lambda *a: None)
+    engine.clients.close_all()
+    with Cleanup() as cleanup:
+        srv = OurServer(cleanup.tempdir("idcs-bench-nat-")).start(cleanup)
+        srv.call("POST", "/api/server/create", {"server_name": "nat", "server_type": "OCInterface",
+                                                "server_addr": spec.addr, "server_user": "", "server_pass": "",
+                                                "options": spec.options})
+        srv.call("POST", "/api/client/scaner/nat", {})
+        samples = []
+        for i in range(rounds + 1):
+            port = free_port()
+
+            def natadd(p: int = port) -> None:
+                srv.call("POST", f"/api/client/natadd/nat/{vm}", {"host_port": p, "vm_port": 80, "protocol": "tcp"})
+
+            took = timed(natadd, port)
+            if i:  # the first one imports the forwarder image
+                samples.append(took)
+    return [summary("docker: `POST /api/client/natadd` → first byte (REST API)", samples)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -108,6 +137,9 @@ def main() -> None:
             continue
         with start() as backend:
             rows += run(kind, backend, args.rounds, args.old_rounds)
+            if kind == "docker":
+                rows += run_api(backend, args.rounds)
+    print(f"machine: {machine_line()}")
     print("\n".join(rows))
 
 
