@@ -228,7 +228,11 @@ def open_forward(conn: Conn, vm_uuid: str, rule: NatRule, target: str) -> None:
     """
     name = container_name(rule.host_port, rule.protocol)
     try:
-        cid: str = conn.api.create_container_from_config(_body(conn, vm_uuid, rule, target), name=name)["Id"]
+        try:
+            cid: str = conn.api.create_container_from_config(_body(conn, vm_uuid, rule, target), name=name)["Id"]
+        except docker.errors.ImageNotFound:  # removed from the host since this connection learnt its id
+            conn.facts.pop("forwarder_image", None)
+            cid = conn.api.create_container_from_config(_body(conn, vm_uuid, rule, target), name=name)["Id"]
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
             holder = _holder(conn, name)

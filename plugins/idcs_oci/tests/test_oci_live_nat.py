@@ -18,7 +18,7 @@ from typing import Any
 
 import docker
 import pytest
-from idcs_oci import containers, forwarders, network
+from idcs_oci import containers, forwarders, naming, network
 from idcs_oci.containers import Blueprint
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, build_busybox_image, free_port
@@ -169,7 +169,9 @@ def test_twenty_live_changes_keep_the_container_and_its_connections(live: Live, 
     # The forwarders are the engine's, not VMs: the scan and the count leave them out.
     assert {v.vm_uuid for v in engine.vm_list(host=host)}.isdisjoint(
         {i["Names"][0].lstrip("/") for i in dc.api.containers(all=True) if forwarders.is_forwarder(i)})
-    assert len([i for i in dc.api.containers(all=True) if forwarders.is_forwarder(i)]) == 2
+    assert len([i for i in dc.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm}"})
+                if forwarders.is_forwarder(i)]) == 2  # the echo and the HTTP forwards are left
+    assert not [i for i in engine.os_images(host=host) if "idcs-nat" in i.file]  # not an OS to offer
 
 
 def test_udp_datagram_is_forwarded(live: Live, make: Callable[..., str]) -> None:
