@@ -213,6 +213,13 @@ def test_forwards_come_back_after_a_daemon_restart(live: Live, make: Callable[..
         while dc.api.inspect_container(name)["State"]["Status"] != "running":
             assert time.monotonic() < deadline, f"{name} did not come back after the restart"
             time.sleep(0.1)
+    for wanted in rules.values():  # the forwarders are back by their restart policy
+        for rule in wanted:
+            name = forwarders.container_name(rule.host_port, rule.protocol)
+            deadline = time.monotonic() + 20
+            while not dc.api.inspect_container(name)["State"]["Running"]:
+                assert time.monotonic() < deadline, f"forwarder {name} did not come back after the restart"
+                time.sleep(0.1)
     for name, wanted in rules.items():  # what the core does when it reconnects to the host
         engine.nat_sync(host=host, vm_uuid=name, rules=wanted)
     for name, wanted in rules.items():
