@@ -135,6 +135,20 @@ class OCIEngine:
         finally:
             lock.release()
 
+    @staticmethod
+    def _follow(conn: Conn, vm_uuid: str) -> None:
+        """``network.follow`` under the VM's lock if it is free (a change of the VM holding it will
+        leave the forwarders right itself)."""
+        lock = vm_lock(conn.host, vm_uuid)
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            network.follow(conn, vm_uuid)
+        except Exception as exc:  # the list stands; the next list, change or nat_sync tries again
+            log.warning("NAT forwards of %s on %s not brought in step: %s", vm_uuid, conn.host.name, exc)
+        finally:
+            lock.release()
+
     # ------------------------------------------------------------------ host
 
     @hookimpl
@@ -168,7 +182,8 @@ class OCIEngine:
     @hookimpl
     def vm_list(self, host: HostSpec) -> list[VMInfo]:
         with self._conn(host, "list containers") as conn:
-            return lifecycle.list_vms(conn, lambda vm: self._recover(conn, vm, wait=0))
+            return lifecycle.list_vms(conn, lambda vm: self._recover(conn, vm, wait=0),
+                                      lambda vm: self._follow(conn, vm))
 
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:

@@ -103,6 +103,33 @@ def is_forwarder(item: dict[str, Any]) -> bool:
     return (item.get("Labels") or {}).get(naming.NAT_FORWARDER) == "1"
 
 
+def _summary_target(item: dict[str, Any]) -> str | None:
+    """Where a VM's forwards should go, from its list summary: its first address (IPv4 first) while it
+    runs or is paused, "" while it is stopped, None if the summary does not tell."""
+    if item.get("State") not in ("running", "paused"):
+        return ""
+    nets = ((item.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    addrs = [ep.get("IPAddress") for ep in nets if ep.get("IPAddress")] + [
+        ep.get("GlobalIPv6Address") for ep in nets if ep.get("GlobalIPv6Address")]
+    return addrs[0] if addrs else None
+
+
+def stale_vms(items: list[dict[str, Any]], bind: tuple[str, ...]) -> list[str]:
+    """VMs of a host's container list whose forwarders do not match their state and address (the
+    container stopped, restarted or moved on its own): the list alone tells, no further call."""
+    vms = {n.lstrip("/"): i for i in items for n in i.get("Names") or [] if not is_forwarder(i)}
+    stale = set()
+    for item in items:
+        if not is_forwarder(item):
+            continue
+        fwd = Forwarder.from_summary(item)
+        vm = vms.get(fwd.vm_uuid)
+        target = _summary_target(vm) if vm is not None else None
+        if target is not None and (fwd.target != target or fwd.running != bool(target) or fwd.bind != bind):
+            stale.add(fwd.vm_uuid)
+    return sorted(stale)
+
+
 # ------------------------------------------------------------------ the image
 
 

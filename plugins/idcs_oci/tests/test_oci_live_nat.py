@@ -286,3 +286,22 @@ def test_disk_change_says_it_recreates_before_it_does(live: Live, make: Callable
     assert "recreates the container" in said[0] and "one restart" in said[0]
     assert any("stopping the container" in m for m in said[1:])
     assert "pid=" in _get(port, "/cgi-bin/up", 2)  # the forward followed the new container
+
+
+def test_the_vm_list_brings_forwards_in_step_with_a_vm_changed_behind_the_engine(
+        live: Live, make: Callable[..., str]) -> None:
+    engine, host, dc = live.engine, live.host, live.dc
+    vm = make()
+    port = free_port()
+    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    fwd = forwarders.container_name(port, "tcp")
+    dc.api.stop(vm, timeout=5)  # not through the engine: its process ended, say
+    assert dc.api.inspect_container(fwd)["State"]["Running"]
+    engine.vm_list(host=host)  # what a panel polls
+    assert not dc.api.inspect_container(fwd)["State"]["Running"]  # parked: nothing forwarded to a freed address
+    assert _refused(port)
+    dc.api.start(vm)
+    engine.vm_list(host=host)
+    assert "pid=" in _get(port, "/cgi-bin/up", 2)
+    assert dc.api.inspect_container(fwd)["Config"]["Labels"][naming.NAT_TARGET] == \
+        network.ip_list(engine.clients.connect(host), vm)[0].address
