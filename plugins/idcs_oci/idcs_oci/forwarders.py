@@ -90,7 +90,7 @@ class Forwarder:
 def of_vm(conn: Conn, vm_uuid: str) -> list[Forwarder]:
     """The VM's forwarders, by host port and protocol."""
     items = conn.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm_uuid}"})
-    found = [Forwarder.from_summary(i) for i in items if (i.get("Labels") or {}).get(naming.NAT_FORWARDER) == "1"]
+    found = [Forwarder.from_summary(i) for i in items if is_forwarder(i)]
     return sorted(found, key=lambda f: (f.rule.host_port, f.rule.protocol))
 
 
@@ -100,7 +100,11 @@ def count(conn: Conn) -> int:
 
 
 def is_forwarder(item: dict[str, Any]) -> bool:
-    return (item.get("Labels") or {}).get(naming.NAT_FORWARDER) == "1"
+    """A forwarder of this engine, with the labels it needs (a stray label alone does not make one)."""
+    labels = item.get("Labels") or {}
+    return labels.get(naming.NAT_FORWARDER) == "1" and all(
+        str(labels.get(key, "")).isdigit() for key in (naming.NAT_HOST_PORT, naming.NAT_VM_PORT)) and \
+        labels.get(naming.NAT_PROTOCOL) in ("tcp", "udp")
 
 
 def _summary_target(item: dict[str, Any]) -> str | None:

@@ -8,8 +8,8 @@ open connections through other forwards untouched.
 
 Containers made by earlier releases publish their ports themselves (Docker port bindings, which
 cannot change on a running container). The first NAT change of such a VM moves it to live
-forwarding: the container is recreated once without port bindings (one restart, data kept, logged
-as such) and its rules become forwarders; later changes are live.
+forwarding: the progress says so first, the container is recreated once without port bindings (one
+restart, data kept) and its rules become forwarders; later changes are live.
 """
 
 from __future__ import annotations
