@@ -5,8 +5,8 @@ commit, so the snapshot is consistent without stopping it) to
 ``idcs-backup/<vm>:<backup>``. A commit stores only the container's changes
 on top of its image, so it is quick and small, and restoring is creating a
 container from it: no archive to unpack. The labels hold the backup's name,
-VM, description, time and the container's host configuration, so a backup can
-bring back a VM that was deleted, and ``backup_list`` finds every backup with
+VM, description, time, the container's host configuration and its NAT forwards, so
+a backup can bring back a VM that was deleted (forwards included), and ``backup_list`` finds every backup with
 one API call.
 
 Not in a backup: data in volumes (extra disks, the image's ``VOLUME`` paths).
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -29,10 +30,12 @@ from typing import Any
 import docker.errors
 
 from idcs_core import errors
-from idcs_core.types import BackupInfo, Progress, VMInfo
-from idcs_oci import containers, lifecycle, naming
+from idcs_core.types import BackupInfo, NatRule, Progress, VMInfo
+from idcs_oci import containers, forwarders, lifecycle, naming, network
 from idcs_oci.client import Conn
 from idcs_oci.containers import Blueprint, no_progress
+
+log = logging.getLogger("idcs.oci")
 
 _B64 = "idcs-b64:"
 _PLAIN = re.compile(r"^[A-Za-z0-9._:/+-]+$")
@@ -81,7 +84,8 @@ def create(conn: Conn, vm_uuid: str, backup_name: str, description: str,
         naming.BACKUP: "1", naming.BACKUP_VM: vm_uuid, naming.BACKUP_NAME: backup_name,
         naming.BACKUP_DESCRIPTION: description or "",
         naming.BACKUP_CREATED: datetime.now(UTC).isoformat(timespec="seconds"),
-        naming.BACKUP_HOST_CONFIG: json.dumps({"HostConfig": bp.host_config, "Endpoints": bp.endpoints}),
+        naming.BACKUP_HOST_CONFIG: json.dumps({"HostConfig": bp.host_config, "Endpoints": bp.endpoints, "Nat": [
+            [f.rule.host_port, f.rule.vm_port, f.rule.protocol] for f in forwarders.of_vm(conn, vm_uuid)]}),
     })
     progress(20, "committing the container's filesystem")
     repo, tag = ref.rsplit(":", 1)
@@ -135,8 +139,18 @@ def restore(conn: Conn, vm_uuid: str, backup_name: str, progress: Progress = no_
         except BaseException:
             containers.remove_quietly(conn, cid)
             raise
+        _reopen_forwards(conn, vm_uuid, saved.get("Nat") or [])
     progress(100, "restored")
     return lifecycle.status(conn, vm_uuid, sample=False)
+
+
+def _reopen_forwards(conn: Conn, vm_uuid: str, saved: list[list[Any]]) -> None:
+    """The NAT forwards a deleted VM had at its backup, back where their ports are still free (a
+    port taken meanwhile is logged: the VM is restored, that forward is not)."""
+    try:
+        network.sync(conn, vm_uuid, [NatRule(int(p), int(v), str(proto)) for p, v, proto in saved])
+    except errors.IDCSError as exc:
+        log.warning("NAT forwards of restored %s on %s not all restored: %s", vm_uuid, conn.host.name, exc)
 
 
 def delete(conn: Conn, vm_uuid: str, backup_name: str) -> None:

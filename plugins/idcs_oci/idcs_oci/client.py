@@ -28,7 +28,7 @@ OPTIONS: dict[str, str] = {
     "timeout": "seconds one Docker API call may take (default 30)",
     "long_timeout": "seconds a long Docker call may take: commit, export, pull, remove (default 3600)",
     "stop_timeout": "seconds a graceful stop waits before killing (default 10)",
-    "nat_bind": "host address(es) NAT ports are published on, comma separated (default 0.0.0.0)",
+    "nat_bind": "host address(es) NAT forwarders listen on, comma separated (default 0.0.0.0)",
     "network": "Docker network new containers join (default: the daemon's default bridge)",
     "restart_policy": "restart policy of new containers (default unless-stopped; 'no' to disable)",
     "pull_missing": "pull an image that is not on the host when a VM is created (default false)",

@@ -1,8 +1,9 @@
 """Extra disks: named volumes ``idcs-<vm_uuid>-<name>`` mounted at ``/mnt/<name>``.
 
-Attaching or detaching recreates the container the way NAT changes do (data
-kept). The volume outlives the container's recreations and a detach; only
-``disk_delete`` (or deleting the VM) destroys it. Docker's ``local`` volume
+Attaching or detaching recreates the container (data kept; Docker cannot change
+the mounts of a container), and says so in the progress before it starts. The
+volume outlives the container's recreations and a detach; only ``disk_delete``
+(or deleting the VM) destroys it. Docker's ``local`` volume
 driver has no size limit: the requested size is recorded in the volume's
 labels, not enforced.
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 import docker.errors
 
 from idcs_core import errors
-from idcs_core.types import DiskSpec
+from idcs_core.types import DiskSpec, Progress
 from idcs_oci import containers, naming
 from idcs_oci.client import Conn
-from idcs_oci.containers import Blueprint
+from idcs_oci.containers import Blueprint, no_progress
 
 
 def _ensure_volume(conn: Conn, vm_uuid: str, disk: DiskSpec) -> str:
@@ -32,7 +33,7 @@ def _ensure_volume(conn: Conn, vm_uuid: str, disk: DiskSpec) -> str:
     return name
 
 
-def attach(conn: Conn, vm_uuid: str, disk: DiskSpec) -> None:
+def attach(conn: Conn, vm_uuid: str, disk: DiskSpec, progress: Progress = no_progress) -> None:
     naming.check_disk_name(disk.name)
     attrs = containers.inspect(conn, vm_uuid)
     volume = _ensure_volume(conn, vm_uuid, disk)
@@ -43,10 +44,12 @@ def attach(conn: Conn, vm_uuid: str, disk: DiskSpec) -> None:
         bp.add_volume(volume, naming.disk_mount_point(disk.name))
         return bp
 
-    containers.recreate(conn, attrs, mount)
+    progress(5, f"attaching disk {disk.name} recreates the container: Docker cannot add a volume to a running "
+                "one (one restart, data kept)")
+    containers.recreate(conn, attrs, mount, progress=progress)
 
 
-def detach(conn: Conn, vm_uuid: str, disk_name: str) -> None:
+def detach(conn: Conn, vm_uuid: str, disk_name: str, progress: Progress = no_progress) -> None:
     naming.check_disk_name(disk_name)
     attrs = containers.inspect(conn, vm_uuid)
     volume = naming.volume_name(vm_uuid, disk_name)
@@ -57,7 +60,9 @@ def detach(conn: Conn, vm_uuid: str, disk_name: str) -> None:
         bp.remove_volume(volume)
         return bp
 
-    containers.recreate(conn, attrs, unmount)
+    progress(5, f"detaching disk {disk_name} recreates the container: Docker cannot remove a volume from a "
+                "running one (one restart, data kept)")
+    containers.recreate(conn, attrs, unmount, progress=progress)
 
 
 def delete(conn: Conn, vm_uuid: str, disk_name: str) -> None:

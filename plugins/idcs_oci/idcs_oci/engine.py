@@ -9,6 +9,7 @@ unreachable loses its cached client, so the next call connects afresh.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,17 @@ from idcs_oci.client import OPTIONS, ClientCache, Conn
 from idcs_oci.errmap import translate
 
 T = TypeVar("T")
+log = logging.getLogger("idcs.oci")
+
+
+def logged_progress(host: HostSpec, vm_uuid: str) -> Progress:
+    """Progress for hooks the core calls without a progress callback (NAT, disks): each message,
+    such as a recreation announced before it happens, goes to the log."""
+    def progress(percent: int, message: str = "") -> None:
+        if message:
+            log.info("%s on %s: %s (%d%%)", vm_uuid, host.name, message, percent)
+
+    return progress
 
 
 # One lock per (daemon address, VM), shared by every engine instance of this process.
@@ -74,6 +86,16 @@ class OCIEngine:
         except errors.HostUnreachable:
             self.clients.drop(host)
             raise
+
+    def _and_follow(self, host: HostSpec, vm_uuid: str, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """``_on_vm`` for a change that may give the VM a new address or power state (power,
+        recreation): its NAT forwarders follow it under the same lock (``network.follow``)."""
+        def run(conn: Conn, *a: Any) -> T:
+            result = fn(conn, *a)
+            network.follow(conn, vm_uuid)
+            return result
+
+        return self._on_vm(host, vm_uuid, action, run, *args)
 
     def _on_vm(self, host: HostSpec, vm_uuid: str, action: str, fn: Callable[..., T], *args: Any,
                exclusive: bool = True) -> T:
@@ -113,6 +135,20 @@ class OCIEngine:
         finally:
             lock.release()
 
+    @staticmethod
+    def _follow(conn: Conn, vm_uuid: str) -> None:
+        """``network.follow`` under the VM's lock if it is free (a change of the VM holding it will
+        leave the forwarders right itself)."""
+        lock = vm_lock(conn.host, vm_uuid)
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            network.follow(conn, vm_uuid)
+        except Exception as exc:  # the list stands; the next list, change or nat_sync tries again
+            log.warning("NAT forwards of %s on %s not brought in step: %s", vm_uuid, conn.host.name, exc)
+        finally:
+            lock.release()
+
     # ------------------------------------------------------------------ host
 
     @hookimpl
@@ -146,7 +182,8 @@ class OCIEngine:
     @hookimpl
     def vm_list(self, host: HostSpec) -> list[VMInfo]:
         with self._conn(host, "list containers") as conn:
-            return lifecycle.list_vms(conn, lambda vm: self._recover(conn, vm, wait=0))
+            return lifecycle.list_vms(conn, lambda vm: self._recover(conn, vm, wait=0),
+                                      lambda vm: self._follow(conn, vm))
 
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
@@ -160,7 +197,8 @@ class OCIEngine:
 
     @hookimpl
     def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._on_vm(host, spec.vm_uuid, f"update container {spec.vm_uuid}", lifecycle.update_vm, spec, progress)
+        return self._and_follow(host, spec.vm_uuid, f"update container {spec.vm_uuid}", lifecycle.update_vm, spec,
+                                progress)
 
     @hookimpl
     def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
@@ -168,8 +206,8 @@ class OCIEngine:
 
     @hookimpl
     def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._on_vm(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}",
-                           lifecycle.reinstall_vm, spec, progress)
+        return self._and_follow(host, spec.vm_uuid, f"reinstall container {spec.vm_uuid}",
+                                lifecycle.reinstall_vm, spec, progress)
 
     @hookimpl
     def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
@@ -177,7 +215,7 @@ class OCIEngine:
             act = PowerAction(action)
         except ValueError:
             raise errors.BadRequest(f"unknown power action {action!r}") from None
-        return self._on_vm(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
+        return self._and_follow(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
 
     @hookimpl
     def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
@@ -204,31 +242,34 @@ class OCIEngine:
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
         return self._on_vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}",
-                           network.add, vm_uuid, rule)
+                           network.add, vm_uuid, rule, logged_progress(host, vm_uuid))
 
     @hookimpl
     def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
         self._on_vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}",
-                    network.remove, vm_uuid, rule)
+                    network.remove, vm_uuid, rule, logged_progress(host, vm_uuid))
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
-        self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules)
+        self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules,
+                    logged_progress(host, vm_uuid))
 
     # ------------------------------------------------------------------ storage
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
-        self._on_vm(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid, disk)
+        self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid,
+                         disk, logged_progress(host, vm_uuid))
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        self._on_vm(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
-                    disks.detach, vm_uuid, disk_name)
+        self._and_follow(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
+                         disks.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid))
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        self._on_vm(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid, disk_name)
+        self._and_follow(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid,
+                         disk_name)
 
     # ------------------------------------------------------------------ backups
 
@@ -240,8 +281,8 @@ class OCIEngine:
 
     @hookimpl
     def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
-        return self._on_vm(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}",
-                           backups.restore, vm_uuid, backup_name, progress)
+        return self._and_follow(host, vm_uuid, f"restore container {vm_uuid} from {backup_name}",
+                                backups.restore, vm_uuid, backup_name, progress)
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from idcs_core.types import HostStatus
+from idcs_oci import forwarders
 from idcs_oci.client import Conn, engine_kind, is_local_socket
 
 _cpu_lock = threading.Lock()
@@ -86,7 +87,10 @@ def status(conn: Conn) -> HostStatus:
         "kernel": info.get("KernelVersion"),
         "local": False,
     }
-    result = HostStatus(online=True, vms_count=info.get("Containers"), version=info.get("ServerVersion"),
+    containers = info.get("Containers")
+    if containers:  # NAT forwarders are containers, not VMs
+        containers -= forwarders.count(conn)
+    result = HostStatus(online=True, vms_count=containers, version=info.get("ServerVersion"),
                         extra=extra)
     if is_local_socket(conn):
         extra["local"] = True

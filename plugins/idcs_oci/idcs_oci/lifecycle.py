@@ -9,7 +9,7 @@ import docker.errors
 
 from idcs_core import errors
 from idcs_core.types import Progress, VMInfo, VMSpec
-from idcs_oci import containers, guest, images, naming, vminfo
+from idcs_oci import containers, forwarders, guest, images, naming, vminfo
 from idcs_oci.client import Conn
 from idcs_oci.containers import Blueprint, no_progress
 from idcs_oci.errmap import explain
@@ -207,6 +207,9 @@ def delete_vm(conn: Conn, vm_uuid: str, progress: Progress = no_progress) -> Non
             pass
         if item.get("ImageID"):
             containers.prune_image(conn, item["ImageID"])
+    for fwd in forwarders.of_vm(conn, vm_uuid):
+        progress(50, "removing NAT forwards")
+        forwarders.close_forward(conn, fwd)
     progress(60, "removing disks")
     for vol in conn.api.volumes(filters={"label": f"{naming.VM_UUID}={vm_uuid}"}).get("Volumes") or []:
         try:
@@ -231,17 +234,24 @@ def status(conn: Conn, vm_uuid: str, sample: bool = True) -> VMInfo:
     return vminfo.from_inspect(attrs, stats)
 
 
-def list_vms(conn: Conn, recover: Callable[[str], bool] | None = None) -> list[VMInfo]:
-    """Every container of the host in one call; a container parked during a recreation is left out.
+def list_vms(conn: Conn, recover: Callable[[str], bool] | None = None,
+             follow: Callable[[str], None] | None = None) -> list[VMInfo]:
+    """Every container of the host in one call; a container parked during a recreation and NAT
+    forwarders are left out.
 
     For each VM with parked containers, ``recover(vm_uuid)`` may finish a recreation that was cut
     short (``containers.recover_parked``); it returns True if it changed anything (False while a
-    recreation of the VM is under way), and then the list is read again.
+    recreation of the VM is under way), and then the list is read again. For each VM whose NAT
+    forwarders the list shows out of step with it (it stopped, restarted or moved on its own),
+    ``follow(vm_uuid)`` may bring them in step (``network.follow``).
     """
     items = conn.api.containers(all=True)
     parked = {found[0] for item in items for name in item.get("Names") or []
               if (found := containers.parse_parked(name))}
     if parked and recover is not None and any([recover(vm) for vm in sorted(parked)]):
         items = conn.api.containers(all=True)
+    if follow is not None:
+        for vm in forwarders.stale_vms(items, conn.opts.nat_bind):
+            follow(vm)
     return [vminfo.from_summary(item) for item in items
-            if not any(containers.PARKED in n for n in item.get("Names") or [])]
+            if not any(containers.PARKED in n for n in item.get("Names") or []) and not forwarders.is_forwarder(item)]

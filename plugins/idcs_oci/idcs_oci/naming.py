@@ -33,9 +33,19 @@ BACKUP_LABELS = (BACKUP, BACKUP_VM, BACKUP_NAME, BACKUP_DESCRIPTION, BACKUP_CREA
 DISK_NAME = "idcs.disk_name"
 DISK_SIZE = "idcs.size_gb"
 
+# Labels on NAT forwarder containers (see forwarders.py).
+NAT_FORWARDER = "idcs.nat.forwarder"
+NAT_VM = "idcs.nat.vm_uuid"
+NAT_HOST_PORT = "idcs.nat.host_port"
+NAT_VM_PORT = "idcs.nat.vm_port"
+NAT_PROTOCOL = "idcs.nat.protocol"
+NAT_TARGET = "idcs.nat.target"
+NAT_BIND = "idcs.nat.bind"
+
 STATE_REPO = "idcs-state"
 BACKUP_REPO = "idcs-backup"
-OWN_REPOS = (STATE_REPO + "/", BACKUP_REPO + "/")
+NAT_REPO = "idcs-nat"
+OWN_REPOS = (STATE_REPO + "/", BACKUP_REPO + "/", NAT_REPO + "/")
 
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DISK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")

@@ -123,6 +123,19 @@ class _Daemon:
 class DockerDaemon(_Daemon):
     """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files."""
 
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def restart(self, timeout: float = 30) -> None:
+        """Stop dockerd by its PID, as at a host shutdown (its containers stop with it), and start it
+        again on the same files; containers with a restart policy come back as Docker brings them."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env, start_new_session=True)
+        _wait_answering(self, timeout, "dockerd")
+
     def stop(self) -> None:
         """Remove every container (dockerd leaves shims running otherwise), then stop dockerd by PID."""
         if self._stopped:
@@ -219,7 +232,7 @@ def start_dockerd(timeout: float = 30, tls_port: int | None = None) -> DockerDae
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
-    daemon = DockerDaemon(base, proc, log_path, tls=tls, tls_port=tls_port)
+    daemon = DockerDaemon(base, proc, log_path, tls=tls, tls_port=tls_port, cmd=cmd, env=env)
     deadline = time.monotonic() + timeout
     last_error = "socket not created"
     while True:
@@ -375,6 +388,14 @@ class PodmanService(_Daemon):
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def restart(self, timeout: float = 30) -> None:
+        """Stop the service by its PID and start it again on the same files (Podman has no daemon
+        of its containers: they keep running under their conmon meanwhile)."""
+        self._end_process()
+        exe = shutil.which("podman", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "podman"
+        self.proc = _start_podman_process(self.base, exe, self.env, self.log_path)
+        _wait_answering(self, timeout)
+
     def stop(self) -> None:
         """Remove every container (their conmon processes outlive the service otherwise) and the test
         network, stop the service by PID, delete CNI's leftover iptables chains, remove the files."""
@@ -485,13 +506,12 @@ def _start_podman_process(base: Path, exe: str, env: dict[str, str], log_path: P
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
-def _wait_answering(service: PodmanService, timeout: float) -> None:
+def _wait_answering(service: _Daemon, timeout: float, what: str = "podman system service") -> None:
     deadline = time.monotonic() + timeout
     last_error = "socket not created"
     while True:
         if service.proc.poll() is not None:
-            raise DaemonError(f"podman system service exited with code {service.proc.returncode} at start:\n"
-                              f"{service.log_tail()}")
+            raise DaemonError(f"{what} exited with code {service.proc.returncode} at start:\n{service.log_tail()}")
         if service.socket.exists():
             try:
                 with contextlib.closing(service.client(timeout=5)) as c:
@@ -500,7 +520,7 @@ def _wait_answering(service: PodmanService, timeout: float) -> None:
             except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise DaemonError(f"podman did not answer within {timeout:g} s ({last_error}):\n{service.log_tail()}")
+            raise DaemonError(f"{what} did not answer within {timeout:g} s ({last_error}):\n{service.log_tail()}")
         time.sleep(0.1)
 
 

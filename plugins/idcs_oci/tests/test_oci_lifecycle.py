@@ -169,9 +169,10 @@ def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, 
 def test_delete_removes_everything_and_is_idempotent(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
                                                      dc: docker.DockerClient, progress: Progress) -> None:
     vm = make_vm().vm_uuid
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))  # leaves a state image
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("d1", 1))
+    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))  # a forwarder container
+    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("d1", 1))  # leaves a state image
     engine.vm_delete(host=host, vm_uuid=vm, progress=progress)
+    assert not dc.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm}"})
     with pytest.raises(docker.errors.NotFound):
         dc.api.inspect_container(vm)
     assert not dc.api.volumes(filters={"label": f"{naming.VM_UUID}={vm}"})["Volumes"]

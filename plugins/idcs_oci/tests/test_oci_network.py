@@ -1,14 +1,14 @@
-"""NAT through real published ports: HTTP through the forward, data kept across recreations,
-conflicts rolled back, and the layer-flattening guard."""
+"""NAT through real forwarders: HTTP through the forward with the container untouched, conflicts
+refused with nothing changed, the bind option, and the layer-flattening guard of recreations."""
 
 from __future__ import annotations
 
 import socket
-import urllib.error
+from typing import Any
 
 import docker
 import pytest
-from idcs_oci import naming
+from idcs_oci import forwarders, naming, network
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
@@ -22,34 +22,39 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
-                                     dc: docker.DockerClient) -> None:
+def _forwarder(dc: docker.DockerClient, port: int, proto: str = "tcp") -> dict[str, Any]:
+    return dc.api.inspect_container(forwarders.container_name(port, proto))
+
+
+def _forwarded_ports(dc: docker.DockerClient, vm: str) -> set[tuple[int, str]]:
+    items = dc.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm}"})
+    return {(int(i["Labels"][naming.NAT_HOST_PORT]), i["Labels"][naming.NAT_PROTOCOL]) for i in items}
+
+
+def test_nat_is_live_and_idempotent(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                    dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
-    sh(dc, vm, "echo kept-$HOSTNAME > /www/data.txt; mkdir -p /root/deep/dir; echo x > /root/deep/dir/f; "
-               "rm /www/index.html")
+    sh(dc, vm, "echo kept-$HOSTNAME > /www/data.txt; echo in-memory > /tmp/m")
     hostname = sh(dc, vm, "hostname")
-    first_id = dc.api.inspect_container(vm)["Id"]
+    before = dc.api.inspect_container(vm)
     port, port2, uport = free_port(), free_port(), free_port()
 
     rule = engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert (rule.host_port, rule.vm_port, rule.protocol) == (port, 80, "tcp")
     attrs = dc.api.inspect_container(vm)
-    assert attrs["Id"] != first_id  # recreated: Docker cannot publish on an existing container
+    # Live: the same container, never restarted, nothing published by the container itself.
+    assert (attrs["Id"], attrs["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+    assert network.rules_of(attrs) == []
     assert rule.lan_addr in engine.vm_status(host=host, vm_uuid=vm).ip_addresses
-    # A real HTTP request through the forward reaches httpd in the container, serving the file
-    # written before the recreation; the deletion of index.html survived too.
     assert http_get(port, "/data.txt").strip() == f"kept-{hostname.strip()}"
-    with pytest.raises(urllib.error.HTTPError):
-        http_get(port, "/index.html")
-    assert sh(dc, vm, "cat /root/deep/dir/f").strip() == "x"
-    assert sh(dc, vm, "hostname") == hostname
-    assert attrs["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
-    assert attrs["Config"]["Image"] == naming.state_ref(vm)  # made from its own committed filesystem
-    assert not [c for c in dc.api.containers(all=True) if any(".idcs-old-" in n for n in c["Names"])]
+    assert sh(dc, vm, "cat /tmp/m").strip() == "in-memory"
+    fwd = _forwarder(dc, port)
+    assert fwd["HostConfig"]["NetworkMode"] == "host" and fwd["State"]["Running"]
+    assert fwd["Config"]["Labels"][naming.NAT_TARGET] == rule.lan_addr
 
-    # The same rule again changes nothing (no recreation).
+    # The same rule again changes nothing.
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
-    assert dc.api.inspect_container(vm)["Id"] == attrs["Id"]
+    assert _forwarder(dc, port)["Id"] == fwd["Id"]
     # The same host port to another VM port of the same VM is a conflict.
     with pytest.raises(errors.Conflict):
         engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 22, "tcp"))
@@ -57,9 +62,7 @@ def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm:
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port2, 80, "tcp"))
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(uport, 53, "udp"))
     assert http_get(port2, "/data.txt").startswith("kept-")
-    bindings = dc.api.inspect_container(vm)["HostConfig"]["PortBindings"]
-    assert {b["HostPort"] for b in bindings["80/tcp"]} == {str(port), str(port2)}
-    assert bindings["53/udp"] == [{"HostIp": "0.0.0.0", "HostPort": str(uport)}]
+    assert _forwarded_ports(dc, vm) == {(port, "tcp"), (port2, "tcp"), (uport, "udp")}
 
     engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert _refused(port)
@@ -69,10 +72,11 @@ def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm:
     engine.nat_sync(host=host, vm_uuid=vm, rules=[NatRule(port, 80, "tcp")])
     assert _refused(port2)
     assert http_get(port, "/data.txt").startswith("kept-")
-    assert set(dc.api.inspect_container(vm)["HostConfig"]["PortBindings"]) == {"80/tcp"}
-    synced_id = dc.api.inspect_container(vm)["Id"]
+    assert _forwarded_ports(dc, vm) == {(port, "tcp")}
+    synced = _forwarder(dc, port)["Id"]
     engine.nat_sync(host=host, vm_uuid=vm, rules=[NatRule(port, 80, "tcp")])  # already right: no-op
-    assert dc.api.inspect_container(vm)["Id"] == synced_id
+    assert _forwarder(dc, port)["Id"] == synced
+    assert dc.api.inspect_container(vm)["Id"] == before["Id"]
 
     with pytest.raises(errors.BadRequest):
         engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port2, 80, "sctp"))
@@ -80,6 +84,7 @@ def test_nat_forwards_and_keeps_data(engine: OCIEngine, host: HostSpec, make_vm:
         engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(70000, 80, "tcp"))
     with pytest.raises(errors.VMNotFound):
         engine.nat_add(host=host, vm_uuid="t-missing", rule=NatRule(port2, 80, "tcp"))
+    assert _forwarded_ports(dc, vm) == {(port, "tcp")}  # refused requests changed nothing
 
 
 def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
@@ -91,14 +96,14 @@ def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm: MakeV
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.HARD_OFF)
     port = free_port()
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
-    assert dc.api.inspect_container(vm)["State"]["Status"] == "created"
     assert engine.vm_status(host=host, vm_uuid=vm).status == "stopped"
+    assert not _forwarder(dc, port)["State"]["Running"]  # parked until the VM has an address again
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.START)
     assert "hello" in http_get(port)
 
 
-def test_port_taken_on_host_is_conflict_and_rolled_back(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
-                                                        dc: docker.DockerClient) -> None:
+def test_port_taken_on_host_is_conflict_and_nothing_changes(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
+                                                           dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     sh(dc, vm, "echo precious > /root/data")
     before = dc.api.inspect_container(vm)
@@ -110,12 +115,12 @@ def test_port_taken_on_host_is_conflict_and_rolled_back(engine: OCIEngine, host:
         with pytest.raises(errors.Conflict, match=str(taken)):
             engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(taken, 80))
     after = dc.api.inspect_container(vm)
-    # The old container is back: same id, same name, running, data intact, no ports, nothing left over.
-    assert after["Id"] == before["Id"] and after["Name"] == f"/{vm}"
-    assert after["State"]["Status"] == "running"
-    assert not after["HostConfig"]["PortBindings"]
+    assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert sh(dc, vm, "cat /root/data").strip() == "precious"
-    assert not [c for c in dc.api.containers(all=True) if any(".idcs-old-" in n for n in c["Names"])]
+    assert _forwarded_ports(dc, vm) == set()  # the failed forwarder was removed
+    # Once the port is free the same rule works.
+    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(taken, 80))
+    assert "hello" in http_get(taken)
 
 
 def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
@@ -159,26 +164,35 @@ def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm: Mak
     vm = make_vm().vm_uuid
     port = free_port()
     engine.nat_add(host=loopback, vm_uuid=vm, rule=NatRule(port, 80))
-    assert dc.api.inspect_container(vm)["HostConfig"]["PortBindings"]["80/tcp"] == [
-        {"HostIp": "127.0.0.1", "HostPort": str(port)}]
+    assert _forwarder(dc, port)["Config"]["Labels"][naming.NAT_BIND] == "127.0.0.1"
     assert "hello" in http_get(port)
-    # A host whose nat_bind changed: sync rebinds the same rules on the new address.
+    # A host whose nat_bind changed: sync re-makes the forwarder on the new address, VM untouched.
+    vm_id = dc.api.inspect_container(vm)["Id"]
     engine.nat_sync(host=backend.host_spec(), vm_uuid=vm, rules=[NatRule(port, 80)])
-    assert dc.api.inspect_container(vm)["HostConfig"]["PortBindings"]["80/tcp"][0]["HostIp"] == "0.0.0.0"
+    assert _forwarder(dc, port)["Config"]["Labels"][naming.NAT_BIND] == "0.0.0.0"
+    assert dc.api.inspect_container(vm)["Id"] == vm_id
+    assert "hello" in http_get(port)
 
 
 def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, make_vm: MakeVM,
                                    dc: docker.DockerClient) -> None:
+    """Disk changes still recreate the container (Docker cannot add a mount to a running one)."""
+    from idcs_core.types import DiskSpec
+
     shallow = backend.host_spec(max_layers=3)
     vm = make_vm().vm_uuid
-    ports = [free_port() for _ in range(4)]
-    for i, port in enumerate(ports):
+    port = free_port()
+    engine.nat_add(host=shallow, vm_uuid=vm, rule=NatRule(port, 80))
+    for i in range(4):
         sh(dc, vm, f"echo {i} > /root/gen{i}")
-        engine.nat_sync(host=shallow, vm_uuid=vm, rules=[NatRule(port, 80)])
+        if i % 2:
+            engine.disk_detach(host=shallow, vm_uuid=vm, disk_name="d")
+        else:
+            engine.disk_attach(host=shallow, vm_uuid=vm, disk=DiskSpec("d", 1))
         image = dc.api.inspect_image(dc.api.inspect_container(vm)["Image"])
         assert len(image["RootFS"]["Layers"]) <= 3
     assert sh(dc, vm, "cat /root/gen0 /root/gen1 /root/gen2 /root/gen3").split() == ["0", "1", "2", "3"]
-    assert "hello" in http_get(ports[-1])
+    assert "hello" in http_get(port)  # the forward followed the recreated container's address
     # The flattened image has no config of its own: the container kept its command and init.
     attrs = dc.api.inspect_container(vm)
     assert attrs["HostConfig"]["Init"] is True and "httpd" in " ".join(attrs["Config"]["Cmd"])
@@ -186,7 +200,7 @@ def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, ma
 
 def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
                                                 dc: docker.DockerClient) -> None:
-    """Two NAT rules and a disk requested at once: each recreation sees the previous one's result."""
+    """Two NAT rules and a disk requested at once: all apply, the forwards follow the recreation."""
     from concurrent.futures import ThreadPoolExecutor
 
     from idcs_core.types import DiskSpec

@@ -104,17 +104,17 @@ def test_podman_vm_life(pengine: OCIEngine, phost: HostSpec, pdc: docker.DockerC
     assert listed[vm].status == "running" and listed[vm].vm_name == "pod one"
     sh(pdc, vm, "echo kept-on-podman > /www/data.txt")
 
-    # NAT: Podman cannot add a port to a container either; the recreation keeps the files.
+    # NAT is live on Podman too: the same container, its files and processes untouched.
     port, port2 = free_port(), free_port()
     rule = pengine.nat_add(host=phost, vm_uuid=vm, rule=NatRule(port, 80))
     assert rule.lan_addr in pengine.vm_status(host=phost, vm_uuid=vm).ip_addresses
-    assert pdc.api.inspect_container(vm)["Id"] != attrs["Id"]
+    assert pdc.api.inspect_container(vm)["Id"] == attrs["Id"]
     assert http_get(port, "/data.txt").strip() == "kept-on-podman"
     pengine.nat_add(host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
     assert http_get(port2, "/data.txt").strip() == "kept-on-podman"
     pengine.nat_remove(host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
     hc = pdc.api.inspect_container(vm)["HostConfig"]
-    assert (hc["NanoCpus"], hc["Memory"]) == (10**9, 64 * 1024 * 1024)  # limits survived recreations
+    assert (hc["NanoCpus"], hc["Memory"]) == (10**9, 64 * 1024 * 1024)
     assert not [c for c in pdc.api.containers(all=True) if any(".idcs-old-" in n for n in c["Names"])]
 
     # Power: a stop keeps its port booked; start brings the service back on it.

@@ -30,7 +30,7 @@ def test_disk_attach_detach_delete(engine: OCIEngine, host: HostSpec, make_vm: M
     engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 5))  # attached already: no-op
     assert dc.api.inspect_container(vm)["Id"] == same_id
 
-    # A NAT change recreates the container: the disk stays mounted with its data.
+    # A NAT change is live: the disk stays mounted with its data.
     port = free_port()
     engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
     assert sh(dc, vm, "cat /mnt/data/f /root/r").split() == ["on-disk", "on-root"]
