@@ -90,9 +90,13 @@ Email = Annotated[str, AfterValidator(email)]
 Domain = Annotated[str, AfterValidator(domain)]
 Text = Annotated[str, AfterValidator(printable)]
 
+_SMALL_INT = re.compile(r"^[0-9]{1,9}$")
+
+
 def small_int(value: str) -> str:
-    if not value.isdigit() or len(value) > 9:
-        raise ValueError("must be a non-negative integer")
+    """ASCII digits only (``str.isdigit`` also takes '¹' and '٣', which ``int`` refuses)."""
+    if not _SMALL_INT.fullmatch(value):
+        raise ValueError("must be a non-negative integer of at most 9 digits")
     return value
 
 

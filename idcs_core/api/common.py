@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
-from idcs_core.api.routing import Ctx
+from idcs_core.api.routing import Ctx, wait_param
 
 # Requests authenticated with the global API token come from billing automation,
 # which expects an operation to be done when the call returns: unless the call
@@ -14,16 +14,10 @@ API_TOKEN_DEFAULT_WAIT = 300.0
 
 
 def wait_seconds(ctx: Ctx) -> float:
-    raw = ctx.query.get("wait")
-    if raw is None:
-        return API_TOKEN_DEFAULT_WAIT if ctx.principal and ctx.principal.via == "api_token" else 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.BadRequest("wait must be a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise errors.BadRequest("wait must be between 0 and 3600 seconds")
-    return value
+    """The validated ``?wait=`` of this request (the router checks it before the handler runs)."""
+    if ctx.wait is not None:
+        return ctx.wait
+    return wait_param(ctx.query, bool(ctx.principal and ctx.principal.via == "api_token"), API_TOKEN_DEFAULT_WAIT)
 
 
 async def finish(ctx: Ctx, started: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
 from idcs_core.api.schemas import TrafficReset
-from idcs_core.db.models import VM, Session
+from idcs_core.db.models import VM
 from idcs_core.services.lookup import get_vm, vm_dict
 
 router = Router("compat")
@@ -35,24 +35,18 @@ async def temp_token(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 @router.get("/api/client/templogin", auth=PUBLIC, query={"token": "a temp_token from /api/client/temptoken"})
 async def temp_login(ctx: Ctx) -> Any:
     """Turn a temporary token into a session limited to its VM; answers the session token and
-    the VM (hs_name, vm_uuid). The temporary token is used up."""
+    the VM (hs_name, vm_uuid). Only a temporary token is taken, once (a second exchange, or
+    exchanging the session itself, answers 401); the session ends when the temporary token
+    would have ended. ``token=`` values are masked in the access log."""
     raw = ctx.query.get("token", "")
     if not raw:
         raise errors.BadRequest("token is required")
-    principal = await ctx.core.auth.authenticate(f"Bearer {raw}")
-    if principal.vm_id is None or principal.jti is None:
-        raise errors.TokenInvalid("not a temporary VM token")
+    token, expire, vm_id = await ctx.core.auth.exchange_temp(raw, ctx.source_ip)
     async with ctx.core.db.session() as s:
-        vm = await s.get(VM, principal.vm_id)
-        temp = await s.get(Session, principal.jti)
-        if vm is None or temp is None:
+        vm = await s.get(VM, vm_id)
+        if vm is None:
             raise errors.VMNotFound()
-        temp.revoked = True
-        remaining = max(60, int((temp.expires_at - temp.created_at).total_seconds()))
         data = vm_dict(vm)
-    await ctx.core.auth.logout(principal)
-    token, expire = await ctx.core.auth.issue(principal.user_id, ctx.source_ip, vm_id=principal.vm_id,
-                                              ttl=remaining, dialect="billing")
     return {"token": token, "expire": expire, "hs_name": data["server_name"], "vm_uuid": data["vm_uuid"],
             "vm": data}
 

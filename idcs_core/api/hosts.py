@@ -62,7 +62,10 @@ async def create_host(ctx: Ctx, body: HostCreate) -> Any:
 
 @router.put("/api/server/update/{hs_name}", auth=ADMIN, body=HostUpdate)
 async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
-    """Change any of the create fields; new connection settings are proven before saving."""
+    """Change any of the create fields; new connection settings are proven before saving.
+
+    A new ``server_addr`` needs ``server_pass`` again (400 otherwise): the stored password
+    is never sent to an address it was not given for."""
     fields = body.model_dump(exclude_none=True)
     if not fields:
         raise errors.BadRequest("nothing to change")

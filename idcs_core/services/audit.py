@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from idcs_core.db.models import AuditLog
+from idcs_core.logsafe import escape
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -24,6 +25,8 @@ async def record(core: CoreContext, principal: Principal | str | None, action: s
     ``started`` for a long operation, whose task adds the entry saying how it ended.
     """
     username = principal if isinstance(principal, str) else principal.username if principal else ""
+    # typed values reach these fields: control characters are escaped in the log and the table
+    username, action, target, detail = (escape(x) for x in (username, action, target, detail))
     level = "INFO" if result in ("success", "started") else "WARNING"
     log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
             username or "-", action, target, result, detail)

@@ -46,7 +46,7 @@ async def create_user(core: CoreContext, username: str, password: str, email: st
     limits = dict(core.settings.get("default_quota") or {}) | (quota or {})
     try:
         async with core.db.session() as s:
-            if (await s.execute(select(User.id).where(User.username == username))).first():
+            if (await s.execute(select(User.id).where(func.lower(User.username) == username.lower()))).first():
                 raise errors.UserExists(f"user name {username} already exists")
             user = User(username=username, email=email, password_hash=password_hash, is_admin=is_admin)
             user.quota = Quota(**{k: int(v) for k, v in limits.items() if k.startswith("max_")})
@@ -60,7 +60,8 @@ async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) 
     async with core.db.session() as s:
         user = await get_user(s, user_id)
         if "username" in changes and changes["username"] != user.username:
-            taken = (await s.execute(select(User.id).where(User.username == changes["username"]))).first()
+            taken = (await s.execute(select(User.id).where(func.lower(User.username) == changes["username"].lower(),
+                                                           User.id != user.id))).first()
             if taken:
                 raise errors.UserExists(f"user name {changes['username']} already exists")
             user.username = changes["username"]
