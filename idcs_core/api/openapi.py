@@ -32,6 +32,21 @@ Decisions where API.md is silent (kept consistently across the API):
   end and answers the task's error if it failed. Calls made with the global API token
   wait up to 300 s by default (billing automation expects finished work).
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
+* Security (issue 10): every integer field is bounded by what its column holds (32-bit;
+  larger: 400). Per-VM maxima are operator settings that hold for every caller, the global
+  API token and admins included: `max_vm_cpu_num` (default 64), `max_vm_ram_num` MB
+  (262144), `max_vm_hdd_num` GB (4096, also per extra disk): more answers 400 although the
+  schema's static maximum is higher. New users get small quotas (setting `default_quota`)
+  and may create VMs only on hosts an administrator granted them
+  (`POST/DELETE /api/users/{user_id}/hosts/{hs_name}`, 403 otherwise). A customer's proxy
+  domain may not equal, contain or lie under another user's proxy domain, and must end with
+  one of `proxy_domain_suffixes` when the operator sets them (403); NAT and proxy `lan_addr`
+  of a customer must be one of the VM's own addresses (403). `?wait=` is checked before
+  anything runs. Secrets (`password`, `old_password`, `new_password`, `os_pass`, `vc_pass`,
+  `server_pass`, `token`) in the query string of a call with a body answer 400. A new
+  `server_addr` needs `server_pass` again (400). Logins are throttled per source address
+  (`login_address_max_failures`) and per account for the addresses that failed for it
+  (`login_max_failures`): 2004 / HTTP 429. 405 answers carry `Allow`.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
   (`/api/client/temptoken`) acts on one VM only.

@@ -71,7 +71,7 @@ async def list_host_grants(ctx: Ctx, user_id: str) -> Any:
 
 @router.post("/api/users/{user_id}/hosts/{hs_name}", auth=ADMIN, body=Empty,
              data={"type": "array", "items": {"type": "string"}})
-async def grant_host(ctx: Ctx, user_id: str, hs_name: str) -> Any:
+async def grant_host(ctx: Ctx, user_id: str, hs_name: str, body: Empty) -> Any:
     """Let this user create virtual machines on host ``hs_name`` (granting twice is harmless).
     Answers the user's granted hosts."""
     await limits.grant_host(ctx.core, int(user_id), hs_name)
