@@ -234,6 +234,8 @@ def test_lan_addr_of_a_customer_is_one_of_the_vms_own(admin: ApiClient, host: st
                              {"host_port": 20005, "vm_port": 22, "lan_addr": "10.66.0.9"})
     assert (status, body["code"]) == (403, 403), body
     assert user.get(f"/api/client/natget/{host}/lan1") == []
+    rule = user.post(f"/api/client/natadd/{host}/lan1", {"host_port": 20006, "vm_port": 22, "lan_addr": "10.9.0.2"})
+    assert rule["lan_addr"] == "10.9.0.2"  # the VM's own address (as its engine reports it)
     user.run_task("DELETE", f"/api/client/delete/{host}/lan1")
     admin.delete(f"/api/users/{uid}")
 

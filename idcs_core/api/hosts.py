@@ -78,7 +78,10 @@ async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
 async def delete_host(ctx: Ctx, hs_name: str) -> Any:
     """Remove a host record. Refused while it has managed VMs unless ``?force=true``
     (the VMs on the host itself are never touched)."""
-    await hosts.delete_host(ctx.core, hs_name, ctx.query.get("force", "").lower() in ("1", "true", "yes"))
+    force = ctx.query.get("force", "false").lower()
+    if force not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise errors.BadRequest("force must be true or false")
+    await hosts.delete_host(ctx.core, hs_name, force in ("1", "true", "yes"))
     await ctx.core.audit(ctx.user, "host.delete", hs_name, source_ip=ctx.source_ip)
     return None
 

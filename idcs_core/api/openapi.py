@@ -46,7 +46,8 @@ Decisions where API.md is silent (kept consistently across the API):
   `server_pass`, `token`) in the query string of a call with a body answer 400. A new
   `server_addr` needs `server_pass` again (400). Logins are throttled per source address
   (`login_address_max_failures`) and per account for the addresses that failed for it
-  (`login_max_failures`): 2004 / HTTP 429. 405 answers carry `Allow`.
+  (`login_max_failures`): 2004 / HTTP 429. 405 answers carry `Allow`. A record changed or
+  deleted by a parallel request (an update racing a delete) answers 409.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
   (`/api/client/temptoken`) acts on one VM only.
@@ -59,6 +60,7 @@ Decisions where API.md is silent (kept consistently across the API):
   resume. `hdd_num` is GB everywhere (some billing modules send MB: theirs to fix).
 """
 
+INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 999_999_999}  # ASCII digits, at most 9
 _CONVERTER = re.compile(r"{(\w+):\w+}")
 
 
@@ -69,7 +71,7 @@ def _path(p: str) -> str:
 def _params(ep: Endpoint) -> list[dict[str, Any]]:
     params = [{"name": n, "in": "path", "required": True,
                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-               if not n.endswith("_index") and n != "user_id" else {"type": "integer", "minimum": 0}}
+               if not n.endswith("_index") and n != "user_id" else INDEX_SCHEMA}
               for n in re.findall(r"{(\w+)", ep.path)]
     if ep.method in ("GET", "DELETE") and ep.body is not None:
         schema = ep.body.model_json_schema()

@@ -78,16 +78,26 @@ async def check_proxy_domain(core: CoreContext, s: AsyncSession, principal: Prin
             raise errors.Forbidden(f"domain {domain} belongs to another user's site ({other})")
 
 
-async def check_lan_addr(s: AsyncSession, principal: Principal, vm: VM, lan_addr: str | None) -> None:
-    """A customer may forward only to their own VM's addresses (empty: the engine picks the VM's)."""
+async def check_lan_addr(core: CoreContext, s: AsyncSession, principal: Principal, vm: VM,
+                         lan_addr: str | None) -> None:
+    """A customer may forward only to their own VM's addresses (empty: the engine picks the VM's):
+    the addresses recorded for it, else the ones its engine reports now."""
     if not lan_addr or principal.is_admin:
         return
     own = {a for row in (await s.execute(select(IPAddr.address, IPAddr.ip6_addr).where(IPAddr.vm_id == vm.id)))
            for a in row if a}
     own |= {a.split("/")[0] for a in own}
+    if lan_addr in own:
+        return
+    if core.supports(vm.host, "vm_status"):
+        try:
+            info = await core.call(vm.host, "vm_status", vm_uuid=vm.vm_uuid)
+            own |= {a.split("/")[0] for a in info.ip_addresses}
+        except errors.IDCSError:
+            pass  # the host does not answer: only the recorded addresses count
     if lan_addr not in own:
         raise errors.Forbidden(f"lan_addr {lan_addr} is not an address of this virtual machine "
-                               f"(its addresses: {', '.join(sorted(own)) or 'none recorded'})")
+                               f"(its addresses: {', '.join(sorted(own)) or 'none known'})")
 
 
 async def grant_host(core: CoreContext, user_id: int, hs_name: str) -> None:

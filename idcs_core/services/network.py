@@ -154,7 +154,7 @@ async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         host = vm.host
         core.require(host, "nat_add", "NAT port forwarding")
-        await limits.check_lan_addr(s, principal, vm, fields.get("lan_addr"))
+        await limits.check_lan_addr(core, s, principal, vm, fields.get("lan_addr"))
         allowed = customer_ports(host)
         if wanted and not principal.is_admin and not allowed[0] <= wanted <= allowed[1]:
             where = "on this host" if _port_range(host) else "(the host sets no ports_start..ports_close)"
@@ -343,7 +343,7 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         core.require(vm.host, "proxy_add", "reverse proxies")
-        await limits.check_lan_addr(s, principal, vm, fields.get("lan_addr"))
+        await limits.check_lan_addr(core, s, principal, vm, fields.get("lan_addr"))
         await limits.check_proxy_domain(core, s, principal, vm, fields["domain"])
         limit = _per_vm_limit(vm, "web_num")
         count = (await s.execute(select(func.count(ProxyRow.id)).where(ProxyRow.vm_id == vm.id))).scalar_one()
