@@ -28,10 +28,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from idcs_core.app import create_app
+    from idcs_core.logsafe import SafeFormatter
 
     config = _config(args)
     config.host, config.port = args.host, args.port
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     ssl: dict[str, Any] = {}
     if args.self_signed and not (args.tls_cert and args.tls_key):
         from idcs_core.tls import ensure_self_signed

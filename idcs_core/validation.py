@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 from idcs_core import errors
 
@@ -81,18 +81,33 @@ def printable(value: str) -> str:
     return value
 
 
-SafeName = Annotated[str, AfterValidator(safe_name)]
-ImageRef = Annotated[str, AfterValidator(image_ref)]
-ServerAddr = Annotated[str, AfterValidator(server_addr)]
-UserName = Annotated[str, AfterValidator(username)]
-HostUser = Annotated[str, AfterValidator(host_user)]
-Email = Annotated[str, AfterValidator(email)]
-Domain = Annotated[str, AfterValidator(domain)]
-Text = Annotated[str, AfterValidator(printable)]
+def _schema(pattern: re.Pattern[str], max_length: int, description: str) -> WithJsonSchema:
+    """What the published schema says of a rule (the validator above is what enforces it)."""
+    return WithJsonSchema({"type": "string", "pattern": pattern.pattern, "maxLength": max_length,
+                           "description": description})
+
+
+SafeName = Annotated[str, AfterValidator(safe_name),
+                     _schema(_NAME, 64, "letters, digits, '_', '-', '.'; starts with a letter or digit; no '..'")]
+ImageRef = Annotated[str, AfterValidator(image_ref),
+                     _schema(_IMAGE, 255, "an image reference or file name; no '..' or '//'")]
+ServerAddr = Annotated[str, AfterValidator(server_addr), _schema(_ADDR, 512, "a host address; no '..' segments")]
+UserName = Annotated[str, AfterValidator(username),
+                     _schema(_USERNAME, 64, "unique without regard to case; no '..'")]
+HostUser = Annotated[str, AfterValidator(host_user), _schema(_HOST_USER, 128, "the host's login name")]
+Email = Annotated[str, AfterValidator(email), WithJsonSchema({"type": "string", "maxLength": 254,
+                                                              "description": "an e-mail address, or empty"})]
+Domain = Annotated[str, AfterValidator(domain), _schema(_DOMAIN, 253, "a domain name such as www.example.com")]
+Text = Annotated[str, AfterValidator(printable),
+                 WithJsonSchema({"type": "string", "description": "no control characters"})]
+
+_SMALL_INT = re.compile(r"^[0-9]{1,9}$")
+
 
 def small_int(value: str) -> str:
-    if not value.isdigit() or len(value) > 9:
-        raise ValueError("must be a non-negative integer")
+    """ASCII digits only (``str.isdigit`` also takes '¹' and '٣', which ``int`` refuses)."""
+    if not _SMALL_INT.fullmatch(value):
+        raise ValueError("must be a non-negative integer of at most 9 digits")
     return value
 
 

@@ -18,6 +18,7 @@ from idcs_core.testing.databases import database_url, drop_postgres_schema
 from idcs_core.testing.server import ApiClient, LiveServer
 
 _names = itertools.count(1)
+UNLIMITED = {k: -1 for k in ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")}
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +77,14 @@ def user_factory(admin: ApiClient, server: LiveServer) -> Iterator[object]:
     made: list[int] = []
 
     def make(quota: dict | None = None) -> ApiClient:
+        """A user with ``quota`` (default: unlimited, as before safe defaults) who may use every host
+        that exists now (hosts are granted explicitly since issue 10)."""
         name = f"user{next(_names)}"
         data = admin.post("/api/users", {"username": name, "password": "pw-" + name, "email": f"{name}@example.com",
-                                         **({"quota": quota} if quota else {})})
+                                         "quota": UNLIMITED | (quota or {})})
         made.append(data["id"])
+        for hs in admin.get("/api/server/detail", params={"format": "list"}):
+            admin.post(f"/api/users/{data['id']}/hosts/{hs['server_name']}", {})
         client = server.client()
         client.login(name, "pw-" + name)
         return client

@@ -81,6 +81,7 @@ def world(server: LiveServer) -> Iterator[World]:
     for name in ("mxowner", "mxother"):
         made.append(admin.post("/api/users", {"username": name, "password": "pw-" + name,
                                               "email": f"{name}@example.com"})["id"])
+        admin.post(f"/api/users/{made[-1]}/hosts/mxhost", {})
         c = server.client()
         c.login(name, "pw-" + name)
         clients.append(c)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LoginBody, TokenSet
-from idcs_core.security import constant_time_equal, generate_api_token
+from idcs_core.security import generate_api_token
 
 router = Router("auth")
 
@@ -20,12 +19,13 @@ LOGIN_DATA = {"type": "object", "properties": {
 async def login(ctx: Ctx, body: LoginBody) -> Any:
     """Log in with user name and password; get a token.
 
-    Repeated failures lock the user name for a while (code 2004, HTTP 429).
+    Failures are throttled (code 2004, HTTP 429): per source address (passwords and API
+    tokens alike), and per account for the addresses that failed for it; the right password
+    from an address that has not failed still works while an account is locked.
     """
     if body.login_type == "token":
-        if not (body.token and constant_time_equal(body.token, ctx.core.auth.api_token)):
-            await ctx.core.audit(None, "login", "api-token", "failed", "wrong API token", ctx.source_ip)
-            raise errors.TokenInvalid("the API token is wrong")
+        assert body.token
+        await ctx.core.auth.check_api_token_login(body.token, ctx.source_ip)
         return {"token": body.token, "user_id": None, "username": "api-token", "is_admin": True}
     assert body.username and body.password
     return await ctx.core.auth.login(body.username, body.password, ctx.source_ip)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
-from idcs_core.api.routing import Ctx
-from idcs_core.profiles import get_profile
+from idcs_core.api.routing import Ctx, profile_wait, wait_param
 
 # Requests authenticated with an API token come from billing automation, which expects an
 # operation to be done when the call returns: unless the call says otherwise (``?wait=0``),
@@ -15,18 +14,10 @@ from idcs_core.profiles import get_profile
 
 
 def wait_seconds(ctx: Ctx) -> float:
-    raw = ctx.query.get("wait")
-    if raw is None:
-        # an API token waits as long as its client profile allows (below the module's time-out)
-        profile = get_profile(ctx.principal.profile) if ctx.principal else None
-        return profile.wait_seconds if profile else 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.BadRequest("wait must be a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise errors.BadRequest("wait must be between 0 and 3600 seconds")
-    return value
+    """The validated ``?wait=`` of this request (the router checks it before the handler runs)."""
+    if ctx.wait is not None:
+        return ctx.wait
+    return wait_param(ctx.query, profile_wait(ctx.principal))
 
 
 async def finish(ctx: Ctx, started: dict[str, Any]) -> dict[str, Any]:

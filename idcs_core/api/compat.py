@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
 from idcs_core.api.schemas import TrafficReset
-from idcs_core.db.models import VM, Host, Session
+from idcs_core.db.models import VM, Host
 from idcs_core.services.lookup import get_vm, vm_dict
 
 router = Router("compat")
@@ -41,24 +41,18 @@ async def temp_login(ctx: Ctx) -> Any:
     """The billing modules' "open panel" link: turns a temporary token into a session limited
     to its VM and lands the browser on the web panel's page for that VM (303 to
     ``/#temp=<session token>&hs=<hs_name>&vm=<vm_uuid>``; the fragment never reaches a
-    server log). The temporary token is used up."""
+    server log). Only a temporary token is taken, once (a second exchange, or
+    exchanging the session itself, answers 401); the session ends when the temporary token would
+    have ended. ``token=`` values are masked in the access log."""
     raw = ctx.query.get("token", "")
     if not raw:
         raise errors.BadRequest("token is required")
-    principal = await ctx.core.auth.authenticate(f"Bearer {raw}")
-    if principal.vm_id is None or principal.jti is None:
-        raise errors.TokenInvalid("not a temporary VM token")
+    token, _expire, vm_id = await ctx.core.auth.exchange_temp(raw, ctx.source_ip)
     async with ctx.core.db.session() as s:
-        vm = await s.get(VM, principal.vm_id)
-        temp = await s.get(Session, principal.jti)
-        if vm is None or temp is None:
+        vm = await s.get(VM, vm_id)
+        if vm is None:
             raise errors.VMNotFound()
-        temp.revoked = True
-        remaining = max(60, int((temp.expires_at - temp.created_at).total_seconds()))
         data = vm_dict(vm)
-    await ctx.core.auth.logout(principal)
-    token, _expire = await ctx.core.auth.issue(principal.user_id, ctx.source_ip, vm_id=principal.vm_id,
-                                              ttl=remaining, dialect="billing")
     fragment = urlencode({"temp": token, "hs": data["server_name"], "vm": data["vm_uuid"]})
     return RedirectResponse(f"/#{fragment}", status_code=303, headers={"Cache-Control": "no-store",
                                                                        "Referrer-Policy": "no-referrer"})

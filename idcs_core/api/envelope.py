@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 import orjson
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from idcs_core import errors
 
@@ -51,12 +53,31 @@ async def handle_idcs_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-async def handle_http_error(_request: Request, exc: Exception) -> Response:
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers for this path (each route has one method)."""
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", []):
+        match, _ = route.matches({**request.scope, "method": "\0"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     msg = {404: "no such route", 405: "method not allowed"}.get(status, str(exc.detail))
     # the envelope's code is the HTTP status, as the contract has it (405 for a wrong method)
-    return EnvelopeResponse(None, code=status if status < 500 else 500, msg=msg, status=status)
+    response = EnvelopeResponse(None, code=status if status < 500 else 500, msg=msg, status=status)
+    if status == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+async def handle_stale_row(_request: Request, _exc: Exception) -> Response:
+    """A row changed or vanished under a parallel request (an update racing a delete): 409."""
+    return EnvelopeResponse(None, code=409, msg="the record was changed or deleted by another request; "
+                            "read it again", status=409)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -66,6 +87,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     errors.IDCSError: handle_idcs_error,
+    StaleDataError: handle_stale_row,
     HTTPException: handle_http_error,
     Exception: handle_unexpected,
 }

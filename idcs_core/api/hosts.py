@@ -67,7 +67,10 @@ async def create_host(ctx: Ctx, body: HostCreate) -> Any:
 
 @router.put("/api/server/update/{hs_name}", auth=ADMIN, body=HostUpdate)
 async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
-    """Change any of the create fields; new connection settings are proven before saving."""
+    """Change any of the create fields; new connection settings are proven before saving.
+
+    A new ``server_addr`` needs ``server_pass`` again (400 otherwise): the stored password
+    is never sent to an address it was not given for."""
     fields = body.model_dump(exclude_none=True)
     if not fields:
         raise errors.BadRequest("nothing to change")
@@ -80,7 +83,10 @@ async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
 async def delete_host(ctx: Ctx, hs_name: str) -> Any:
     """Remove a host record. Refused while it has managed VMs unless ``?force=true``
     (the VMs on the host itself are never touched)."""
-    await hosts.delete_host(ctx.core, hs_name, ctx.query.get("force", "").lower() in ("1", "true", "yes"))
+    force = ctx.query.get("force", "false").lower()
+    if force not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise errors.BadRequest("force must be true or false")
+    await hosts.delete_host(ctx.core, hs_name, force in ("1", "true", "yes"))
     await ctx.core.audit(ctx.user, "host.delete", hs_name, source_ip=ctx.source_ip)
     return None
 

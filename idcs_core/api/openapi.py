@@ -62,6 +62,22 @@ Decisions where API.md is silent (kept consistently across the API):
   the port free) fail with the reason. No VM stays `creating`/`deleting` once its task ended;
   the audit log and `task_finished` hear each outcome once.
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
+* Security (issue 10): every integer field is bounded by what its column holds (32-bit;
+  larger: 400). Per-VM maxima are operator settings that hold for every caller, the global
+  API token and admins included: `max_vm_cpu_num` (default 64), `max_vm_ram_num` MB
+  (262144), `max_vm_hdd_num` GB (4096, also per extra disk): more answers 400 although the
+  schema's static maximum is higher. New users get small quotas (setting `default_quota`)
+  and may create VMs only on hosts an administrator granted them
+  (`POST/DELETE /api/users/{user_id}/hosts/{hs_name}`, 403 otherwise). A customer's proxy
+  domain may not equal, contain or lie under another user's proxy domain, and must end with
+  one of `proxy_domain_suffixes` when the operator sets them (403); NAT and proxy `lan_addr`
+  of a customer must be one of the VM's own addresses (403). `?wait=` is checked before
+  anything runs. Secrets (`password`, `old_password`, `new_password`, `os_pass`, `vc_pass`,
+  `server_pass`, `token`) in the query string of a call with a body answer 400. A new
+  `server_addr` needs `server_pass` again (400). Logins are throttled per source address
+  (`login_address_max_failures`) and per account for the addresses that failed for it
+  (`login_max_failures`): 2004 / HTTP 429. 405 answers carry `Allow`. A record changed or
+  deleted by a parallel request (an update racing a delete) answers 409.
 * Normal users see and act on their own VMs only; hosts, users, settings and the API
   token are for administrators (403 otherwise). A temporary token
   (`/api/client/temptoken`) acts on one VM only.
@@ -87,6 +103,7 @@ Decisions where API.md is silent (kept consistently across the API):
   the Caddy restarted or differs from the records (e.g. a deleted VM's rules go).
 """
 
+INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 999_999_999}  # ASCII digits, at most 9
 _CONVERTER = re.compile(r"{(\w+):\w+}")
 
 
@@ -97,7 +114,7 @@ def _path(p: str) -> str:
 def _params(ep: Endpoint) -> list[dict[str, Any]]:
     params = [{"name": n, "in": "path", "required": True,
                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-               if not n.endswith("_index") and n != "user_id" else {"type": "integer", "minimum": 0}}
+               if not n.endswith("_index") and n != "user_id" else INDEX_SCHEMA}
               for n in re.findall(r"{(\w+)", ep.path)]
     if ep.method in ("GET", "DELETE") and ep.body is not None:
         schema = ep.body.model_json_schema()

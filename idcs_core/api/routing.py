@@ -30,6 +30,7 @@ from starlette.routing import Route
 from idcs_core import errors
 from idcs_core.api import dialects
 from idcs_core.api.envelope import EnvelopeResponse, ok
+from idcs_core.profiles import get_profile
 from idcs_core.services.api_tokens import allowed
 from idcs_core.services.auth import Principal
 from idcs_core.validation import check_path_param
@@ -47,6 +48,8 @@ class Ctx:
     principal: Principal | None
     core: Any  # idcs_core.context.CoreContext (Any avoids an import cycle)
     query: dict[str, str]
+    # ``?wait=`` seconds, validated before the handler runs (routes that document ``wait``)
+    wait: float | None = None
 
     @property
     def user(self) -> Principal:
@@ -126,12 +129,43 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Never read from a URL (it lands in access logs, proxies and browser history): 400 instead.
+SECRET_FIELDS = frozenset({"password", "old_password", "new_password", "current_password", "os_pass", "vc_pass",
+                           "server_pass", "token"})
+WAIT_LIMIT = 3600.0
+
+
+def profile_wait(principal: Principal | None) -> float:
+    """How long a call waits for its task when it gives no ``?wait=``: an API token waits as long
+    as its client profile allows (below the module's own time-out); everyone else 0."""
+    profile = get_profile(principal.profile) if principal else None
+    return profile.wait_seconds if profile else 0.0
+
+
+def wait_param(query: dict[str, str], default: float) -> float:
+    """``?wait=`` as seconds (0..3600); absent: ``default`` (an API token's profile wait, else 0)."""
+    raw = query.get("wait")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.BadRequest("wait must be a number of seconds") from None
+    if not 0 <= value <= WAIT_LIMIT:  # also refuses nan and inf
+        raise errors.BadRequest(f"wait must be between 0 and {WAIT_LIMIT:g} seconds")
+    return value
+
+
 async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request's input as a dict: JSON object, form fields, or (GET/DELETE) query string.
 
     JSON and form bodies win over the query string; query values fill fields the
     body does not give (the billing clients put GET/DELETE parameters there).
+    Secrets (``SECRET_FIELDS``) are never taken from the query string: 400.
     """
+    leaked = sorted(SECRET_FIELDS & set(request.query_params))
+    if leaked:
+        raise errors.BadRequest(f"send {', '.join(leaked)} in the request body, never in the URL")
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise errors.BadRequest(f"request body too large (limit {max_bytes} bytes)")
@@ -180,6 +214,8 @@ def build_route(endpoint: Endpoint, core: Any) -> Route:
         for name in path_params:
             kwargs[name] = check_path_param(name, request.path_params[name])
         ctx = Ctx(request, principal, core, dict(request.query_params))
+        if "wait" in endpoint.query:  # checked before anything runs: a bad value changes nothing
+            ctx.wait = wait_param(ctx.query, profile_wait(principal))
         if endpoint.body is not None:
             raw = dialects.read_request(profile, endpoint.method, endpoint.path, await read_body(request, max_bytes))
             try:

@@ -67,11 +67,30 @@ def _base_types(annotation: Any) -> set[Any]:
     return {annotation}
 
 
+# what the integer columns hold (32-bit on PostgreSQL): every integer field is bounded by it,
+# so an oversized number is a 400 at the door, never a stored value that breaks later reads
+INT32 = 2**31 - 1
+Limit = Annotated[int, Field(ge=-1, le=INT32)]
+Amount = Annotated[int, Field(ge=0, le=INT32)]
+
 # passwords are taken exactly as typed: never stripped of spaces
 Password = Annotated[str, StringConstraints(strip_whitespace=False), AfterValidator(printable),
                      Field(min_length=1, max_length=128)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Tips = Annotated[Text, Field(max_length=255)]
+
+
+def _bounded_numbers(value: Any) -> Any:
+    """Free-form JSON (host options, plans): integers must fit 64 bits (the JSON encoder's limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ValueError("numbers must lie within 64-bit integers")
+    if isinstance(value, dict):
+        for item in value.values():
+            _bounded_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _bounded_numbers(item)
+    return value
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -98,13 +117,15 @@ class LoginBody(Body):
 
 
 class QuotaBody(Body):
-    max_vms: Annotated[int, Field(ge=-1)] | None = None
-    max_cpu: Annotated[int, Field(ge=-1)] | None = None
-    max_ram: Annotated[int, Field(ge=-1)] | None = None
-    max_hdd: Annotated[int, Field(ge=-1)] | None = None
-    max_nat: Annotated[int, Field(ge=-1)] | None = None
-    max_ips: Annotated[int, Field(ge=-1)] | None = None
-    max_backups: Annotated[int, Field(ge=-1)] | None = None
+    """Quota limits: -1 means unlimited."""
+
+    max_vms: Limit | None = None
+    max_cpu: Limit | None = None
+    max_ram: Limit | None = None
+    max_hdd: Limit | None = None
+    max_nat: Limit | None = None
+    max_ips: Limit | None = None
+    max_backups: Limit | None = None
 
 
 class UserCreate(Body):
@@ -173,7 +194,12 @@ class HostFields(Body):
     def _options_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and (len(value) > 50 or len(str(value)) > 8192):
             raise ValueError("too many or too large options")
-        return value
+        return _bounded_numbers(value)
+
+    @field_validator("server_plan")
+    @classmethod
+    def _plan_numbers(cls, value: Any) -> Any:
+        return _bounded_numbers(value)
 
 
 class HostCreate(HostFields):
@@ -237,6 +263,11 @@ class HostPlan(Body):
     plan_name: SafeName | None = None
     plan_config: PlanConfig | None = None
 
+    @model_validator(mode="after")
+    def _numbers(self) -> HostPlan:
+        _bounded_numbers(self.model_dump())
+        return self
+
 
 # ---------------------------------------------------------------------- VMs
 
@@ -261,12 +292,12 @@ class VMLimits(Body):
 
     cpu_per: Annotated[int, Field(ge=0, le=100)] | None = None
     gpu_num: Annotated[int, Field(ge=0, le=64)] | None = None
-    gpu_mem: Annotated[int, Field(ge=0)] | None = None
-    speed_u: Annotated[int, Field(ge=0)] | None = None
-    speed_d: Annotated[int, Field(ge=0)] | None = None
-    flu_num: Annotated[int, Field(ge=0)] | None = None
-    nat_num: Annotated[int, Field(ge=-1)] | None = None
-    web_num: Annotated[int, Field(ge=-1)] | None = None
+    gpu_mem: Amount | None = None
+    speed_u: Amount | None = None
+    speed_d: Amount | None = None
+    flu_num: Amount | None = None
+    nat_num: Limit | None = None
+    web_num: Limit | None = None
     vc_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     nic_all: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")], NicSpec] | None = None
 
@@ -291,7 +322,7 @@ class VMCreate(VMLimits):
     hdd_num: HDD
     os_pass: Password | None = None
     vc_pass: Password | None = None
-    owner_id: Annotated[int, Field(ge=1)] | None = None
+    owner_id: Annotated[int, Field(ge=1, le=INT32)] | None = None
 
     @property
     def uuid_was_given(self) -> bool:

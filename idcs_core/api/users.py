@@ -6,8 +6,8 @@ from typing import Any
 
 from idcs_core import errors, security
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
-from idcs_core.api.schemas import ChangeEmail, ChangePassword, UserCreate, UserUpdate
-from idcs_core.services import users
+from idcs_core.api.schemas import ChangeEmail, ChangePassword, Empty, UserCreate, UserUpdate
+from idcs_core.services import limits, users
 
 router = Router("users")
 
@@ -58,6 +58,35 @@ async def delete_user(ctx: Ctx, user_id: str) -> Any:
     await users.delete_user(ctx.core, int(user_id))
     await ctx.core.audit(ctx.user, "user.delete", user_id, source_ip=ctx.source_ip)
     return None
+
+
+@router.get("/api/users/{user_id}/hosts", auth=ADMIN, data={"type": "array", "items": {"type": "string"}})
+async def list_host_grants(ctx: Ctx, user_id: str) -> Any:
+    """The hosts this user may create virtual machines on (server names).
+
+    A new user may use no host until an administrator grants one; administrators and the
+    global API token may use every host."""
+    return await limits.granted_hosts(ctx.core, int(user_id))
+
+
+@router.post("/api/users/{user_id}/hosts/{hs_name}", auth=ADMIN, body=Empty,
+             data={"type": "array", "items": {"type": "string"}})
+async def grant_host(ctx: Ctx, user_id: str, hs_name: str, body: Empty) -> Any:
+    """Let this user create virtual machines on host ``hs_name`` (granting twice is harmless).
+    Answers the user's granted hosts."""
+    await limits.grant_host(ctx.core, int(user_id), hs_name)
+    await ctx.core.audit(ctx.user, "user.grant-host", f"{user_id}/{hs_name}", source_ip=ctx.source_ip)
+    return await limits.granted_hosts(ctx.core, int(user_id))
+
+
+@router.delete("/api/users/{user_id}/hosts/{hs_name}", auth=ADMIN,
+               data={"type": "array", "items": {"type": "string"}})
+async def revoke_host(ctx: Ctx, user_id: str, hs_name: str) -> Any:
+    """Take host ``hs_name`` back: the user's VMs there stay, new ones are refused (403).
+    Answers the user's granted hosts."""
+    await limits.revoke_host(ctx.core, int(user_id), hs_name)
+    await ctx.core.audit(ctx.user, "user.revoke-host", f"{user_id}/{hs_name}", source_ip=ctx.source_ip)
+    return await limits.granted_hosts(ctx.core, int(user_id))
 
 
 @router.post("/api/users/change-password", auth=USER, body=ChangePassword)

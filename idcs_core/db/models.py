@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -33,6 +34,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# SQLite: ids are never reused after a delete (a token, task or link naming a deleted row
+# must not reach a new row that got its id). PostgreSQL sequences never reuse ids anyway.
+AUTOINCREMENT = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -47,6 +53,8 @@ class Base(DeclarativeBase):
 class User(Base):
     __tablename__ = "users"
 
+    __table_args__ = (AUTOINCREMENT,)
+
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(254), default="")
@@ -56,6 +64,10 @@ class User(Base):
 
     quota: Mapped[Quota] = relationship(back_populates="user", cascade="all, delete-orphan",
                                         uselist=False, lazy="selectin")
+
+
+# user names are unique without regard to case ("Admin" beside "admin" is refused)
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
 
 class Quota(Base):
@@ -88,7 +100,9 @@ class Session(Base):
 
     ``vm_id`` set means a temporary token limited to that one VM (its ``user_id`` is the
     VM's owner, or none for a VM without owner). ``dialect`` is ``contract`` for tokens
-    from ``/login`` and ``billing`` for tokens from the billing panel's ``/api/login``."""
+    from ``/login`` and ``billing`` for tokens from the billing panel's ``/api/login``.
+    ``kind``: ``login`` (a login session), ``temp`` (a temporary one-VM token, exchangeable
+    once) or ``temp_session`` (the session a temp token was exchanged for)."""
 
     __tablename__ = "sessions"
 
@@ -96,6 +110,7 @@ class Session(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True,
                                                 nullable=True)
     dialect: Mapped[str] = mapped_column(String(16), default="contract", server_default="contract")
+    kind: Mapped[str] = mapped_column(String(16), default="login", server_default="login")
     vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
@@ -103,18 +118,10 @@ class Session(Base):
     source_ip: Mapped[str] = mapped_column(String(64), default="")
 
 
-class LoginFailure(Base):
-    """Failed logins per user name, for slowing down password guessing."""
-
-    __tablename__ = "login_failures"
-
-    username: Mapped[str] = mapped_column(String(64), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-
-
 class Host(Base):
     __tablename__ = "hosts"
+
+    __table_args__ = (AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     server_name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -134,9 +141,20 @@ class Host(Base):
     vms: Mapped[list[VM]] = relationship(back_populates="host", cascade="all, delete-orphan")
 
 
+class HostGrant(Base):
+    """A host a (non-admin) user may create virtual machines on, granted by an administrator."""
+
+    __tablename__ = "host_grants"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True,
+                                         index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class VM(Base):
     __tablename__ = "vms"
-    __table_args__ = (UniqueConstraint("host_id", "vm_uuid"),)
+    __table_args__ = (UniqueConstraint("host_id", "vm_uuid"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
@@ -161,7 +179,7 @@ class VM(Base):
 
 class IPAddr(Base):
     __tablename__ = "ip_addresses"
-    __table_args__ = (UniqueConstraint("vm_id", "idx"),)
+    __table_args__ = (UniqueConstraint("vm_id", "idx"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
@@ -176,7 +194,8 @@ class IPAddr(Base):
 
 class NatRuleRow(Base):
     __tablename__ = "nat_rules"
-    __table_args__ = (UniqueConstraint("host_id", "protocol", "host_port"), UniqueConstraint("vm_id", "idx"))
+    __table_args__ = (UniqueConstraint("host_id", "protocol", "host_port"), UniqueConstraint("vm_id", "idx"),
+                      AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
@@ -192,7 +211,7 @@ class NatRuleRow(Base):
 
 class ProxyRow(Base):
     __tablename__ = "proxies"
-    __table_args__ = (UniqueConstraint("domain"), UniqueConstraint("vm_id", "idx"))
+    __table_args__ = (UniqueConstraint("domain"), UniqueConstraint("vm_id", "idx"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
@@ -210,7 +229,7 @@ class ProxyRow(Base):
 
 class Disk(Base):
     __tablename__ = "disks"
-    __table_args__ = (UniqueConstraint("vm_id", "name"),)
+    __table_args__ = (UniqueConstraint("vm_id", "name"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
@@ -221,7 +240,7 @@ class Disk(Base):
 
 class IsoMount(Base):
     __tablename__ = "iso_mounts"
-    __table_args__ = (UniqueConstraint("vm_id", "iso_name"),)
+    __table_args__ = (UniqueConstraint("vm_id", "iso_name"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
@@ -230,7 +249,7 @@ class IsoMount(Base):
 
 class Backup(Base):
     __tablename__ = "backups"
-    __table_args__ = (UniqueConstraint("host_id", "vm_uuid", "backup_name"),)
+    __table_args__ = (UniqueConstraint("host_id", "vm_uuid", "backup_name"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
@@ -259,7 +278,7 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(32))
     host_name: Mapped[str] = mapped_column(String(64), default="")
     vm_uuid: Mapped[str] = mapped_column(String(64), default="")
-    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -278,6 +297,8 @@ class AuditLog(Base):
 
     __tablename__ = "audit_log"
 
+    __table_args__ = (AUTOINCREMENT,)
+
     id: Mapped[int] = mapped_column(primary_key=True)
     ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     level: Mapped[str] = mapped_column(String(8), default="INFO")
@@ -293,7 +314,7 @@ class UsageSample(Base):
     """A VM's usage at one moment, kept for the status history of the billing dialect."""
 
     __tablename__ = "usage_samples"
-    __table_args__ = (Index("ix_usage_vm_ts", "vm_id", "ts"),)
+    __table_args__ = (Index("ix_usage_vm_ts", "vm_id", "ts"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
@@ -309,6 +330,7 @@ class ApiToken(Base):
     ``scopes`` limit what it may call (empty: everything an administrator may)."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -326,7 +348,7 @@ class HostSample(Base):
     """A host's usage at one moment: the status history behind the panel's host charts."""
 
     __tablename__ = "host_samples"
-    __table_args__ = (Index("ix_host_samples_host_ts", "host_id", "ts"),)
+    __table_args__ = (Index("ix_host_samples_host_ts", "host_id", "ts"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))

@@ -8,6 +8,7 @@ and by ``idcs db upgrade``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import TextClause, create_engine, event
+from sqlalchemy import TextClause, create_engine, event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -23,6 +24,7 @@ from idcs_core.config import sync_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 USERS_TOUCHED = "idcs_users_touched"
+VMS_REBOUND = "idcs_vms_rebound"
 WROTE = "idcs_wrote"
 
 
@@ -34,6 +36,13 @@ class TrackedSession(Session):
 def _note_flush(session: Session, _context: Any, _instances: Any) -> None:
     if session.new or session.dirty or session.deleted:
         session.info[WROTE] = True
+    from idcs_core.db.models import VM
+
+    rebound = {vm.id for vm in session.deleted if isinstance(vm, VM)}
+    rebound |= {vm.id for vm in session.dirty
+                if isinstance(vm, VM) and inspect(vm).attrs.owner_id.history.has_changes()}
+    if rebound:  # VMs deleted or given to another owner: tokens bound to them must stop at once
+        session.info.setdefault(VMS_REBOUND, set()).update(rebound)
 
 
 @event.listens_for(TrackedSession, "do_orm_execute")
@@ -76,6 +85,8 @@ class Database:
         self.generation = 0
         # Called after a commit with the ids of users whose rows (or quota) it changed.
         self.user_listeners: list[Callable[[set[int]], None]] = []
+        # Called after a commit with the ids of VMs it deleted or gave another owner.
+        self.vm_listeners: list[Callable[[set[int]], None]] = []
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -89,16 +100,33 @@ class Database:
             if touched:
                 for listener in self.user_listeners:
                     listener(touched)
+            rebound = s.info.pop(VMS_REBOUND, None)
+            if rebound:
+                for vm_listener in self.vm_listeners:
+                    vm_listener(rebound)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Create the SQLite file owner-only (0600, like the key files) and tighten an existing one
+    with its journal files; SQLite gives the -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path) in ("", ":memory:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        candidate = Path(f"{path}{suffix}")
+        if candidate.exists():
+            candidate.chmod(0o600)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at ``url`` to ``revision`` (synchronous; run before serving)."""
     sync = sync_url(url)
     if sync.startswith("sqlite:///"):
-        Path(sync.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_files(Path(sync.removeprefix("sqlite:///")))
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     engine = create_engine(sync)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from idcs_core.db.models import AuditLog
+from idcs_core.logsafe import escape
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -31,6 +32,8 @@ async def record(core: CoreContext, principal: Principal | str | None, action: s
 def entry(username: str, action: str, target: str = "", result: str = "success", detail: str = "",
           source_ip: str = "") -> AuditLog:
     """One audit entry (also logged), for a caller to add in the transaction of the change it records."""
+    # typed values reach these fields: control characters are escaped in the log and the table
+    username, action, target, detail = (escape(x) for x in (username, action, target, detail))
     level = "INFO" if result in ("success", "started") else "WARNING"
     log.log(logging.INFO if level == "INFO" else logging.WARNING, "%s %s %s: %s %s",
             username or "-", action, target, result, detail)

@@ -9,8 +9,9 @@ through this process (logout, password change, user change) drop the entry at
 once; a change made by another process on the same database (``idcs user
 passwd``) takes effect within ``TOKEN_RECHECK_SECONDS``.
 
-Failed logins are counted per user name with one atomic upsert, so parallel
-guesses neither collide on the row nor escape the lock.
+Failed logins are throttled per source address and per account
+(``services/throttle.py``). One-VM temporary tokens (kind ``temp``) are exchanged
+once for a session that ends when the temp token would have (``exchange_temp``).
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select, update
 
 from idcs_core import errors, security
-from idcs_core.db.models import LoginFailure, Session, Setting, User, utcnow
+from idcs_core.db.models import VM, Session, Setting, User, utcnow
+from idcs_core.security import constant_time_equal
+from idcs_core.services import throttle
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -64,7 +65,9 @@ class AuthService:
         self._checking: dict[str, asyncio.Future[Principal]] = {}  # token -> its check under way
         self._api_token: str | None = None
         self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
+        self.throttle = throttle.Throttle(core)
         core.db.user_listeners.append(self.forget_users)
+        core.db.vm_listeners.append(self.forget_vms)
         from idcs_core.services.api_tokens import NamedTokens
 
         self.named = NamedTokens(core)
@@ -135,11 +138,15 @@ class AuthService:
 
     async def _load_session(self, jti: str) -> tuple[Principal, float]:
         async with self.core.db.session() as s:
-            row = (await s.execute(select(Session, User).outerjoin(User, User.id == Session.user_id)
+            row = (await s.execute(select(Session, User, VM.owner_id)
+                                   .outerjoin(User, User.id == Session.user_id)
+                                   .outerjoin(VM, VM.id == Session.vm_id)
                                    .where(Session.jti == jti))).first()
         if row is None or (row[0].user_id is not None and row[1] is None):
             raise errors.TokenInvalid("token invalid (unknown session or deleted user)")
-        sess, user = row
+        sess, user, vm_owner = row
+        if sess.vm_id is not None and vm_owner != sess.user_id:  # the VM changed hands since the token
+            raise errors.TokenInvalid("token invalid (the virtual machine has another owner now)")
         if sess.revoked:
             raise errors.TokenInvalid("token has been revoked (logged out)")
         if sess.expires_at < utcnow():
@@ -160,6 +167,10 @@ class AuthService:
         self._forget(lambda p: p.user_id == user_id)
         self._users.pop(user_id, None)
 
+    def forget_vms(self, vm_ids: set[int]) -> None:
+        """Drop remembered one-VM tokens of VMs that were deleted or changed owner."""
+        self._forget(lambda p: p.vm_id in vm_ids)
+
     def forget_users(self, user_ids: set[int]) -> None:
         """Drop remembered data (not tokens) of users whose rows or quota changed."""
         for user_id in user_ids:
@@ -179,68 +190,86 @@ class AuthService:
     # ------------------------------------------------------------------ login
 
     async def login(self, username: str, password: str, source_ip: str, dialect: str = "contract") -> dict[str, Any]:
-        settings = self.core.settings
-        max_failures = int(settings.get("login_max_failures"))
-        lock_seconds = int(settings.get("login_lock_seconds"))
+        """Check a user name and password, throttled per source address and per account
+        (``idcs_core.services.throttle``): a locked account still lets in the right password
+        from an address that has not failed for it."""
+        self.throttle.check(source_ip, username)
         async with self.core.db.session() as s:
-            failure = await s.get(LoginFailure, username)
-            if failure and failure.locked_until and failure.locked_until > utcnow():
-                raise errors.AccountLocked()
-            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            user = (await s.execute(select(User).where(func.lower(User.username) == username.lower()))
+                    ).scalar_one_or_none()
         # verify off the event loop: argon2 takes tens of milliseconds by design
         valid = await self.core.run_sync(security.verify_password,
                                          user.password_hash if user else security.DUMMY_HASH, password)
         if user is None or not valid:
-            await self._count_failure(username, max_failures, lock_seconds)
-        else:
-            async with self.core.db.session() as s:  # a success forgets earlier failures (not a lock)
-                await s.execute(delete(LoginFailure).where(
-                    LoginFailure.username == username,
-                    or_(LoginFailure.locked_until.is_(None), LoginFailure.locked_until <= utcnow())))
-        if user is None:
-            await self.core.audit(None, "login", username, "failed", "unknown user", source_ip)
-            raise errors.UserNotFound()
-        if not valid:
-            await self.core.audit(None, "login", username, "failed", "wrong password", source_ip)
+            await self.throttle.failed(source_ip, username)
+            if user is None:  # the typed name is not stored: it may be a password typed in the wrong field
+                await self.core.audit(None, "login", "(unknown user)", "failed",
+                                      f"unknown user name (ref {throttle.account_key(username)[:12]})", source_ip)
+                raise errors.UserNotFound()
+            await self.core.audit(None, "login", user.username, "failed", "wrong password", source_ip)
             raise errors.WrongPassword()
+        self.throttle.succeeded(source_ip, username)
         token = await self.issue(user.id, source_ip, dialect=dialect)
-        await self.core.audit(Principal(user.id, user.username, user.is_admin), "login", username,
+        await self.core.audit(Principal(user.id, user.username, user.is_admin), "login", user.username,
                               "success", "", source_ip)
         await self.core.plugins.emit("user_logged_in",
                                      user={"id": user.id, "username": user.username, "is_admin": user.is_admin},
                                      source_ip=source_ip)
         return {"token": token[0], "user_id": user.id, "username": user.username, "is_admin": user.is_admin}
 
-    async def _count_failure(self, username: str, max_failures: int, lock_seconds: int) -> None:
-        """Add one failed login for ``username``; the ``max_failures``-th locks the name.
-
-        One ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL alike): parallel
-        failures are serialised by the database, none is lost, and none trips over the
-        primary key of another's new row.
-        """
-        table = LoginFailure.__table__
-        lock_until = utcnow() + timedelta(seconds=lock_seconds)
-        first_locks = max_failures <= 1
-        insert = (pg_insert if self.core.db.engine.dialect.name == "postgresql" else sqlite_insert)(table)
-        stmt = insert.values(username=username, failures=0 if first_locks else 1,
-                             locked_until=lock_until if first_locks else None)
-        reached = table.c.failures + 1 >= max_failures
-        stmt = stmt.on_conflict_do_update(index_elements=[table.c.username], set_={
-            "failures": case((reached, 0), else_=table.c.failures + 1),
-            "locked_until": case((reached, lock_until), else_=table.c.locked_until),
-        })
-        async with self.core.db.session() as s:
-            await s.execute(stmt)
+    async def check_api_token_login(self, token: str, source_ip: str) -> None:
+        """``login_type: token``: the global API token, throttled per source address like passwords."""
+        self.throttle.check(source_ip, None)
+        if not constant_time_equal(token, self.api_token):
+            await self.throttle.failed(source_ip, None)
+            await self.core.audit(None, "login", "api-token", "failed", "wrong API token", source_ip)
+            raise errors.TokenInvalid("the API token is wrong")
 
     async def issue(self, user_id: int | None, source_ip: str = "", vm_id: int | None = None,
-                    ttl: int | None = None, dialect: str = "contract") -> tuple[str, int]:
-        """A new session token; returns (token, expiry as epoch seconds)."""
+                    ttl: int | None = None, dialect: str = "contract", kind: str | None = None) -> tuple[str, int]:
+        """A new session token; returns (token, expiry as epoch seconds).
+
+        ``kind`` defaults to ``temp`` for a one-VM token (exchangeable once at
+        ``/api/client/templogin``) and ``login`` otherwise."""
         ttl = ttl or int(self.core.settings.get("token_ttl_seconds"))
+        kind = kind or ("temp" if vm_id is not None else "login")
         token, claims = self.core.keys.issue_token(user_id or 0, ttl, vm_id)
         async with self.core.db.session() as s:
             s.add(Session(jti=claims.jti, user_id=user_id, vm_id=vm_id, expires_at=claims.expires_at,
-                          source_ip=source_ip[:64], dialect=dialect))
+                          source_ip=source_ip[:64], dialect=dialect, kind=kind))
         return token, int(claims.expires_at.replace(tzinfo=UTC).timestamp())
+
+    async def exchange_temp(self, raw: str, source_ip: str) -> tuple[str, int, int]:
+        """Swap a temporary one-VM token for a session on that VM: (token, expiry, vm id).
+
+        Only a token of kind ``temp`` is taken, and only once (one conditional UPDATE marks it
+        used, so two parallel exchanges cannot both succeed); the session ends when the temp
+        token would have (it never outlives it) and is itself not exchangeable."""
+        claims = self.core.keys.decode_token(raw)
+        now = utcnow()
+        async with self.core.db.session() as s:
+            sess = await s.get(Session, claims.jti)
+            if sess is None or sess.kind != "temp" or sess.vm_id is None:
+                raise errors.TokenInvalid("only a temporary VM token can be exchanged")
+            if sess.revoked:
+                raise errors.TokenInvalid("this temporary token has been used or revoked")
+            if sess.expires_at <= now:
+                raise errors.TokenExpired()
+            used = await s.execute(update(Session).where(Session.jti == claims.jti, Session.revoked.is_(False))
+                                   .values(revoked=True))
+            if used.rowcount != 1:
+                raise errors.TokenInvalid("this temporary token has been used or revoked")
+            vm = await s.get(VM, sess.vm_id)
+            if vm is None or vm.owner_id != sess.user_id:
+                raise errors.TokenInvalid("the virtual machine of this token is gone or has a new owner")
+            user_id, vm_id, dialect, ends = sess.user_id, sess.vm_id, sess.dialect, sess.expires_at
+        self._forget(lambda p: p.jti == claims.jti)
+        ttl = int((ends - now).total_seconds())
+        if ttl < 1:
+            raise errors.TokenExpired()
+        token, expire = await self.issue(user_id, source_ip, vm_id=vm_id, ttl=ttl, dialect=dialect,
+                                         kind="temp_session")
+        return token, expire, vm_id
 
     async def logout(self, principal: Principal) -> bool:
         """End the session; False for the global API token, which has none (reset it to end it)."""

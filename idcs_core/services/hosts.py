@@ -172,6 +172,9 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
 async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
+        if fields.get("server_addr") not in (None, host.server_addr) and fields.get("server_pass") is None:
+            # the stored password must never be sent to an address it was not given for
+            raise errors.BadRequest("server_pass is required when server_addr changes")
         old_spec = core.host_spec(host)
         if "server_type" in fields:
             _check_engine(core, fields["server_type"])

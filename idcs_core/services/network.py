@@ -19,7 +19,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow, Task
 from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
-from idcs_core.services import quotas
+from idcs_core.services import limits, quotas
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
@@ -235,6 +235,7 @@ async def _reserve_nat(core: CoreContext, principal: Principal, hs_name: str, vm
         core.require(host, "nat_add", "NAT port forwarding")
         if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
             raise errors.Conflict(f"virtual machine {vm_uuid} is busy ({vm.status}); try again when it is done")
+        await limits.check_lan_addr(core, s, principal, vm, fields.get("lan_addr"))
         allowed = customer_ports(host)
         if wanted and bound_to_range(principal, host) and not allowed[0] <= wanted <= allowed[1]:
             where = "on this host" if _port_range(host) else "(the host sets no ports_start..ports_close)"
@@ -491,6 +492,8 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         native = core.supports(vm.host, "proxy_add")
         if not native and not core.proxies.serves(vm.host):
             core.require(vm.host, "proxy_add", "reverse proxies (the host's proxy_endpoint is off)")
+        await limits.check_lan_addr(core, s, principal, vm, fields.get("lan_addr"))
+        await limits.check_proxy_domain(core, s, principal, vm, fields["domain"])
         limit = _per_vm_limit(vm, "web_num")
         count = (await s.execute(select(func.count(ProxyRow.id)).where(ProxyRow.vm_id == vm.id))).scalar_one()
         if limit is not None and count >= limit:

@@ -20,6 +20,10 @@ from idcs_core.profiles import PROFILES
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
 
+# what a new user may use until an administrator says otherwise (small: a customer is one VM plan)
+DEFAULT_QUOTA = {"max_vms": 3, "max_cpu": 8, "max_ram": 16384, "max_hdd": 200, "max_nat": 20, "max_ips": 2,
+                 "max_backups": 5}
+
 # key: (type, default, description)
 SETTINGS: dict[str, tuple[type, Any, str]] = {
     "panel_name": (str, "OpenIDCS", "name shown by panels"),
@@ -27,9 +31,18 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
                               "(default: IDCS_HOST_TIMEOUT or 5)"),
     "token_ttl_seconds": (int, 12 * 3600, "lifetime of a login token"),
     "temp_token_ttl_seconds": (int, 3600, "lifetime of a temporary one-VM token"),
-    "login_max_failures": (int, 5, "failed logins before a user name is locked"),
-    "login_lock_seconds": (int, 300, "how long a user name stays locked"),
-    "default_quota": (dict, {}, "quota limits given to new users (max_vms, max_cpu, ...; -1 = unlimited)"),
+    "login_max_failures": (int, 5, "failed logins for one account (from anywhere) before it is locked "
+                                   "for the addresses that failed (others still get in with the right password)"),
+    "login_address_max_failures": (int, 30, "failed logins (passwords or API token) from one source address "
+                                            "before that address is locked"),
+    "login_lock_seconds": (int, 300, "how long a lock lasts, and the window failures are counted in"),
+    "default_quota": (dict, dict(DEFAULT_QUOTA), "quota limits given to new users (max_vms, max_cpu, ...; "
+                                                 "-1 = unlimited)"),
+    "max_vm_cpu_num": (int, 64, "most CPU cores of one VM, for every caller (admins and the API token too)"),
+    "max_vm_ram_num": (int, 262144, "most MB of RAM of one VM, for every caller"),
+    "max_vm_hdd_num": (int, 4096, "most GB of one VM's system disk, and of one extra disk, for every caller"),
+    "proxy_domain_suffixes": (str, "", "comma-separated domain suffixes customers' reverse proxies must end "
+                                       "with (e.g. 'vps.example.net'); empty: any domain no other user has"),
     "usage_sample_seconds": (int, 60, "interval of the VM and host usage history samples"),
     "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
                                  "then daily)"),
@@ -50,6 +63,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "token_ttl_seconds": (60, YEAR),
     "temp_token_ttl_seconds": (60, YEAR),
     "login_max_failures": (1, 1000),
+    "login_address_max_failures": (1, 100000),
+    "max_vm_cpu_num": (1, 4096),
+    "max_vm_ram_num": (16, 2**31 - 1),
+    "max_vm_hdd_num": (1, 2**31 - 1),
     "login_lock_seconds": (0, YEAR),
     "usage_sample_seconds": (5, 24 * 3600),
     "audit_keep_days": (1, 100 * 365),
@@ -116,6 +133,8 @@ class SettingsService:
             raise errors.BadRequest(f"{key}: one of {', '.join(CHOICES[key])}")
         if key == "default_quota":
             coerced = _quota(coerced)
+        if key == "proxy_domain_suffixes":
+            coerced = _suffixes(coerced)
         return coerced
 
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +152,18 @@ class SettingsService:
                     row.value = value
         self._values.update(coerced)
         return self.public()
+
+
+def _suffixes(value: str) -> str:
+    """``proxy_domain_suffixes``: domain names separated by commas, stored lower-case."""
+    from idcs_core.validation import domain
+
+    parts = [p.strip().lstrip(".") for p in value.split(",") if p.strip()]
+    try:
+        return ",".join(domain(p) for p in parts)
+    except ValueError:
+        raise errors.BadRequest("proxy_domain_suffixes: comma-separated domain names such as "
+                                "vps.example.net") from None
 
 
 def _quota(value: dict[str, Any]) -> dict[str, int]:

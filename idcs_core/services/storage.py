@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from idcs_core import errors
 from idcs_core.db.models import Disk, IsoMount
-from idcs_core.services import quotas
+from idcs_core.services import limits, quotas
 from idcs_core.services.lookup import get_vm
 from idcs_core.types import DiskSpec
 
@@ -37,6 +37,7 @@ async def _pick_disk(s: Any, vm_id: int, name: str | None) -> Disk:
 async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                      name: str, size_gb: int) -> dict[str, Any]:
     """Create (charging ``size_gb`` to the quota) and attach, or re-attach a detached disk."""
+    limits.check_disk_size(core, size_gb)
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         core.require(vm.host, "disk_attach", "extra disks")

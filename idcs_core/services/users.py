@@ -33,8 +33,10 @@ def user_dict(u: User) -> dict[str, Any]:
             "created_at": u.created_at, "quota": quota_dict(u.quota)}
 
 
-async def get_user(s: AsyncSession, user_id: int) -> User:
-    user = await s.get(User, user_id)
+async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -> User:
+    """The user ``user_id`` (404 2002 if none). ``for_update`` locks the row (PostgreSQL) so a
+    parallel update and delete of one user run one after the other instead of deadlocking."""
+    user = await s.get(User, user_id, with_for_update=for_update or None)
     if user is None:
         raise errors.UserNotFound(f"user {user_id} does not exist")
     return user
@@ -46,7 +48,7 @@ async def create_user(core: CoreContext, username: str, password: str, email: st
     limits = dict(core.settings.get("default_quota") or {}) | (quota or {})
     try:
         async with core.db.session() as s:
-            if (await s.execute(select(User.id).where(User.username == username))).first():
+            if (await s.execute(select(User.id).where(func.lower(User.username) == username.lower()))).first():
                 raise errors.UserExists(f"user name {username} already exists")
             user = User(username=username, email=email, password_hash=password_hash, is_admin=is_admin)
             user.quota = Quota(**{k: int(v) for k, v in limits.items() if k.startswith("max_")})
@@ -58,9 +60,10 @@ async def create_user(core: CoreContext, username: str, password: str, email: st
 
 async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
     async with core.db.session() as s:
-        user = await get_user(s, user_id)
+        user = await get_user(s, user_id, for_update=True)
         if "username" in changes and changes["username"] != user.username:
-            taken = (await s.execute(select(User.id).where(User.username == changes["username"]))).first()
+            taken = (await s.execute(select(User.id).where(func.lower(User.username) == changes["username"].lower(),
+                                                           User.id != user.id))).first()
             if taken:
                 raise errors.UserExists(f"user name {changes['username']} already exists")
             user.username = changes["username"]
@@ -80,7 +83,7 @@ async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) 
 
 async def delete_user(core: CoreContext, user_id: int) -> None:
     async with core.db.session() as s:
-        user = await get_user(s, user_id)
+        user = await get_user(s, user_id, for_update=True)
         admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
         if user.is_admin and admins <= 1:
             raise errors.BadRequest("the last administrator cannot be deleted")

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
-from idcs_core.services import quotas
+from idcs_core.services import limits, quotas
 from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
 from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
 from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
@@ -170,10 +170,12 @@ async def _attachments(s: Any, vm: VM) -> dict[str, Any]:
 async def create_vm(core: CoreContext, principal: Principal, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Record the VM as ``creating``, charge the owner's quota, start the create task."""
     require_limit_rights(principal, fields.get("config"))
+    limits.check_vm_size(core, fields)
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
         if not host.enabled:
             raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
+        await limits.require_host_grant(s, principal, host)
         core.require(host, "vm_create", "creating virtual machines")
         owner_id = principal.user_id
         if fields.get("owner_id") is not None:
@@ -354,6 +356,7 @@ async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
     """Change CPU/RAM/disk/limits (limits: administrators only): quota charged now, engine
     applies in a task."""
     require_limit_rights(principal, fields.get("config"))
+    limits.check_vm_size(core, fields)
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         ensure_idle(core, vm)

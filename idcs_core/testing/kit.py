@@ -315,6 +315,7 @@ class KitTests:
                  "max_hdd": spec["hdd_num"] + 1}
         user = kit.api.post("/api/users", {"username": username, "password": password,
                                            "email": "kit@example.com", "quota": quota})
+        kit.api.post(f"/api/users/{user['id']}/hosts/{kit.hs}", {})  # hosts are granted explicitly
         client = kit.login(username, password)
         try:
             vm = kit.create_vm("quota", client)

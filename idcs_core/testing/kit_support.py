@@ -382,7 +382,7 @@ SAMPLE_VALUES: dict[str, Any] = {
     "backup_name": "bk-kit-sweep", "server_user": "kit", "description": "kit",
 }
 MODEL_SAMPLES: dict[tuple[str, str], Any] = {("HostPower", "action"): "restart"}
-PATH_SAMPLES = {"ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "kit.iso"}
+PATH_SAMPLES = {"ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "kit.iso", "user_id": "1"}
 
 
 def sample_body(model: type[BaseModel], image: str) -> dict[str, Any]:

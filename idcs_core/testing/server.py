@@ -109,7 +109,7 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, plugins: PluginRegistry | None = None,
                  subprocess_mode: bool = False, env: dict[str, str] | None = None, port: int | None = None,
-                 host_timeout: float = 3.0, tls: bool = False) -> None:
+                 host_timeout: float = 3.0, tls: bool = False, serve_args: list[str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.database_url = database_url
         self.plugins = plugins
@@ -118,6 +118,7 @@ class LiveServer:
         self.port = port or free_port()
         self.host_timeout = host_timeout
         self.tls = tls
+        self.serve_args = list(serve_args or [])  # more ``idcs serve`` options (subprocess mode)
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
@@ -158,6 +159,7 @@ class LiveServer:
                "--data-dir", str(self.data_dir)]
         if self.tls:
             cmd.append("--self-signed")
+        cmd += self.serve_args
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
