@@ -11,8 +11,10 @@ import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
+import jwt
 import pytest
 from helpers import create_vm
 from idcs_example import fakecloud
@@ -288,12 +290,15 @@ def test_temp_login_exchanges_only_a_temp_token_and_only_once(admin: ApiClient, 
     create_vm(owner, host, "tl1")
     temp = admin.get(f"/api/client/temptoken/{host}/tl1")
     c = server.client()
-    first = c.get("/api/client/templogin", params={"token": temp["temp_token"]})
-    assert first["vm_uuid"] == "tl1" and first["expire"] <= temp["expire"], (first, temp)
-    for token in (temp["temp_token"], first["token"], owner.token):  # used up / a session / a login session
+    landing = httpx.get(server.url + "/api/client/templogin", params={"token": temp["temp_token"]}, verify=False)
+    assert landing.status_code == 303, landing.text  # lands on the panel's page of the VM
+    first = dict(parse_qsl(landing.headers["location"].partition("#")[2]))
+    session_expire = jwt.decode(first["temp"], options={"verify_signature": False})["exp"]
+    assert first["vm"] == "tl1" and session_expire <= temp["expire"], (first, temp)
+    for token in (temp["temp_token"], first["temp"], owner.token):  # used up / a session / a login session
         status, body = c.call("GET", "/api/client/templogin", params={"token": token})
         assert status == 401, body
-    assert server.client(first["token"]).get(f"/api/client/detail/{host}/tl1")["vm_uuid"] == "tl1"
+    assert server.client(first["temp"]).get(f"/api/client/detail/{host}/tl1")["vm_uuid"] == "tl1"
     owner.run_task("DELETE", f"/api/client/delete/{host}/tl1")
     admin.delete(f"/api/users/{uid}")
 
