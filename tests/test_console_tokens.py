@@ -262,3 +262,17 @@ def test_a_console_whose_vnc_server_is_gone_closes_with_a_reason(admin: ApiClien
     finally:
         lab.vnc = None
     admin.run_task("DELETE", f"/api/client/delete/{host}/novnc1")
+
+
+def test_a_link_asked_with_a_named_api_token_dies_with_its_revoke(admin: ApiClient, server: LiveServer,
+                                                                  host: str) -> None:
+    create_vm(admin, host, "named1")
+    made = admin.post("/api/tokens", {"name": f"console-{next(_names)}", "profile": "openidcs"})
+    module = ApiClient(admin.base_url, made["token"])
+    link = _links(module, host, "named1")["terminal_url"]
+    with _open(module, _links(module, host, "named1")["terminal_url"]) as ws:  # a live token's link works
+        assert _first(ws).startswith("hello from named1")
+    admin.delete(f"/api/tokens/{made['id']}")
+    assert _refused(module, link)[0] == 4403  # revoked: the link it asked for is dead too
+    module.close()
+    admin.run_task("DELETE", f"/api/client/delete/{host}/named1")

@@ -5,7 +5,7 @@ fragment (never sent to the server, so never in an access log) and hands it over
 the websocket's ``Sec-WebSocket-Protocol`` header. A ticket is:
 
 - bound to the VM's database row (id, host, name, creation time, owner), the session
-  (JWT ``jti``) or global API token that asked, and the page kind (terminal or vnc);
+  (JWT ``jti``), named API token or global API token that asked, and the page kind (terminal or vnc);
 - single-use: the first websocket that presents it consumes it;
 - short: ``TICKET_TTL`` seconds to open the page.
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Session, User, utcnow
+from idcs_core.db.models import VM, ApiToken, Session, User, utcnow
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -56,6 +56,7 @@ class ConsoleGrant:
     user_id: int | None  # None for the global API token
     session_jti: str | None  # None for the global API token
     api_token_digest: str | None  # set for the global API token
+    api_token_id: int | None  # set for a named API token (its revoke or expiry ends the ticket)
     expires: float  # time.monotonic() deadline
 
 
@@ -72,11 +73,12 @@ class ConsoleTickets:
         """A new ticket for ``principal`` (already allowed to use ``vm``) to open one ``kind`` page."""
         self._prune()
         ticket = secrets.token_urlsafe(32)
-        via_api_token = principal.jti is None
+        via_global_token = principal.jti is None and principal.token_id is None
         self._tickets[_digest(ticket)] = ConsoleGrant(
             kind=kind, vm_id=vm.id, host_id=vm.host_id, host_name=vm.host.server_name, vm_uuid=vm.vm_uuid,
             vm_created_at=vm.created_at, owner_id=vm.owner_id, user_id=principal.user_id,
-            session_jti=principal.jti, api_token_digest=_digest(self.core.auth.api_token) if via_api_token else None,
+            session_jti=principal.jti, api_token_id=principal.token_id,
+            api_token_digest=_digest(self.core.auth.api_token) if via_global_token else None,
             expires=time.monotonic() + TICKET_TTL)
         return ticket
 
@@ -106,6 +108,12 @@ class ConsoleTickets:
             if (vm is None or vm.host_id != grant.host_id or vm.vm_uuid != grant.vm_uuid
                     or vm.created_at != grant.vm_created_at or vm.owner_id != grant.owner_id):
                 raise gone
+            if grant.api_token_id is not None:
+                token = await s.get(ApiToken, grant.api_token_id)
+                if (token is None or token.revoked_at is not None
+                        or (token.expires_at is not None and token.expires_at < utcnow())):
+                    raise gone
+                return
             if grant.session_jti is None:
                 current = self.core.auth.api_token
                 if grant.api_token_digest is None or not secrets.compare_digest(_digest(current),
