@@ -20,6 +20,7 @@ from idcs_core.api import (
     hosts,
     network,
     openapi,
+    operations,
     storage,
     system,
     tasks,
@@ -34,7 +35,7 @@ from idcs_core.plugins import PluginRegistry
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
-           backups.router, tasks.router, users.router, compat.router]
+           backups.router, tasks.router, users.router, compat.router, operations.router]
 
 
 def endpoints() -> list[Endpoint]:

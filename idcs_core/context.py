@@ -51,6 +51,7 @@ class CoreContext:
         self.tasks = InProcessTaskRunner(self)
         self.hosts = HostMonitor(self)
         self.background: set[asyncio.Task[Any]] = set()
+        self.ops: Any = None  # idcs_core.ops.runtime.Operations of a serving core
 
     @classmethod
     async def start(cls, config: Config, plugins: PluginRegistry | None = None, *,
@@ -79,6 +80,9 @@ class CoreContext:
             log.warning("%d task(s) were interrupted by a restart; reconciling their VMs", len(interrupted))
             core.spawn(vms.reconcile_interrupted(core, interrupted))
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
+        from idcs_core.ops.runtime import Operations
+
+        core.ops = await Operations.start(core)  # webhooks, live events, metrics, backup schedules
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
@@ -86,6 +90,8 @@ class CoreContext:
 
     async def stop(self) -> None:
         await self.tasks.shutdown()
+        if self.ops is not None:
+            await self.ops.stop()
         for task in list(self.background):
             task.cancel()
         await self._close_hosts()

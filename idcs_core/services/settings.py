@@ -8,6 +8,7 @@ through on change; a stored value that is no longer valid is ignored at start-up
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,17 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
     "usage_sample_seconds": (int, 60, "interval of the VM usage history samples"),
     "audit_keep_days": (int, 90, "days of audit log kept (older entries are removed at start-up and "
                                  "then daily)"),
+    # operations (README "Operations")
+    "webhook_max_attempts": (int, 6, "tries of one webhook delivery before it is marked failed"),
+    "webhook_backoff_seconds": (float, 10.0, "wait before the 2nd try of a webhook delivery; doubles each try"),
+    "webhook_timeout_seconds": (float, 10.0, "seconds a webhook receiver may take to answer one try"),
+    "metrics_allow": (str, "127.0.0.1/32,::1/128", "addresses (comma-separated CIDRs) that may read /metrics "
+                                                   "without a token; empty: none"),
+    "metrics_token": (str, "", "bearer token that may read /metrics from anywhere; empty: none (write-only, "
+                               "shown as ***)"),
 }
 PRIVATE_KEYS = {"api_token"}
+WRITE_ONLY_KEYS = {"metrics_token"}  # stored, never shown
 
 YEAR = 365 * 24 * 3600
 # key: (lowest, highest) allowed value of a number setting
@@ -45,6 +55,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "login_lock_seconds": (0, YEAR),
     "usage_sample_seconds": (5, 24 * 3600),
     "audit_keep_days": (1, 100 * 365),
+    "webhook_max_attempts": (1, 30),
+    "webhook_backoff_seconds": (0.05, 24 * 3600),
+    "webhook_timeout_seconds": (0.5, 300),
 }
 QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
 QUOTA_MAX = 2**31 - 1  # the quota columns are 32-bit integers
@@ -70,7 +83,7 @@ class SettingsService:
         return self._values[key]
 
     def public(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {k: "***" if k in WRITE_ONLY_KEYS and v else v for k, v in self._values.items()}
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {k: {"type": t.__name__, "default": d, "description": desc}
@@ -102,6 +115,8 @@ class SettingsService:
             raise errors.BadRequest(f"{key}: at most 255 characters")
         if key == "default_quota":
             coerced = _quota(coerced)
+        if key == "metrics_allow":
+            coerced = _cidrs(coerced)
         return coerced
 
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +131,19 @@ class SettingsService:
                     row.value = value
         self._values.update(coerced)
         return self.public()
+
+
+def _cidrs(value: str) -> str:
+    """``metrics_allow``: comma-separated IPv4/IPv6 networks, normalised (``10.0.0.0/8,::1/128``)."""
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise errors.BadRequest(f"metrics_allow: {part!r:.60} is not an IP network") from None
+    return ",".join(networks)
 
 
 def _quota(value: dict[str, Any]) -> dict[str, int]:

@@ -1,0 +1,91 @@
+"""Operations: webhooks with their delivery log, and live events (Server-Sent Events)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+from starlette.responses import StreamingResponse
+
+from idcs_core import errors
+from idcs_core.api.routing import ADMIN, USER, Ctx, Router
+from idcs_core.api.schemas import Body, Empty, LimitQuery
+from idcs_core.ops import webhooks
+from idcs_core.ops.listener import EVENT_NAMES
+from idcs_core.validation import Text
+
+router = Router("operations")
+
+WEBHOOK_DATA = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "url": {"type": "string"}, "description": {"type": "string"},
+    "events": {"type": "array", "items": {"type": "string", "enum": list(EVENT_NAMES)},
+               "description": "events sent; empty: every event"},
+    "secret": {"type": "string", "description": "HMAC-SHA256 signing secret: only in the answer to the creation"},
+    "created_at": {"type": "string", "format": "date-time"}}}
+
+
+class WebhookCreate(Body):
+    url: Annotated[str, Field(min_length=1, max_length=2000)]
+    events: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=len(EVENT_NAMES))] = []
+    description: Text = ""
+
+
+def _webhook_id(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise errors.BadRequest("webhook_id: a positive integer is needed")
+    return int(value)
+
+
+@router.post("/api/webhooks", auth=ADMIN, body=WebhookCreate, data=WEBHOOK_DATA)
+async def create_webhook(ctx: Ctx, body: WebhookCreate) -> Any:
+    """Subscribe a URL to events; the answer shows its signing secret once.
+
+    Each event is POSTed as JSON ``{"id", "event", "time", "data"}`` with the headers
+    ``X-IDCS-Event``, ``X-IDCS-Event-Id`` (the same on retries: handle each id once),
+    ``X-IDCS-Delivery``, ``X-IDCS-Attempt``, ``X-IDCS-Timestamp`` (unix seconds) and
+    ``X-IDCS-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>``. Verify the
+    signature in constant time and refuse a timestamp more than 300 s from your clock. Any answer
+    other than 2xx (or none within ``webhook_timeout_seconds``) is retried after
+    ``webhook_backoff_seconds`` x 2^(try-1), up to ``webhook_max_attempts`` tries. Events carry
+    no secrets.
+    """
+    data = await webhooks.create_webhook(ctx.core, body.url, body.events, body.description)
+    await ctx.core.audit(ctx.user, "webhook.create", f"webhook {data['id']}", source_ip=ctx.source_ip)
+    return data
+
+
+@router.get("/api/webhooks", auth=ADMIN)
+async def list_webhooks(ctx: Ctx) -> Any:
+    """Every webhook (without its secret)."""
+    return await webhooks.list_webhooks(ctx.core)
+
+
+@router.delete("/api/webhooks/{webhook_id}", auth=ADMIN, body=Empty)
+async def delete_webhook(ctx: Ctx, webhook_id: str, body: Empty) -> Any:
+    """Delete a webhook and its delivery log; tries still pending stop."""
+    wid = _webhook_id(webhook_id)
+    await webhooks.delete_webhook(ctx.core, wid)
+    await ctx.core.audit(ctx.user, "webhook.delete", f"webhook {wid}", source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/webhooks/{webhook_id}/deliveries", auth=ADMIN, body=LimitQuery,
+            query={"limit": "integer 1-1000, default 100"})
+async def list_deliveries(ctx: Ctx, webhook_id: str, body: LimitQuery) -> Any:
+    """The webhook's delivery log, newest first: event, state (pending / success / failed), tries,
+    last HTTP status or error, next try."""
+    return await webhooks.list_deliveries(ctx.core, _webhook_id(webhook_id), body.limit)
+
+
+@router.get("/api/events", auth=USER)
+async def events(ctx: Ctx) -> Any:
+    """Live events as Server-Sent Events (``text/event-stream``, not the JSON envelope).
+
+    Messages: ``task_progress`` (a running task's id, kind, target, state, progress, message,
+    whenever they change) and one per event hook (``vm_created``, ``vm_deleted``, ``vm_powered``,
+    ``task_finished``, ...; data ``{"id", "event", "time", "data"}`` as sent to webhooks). A user
+    sees only their own VMs and tasks; admins see everything, including ``host_changed``. A
+    comment line is sent every 15 s to keep proxies from closing the stream.
+    """
+    return StreamingResponse(ctx.core.ops.live.stream(ctx.user), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
