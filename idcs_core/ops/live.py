@@ -9,6 +9,7 @@ progress is stored by the task runner, so any process that runs tasks is seen.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ from idcs_core.tasks import ACTIVE_STATES
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
+
+log = logging.getLogger("idcs.events")
 
 PROGRESS_POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
@@ -75,7 +78,12 @@ class LiveEvents(EventListener):
                         idle = 0.0
                         yield sse(event.name, event.document(), event.id)
                     continue
-                for task in await self._progress(principal, sent):
+                try:
+                    changed = await self._progress(principal, sent)
+                except Exception:  # the database away for a moment: the stream goes on
+                    log.warning("live events: reading task progress failed", exc_info=True)
+                    changed = []
+                for task in changed:
                     idle = 0.0
                     yield sse("task_progress", task)
                 idle += PROGRESS_POLL_SECONDS
