@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,6 +32,7 @@ from idcs_core.api.envelope import EXCEPTION_HANDLERS
 from idcs_core.api.routing import Endpoint, build_route
 from idcs_core.config import Config
 from idcs_core.context import CoreContext
+from idcs_core.ops.metrics import MetricsMiddleware
 from idcs_core.plugins import PluginRegistry
 
 # The API, area by area (the order only matters for documentation).
@@ -88,4 +90,5 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
         finally:
             await core.stop()
 
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
+                     middleware=[Middleware(MetricsMiddleware)])  # type: ignore[arg-type]

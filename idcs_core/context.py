@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -159,7 +160,15 @@ class CoreContext:
         spec = host if isinstance(host, HostSpec) else self.host_spec(host)
         engine = self.plugins.engine(spec.server_type)
         timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
-        return await engine.call(hook, spec, timeout=timeout, **kwargs)
+        if self.ops is None:
+            return await engine.call(hook, spec, timeout=timeout, **kwargs)
+        started, ok = time.perf_counter(), False
+        try:
+            result = await engine.call(hook, spec, timeout=timeout, **kwargs)
+            ok = True
+            return result
+        finally:
+            self.ops.metrics.observe_hook(engine.name, hook, ok, time.perf_counter() - started)
 
     def require(self, host: Host, hook: str, what: str) -> None:
         """Raise 1006 "<what> is not supported by the X engine" unless the engine has ``hook``."""

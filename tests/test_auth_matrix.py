@@ -59,7 +59,8 @@ class World:
 
     def path(self, ep: Endpoint, host: str | None = None) -> str:
         values = {"hs_name": host or self.host, "vm_uuid": "mxvm", "user_id": "1", "task_id": "t1",
-                  "ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "x.iso"}
+                  "ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "x.iso",
+                  "webhook_id": "1"}
         return re.sub(r"{(\w+)(?::\w+)?}", lambda m: values[m.group(1)], ep.path)
 
     def token(self, **claims: Any) -> str:
@@ -150,6 +151,8 @@ def test_normal_user_lists_only_own_vms(world: World) -> None:
 def test_admin_passes(world: World, ep: Endpoint) -> None:
     if ep.path in ("/logout", "/api/logout", "/api/token/reset", "/api/token/set"):
         pytest.skip("ends the admin session or changes the shared token: covered in test_api_basics")
+    if ep.path == "/api/events":
+        pytest.skip("a stream that does not end: the admin's stream is covered in test_ops_live_events")
     # a host that does not exist: every route answers without touching the world
     status, body = world.admin.call(ep.method, world.path(ep, host="nohost"), body_for(ep))
     assert body["code"] not in AUTH_CODES, body

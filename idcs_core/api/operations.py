@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import Field
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from idcs_core import errors
-from idcs_core.api.routing import ADMIN, USER, Ctx, Router
+from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Body, Empty, LimitQuery
-from idcs_core.ops import webhooks
+from idcs_core.ops import metrics, webhooks
 from idcs_core.ops.listener import EVENT_NAMES
 from idcs_core.validation import Text
 
@@ -89,3 +89,17 @@ async def events(ctx: Ctx) -> Any:
     """
     return StreamingResponse(ctx.core.ops.live.stream(ctx.user), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/metrics", auth=PUBLIC)
+async def prometheus_metrics(ctx: Ctx) -> Any:
+    """Prometheus metrics (text exposition format, not the JSON envelope).
+
+    Allowed from the addresses in the ``metrics_allow`` setting (CIDRs; default loopback only; behind
+    a reverse proxy that is the proxy's address) or with ``Authorization: Bearer <metrics_token>``;
+    otherwise 403. Series: request counts and latencies by route template, task counts and
+    durations by kind and outcome, engine hook latencies by engine and hook, host up/down, VMs by
+    state. See ``idcs_core/ops/metrics.py``.
+    """
+    metrics.check_access(ctx.core, ctx.source_ip, ctx.request.headers.get("authorization"))
+    return Response(await ctx.core.ops.metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from idcs_core.ops.live import LiveEvents
+from idcs_core.ops.metrics import Metrics
 from idcs_core.ops.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class Operations:
         self.core = core
         self.webhooks = WebhookDispatcher(core, loop)
         self.live = LiveEvents(core, loop)
+        self.metrics = Metrics(core, loop)
         # names unique per core: tests run several servers in one process with one registry
         self._plugin_names: list[str] = []
 
@@ -32,6 +34,7 @@ class Operations:
         ops = cls(core)
         ops._register("webhooks", ops.webhooks)
         ops._register("live-events", ops.live)
+        ops._register("metrics", ops.metrics)
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
