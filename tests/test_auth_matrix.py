@@ -30,6 +30,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "/api/client/iso/mount": {"iso_name": "x.iso"},
     "/api/client/backup/restore": {"backup_name": "bk1"},
     "/api/client/backup/delete": {"backup_name": "bk1"},
+    "/api/client/backup/schedule": {"cron": "@daily", "retention": 2},
     "/api/server/create": {"server_name": "mxh", "server_type": "TestLab", "server_addr": "lab://mxh",
                            "server_user": "u", "server_pass": "x"},
     "/api/server/update": {"server_area": "x"},
@@ -60,7 +61,7 @@ class World:
     def path(self, ep: Endpoint, host: str | None = None) -> str:
         values = {"hs_name": host or self.host, "vm_uuid": "mxvm", "user_id": "1", "task_id": "t1",
                   "ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "x.iso",
-                  "webhook_id": "1"}
+                  "webhook_id": "1", "schedule_id": "1"}
         return re.sub(r"{(\w+)(?::\w+)?}", lambda m: values[m.group(1)], ep.path)
 
     def token(self, **claims: Any) -> str:

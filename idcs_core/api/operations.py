@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Body, Empty, LimitQuery
-from idcs_core.ops import metrics, webhooks
+from idcs_core.ops import metrics, schedules, webhooks
 from idcs_core.ops.listener import EVENT_NAMES
 from idcs_core.validation import Text
 
@@ -30,10 +30,20 @@ class WebhookCreate(Body):
     description: Text = ""
 
 
-def _webhook_id(value: str) -> int:
+class ScheduleCreate(Body):
+    cron: Annotated[str, Field(min_length=1, max_length=100)]
+    retention: Annotated[int, Field(ge=1, le=schedules.MAX_RETENTION)]
+    enabled: bool = True
+
+
+def _id(name: str, value: str) -> int:
     if not value.isdigit() or len(value) > 9:
-        raise errors.BadRequest("webhook_id: a positive integer is needed")
+        raise errors.BadRequest(f"{name}: a positive integer is needed")
     return int(value)
+
+
+def _webhook_id(value: str) -> int:
+    return _id("webhook_id", value)
 
 
 @router.post("/api/webhooks", auth=ADMIN, body=WebhookCreate, data=WEBHOOK_DATA)
@@ -103,3 +113,39 @@ async def prometheus_metrics(ctx: Ctx) -> Any:
     """
     metrics.check_access(ctx.core, ctx.source_ip, ctx.request.headers.get("authorization"))
     return Response(await ctx.core.ops.metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
+SCHEDULE = "/api/client/backup/schedule/{hs_name}/{vm_uuid}"
+
+
+@router.get(SCHEDULE, vm_scoped=True)
+async def list_backup_schedules(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
+    """The VM's backup schedules: cron, retention, next and last run, last state and error."""
+    return await schedules.list_schedules(ctx.core, ctx.user, hs_name, vm_uuid)
+
+
+@router.post(SCHEDULE, body=ScheduleCreate, vm_scoped=True)
+async def create_backup_schedule(ctx: Ctx, hs_name: str, vm_uuid: str, body: ScheduleCreate) -> Any:
+    """Back the VM up on a cron schedule (UTC), keeping its newest ``retention`` scheduled backups.
+
+    ``cron``: five fields (minute hour day month weekday), ``@hourly`` / ``@daily`` / ``@weekly`` /
+    ``@monthly``, or six fields with seconds last. Each run is a ``backup_scheduled`` task of the
+    VM's owner (counted in their ``max_backups``); afterwards the schedule's oldest backups beyond
+    ``retention`` are deleted (manual backups never are). A run missed while the server was down
+    is made once when it is back. A failure fails the task (event ``task_finished``) and shows in
+    ``last_state`` / ``last_error``.
+    """
+    data = await schedules.create_schedule(ctx.core, ctx.user, hs_name, vm_uuid, body.cron, body.retention,
+                                           body.enabled)
+    await ctx.core.audit(ctx.user, "backup.schedule.create", f"{hs_name}/{vm_uuid}",
+                         detail=f"{body.cron} keep {body.retention}", source_ip=ctx.source_ip)
+    return data
+
+
+@router.delete(SCHEDULE + "/{schedule_id}", body=Empty, vm_scoped=True)
+async def delete_backup_schedule(ctx: Ctx, hs_name: str, vm_uuid: str, schedule_id: str, body: Empty) -> Any:
+    """Stop a backup schedule; the backups it made stay."""
+    await schedules.delete_schedule(ctx.core, ctx.user, hs_name, vm_uuid, _id("schedule_id", schedule_id))
+    await ctx.core.audit(ctx.user, "backup.schedule.delete", f"{hs_name}/{vm_uuid}", detail=schedule_id,
+                         source_ip=ctx.source_ip)
+    return None

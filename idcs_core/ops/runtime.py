@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from idcs_core.ops.live import LiveEvents
 from idcs_core.ops.metrics import Metrics
+from idcs_core.ops.schedules import BackupScheduler
 from idcs_core.ops.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Operations:
         self.webhooks = WebhookDispatcher(core, loop)
         self.live = LiveEvents(core, loop)
         self.metrics = Metrics(core, loop)
+        self.scheduler = BackupScheduler(core)
         # names unique per core: tests run several servers in one process with one registry
         self._plugin_names: list[str] = []
 
@@ -35,6 +37,7 @@ class Operations:
         ops._register("webhooks", ops.webhooks)
         ops._register("live-events", ops.live)
         ops._register("metrics", ops.metrics)
+        core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
