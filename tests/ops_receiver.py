@@ -26,7 +26,7 @@ class Received:
 class Receiver:
     """``Receiver().start()`` → ``url``; ``fail_first[event_name] = n`` answers 500 to its first n tries."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []
         self.fail_first: dict[str, int] = {}
         self._tries: dict[str, int] = {}
@@ -47,7 +47,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def _answer(self, headers: dict[str, str]) -> int:

@@ -13,7 +13,7 @@ from ops_receiver import Received, Receiver
 from testlab import PASSWORD
 
 from idcs_core.plugins import PluginRegistry
-from idcs_core.testing.server import ADMIN_PASSWORD, ApiClient, LiveServer
+from idcs_core.testing.server import ADMIN_PASSWORD, ApiClient, LiveServer, free_port
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,38 @@ def test_bad_webhooks_are_refused(ops_server: LiveServer, body: dict[str, object
     missing, _ = admin.call("DELETE", "/api/webhooks/999999")
     assert missing == 404
     admin.close()
+
+
+def test_pending_deliveries_survive_a_restart(registry: PluginRegistry, tmp_path: Path) -> None:
+    """A delivery still being retried when the server stops is sent after it starts again."""
+    srv = LiveServer(tmp_path / "restart", plugins=registry, host_timeout=2.0).start()
+    port = free_port()  # nothing listens there yet: the first tries are refused
+    url = f"http://127.0.0.1:{port}/hook"
+    receiver: Receiver | None = None
+    try:
+        admin = srv.admin()
+        admin.post("/api/system/settings", {"webhook_backoff_seconds": 1.0, "webhook_max_attempts": 5})
+        hook = admin.post("/api/webhooks", {"url": url, "events": ["host_changed"]})
+        admin.post("/api/server/create", {"server_name": "whre", "server_type": "TestLab",
+                                          "server_addr": "lab://whre", "server_user": "root",
+                                          "server_pass": PASSWORD})
+        deadline = time.monotonic() + 10
+        while (log := admin.get(f"/api/webhooks/{hook['id']}/deliveries"))[0]["attempts"] < 1:
+            assert time.monotonic() < deadline, log
+            time.sleep(0.05)
+        assert log[0]["state"] == "pending" and log[0]["last_status"] is None and log[0]["last_error"]
+        admin.close()
+        srv.stop()
+        receiver = Receiver(port).start()
+        srv.start()
+        (got,) = receiver.wait_for(lambda r: r.headers["x-idcs-event"] == "host_changed")
+        assert signature_ok(hook["secret"], got) and int(got.headers["x-idcs-attempt"]) >= 2
+        admin = srv.admin()
+        (done,) = admin.get(f"/api/webhooks/{hook['id']}/deliveries")
+        assert done["state"] == "success" and done["event_id"] == got.headers["x-idcs-event-id"]
+        admin.delete("/api/server/delete/whre")
+        admin.close()
+    finally:
+        srv.stop()
+        if receiver is not None:
+            receiver.stop()
