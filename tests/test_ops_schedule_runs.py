@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 from testlab import PASSWORD, TestLabEngine
 
 from idcs_core.db.models import BackupSchedule, utcnow
-from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.server import ApiClient, LiveServer
-
-
-@pytest.fixture(scope="module")
-def sched_server(registry: PluginRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(Path(tmp_path_factory.mktemp("schedruns")), plugins=registry, host_timeout=2.0).start()
-    yield srv
-    srv.stop()
 
 
 def in_server(srv: LiveServer, coro_fn: Any) -> Any:
@@ -48,8 +37,8 @@ def settle(admin: ApiClient, vm: str) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
-def test_due_slot_runs_once_and_failures_show(sched_server: LiveServer, lab: TestLabEngine) -> None:
-    admin = sched_server.admin()
+def test_due_slot_runs_once_and_failures_show(server: LiveServer, lab: TestLabEngine) -> None:
+    admin = server.admin()
     admin.post("/api/server/create", {"server_name": "schlab", "server_type": "TestLab", "server_addr": "lab://sch",
                                       "server_user": "root", "server_pass": PASSWORD})
     admin.run_task("POST", "/api/client/create/schlab", {"vm_uuid": "s1", "os_name": "busybox", "cpu_num": 1,
@@ -63,7 +52,7 @@ def test_due_slot_runs_once_and_failures_show(sched_server: LiveServer, lab: Tes
                             .values(next_run_at=utcnow() - timedelta(days=3)))
         await asyncio.gather(core.ops.scheduler.run_due(), core.ops.scheduler.run_due())
 
-    in_server(sched_server, overdue_then_two_rounds)
+    in_server(server, overdue_then_two_rounds)
     tasks = settle(admin, "s1")
     assert len(tasks) == 1 and tasks[0]["state"] == "success", tasks
     (listed,) = admin.get("/api/client/backup/schedule/schlab/s1")
@@ -78,7 +67,7 @@ def test_due_slot_runs_once_and_failures_show(sched_server: LiveServer, lab: Tes
                             .values(next_run_at=utcnow() - timedelta(seconds=1)))
         await core.ops.scheduler.run_due()
 
-    in_server(sched_server, due_now)
+    in_server(server, due_now)
     tasks = settle(admin, "s1")
     assert [t["state"] for t in tasks] == ["failed", "success"]  # newest first
     assert "disk full" in tasks[0]["message"]

@@ -16,13 +16,6 @@ from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.server import ADMIN_PASSWORD, ApiClient, LiveServer, free_port
 
 
-@pytest.fixture(scope="module")
-def ops_server(registry: PluginRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(Path(tmp_path_factory.mktemp("webhooks")), plugins=registry, host_timeout=2.0).start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
@@ -39,8 +32,8 @@ def signature_ok(secret: str, r: Received) -> bool:
     return hmac.compare_digest(expected, r.headers["x-idcs-signature"])
 
 
-def test_each_event_once_signed_and_retried(ops_server: LiveServer, receiver: Receiver) -> None:
-    admin: ApiClient = ops_server.admin()
+def test_each_event_once_signed_and_retried(server: LiveServer, receiver: Receiver) -> None:
+    admin: ApiClient = server.admin()
     admin.post("/api/system/settings", {"webhook_backoff_seconds": 0.2, "webhook_max_attempts": 4})
     hook = admin.post("/api/webhooks", {"url": receiver.url, "description": "billing"})
     secret = hook["secret"]
@@ -99,8 +92,8 @@ def test_each_event_once_signed_and_retried(ops_server: LiveServer, receiver: Re
     admin.close()
 
 
-def test_a_receiver_that_never_answers_2xx_ends_failed(ops_server: LiveServer, receiver: Receiver) -> None:
-    admin = ops_server.admin()
+def test_a_receiver_that_never_answers_2xx_ends_failed(server: LiveServer, receiver: Receiver) -> None:
+    admin = server.admin()
     admin.post("/api/system/settings", {"webhook_backoff_seconds": 0.1, "webhook_max_attempts": 2})
     hook = admin.post("/api/webhooks", {"url": receiver.url, "events": ["host_changed"]})
     receiver.fail_first["host_changed"] = 99
@@ -121,8 +114,8 @@ def test_a_receiver_that_never_answers_2xx_ends_failed(ops_server: LiveServer, r
 
 @pytest.mark.parametrize("body", [{"url": "ftp://example.com/x"}, {"url": "http://user:pw@example.com/x"},
                                   {"url": "not a url"}, {"url": "http://example.com", "events": ["nope"]}, {}])
-def test_bad_webhooks_are_refused(ops_server: LiveServer, body: dict[str, object]) -> None:
-    admin = ops_server.admin()
+def test_bad_webhooks_are_refused(server: LiveServer, body: dict[str, object]) -> None:
+    admin = server.admin()
     status, answer = admin.call("POST", "/api/webhooks", body)
     assert status == 400 and answer["code"] == 400, answer
     assert admin.get("/api/webhooks") == []
