@@ -120,7 +120,11 @@ class SettingsService:
         return coerced
 
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Validate every change first, then store them all (nothing changes on bad input)."""
+        """Validate every change first, then store them all (nothing changes on bad input).
+
+        A write-only key sent back as shown (``***``) keeps its value (a settings form posted whole).
+        """
+        changes = {k: v for k, v in changes.items() if not (k in WRITE_ONLY_KEYS and v == "***")}
         coerced = {k: self.coerce(k, v) for k, v in changes.items()}
         async with self.core.db.session() as s:
             for key, value in coerced.items():
