@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from ops_receiver import Received, Receiver
+from sqlalchemy import update
 from testlab import PASSWORD
 
+from idcs_core.db.models import WebhookDelivery, utcnow
+from idcs_core.ops.webhooks import prune_deliveries
 from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.server import ADMIN_PASSWORD, ApiClient, LiveServer, free_port
 
@@ -159,3 +164,31 @@ def test_pending_deliveries_survive_a_restart(registry: PluginRegistry, tmp_path
         srv.stop()
         if receiver is not None:
             receiver.stop()
+
+
+def test_old_deliveries_leave_the_log(server: LiveServer, receiver: Receiver) -> None:
+    """Finished deliveries older than audit_keep_days are pruned; pending ones never are."""
+    admin = server.admin()
+    hook = admin.post("/api/webhooks", {"url": receiver.url, "events": ["host_changed"]})
+    admin.post("/api/server/create", {"server_name": "whold", "server_type": "TestLab", "server_addr": "lab://who",
+                                      "server_user": "root", "server_pass": PASSWORD})
+    receiver.wait_for(lambda r: True)
+    deadline = time.monotonic() + 10
+    while admin.get(f"/api/webhooks/{hook['id']}/deliveries")[0]["state"] != "success":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    core = server._server.config.app.state.core  # type: ignore[union-attr]
+
+    async def age_and_prune(days: int) -> int:
+        async with core.db.session() as s:
+            await s.execute(update(WebhookDelivery).values(updated_at=utcnow() - timedelta(days=days)))
+        return await prune_deliveries(core)
+
+    def run(days: int) -> int:
+        return asyncio.run_coroutine_threadsafe(age_and_prune(days), core.ops.webhooks.loop).result(30)
+
+    assert run(10) == 0 and len(admin.get(f"/api/webhooks/{hook['id']}/deliveries")) == 1  # kept 90 days
+    assert run(91) >= 1 and admin.get(f"/api/webhooks/{hook['id']}/deliveries") == []
+    admin.delete("/api/server/delete/whold")
+    admin.delete(f"/api/webhooks/{hook['id']}")
+    admin.close()

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 from idcs_core.ops.live import LiveEvents
 from idcs_core.ops.metrics import Metrics
 from idcs_core.ops.schedules import BackupScheduler
-from idcs_core.ops.webhooks import WebhookDispatcher
+from idcs_core.ops.webhooks import WebhookDispatcher, prune_deliveries
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.ops.listener import EventListener
 
 log = logging.getLogger("idcs.ops")
+
+PRUNE_SECONDS = 24 * 3600.0
 
 
 class Operations:
@@ -38,10 +40,22 @@ class Operations:
         ops._register("live-events", ops.live)
         ops._register("metrics", ops.metrics)
         core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
+        core.spawn(ops._prune_daily())
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
         return ops
+
+    async def _prune_daily(self) -> None:
+        """The webhook delivery log keeps what the audit log keeps (``audit_keep_days``)."""
+        while True:
+            try:
+                removed = await prune_deliveries(self.core)
+                if removed:
+                    log.info("webhooks: %d old deliveries removed from the log", removed)
+            except Exception:  # the database away for a moment: next round
+                log.exception("pruning the webhook delivery log failed")
+            await asyncio.sleep(PRUNE_SECONDS)
 
     def _register(self, name: str, plugin: EventListener) -> None:
         unique = f"{name}@{id(self.core):x}"

@@ -103,6 +103,15 @@ async def list_deliveries(core: CoreContext, webhook_id: int, limit: int) -> lis
         return [delivery_dict(d) for d in rows]
 
 
+async def prune_deliveries(core: CoreContext) -> int:
+    """Delete finished deliveries older than the ``audit_keep_days`` setting; return how many."""
+    cutoff = utcnow() - timedelta(days=int(core.settings.get("audit_keep_days")))
+    async with core.db.session() as s:
+        result = await s.execute(delete(WebhookDelivery).where(WebhookDelivery.state != "pending",
+                                                               WebhookDelivery.updated_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 
