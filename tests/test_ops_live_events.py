@@ -153,3 +153,17 @@ def test_a_task_progress_and_end_reach_its_owner_only(live_server: LiveServer, g
 def test_the_stream_needs_a_login(live_server: LiveServer) -> None:
     resp = httpx.get(f"{live_server.url}/api/events", timeout=5)
     assert resp.status_code == 401 and resp.json()["code"] in (401, 3001)
+
+
+def test_the_stream_ends_with_the_login(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idcs_core.ops import live
+
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 1.0)  # the server runs in this process
+    admin = live_server.admin()
+    user = _user(admin, live_server)
+    stream = SseClient(live_server.url, str(user.token))
+    user.post("/logout")
+    assert stream.wait_for("end")["reason"] == "the login ended"
+    stream.thread.join(5)
+    assert not stream.thread.is_alive(), "the server closed the stream"
+    admin.close()

@@ -95,9 +95,19 @@ async def events(ctx: Ctx) -> Any:
     whenever they change) and one per event hook (``vm_created``, ``vm_deleted``, ``vm_powered``,
     ``task_finished``, ...; data ``{"id", "event", "time", "data"}`` as sent to webhooks). A user
     sees only their own VMs and tasks; admins see everything, including ``host_changed``. A
-    comment line is sent every 15 s to keep proxies from closing the stream.
+    comment line is sent every 15 s to keep proxies from closing the stream; then the login is
+    checked again, and a stream whose login ended (logout, expiry) gets an ``end`` message and closes.
     """
-    return StreamingResponse(ctx.core.ops.live.stream(ctx.user), media_type="text/event-stream",
+    header = ctx.request.headers.get("authorization")
+
+    async def still_valid() -> bool:
+        try:
+            await ctx.core.auth.authenticate(header)
+        except errors.IDCSError:
+            return False
+        return True
+
+    return StreamingResponse(ctx.core.ops.live.stream(ctx.user, still_valid), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

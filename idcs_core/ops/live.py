@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -60,8 +60,9 @@ class LiveEvents(EventListener):
                 queue.get_nowait()
             queue.put_nowait(event)
 
-    async def stream(self, principal: Principal) -> AsyncIterator[bytes]:
-        """The messages of one client, until it goes away."""
+    async def stream(self, principal: Principal, still_valid: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
+        """The messages of one client, until it goes away or ``still_valid()`` (asked at each
+        heartbeat) says its login ended (logout, expiry, user deleted)."""
         queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
         self.streams.add(queue)
         sent: dict[str, tuple[str, int, str]] = {}
@@ -89,6 +90,9 @@ class LiveEvents(EventListener):
                 idle += PROGRESS_POLL_SECONDS
                 if idle >= HEARTBEAT_SECONDS:
                     idle = 0.0
+                    if not await still_valid():
+                        yield sse("end", {"reason": "the login ended"})
+                        return
                     yield b": keep-alive\n\n"
         finally:
             self.streams.discard(queue)
