@@ -50,6 +50,9 @@ def test_metrics_parse_and_move(metrics_server: LiveServer, lab: TestLabEngine) 
                                       "server_user": "root", "server_pass": PASSWORD})
     admin.get("/api/client/detail/mxa")
     admin.get("/api/client/detail/mxb")
+    for path in ("/no/such/page", "/api/client/detail/mxa/x/y/z"):  # unmatched paths, odd methods: no new routes
+        httpx.request("BREW", f"{url}{path}", timeout=5)
+        httpx.get(f"{url}{path}", timeout=5)
     admin.run_task("POST", "/api/client/create/mxa", {"vm_uuid": "mx1", "os_name": "busybox", "cpu_num": 1,
                                                       "ram_num": 64, "hdd_num": 1})
     lab.faults.down.add("lab://mxb")
@@ -62,7 +65,10 @@ def test_metrics_parse_and_move(metrics_server: LiveServer, lab: TestLabEngine) 
     route = {"method": "GET", "route": "/api/client/detail/{hs_name}"}
     assert value(after, "idcs_http_requests_total", **route, status="200") == 2, "one series per route template"
     assert value(after, "idcs_http_request_duration_seconds_count", **route) == 2
-    assert not any("mxa" in dict(labels).get("route", "") for _n, labels in after), "a raw path became a label"
+    assert not any("mxa" in dict(labels).get("route", "") or "/no/such" in dict(labels).get("route", "")
+                   for _n, labels in after), "a raw path became a label"
+    assert value(after, "idcs_http_requests_total", method="GET", route="unmatched", status="404") == 2
+    assert not any(dict(labels).get("method") == "BREW" for _n, labels in after), "any method became a label"
 
     assert value(after, "idcs_tasks_total", kind="vm_create", outcome="success") == 1
     assert value(after, "idcs_task_duration_seconds_count", kind="vm_create", outcome="success") == 1

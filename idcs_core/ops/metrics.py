@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TASK_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others count as OTHER
 
 
 class Metrics(EventListener):
@@ -151,4 +152,5 @@ class MetricsMiddleware:
             ops = getattr(core, "ops", None) if core is not None else None
             if ops is not None:
                 route = getattr(scope.get("route"), "path", None) or UNMATCHED
-                ops.metrics.observe_request(scope["method"], route, status, time.perf_counter() - started)
+                method = scope["method"] if scope["method"] in METHODS else "OTHER"
+                ops.metrics.observe_request(method, route, status, time.perf_counter() - started)
