@@ -21,6 +21,7 @@ from idcs_core.api import (
     hosts,
     network,
     openapi,
+    operations,
     panel,
     storage,
     system,
@@ -35,11 +36,12 @@ from idcs_core.api.routing import Endpoint, build_route
 from idcs_core.config import Config
 from idcs_core.context import CoreContext
 from idcs_core.logsafe import install_access_log_filter
+from idcs_core.ops.metrics import MetricsMiddleware
 from idcs_core.plugins import PluginRegistry
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
-           backups.router, tasks.router, users.router, compat.router, tokens.router]
+           backups.router, tasks.router, users.router, compat.router, tokens.router, operations.router]
 
 
 def endpoints() -> list[Endpoint]:
@@ -95,4 +97,4 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
 
     install_access_log_filter()  # token= values never reach the access log
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,  # type: ignore[arg-type]
-                     middleware=[Middleware(SecurityHeaders)])
+                     middleware=[Middleware(MetricsMiddleware), Middleware(SecurityHeaders)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -58,6 +59,7 @@ class CoreContext:
         self.hosts = HostMonitor(self)
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
+        self.ops: Any = None  # idcs_core.ops.runtime.Operations of a serving core
 
     @classmethod
     async def start(cls, config: Config, plugins: PluginRegistry | None = None, *,
@@ -81,6 +83,10 @@ class CoreContext:
             return core
         await core.prune_audit()
         core.spawn(core._prune_audit_daily())
+        from idcs_core.ops.runtime import Operations
+
+        # webhooks, live events, metrics, backup schedules: before recovery, so webhooks hear its outcomes
+        core.ops = await Operations.start(core)
         await core.recover_tasks()
         core.spawn(vms.reconcile_interrupted(core))  # VMs left in between by no task (older data)
         core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
@@ -105,6 +111,8 @@ class CoreContext:
 
     async def stop(self) -> None:
         await self.tasks.shutdown()
+        if self.ops is not None:
+            await self.ops.stop()
         for task in list(self.background):
             task.cancel()
         await self.proxies.stop()
@@ -173,7 +181,15 @@ class CoreContext:
         spec = host if isinstance(host, HostSpec) else self.host_spec(host)
         engine = self.plugins.engine(spec.server_type)
         timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
-        return await engine.call(hook, spec, timeout=timeout, **kwargs)
+        if self.ops is None:
+            return await engine.call(hook, spec, timeout=timeout, **kwargs)
+        started, ok = time.perf_counter(), False
+        try:
+            result = await engine.call(hook, spec, timeout=timeout, **kwargs)
+            ok = True
+            return result
+        finally:
+            self.ops.metrics.observe_hook(engine.name, hook, ok, time.perf_counter() - started)
 
     def require(self, host: Host, hook: str, what: str) -> None:
         """Raise 1006 "<what> is not supported by the X engine" unless the engine has ``hook``."""

@@ -259,6 +259,7 @@ class Backup(Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="creating")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    schedule_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # made by this backup schedule
 
 
 class Setting(Base):
@@ -357,3 +358,59 @@ class HostSample(Base):
     cpu_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
     memory_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
     disk_usage: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# ---------------------------------------------------------------- operations (webhooks, schedules)
+
+
+class Webhook(Base):
+    """A URL that hears every event (or those in ``events``), signed with its own secret."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (AUTOINCREMENT,)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event
+    secret_enc: Mapped[str] = mapped_column(Text)  # encrypted with the installation's fernet key
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event sent (or being retried) to one webhook: the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+                      Index("ix_webhook_deliveries_state", "state"), AUTOINCREMENT)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent (never carries secrets)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending / success / failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class BackupSchedule(Base):
+    """A VM's backup schedule: a cron expression and how many of its backups to keep."""
+
+    __tablename__ = "backup_schedules"
+    __table_args__ = (AUTOINCREMENT,)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(100))
+    retention: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_state: Mapped[str] = mapped_column(String(16), default="")
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -8,6 +8,7 @@ through on change; a stored value that is no longer valid is ignored at start-up
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +54,17 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
                                           "CA, never installed in system trust stores) or acme (public ACME)"),
     "api_token_profile": (str, "openidcs", "client profile of the global API token: openidcs (default), "
                                            "idcsmart, swapidc or xiaoheifs (see /api/tokens/profiles)"),
+    # operations (README "Operations")
+    "webhook_max_attempts": (int, 6, "tries of one webhook delivery before it is marked failed"),
+    "webhook_backoff_seconds": (float, 10.0, "wait before the 2nd try of a webhook delivery; doubles each try"),
+    "webhook_timeout_seconds": (float, 10.0, "seconds a webhook receiver may take to answer one try"),
+    "metrics_allow": (str, "127.0.0.1/32,::1/128", "addresses (comma-separated CIDRs) that may read /metrics "
+                                                   "without a token; empty: none"),
+    "metrics_token": (str, "", "bearer token that may read /metrics from anywhere; empty: none (write-only, "
+                               "shown as ***)"),
 }
 PRIVATE_KEYS = {"api_token"}
+WRITE_ONLY_KEYS = {"metrics_token"}  # stored, never shown
 
 YEAR = 365 * 24 * 3600
 # key: (lowest, highest) allowed value of a number setting
@@ -72,6 +82,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "audit_keep_days": (1, 100 * 365),
     "proxy_http_port": (1, 65535),
     "proxy_https_port": (1, 65535),
+    "webhook_max_attempts": (1, 30),
+    "webhook_backoff_seconds": (0.05, 24 * 3600),
+    "webhook_timeout_seconds": (0.5, 300),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme"), "api_token_profile": tuple(PROFILES)}
 QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
@@ -98,7 +111,7 @@ class SettingsService:
         return self._values[key]
 
     def public(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {k: "***" if k in WRITE_ONLY_KEYS and v else v for k, v in self._values.items()}
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {k: {"type": t.__name__, "default": d, "description": desc}
@@ -135,10 +148,16 @@ class SettingsService:
             coerced = _quota(coerced)
         if key == "proxy_domain_suffixes":
             coerced = _suffixes(coerced)
+        if key == "metrics_allow":
+            coerced = _cidrs(coerced)
         return coerced
 
     async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Validate every change first, then store them all (nothing changes on bad input)."""
+        """Validate every change first, then store them all (nothing changes on bad input).
+
+        A write-only key sent back as shown (``***``) keeps its value (a settings form posted whole).
+        """
+        changes = {k: v for k, v in changes.items() if not (k in WRITE_ONLY_KEYS and v == "***")}
         coerced = {k: self.coerce(k, v) for k, v in changes.items()}
         merged = self._values | coerced
         if merged["proxy_http_port"] == merged["proxy_https_port"]:
@@ -164,6 +183,17 @@ def _suffixes(value: str) -> str:
     except ValueError:
         raise errors.BadRequest("proxy_domain_suffixes: comma-separated domain names such as "
                                 "vps.example.net") from None
+def _cidrs(value: str) -> str:
+    """``metrics_allow``: comma-separated IPv4/IPv6 networks, normalised (``10.0.0.0/8,::1/128``)."""
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise errors.BadRequest(f"metrics_allow: {part!r:.60} is not an IP network") from None
+    return ",".join(networks)
 
 
 def _quota(value: dict[str, Any]) -> dict[str, int]:
