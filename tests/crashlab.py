@@ -132,11 +132,12 @@ class PausingLXD(Pausing, LXDEngine):
 
 
 class EventLog:
-    """Appends each event heard to ``events.jsonl``: {"event", "task_id" | "vm_uuid", "state"}."""
+    """Appends each event heard to ``events.jsonl``: {"event", "task_id" | "vm_uuid", "state", "pid"}
+    (``pid``: the server process that delivered it)."""
 
     def _write(self, record: dict[str, Any]) -> None:
         with open(_dir() / "events.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record | {"pid": os.getpid()}) + "\n")
             f.flush()
 
     @hookimpl
