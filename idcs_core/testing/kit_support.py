@@ -379,10 +379,11 @@ SAMPLE_VALUES: dict[str, Any] = {
     "vm_uuid": "kit-sweep-vm", "cpu_num": 1, "ram_num": 128, "hdd_num": 1, "action": "S_START",
     "password": "Kit-Sweep-Pass-1", "host_port": 1, "vm_port": 80, "protocol": "tcp",
     "domain": "kit-sweep.example.com", "hdd_name": "kitdisk", "hdd_size": 1, "iso_name": "kit.iso",
-    "backup_name": "bk-kit-sweep", "server_user": "kit", "description": "kit",
+    "backup_name": "bk-kit-sweep", "server_user": "kit", "description": "kit", "cron": "@daily", "retention": 1,
 }
 MODEL_SAMPLES: dict[tuple[str, str], Any] = {("HostPower", "action"): "restart"}
-PATH_SAMPLES = {"ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "kit.iso", "user_id": "1"}
+PATH_SAMPLES = {"ip_index": "0", "rule_index": "0", "proxy_index": "0", "iso_name": "kit.iso", "user_id": "1",
+                "plan_name": "kit-plan", "token_id": "1", "webhook_id": "1", "schedule_id": "1"}
 
 
 def sample_body(model: type[BaseModel], image: str) -> dict[str, Any]:
