@@ -29,9 +29,9 @@ from sqlalchemy import func, select, update
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, BackupSchedule, Task, utcnow
 from idcs_core.services import quotas
-from idcs_core.services.backups import new_backup_name
+from idcs_core.services.backups import new_backup_name, settle_interrupted_backup
 from idcs_core.services.lookup import get_vm
-from idcs_core.tasks import task_handler
+from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo
 
 if TYPE_CHECKING:
@@ -176,6 +176,32 @@ async def _run_scheduled(core: CoreContext, task: Task, progress: TaskProgress) 
     except Exception as exc:
         await _finish_schedule(core, schedule_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
+
+
+@task_recovery("backup_scheduled")
+async def _recover_scheduled(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    """Rule: a scheduled run that a restart cut short is settled like a manual backup (kept if the
+    host lists it whole, else its remains removed and the run failed); retention is applied by the
+    schedule's next run, which the scheduler makes at its next slot as usual."""
+    schedule_id = int(task.params["schedule_id"])
+    async with core.db.session() as s:
+        vm = await s.get(VM, task.params["vm_id"])
+        backup_id = (await s.execute(select(Backup.id).where(Backup.schedule_id == schedule_id,
+                                                             Backup.status == "creating")
+                                     .order_by(Backup.id.desc()).limit(1))).scalar()
+    if backup_id is None:
+        await _finish_schedule(core, schedule_id, "failed", "the server stopped before the backup was started")
+        raise errors.VMOperationFailed("the server stopped before the scheduled backup was started; the schedule's "
+                                       "next slot makes one")
+    try:
+        result = await settle_interrupted_backup(core, backup_id, task.host_name,
+                                                 vm.owner_id if vm is not None else None, progress)
+    except errors.IDCSError as exc:
+        if not isinstance(exc, errors.HostUnreachable):
+            await _finish_schedule(core, schedule_id, "failed", exc.msg)
+        raise
+    await _finish_schedule(core, schedule_id, "success")
+    return result
 
 
 async def _backup_and_prune(core: CoreContext, task: Task, schedule_id: int, progress: TaskProgress

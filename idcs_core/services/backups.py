@@ -90,11 +90,20 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
 # and the task fails with that reason. An engine that cannot list backups always takes the second way.
 @task_recovery("backup_create")
 async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    return await settle_interrupted_backup(core, task.params["backup_id"], task.host_name,
+                                           task.params.get("owner_id"), progress)
+
+
+async def settle_interrupted_backup(core: CoreContext, backup_id: int, host_name: str, owner_id: int | None,
+                                    progress: TaskProgress) -> dict[str, Any]:
+    """Rule for a backup whose making a restart cut short: kept (``ready``) if the host lists it
+    whole; else what was made of it is deleted from the host, its record removed and the owner's
+    quota given back, and the task fails saying so."""
     async with core.db.session() as s:
-        backup = await s.get(Backup, task.params["backup_id"])
+        backup = await s.get(Backup, backup_id)
         if backup is None:
             raise errors.NotFound("the server stopped while the backup was being made, and its record was removed")
-        host = await get_host(s, task.host_name)
+        host = await get_host(s, host_name)
     if core.supports(host, "backup_list"):
         found: list[BackupInfo] = await core.call(host, "backup_list")
         made = next((b for b in found if (b.vm_uuid, b.backup_name) == (backup.vm_uuid, backup.backup_name)), None)
@@ -119,7 +128,7 @@ async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress)
         row = await s.get(Backup, backup.id)
         if row is not None:
             await s.delete(row)
-            await quotas.charge(s, task.params.get("owner_id"), backups=-1)
+            await quotas.charge(s, owner_id, backups=-1)
     raise errors.VMOperationFailed(f"the server stopped while backup {backup.backup_name} of {backup.vm_uuid} was "
                                    f"being made: what was made of it was removed from the host, and the record{left}")
 

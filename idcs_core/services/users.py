@@ -45,7 +45,10 @@ async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -
 async def create_user(core: CoreContext, username: str, password: str, email: str = "",
                       is_admin: bool = False, quota: dict[str, int] | None = None) -> User:
     password_hash = await core.run_sync(security.hash_password, password)
-    limits = dict(core.settings.get("default_quota") or {}) | (quota or {})
+    # default_quota is the customers' starting point; administrators start unlimited (their own quota
+    # still applies when one is given)
+    defaults = {} if is_admin else dict(core.settings.get("default_quota") or {})
+    limits = defaults | (quota or {})
     try:
         async with core.db.session() as s:
             if (await s.execute(select(User.id).where(func.lower(User.username) == username.lower()))).first():
