@@ -95,9 +95,11 @@ def live_server(gated: GatedLab, tmp_path_factory: pytest.TempPathFactory) -> It
     srv.stop()
 
 
-def _user(admin: ApiClient, server: LiveServer) -> ApiClient:
+def _user(admin: ApiClient, server: LiveServer, host: str | None = None) -> ApiClient:
     name = f"live{next(_ids)}"
-    admin.post("/api/users", {"username": name, "password": "pw-" + name, "email": f"{name}@example.com"})
+    uid = admin.post("/api/users", {"username": name, "password": "pw-" + name, "email": f"{name}@example.com"})["id"]
+    if host:
+        admin.post(f"/api/users/{uid}/hosts/{host}", {})  # customers create only on hosts granted to them
     client = server.client()
     client.login(name, "pw-" + name)
     return client
@@ -107,7 +109,7 @@ def test_a_task_progress_and_end_reach_its_owner_only(live_server: LiveServer, g
     admin = live_server.admin()
     admin.post("/api/server/create", {"server_name": "livehost", "server_type": "GatedLab",
                                       "server_addr": "lab://live", "server_user": "root", "server_pass": PASSWORD})
-    owner, other = _user(admin, live_server), _user(admin, live_server)
+    owner, other = _user(admin, live_server, "livehost"), _user(admin, live_server)
     owner_stream = SseClient(live_server.url, str(owner.token))
     other_stream = SseClient(live_server.url, str(other.token))
     admin_stream = SseClient(live_server.url, str(admin.token))

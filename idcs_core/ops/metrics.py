@@ -82,8 +82,8 @@ class Metrics(EventListener):
         task = event.data.get("task") or {}
         kind, outcome = str(task.get("kind", "unknown")), str(task.get("state", "unknown"))
         self.tasks.labels(kind, outcome).inc()
-        started, ended = task.get("created_at"), task.get("finished_at")
-        if isinstance(started, datetime) and isinstance(ended, datetime):
+        started, ended = _instant(task.get("created_at")), _instant(task.get("finished_at"))
+        if started is not None and ended is not None:
             self.task_seconds.labels(kind, outcome).observe(max(0.0, (ended - started).total_seconds()))
 
     # -- scraping
@@ -154,3 +154,15 @@ class MetricsMiddleware:
                 route = getattr(scope.get("route"), "path", None) or UNMATCHED
                 method = scope["method"] if scope["method"] in METHODS else "OTHER"
                 ops.metrics.observe_request(method, route, status, time.perf_counter() - started)
+
+
+def _instant(value: object) -> datetime | None:
+    """A task time as events carry it: ISO 8601 text (events are stored in the task's outbox as JSON)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
