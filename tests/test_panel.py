@@ -328,32 +328,27 @@ def test_a_customer_forged_request_for_another_customers_vm_is_refused(
     expect(page.get_by_role("alert")).to_contain_text("another user")
 
 
-def _temp_login_address(srv: LiveServer, temp_token: str) -> str:
-    """The billing module's link: the server answers 303 to /#temp=...; before that exists, its JSON."""
-    resp = httpx.get(f"{srv.url}/api/client/templogin", params={"token": temp_token}, follow_redirects=False)
-    if resp.status_code in (302, 303):
-        return str(resp.headers["location"])
-    data = resp.json()["data"]
-    return f"/#temp={quote(data['token'])}&hs={quote(data['hs_name'])}&vm={quote(data['vm_uuid'])}"
-
-
 def test_a_temp_login_link_opens_that_one_vm_and_nothing_else(
         context: BrowserContext, srv: LiveServer, api: ApiClient, docker_host: str, oci_backend: DockerBackend) -> None:
     owner = make_customer(api, f"tl{RUN}")
     vm = make_vm(api, docker_host, oci_backend.image, owner["id"], f"tmp{RUN}")
     other = make_vm(api, docker_host, oci_backend.image, owner["id"], f"oth{RUN}")
     temp = api.get(f"/api/client/temptoken/{docker_host}/{vm}")["temp_token"]
-    address = _temp_login_address(srv, temp)
-    assert address.startswith("/#temp=")
 
+    # the billing module's real link, opened in the browser: the server's 303 lands on the panel
     page = context.new_page()
     watch = Watch()
     watch.attach(page)
-    page.goto(address)
+    landed = page.goto(f"/api/client/templogin?token={quote(temp)}")
+    assert landed is not None and landed.request.redirected_from is not None
+    link = landed.request.redirected_from
+    assert "/api/client/templogin?" in link.url and temp in link.url
+    first = link.response()
+    assert first is not None and first.status == 303 and first.headers["location"].startswith("/#temp="), first
     expect(page.get_by_test_id("vm-title")).to_have_text(f"tmp{RUN}")
-    assert "temp=" not in page.url, page.url  # the token left the address at once
+    assert "temp=" not in page.url and temp not in page.url, page.url  # the token left the address at once
     token = session_token(page)
-    assert token and token not in page.url
+    assert token and token != temp and token not in page.url
     assert page.locator("nav a").count() == 0  # no menu: nothing else to open
     shoot(page, "temp-login")
     # another route still shows only this VM; the token reaches nothing else
@@ -362,7 +357,14 @@ def test_a_temp_login_link_opens_that_one_vm_and_nothing_else(
     expect(page.get_by_test_id("vm-title")).to_have_text(f"tmp{RUN}")
     status, body = ApiClient(srv.url, token).call("GET", f"/api/client/detail/{docker_host}/{other}")
     assert status == 403, body
+    # the one-time token was in the link's request only, the session token in no request's URL
+    assert watch.urls[0] == link.url
+    later = watch.urls[1:]
+    assert len(later) > 3 and [u for u in later if temp in u] == [], later
     watch.check(token)
+    # the link is used up: opening it again logs nobody in
+    again = httpx.get(link.url, follow_redirects=False)
+    assert again.status_code == 401 and again.json()["code"] != 200, again.text
 
 
 def test_switching_to_chinese_changes_the_texts_and_is_remembered(
@@ -373,6 +375,9 @@ def test_switching_to_chinese_changes_the_texts_and_is_remembered(
     page.get_by_test_id("lang-switch").click()
     expect(page.get_by_test_id("nav-hosts")).to_have_text("主机")
     expect(page.get_by_test_id("logout")).to_have_text("退出登录")
+    page.get_by_test_id("nav-tokens").click()
+    expect(page.get_by_test_id("page-tokens").get_by_role("heading")).to_have_text("API 令牌")
+    expect(page.get_by_test_id("add-token")).to_have_text("创建令牌")
     page.reload()
     expect(page.get_by_test_id("nav-vms")).to_have_text("虚拟机")
     page.get_by_test_id("theme-switch").click()
@@ -489,3 +494,126 @@ def test_customer_sets_the_root_password_and_attaches_and_detaches_a_disk(
         dc.close()
     assert api.get(f"/api/client/hdd/detail/{docker_host}/{vm}") == [{"hdd_name": "data", "hdd_size": 1,
                                                                         "mounted": True}]
+
+
+def test_operator_creates_uses_and_revokes_a_named_api_token(
+        context: BrowserContext, srv: LiveServer, api: ApiClient) -> None:
+    page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    log_in(page, "admin", ADMIN_PASSWORD)
+    page.get_by_test_id("nav-tokens").click()
+    expect(page.get_by_test_id("page-tokens")).to_be_visible()
+    page.get_by_test_id("add-token").click()
+    form = page.get_by_test_id("token-form")
+    name = f"whmcs{RUN}"
+    form.locator("input[name=name]").fill(name)
+    form.locator("select[name=profile]").select_option("idcsmart")
+    form.locator("input[name=expires_in_days]").fill("30")
+    form.locator("input[name=scope-read-only]").check()
+    form.get_by_role("button", name="Create token").click()
+
+    # the secret, shown once
+    secret_cell = page.get_by_test_id("token-secret")
+    expect(secret_cell).to_have_text(re.compile(r"^idcst_\S{16,}$"))
+    secret = secret_cell.inner_text()
+    shoot(page, "token-created")
+    module = ApiClient(srv.url, secret)
+    try:
+        assert module.get("/api/users/current")["is_admin"] is True  # the secret works
+        status, body = module.call("POST", "/api/system/recalculate-quotas", {})  # read-only: GET only
+        assert status == 403, body
+        [listed] = [k for k in api.get("/api/tokens") if k["name"] == name]
+        assert listed["profile"] == "idcsmart" and listed["scopes"] == ["read-only"] and listed["expires_at"]
+        assert listed["last_used_at"] and not listed["revoked"] and secret.startswith(listed["prefix"])
+        assert secret not in str(api.call("GET", "/api/tokens"))
+
+        # closing the dialog forgets it: neither the page nor a reload shows it again
+        page.get_by_test_id("token-done").click()
+        expect(page.get_by_test_id("token-secret")).to_have_count(0)
+        row = page.get_by_test_id("tokens-table").locator("tr", has_text=name)
+        expect(row).to_contain_text("idcsmart")
+        expect(row).to_contain_text("read only")
+        expect(row).to_contain_text("active")
+        assert secret not in page.content()
+        page.reload()
+        expect(row).to_contain_text("active")
+        assert "—" not in row.locator("td").nth(4).inner_text()  # the expiry shows
+        assert "—" not in row.locator("td").nth(5).inner_text()  # so does the last use
+        assert secret not in page.content()
+        shoot(page, "tokens")
+
+        # revoke: cancelling keeps it, confirming ends it at once
+        row.get_by_test_id("revoke-token").click()
+        page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+        assert module.call("GET", "/api/users/current")[0] == 200
+        row.get_by_test_id("revoke-token").click()
+        page.get_by_test_id("confirm").click()
+        expect(row).to_contain_text("revoked")
+        status, body = module.call("GET", "/api/users/current")
+        assert status == 401 and body["code"] != 200, body
+    finally:
+        module.close()
+    watch.check(session_token(page), secret)
+
+
+def test_a_customer_creates_on_a_host_only_after_the_operator_grants_it_in_the_page(
+        browser: Browser, context: BrowserContext, srv: LiveServer, api: ApiClient, docker_host: str,
+        oci_backend: DockerBackend) -> None:
+    name = f"gr{RUN}"
+    user = make_customer(api, name)
+    password = f"Pw-{name}-1"
+    assert api.get(f"/api/users/{user['id']}/hosts") == []
+    # the API refuses a customer's create on a host not granted to them
+    customer_api = ApiClient(srv.url, ApiClient(srv.url).login(name, password))
+    body = {"vm_name": f"g0{RUN}", "os_name": oci_backend.image, "cpu_num": 1, "ram_num": 64, "hdd_num": 1}
+    status, refused = customer_api.call("POST", f"/api/client/create/{docker_host}", body)
+    assert status == 403 and refused["msg"], refused
+    customer_api.close()
+
+    page = context.new_page()
+    log_in(page, name, password)
+    page.get_by_test_id("create-vm").click()
+    page.get_by_test_id("host-choice").locator("input[name=hs_name]").fill(docker_host)
+    page.get_by_test_id("host-choice").get_by_role("button", name="Choose a host").click()
+    form = page.get_by_test_id("vm-form")
+    form.locator("input[name=vm_name]").fill(f"g1{RUN}")
+    expect(form.locator("select[name=os_name]")).to_have_value(oci_backend.image)
+    form.locator("input[name=ram_num]").fill("64")
+    form.get_by_role("button", name="Create VM").click()
+    expect(page.locator(".notice.error", has_text=refused["msg"])).to_be_visible()  # the server's own message
+    assert [v for v in api.get(f"/api/client/detail/{docker_host}") if v["owner_id"] == user["id"]] == []
+
+    # the operator grants the host on the users page (another tab: its own session)
+    admin = context.new_page()
+    log_in(admin, "admin", ADMIN_PASSWORD)
+    admin.get_by_test_id("nav-users").click()
+    admin.get_by_test_id("page-users").locator("tr", has_text=name).get_by_test_id("user-hosts").click()
+    grant_row = admin.get_by_test_id("grants-table").locator("tr", has_text=docker_host)
+    expect(grant_row).to_contain_text("not granted")
+    grant_row.get_by_test_id("grant-host").click()
+    expect(grant_row.get_by_test_id("revoke-host")).to_be_visible()
+    expect(grant_row).not_to_contain_text("not granted")
+    assert api.get(f"/api/users/{user['id']}/hosts") == [docker_host]
+    shoot(admin, "user-hosts")
+
+    # the same form, sent again, now creates the VM
+    form.get_by_role("button", name="Create VM").click()
+    progress = page.get_by_test_id("task-progress")
+    expect(progress).to_have_attribute("data-state", "success", timeout=120_000)
+    expect(page.get_by_test_id("vm-card")).to_have_count(1)
+    expect(page.get_by_test_id("vm-card")).to_contain_text(f"g1{RUN}")
+    [mine] = [v for v in api.get(f"/api/client/detail/{docker_host}") if v["owner_id"] == user["id"]]
+    assert mine["vm_name"] == f"g1{RUN}" and mine["status"] == "running", mine
+
+    # taking the host back in the page: the VM stays, the next create is refused
+    grant_row.get_by_test_id("revoke-host").click()
+    expect(grant_row.get_by_test_id("grant-host")).to_be_visible()
+    assert api.get(f"/api/users/{user['id']}/hosts") == []
+    customer_api = ApiClient(srv.url, session_token(page))
+    try:
+        status, again = customer_api.call("POST", f"/api/client/create/{docker_host}", body | {"vm_name": f"g2{RUN}"})
+        assert status == 403, again
+    finally:
+        customer_api.close()
+    assert api.get(f"/api/client/detail/{docker_host}/{mine['vm_uuid']}")["vm_uuid"] == mine["vm_uuid"]

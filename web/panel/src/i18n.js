@@ -44,6 +44,16 @@ const en = {
   recalc: 'Recount quotas', confirm_delete_host: 'Delete host {name}? Its VM records are forgotten.',
   tcp: 'TCP', udp: 'UDP', history_empty: 'No samples yet.', change_password: 'Change my password',
   old_password: 'Current password', attached: 'attached', detached: 'detached', limit: 'Entries', port_range: 'Ports of this host: {from}–{to}', pending: 'pending', success: 'success', unknown: 'unknown', plan: 'Plan', yes: 'yes', no: 'no', capabilities: 'Capabilities',
+  tokens: 'API tokens', create_token: 'Create token', profile: 'Profile', expires_in_days: 'Expires after (days)',
+  never_expires: 'empty: never expires', scopes: 'Scopes', scopes_hint: 'none ticked: everything an administrator may do',
+  'scope_read-only': 'read only', scope_hosts: 'hosts', scope_vms: 'VMs', scope_all: 'everything',
+  token_once: 'Copy this secret now: it is shown only this once and cannot be read again.',
+  tokens_note: 'Named tokens for billing modules; each speaks its profile\'s dialect. Secrets are stored hashed.',
+  token_prefix: 'Starts with', expires: 'Expires', last_used: 'Last used', revoked: 'revoked', active: 'active',
+  revoke: 'Revoke', confirm_revoke: 'Revoke token {name}? Modules using it stop working at once.',
+  host_grants: 'Hosts', grants_of: 'Hosts {name} may create VMs on', grant: 'Grant', granted: 'granted',
+  host_name_hint: 'the host name your provider gave you', not_granted: 'not granted', grants_note: 'A customer creates VMs only on the hosts granted here; their VMs stay when a host is taken back.',
+
 };
 
 const zh = {
@@ -87,6 +97,16 @@ const zh = {
   recalc: '重新统计配额', confirm_delete_host: '删除主机 {name}？其虚拟机记录将被移除。',
   tcp: 'TCP', udp: 'UDP', history_empty: '暂无采样。', change_password: '修改我的密码',
   old_password: '当前密码', attached: '已挂载', detached: '未挂载', limit: '条数', port_range: '本主机可用端口：{from}–{to}', pending: '等待中', success: '成功', unknown: '未知', plan: '套餐', yes: '是', no: '否', capabilities: '能力',
+  tokens: 'API 令牌', create_token: '创建令牌', profile: '客户端类型', expires_in_days: '有效期（天）',
+  never_expires: '留空：永不过期', scopes: '权限范围', scopes_hint: '都不勾选：拥有管理员的全部权限',
+  'scope_read-only': '只读', scope_hosts: '主机', scope_vms: '虚拟机', scope_all: '全部',
+  token_once: '请立即复制此密钥：它只显示这一次，之后无法再查看。',
+  tokens_note: '供计费模块使用的命名令牌，按各自的客户端类型应答。密钥仅以哈希形式保存。',
+  token_prefix: '开头', expires: '过期时间', last_used: '最近使用', revoked: '已吊销', active: '有效',
+  revoke: '吊销', confirm_revoke: '吊销令牌 {name}？使用它的模块将立即失效。',
+  host_grants: '主机授权', grants_of: '{name} 可创建虚拟机的主机', grant: '授权', granted: '已授权',
+  host_name_hint: '服务商提供的主机名称', not_granted: '未授权', grants_note: '客户只能在此处授权的主机上创建虚拟机；收回授权后其已有虚拟机保留。',
+
 };
 
 const dictionaries = { en, zh };

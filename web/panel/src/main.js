@@ -8,8 +8,9 @@ import { lang, setLang, t } from './i18n.js';
 import { Dashboard } from './pages/dashboard.js';
 import { Hosts } from './pages/hosts.js';
 import { Admin } from './pages/admin.js';
-import { MyVMs, VMPage } from './pages/vm.js';
-import { AllVMs } from './pages/vms.js';
+import { VMPage } from './pages/vm.js';
+import { AllVMs, MyVMs } from './pages/vms.js';
+import { Tokens } from './pages/tokens.js';
 import { go, route } from './nav.js';
 import { signal, useSignal } from './state.js';
 import { theme, toggleTheme } from './theme.js';
@@ -78,7 +79,7 @@ function Switches() {
       ${theme.value === 'dark' ? t('light') : t('dark')}</button>`;
 }
 
-const ADMIN_MENU = ['dashboard', 'hosts', 'vms', 'users', 'tasks', 'audit', 'settings'];
+const ADMIN_MENU = ['dashboard', 'hosts', 'vms', 'users', 'tokens', 'tasks', 'audit', 'settings'];
 
 function Shell({ user, children, current }) {
   const [open, setOpen] = useState(false);
@@ -117,6 +118,7 @@ function Page({ user, path }) {
   if (user.is_admin) {
     if (page === 'hosts') return html`<${Hosts} />`;
     if (page === 'vms') return html`<${AllVMs} host=${parts[1]} />`;
+    if (page === 'tokens') return html`<${Tokens} />`;
     if (['users', 'tasks', 'audit', 'settings'].includes(page)) return html`<${Admin} page=${page} user=${user} />`;
     return html`<${Dashboard} />`;
   }

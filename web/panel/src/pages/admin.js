@@ -1,6 +1,6 @@
-// Users and quotas, tasks with live progress, the audit log with filters, settings and the API token.
+// Users, their quotas and host grants, tasks with live progress, the audit log with filters, settings and the API token.
 import { useEffect, useState } from 'preact/hooks';
-import { del, get, post, put } from '../api.js';
+import { del, get, post, put, seg } from '../api.js';
 import { t } from '../i18n.js';
 import { attempt, ConfirmButton, Field, Form, html, Loaded, Modal, StateBadge, Table, useLoad } from '../ui.js';
 
@@ -28,9 +28,29 @@ function UserForm({ user, onDone }) {
   </div></fieldset></${Form}>`;
 }
 
+/** The hosts a customer may create VMs on: grant or take back each (the server answers the new list). */
+function HostGrants({ user }) {
+  const hosts = useLoad(() => get('/api/server/detail', { format: 'list' }));
+  const granted = useLoad(() => get(`/api/users/${seg(user.id)}/hosts`));
+  const change = async (hs, grant) => {
+    const path = `/api/users/${seg(user.id)}/hosts/${seg(hs)}`;
+    if (await attempt(() => (grant ? post(path) : del(path)), t('saved'))) granted.reload();
+  };
+  return html`<div data-testid="grants"><p class="muted">${t('grants_note')}</p>
+    <${Loaded} load=${hosts}>${(list) => html`<${Loaded} load=${granted}>${(mine) => html`<${Table} testid="grants-table"
+      rowKey=${(h) => h.server_name} rows=${list} empty=${t('no_hosts')} columns=${[
+        { label: t('host'), key: 'server_name' },
+        { label: t('status'), render: (h) => (mine.includes(h.server_name) ? t('granted') : t('not_granted')) },
+        { label: t('actions'), render: (h) => (mine.includes(h.server_name)
+          ? html`<button class="danger" data-testid="revoke-host" onClick=${() => change(h.server_name, false)}>${t('revoke')}</button>`
+          : html`<button class="primary" data-testid="grant-host" onClick=${() => change(h.server_name, true)}>${t('grant')}</button>`) },
+      ]} />`}</${Loaded}>`}</${Loaded}></div>`;
+}
+
 function Users() {
   const users = useLoad(() => get('/api/users'));
   const [editing, setEditing] = useState(null);
+  const [granting, setGranting] = useState(null);
   const quota = (u) => QUOTA.map((k) => {
     const max = u.quota?.[k];
     return `${t(k)} ${u.quota?.[k.replace('max_', 'used_')] ?? 0}/${max === -1 || max === undefined ? '∞' : max}`;
@@ -43,11 +63,14 @@ function Users() {
       { label: t('role'), render: (u) => (u.is_admin ? t('admin') : t('customer')) },
       { label: t('quota'), render: (u) => html`<small>${quota(u)}</small>` },
       { label: t('actions'), render: (u) => html`<div class="actions"><button onClick=${() => setEditing(u)}>${t('edit')}</button>
+        ${!u.is_admin && html`<button data-testid="user-hosts" onClick=${() => setGranting(u)}>${t('host_grants')}</button>`}
         <${ConfirmButton} label=${t('delete')} question=${t('confirm_delete', { name: u.username })}
           onConfirm=${async () => { await attempt(() => del(`/api/users/${u.id}`), t('done')); users.reload(); }} /></div>` },
     ]} />`}</${Loaded}>
     ${editing && html`<${Modal} title=${editing.id ? `${t('edit')} ${editing.username}` : t('add_user')} onClose=${() => setEditing(null)}>
       <${UserForm} user=${editing.id ? editing : null} onDone=${() => { setEditing(null); users.reload(); }} /></${Modal}>`}
+    ${granting && html`<${Modal} title=${t('grants_of', { name: granting.username })} onClose=${() => setGranting(null)}>
+      <${HostGrants} user=${granting} /></${Modal}>`}
   </section>`;
 }
 

@@ -3,7 +3,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { del, get, post, put, seg, vmPath } from '../api.js';
 import { t } from '../i18n.js';
-import { go, vmHref } from '../nav.js';
+import { go } from '../nav.js';
 import { attempt, Chart, ConfirmButton, Field, Form, html, Loaded, notify, StateBadge, Table, TaskProgress, useLoad }
   from '../ui.js';
 
@@ -25,18 +25,6 @@ export function PowerButtons({ hs, vm, onDone }) {
       setBusy(false);
       onDone?.();
     }}>${t(key)}</button>`)}</div>`;
-}
-
-export function MyVMs() {
-  const vms = useLoad(() => get('/api/client/detail'));
-  return html`<section data-testid="page-my-vms"><h1>${t('my_vms')}</h1>
-    <${Loaded} load=${vms}>${(list) => html`<div class="cards">${list.map((v) => html`
-      <a class="card vm-card" key=${`${v.server_name}/${v.vm_uuid}`} href=${vmHref(v.server_name, v.vm_uuid)}
-        data-testid="vm-card">
-        <strong>${v.vm_name}</strong><${StateBadge} value=${v.status} />
-        <small class="muted">${v.server_name} · ${v.os_name}</small>
-        <small>${v.cpu_num} ${t('cpu')} · ${v.ram_num} MB · ${v.hdd_num} GB</small></a>`)}
-      ${list.length === 0 && html`<p class="muted">${t('nothing')}</p>`}</div>`}</${Loaded}></section>`;
 }
 
 const TABS = ['overview', 'console', 'network', 'storage', 'backups'];

@@ -1,4 +1,5 @@
-// Operators: the VMs of every host; create (image from the host's list, owner), power, delete.
+// Lists of VMs. Operators: the VMs of every host; create (image from the host's list, owner), power, delete.
+// Customers: their own VMs; create on a host an operator granted them (the API refuses the others).
 import { useState } from 'preact/hooks';
 import { get, post, seg } from '../api.js';
 import { t } from '../i18n.js';
@@ -6,9 +7,10 @@ import { go, vmHref } from '../nav.js';
 import { attempt, Field, Form, html, Loaded, Modal, StateBadge, Table, TaskProgress, useLoad } from '../ui.js';
 import { PowerButtons } from './vm.js';
 
-function CreateVM({ hs, onStarted }) {
+/** The create form; ``customer``: for the customer's own account (no owner to choose). */
+export function CreateVM({ hs, onStarted, customer = false }) {
   const images = useLoad(() => get(`/api/client/os-images/${seg(hs)}`), [hs]);
-  const users = useLoad(() => get('/api/users'));
+  const users = useLoad(() => (customer ? Promise.resolve([]) : get('/api/users')));
   const [form, setForm] = useState({ vm_name: '', os_name: '', cpu_num: '1', ram_num: '256', hdd_num: '1', owner_id: '',
     os_pass: '' });
   const submit = async () => {
@@ -30,7 +32,7 @@ function CreateVM({ hs, onStarted }) {
       <${Field} form=${form} setForm=${setForm} name="cpu_num" type="number" min="1" label=${t('cpu_num')} required />
       <${Field} form=${form} setForm=${setForm} name="ram_num" type="number" min="16" label=${t('ram_num')} required />
       <${Field} form=${form} setForm=${setForm} name="hdd_num" type="number" min="1" label=${t('hdd_num')} required />
-      <${Field} form=${form} setForm=${setForm} name="owner_id" label=${t('owner')} options=${owners} />
+      ${!customer && html`<${Field} form=${form} setForm=${setForm} name="owner_id" label=${t('owner')} options=${owners} />`}
       <${Field} form=${form} setForm=${setForm} name="os_pass" type="password" label=${t('os_pass')} />
     </div></${Form}>`;
   }}</${Loaded}>`;
@@ -69,4 +71,35 @@ export function AllVMs({ host }) {
           <${StateBadge} value=${h.status} /></button>`)}</div>
         <${HostVMs} key=${current} hs=${current} />`;
     }}</${Loaded}></section>`;
+}
+
+/** A customer's create: the host is typed (customers do not list hosts); the API checks the grant. */
+function CustomerCreate({ onStarted }) {
+  const [form, setForm] = useState({ hs_name: '' });
+  const [hs, setHs] = useState('');
+  return html`<div data-testid="customer-create"><form class="row" data-testid="host-choice" onSubmit=${(e) => {
+    e.preventDefault();
+    setHs(form.hs_name.trim());
+  }}><${Field} form=${form} setForm=${setForm} name="hs_name" label=${t('host')} required hint=${t('host_name_hint')} />
+    <button type="submit">${t('select_host')}</button></form>
+    ${hs && html`<${CreateVM} key=${hs} hs=${hs} customer onStarted=${onStarted} />`}</div>`;
+}
+
+export function MyVMs() {
+  const vms = useLoad(() => get('/api/client/detail'));
+  const [creating, setCreating] = useState(false);
+  const [task, setTask] = useState(null);
+  return html`<section data-testid="page-my-vms"><div class="row"><h1>${t('my_vms')}</h1><span class="grow"></span>
+      <button class="primary" data-testid="create-vm" onClick=${() => setCreating(true)}>${t('create_vm')}</button></div>
+    ${task && html`<${TaskProgress} key=${task.task_id} taskId=${task.task_id} onEnd=${() => vms.reload()} />`}
+    <${Loaded} load=${vms}>${(list) => html`<div class="cards">${list.map((v) => html`
+      <a class="card vm-card" key=${`${v.server_name}/${v.vm_uuid}`} href=${vmHref(v.server_name, v.vm_uuid)}
+        data-testid="vm-card">
+        <strong>${v.vm_name}</strong><${StateBadge} value=${v.status} />
+        <small class="muted">${v.server_name} · ${v.os_name}</small>
+        <small>${v.cpu_num} ${t('cpu')} · ${v.ram_num} MB · ${v.hdd_num} GB</small></a>`)}
+      ${list.length === 0 && html`<p class="muted">${t('nothing')}</p>`}</div>`}</${Loaded}>
+    ${creating && html`<${Modal} title=${t('create_vm')} onClose=${() => setCreating(false)}>
+      <${CustomerCreate} onStarted=${(s) => { setCreating(false); setTask(s); vms.reload(); }} /></${Modal}>`}
+  </section>`;
 }
