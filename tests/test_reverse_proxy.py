@@ -274,7 +274,7 @@ def test_a_normal_user_may_only_name_the_vms_own_address(world: World) -> None:
     for other in ("127.0.0.1", "10.255.0.1"):  # this server's own port, or someone else's machine
         status, answer = client.call("POST", path, {"domain": f"ssrf-{w.tag}.example.test", "lan_port": 1880,
                                                     "lan_addr": other})
-        assert (status, answer["code"]) == (400, 400) and "not an address of" in answer["msg"], answer
+        assert (status, answer["code"]) == (403, 403) and "not an address of" in answer["msg"], answer
     own = [ip["address"] for ip in client.get(w.vm_path("ipaddr/detail", vm)) if ":" not in ip["address"]]
     assert own, "the container reports no IPv4 address"
     domain = f"own-{w.tag}.example.test"

@@ -451,25 +451,21 @@ def _route(row: ProxyRow) -> CaddyRoute:
     return CaddyRoute(row.id, row.domain, row.upstream, row.is_https)
 
 
-async def _proxy_upstream(core: CoreContext, principal: Principal, vm: VM, lan_port: int, lan_addr: str) -> str:
-    """Where the core's Caddy reaches the VM's ``lan_port`` (see ``idcs_core.proxy.upstream``);
-    400 when nothing reaches it, or when a normal user names an address that is not the VM's."""
-    host = vm.host
-    live: list[str] = []
-    if lan_addr and principal.is_admin:
+async def _proxy_upstream(core: CoreContext, vm: VM, lan_port: int, lan_addr: str) -> str:
+    """Where the core's Caddy reaches the VM's ``lan_port`` (see ``idcs_core.proxy.upstream``):
+    ``lan_addr`` when given (``limits.check_lan_addr`` holds a normal user to the VM's own
+    addresses), else a NAT rule forwarding TCP to it, else the VM's address; 400 when nothing
+    reaches it."""
+    if lan_addr:
         return upstream.dial(lan_addr, lan_port)
+    host = vm.host
     async with core.db.session() as s:
         forwards = [(r.host_port, r.vm_port, r.protocol) for r in (await s.execute(
             select(NatRuleRow).where(NatRuleRow.vm_id == vm.id))).scalars()]
-        recorded = [a for r in (await s.execute(select(IPAddr).where(IPAddr.vm_id == vm.id))).scalars()
-                    for a in (r.address, r.ip6_addr) if a]
-    if lan_addr or not upstream.from_nat(forwards, lan_port, "x"):
+    live: list[str] = []
+    if not upstream.from_nat(forwards, lan_port, "x"):
         info: VMInfo = await core.call(host, "vm_status", vm_uuid=vm.vm_uuid)
         live = list(info.ip_addresses)
-    if lan_addr:
-        if lan_addr not in live + recorded:
-            raise errors.BadRequest(f"lan_addr {lan_addr} is not an address of {vm.vm_uuid}")
-        return upstream.dial(lan_addr, lan_port)
     address = upstream.public_address(str((host.options or {}).get("public_addr") or ""), host.server_addr)
     found = upstream.from_nat(forwards, lan_port, address) or upstream.from_vm_addresses(live, lan_port)
     if not found:
@@ -500,7 +496,7 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
             raise errors.QuotaExceeded(f"this VM may have at most {limit} reverse proxies")
         if (await s.execute(select(ProxyRow.id).where(ProxyRow.domain == fields["domain"]))).first():
             raise errors.Conflict(f"domain {fields['domain']} is already in use")
-    dial = "" if native else await _proxy_upstream(core, principal, vm, fields["lan_port"], lan_addr)
+    dial = "" if native else await _proxy_upstream(core, vm, fields["lan_port"], lan_addr)
     async with core.db.session() as s:
         row = ProxyRow(vm_id=vm.id, idx=await _next_idx(s, ProxyRow, vm.id), domain=fields["domain"],
                        lan_port=fields["lan_port"], lan_addr=lan_addr,
