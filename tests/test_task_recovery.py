@@ -142,3 +142,44 @@ def test_update_reinstall_and_restore_are_run_again(tmp_path: Path, lab: TestLab
         assert lab.hosts[addr].vms["up"].spec.cpu_num == 2  # the update reached the host
         again = lab.hosts[addr].calls[calls_before:]
         assert {"vm_update", "vm_delete", "vm_create", "backup_restore"} <= set(again), again
+
+
+def test_interrupted_disk_changes_are_finished_or_undone(tmp_path: Path, lab: TestLabEngine,
+                                                         registry: PluginRegistry) -> None:
+    """disk_add / disk_remove / disk_delete left running: the attach, detach and delete the user asked
+    for are finished; an attach whose VM is gone is undone (record and quota given back)."""
+    addr = f"lab://disks-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        for name in ("dk", "gn"):
+            create_vm(admin, "r", name)
+        for vm, disk, size in (("dk", "a", 1), ("dk", "b", 2), ("dk", "c", 3), ("gn", "g", 4)):
+            assert admin.post(f"/api/client/hdd/mount/r/{vm}", {"hdd_name": disk, "hdd_size": size})["mounted"]
+        used = admin.get("/api/users/current")["quota"]["used_hdd"]
+    db = tmp_path / "idcs.db"
+    with sqlite3.connect(db) as con:
+        disk_ids = {name: i for i, name in con.execute("SELECT id, name FROM disks").fetchall()}
+        con.execute("UPDATE disks SET mounted = 0 WHERE name IN ('c', 'g')")  # recorded, attach cut short
+    lab_vms = lab.hosts[addr].vms
+    lab_vms["dk"].disks["c"] = False
+    del lab_vms["gn"]  # the VM went away behind the server's back
+    started = {
+        "a": _interrupt(db, "disk_remove", "dk", {"disk_id": disk_ids["a"]}),
+        "b": _interrupt(db, "disk_delete", "dk", {"disk_id": disk_ids["b"]}),
+        "c": _interrupt(db, "disk_add", "dk", {"disk_id": disk_ids["c"], "created": True}),
+        "g": _interrupt(db, "disk_add", "gn", {"disk_id": disk_ids["g"], "created": True}),
+    }
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        done = {disk: admin.wait_task(task_id, 30) for disk, task_id in started.items()}
+        for disk in ("a", "b", "c"):
+            assert done[disk]["state"] == "success", done[disk]
+            assert done[disk]["message"].startswith("recovered after a restart"), done[disk]
+        assert done["g"]["state"] == "failed" and "the VM is gone" in done["g"]["message"], done["g"]
+        assert admin.get("/api/client/hdd/detail/r/dk") == [
+            {"hdd_name": "a", "hdd_size": 1, "mounted": False}, {"hdd_name": "c", "hdd_size": 3, "mounted": True}]
+        assert admin.get("/api/client/hdd/detail/r/gn") == []
+        assert admin.get("/api/users/current")["quota"]["used_hdd"] == used - 2 - 4
+    assert lab_vms["dk"].disks == {"a": False, "c": True}
