@@ -183,3 +183,41 @@ def test_interrupted_disk_changes_are_finished_or_undone(tmp_path: Path, lab: Te
         assert admin.get("/api/client/hdd/detail/r/gn") == []
         assert admin.get("/api/users/current")["quota"]["used_hdd"] == used - 2 - 4
     assert lab_vms["dk"].disks == {"a": False, "c": True}
+
+
+def test_an_interrupted_scheduled_backup_is_kept_if_complete_else_removed(tmp_path: Path, lab: TestLabEngine,
+                                                                           registry: PluginRegistry) -> None:
+    addr = f"lab://sched-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        create_vm(admin, "r", "sc")
+    db = tmp_path / "idcs.db"
+    with sqlite3.connect(db) as con:
+        [(vm_id, host_id)] = con.execute("SELECT id, host_id FROM vms WHERE vm_uuid = 'sc'").fetchall()
+        schedules = {}
+        for name in ("done", "cut"):  # disabled: only the recovery runs them
+            cur = con.execute("INSERT INTO backup_schedules (vm_id, cron, retention, enabled, next_run_at, last_state, "
+                              "last_error, created_at) VALUES (?, '@daily', 3, 0, '2027-01-01 00:00:00.000000', "
+                              "'running', '', '2026-12-02 06:00:00.000000')", (vm_id,))
+            schedules[name] = cur.lastrowid
+            con.execute("INSERT INTO backups (host_id, vm_uuid, backup_name, description, status, created_at, "
+                        "schedule_id) VALUES (?, 'sc', ?, 'scheduled', 'creating', '2026-12-02 06:00:00.000000', ?)",
+                        (host_id, f"b-{name}", schedules[name]))
+    lab_host = lab.hosts[addr]
+    lab_host.backups[("sc", "b-done")] = lab_host.vms["sc"]  # the host finished this one
+    started = {name: _interrupt(db, "backup_scheduled", "sc", {"schedule_id": sid, "vm_id": vm_id})
+               for name, sid in schedules.items()}
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        done = {name: admin.wait_task(task_id, 30) for name, task_id in started.items()}
+        assert done["done"]["state"] == "success" and "b-done was complete" in done["done"]["message"], done
+        assert done["cut"]["state"] == "failed" and "was removed" in done["cut"]["message"], done
+        names = {b["backup_name"] for b in admin.get("/api/client/backup/detail/r/sc")}
+        assert "b-done" in names and "b-cut" not in names, names
+    with sqlite3.connect(db) as con:
+        states = dict(con.execute("SELECT id, last_state FROM backup_schedules").fetchall())
+        assert (states[schedules["done"]], states[schedules["cut"]]) == ("success", "failed")
+        assert con.execute("SELECT status FROM backups WHERE backup_name = 'b-done'").fetchall() == [("ready",)]
+    assert ("sc", "b-cut") not in lab_host.backups

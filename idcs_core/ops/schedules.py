@@ -31,7 +31,7 @@ from idcs_core.db.models import VM, Backup, BackupSchedule, Task, utcnow
 from idcs_core.services import quotas
 from idcs_core.services.backups import new_backup_name
 from idcs_core.services.lookup import get_vm
-from idcs_core.tasks import task_handler
+from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo
 
 if TYPE_CHECKING:
@@ -176,6 +176,50 @@ async def _run_scheduled(core: CoreContext, task: Task, progress: TaskProgress) 
     except Exception as exc:
         await _finish_schedule(core, schedule_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
+
+
+# Recovery rule of an interrupted scheduled run: the backup it was making (this schedule's record
+# still "creating") is kept if the host has it complete, else what was made of it is removed from
+# the host and the record and its quota are given back; old backups are pruned at the next run.
+# The task ends as the backup did, and so does the schedule's last_state.
+@task_recovery("backup_scheduled")
+async def _recover_scheduled(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    schedule_id = int(task.params["schedule_id"])
+    async with core.db.session() as s:
+        vm = await s.get(VM, task.params["vm_id"])
+        rows = list((await s.execute(select(Backup).where(
+            Backup.schedule_id == schedule_id, Backup.status == "creating",
+            Backup.vm_uuid == task.vm_uuid))).scalars())
+        host, owner_id = (vm.host, vm.owner_id) if vm is not None else (None, None)
+    if host is None or not rows:
+        await _finish_schedule(core, schedule_id, "failed", "the server stopped during this run")
+        raise errors.VMOperationFailed("the server stopped while this scheduled backup was starting: none was made")
+    found = await core.call(host, "backup_list") if core.supports(host, "backup_list") else []
+    complete = {b.backup_name: b for b in found if b.vm_uuid == task.vm_uuid}
+    made: list[str] = []
+    for row in rows:
+        info = complete.get(row.backup_name)
+        if info is None:
+            try:
+                await core.call(host, "backup_delete", long=True, vm_uuid=row.vm_uuid, backup_name=row.backup_name)
+            except (errors.NotFound, errors.VMNotFound):
+                pass  # nothing of it (or of its VM) is left
+        async with core.db.session() as s:
+            current = await s.get(Backup, row.id)
+            if current is None:
+                continue
+            if info is not None:
+                current.status, current.size_bytes = "ready", info.size_bytes
+                made.append(row.backup_name)
+            else:
+                await s.delete(current)
+                await quotas.charge(s, owner_id, backups=-1)
+    if not made:
+        await _finish_schedule(core, schedule_id, "failed", "the server stopped during this run")
+        raise errors.VMOperationFailed(f"the server stopped while the scheduled backup of {task.vm_uuid} was being "
+                                       "made: what was made of it was removed")
+    await _finish_schedule(core, schedule_id, "success")
+    return {"backup_name": made[0], "removed": [], "message": f"backup {made[0]} was complete on the host"}
 
 
 async def _backup_and_prune(core: CoreContext, task: Task, schedule_id: int, progress: TaskProgress
