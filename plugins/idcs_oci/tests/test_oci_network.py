@@ -210,9 +210,9 @@ def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpe
     sh(dc, vm, "echo mine > /www/m.txt")
     p1, p2 = free_port(), free_port()
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p1, 80)),
-                   pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p2, 80)),
-                   pool.submit(engine.disk_attach, host=host, vm_uuid=vm, disk=DiskSpec("c", 1))]
+        futures = [pool.submit(engine.nat_add, progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(p1, 80)),
+                   pool.submit(engine.nat_add, progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(p2, 80)),
+                   pool.submit(engine.disk_attach, progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("c", 1))]
         for f in futures:
             f.result()
     assert http_get(p1, "/m.txt").strip() == "mine"
