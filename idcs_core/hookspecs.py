@@ -24,10 +24,15 @@ credentials, ``VMNotFound`` (1002) when the VM is not on the host,
 anything else. Other exceptions become 1004 (create) or 1005 (everything
 else) with their message.
 
-Long operations (create, update, delete, reinstall, backups) receive
-``progress``: call ``progress(percent, message)`` as work advances (it is
-thread-safe); the core stores it on the task the API exposes. A hook may
-leave the ``progress`` parameter out of its signature.
+Long operations (create, update, delete, reinstall, backups) and every
+change a task makes on the back end (NAT add/remove, disk attach/detach/delete)
+receive ``progress``: call ``progress(percent, message)`` as work advances (it is
+thread-safe); the core stores it on the task the API exposes, and the first thing
+a NAT or disk hook says stays in the task's final message. Say there, before it
+happens, anything the customer notices (e.g. "the container is recreated to
+attach the disk": one restart). A hook may leave the ``progress`` parameter out
+of its signature (pluggy then does not pass it); it must not give it a default
+value (pluggy never passes a parameter that has one).
 
 **Event hooks** (class ``EventSpec``) tell plugins that are not engines
 (audit, billing, webhooks) what happened. They are called after the fact on
@@ -236,18 +241,24 @@ class EngineSpec:
         """Take ``address`` (as returned by ``vm_ip_add``) off the VM. Idempotent."""
 
     @hookspec(firstresult=True)
-    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
+    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> NatRule:
         """Forward ``rule.host_port`` on the host to ``rule.vm_port`` in the VM, for real.
 
         The core has already checked the port is free among its own records;
         raise ``Conflict`` if the host has it taken by something else. The rule
         must take effect on a running VM and keep the VM's data. Return the rule
         as applied (``lan_addr`` filled in where known).
+
+        ``progress`` (optional in the implementation's signature) is the ``nat_add``
+        task's: if the change restarts the VM (e.g. a one-time move of an earlier
+        release's forwards), say so through it before the restart.
         """
 
     @hookspec(firstresult=True)
-    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        """Remove a forward added by ``nat_add``. Removing one that is gone succeeds."""
+    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> None:
+        """Remove a forward added by ``nat_add``. Removing one that is gone succeeds.
+
+        ``progress`` (optional in the signature): as for ``nat_add``, the task's."""
 
     @hookspec(firstresult=True)
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
@@ -273,17 +284,26 @@ class EngineSpec:
     # ------------------------------------------------------------------ storage
 
     @hookspec(firstresult=True)
-    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
+    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec, progress: Progress) -> None:
         """Create the extra disk ``disk.name`` of ``disk.size_gb`` GB if it does not exist,
-        and attach it to the VM. Attaching an attached disk succeeds."""
+        and attach it to the VM. Attaching an attached disk succeeds.
+
+        ``progress`` (optional in the signature) is the ``disk_add`` task's: an engine
+        that must restart or recreate the VM to attach says so through it first."""
 
     @hookspec(firstresult=True)
-    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        """Detach the disk from the VM and keep its data for a later attach."""
+    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
+        """Detach the disk from the VM and keep its data for a later attach. Idempotent.
+
+        ``progress`` (optional in the signature): the ``disk_remove`` task's, as for
+        ``disk_attach``."""
 
     @hookspec(firstresult=True)
-    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
-        """Detach if needed and destroy the disk and its data. Idempotent."""
+    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
+        """Detach if needed and destroy the disk and its data. Idempotent.
+
+        ``progress`` (optional in the signature): the ``disk_delete`` task's, as for
+        ``disk_attach``."""
 
     @hookspec(firstresult=True)
     def iso_mount(self, host: HostSpec, vm_uuid: str, iso_name: str) -> None:

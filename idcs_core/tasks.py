@@ -64,6 +64,28 @@ RECOVERED = "recovered after a restart"
 RECOVERY_RETRY = (1.0, 60.0)
 
 
+class NotedProgress:
+    """A task's progress that keeps the first message the engine gave, so the task's final message
+    can repeat what the customer noticed: an engine announces a restart or recreation before it
+    acts (e.g. "the container is recreated to attach disk data"), and its later steps ("stopping
+    the container", ...) go to the task's progress only.
+
+    Handed to engine hooks in place of the task's progress (thread-safe like it)."""
+
+    def __init__(self, progress: TaskProgress) -> None:
+        self._progress = progress
+        self.first = ""
+
+    def __call__(self, percent: int, message: str = "") -> None:
+        if message and not self.first:
+            self.first = message
+        self._progress(percent, message)
+
+    def final(self, text: str) -> str:
+        """``text``, followed by what the engine announced, if it announced anything."""
+        return f"{text}; {self.first}" if self.first else text
+
+
 def task_handler(kind: str) -> Callable[[Handler], Handler]:
     """Register the coroutine that runs tasks of ``kind``."""
 

@@ -21,6 +21,7 @@ the installed ones. Nothing here is imported by the product.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import threading
@@ -104,10 +105,13 @@ class Pausing:
         stops.after()
 
     @hookimpl
-    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
+    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Any) -> NatRule:
         stops = _Stops("nat_add", vm_uuid)
         stops.before()
-        applied: NatRule = super().nat_add(host=host, vm_uuid=vm_uuid, rule=rule)  # type: ignore[misc]
+        base = super().nat_add  # type: ignore[misc]
+        # the task's progress, for an engine that takes it (the OCI engine does, the LXD engine leaves it out)
+        extra = {"progress": progress} if "progress" in inspect.signature(base).parameters else {}
+        applied: NatRule = base(host=host, vm_uuid=vm_uuid, rule=rule, **extra)
         stops.after()
         return applied
 

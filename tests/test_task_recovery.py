@@ -142,3 +142,82 @@ def test_update_reinstall_and_restore_are_run_again(tmp_path: Path, lab: TestLab
         assert lab.hosts[addr].vms["up"].spec.cpu_num == 2  # the update reached the host
         again = lab.hosts[addr].calls[calls_before:]
         assert {"vm_update", "vm_delete", "vm_create", "backup_restore"} <= set(again), again
+
+
+def test_interrupted_disk_changes_are_finished_or_undone(tmp_path: Path, lab: TestLabEngine,
+                                                         registry: PluginRegistry) -> None:
+    """disk_add / disk_remove / disk_delete left running: the attach, detach and delete the user asked
+    for are finished; an attach whose VM is gone is undone (record and quota given back)."""
+    addr = f"lab://disks-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        for name in ("dk", "gn"):
+            create_vm(admin, "r", name)
+        for vm, disk, size in (("dk", "a", 1), ("dk", "b", 2), ("dk", "c", 3), ("gn", "g", 4)):
+            assert admin.post(f"/api/client/hdd/mount/r/{vm}", {"hdd_name": disk, "hdd_size": size})["mounted"]
+        used = admin.get("/api/users/current")["quota"]["used_hdd"]
+    db = tmp_path / "idcs.db"
+    with sqlite3.connect(db) as con:
+        disk_ids = {name: i for i, name in con.execute("SELECT id, name FROM disks").fetchall()}
+        con.execute("UPDATE disks SET mounted = 0 WHERE name IN ('c', 'g')")  # recorded, attach cut short
+    lab_vms = lab.hosts[addr].vms
+    lab_vms["dk"].disks["c"] = False
+    del lab_vms["gn"]  # the VM went away behind the server's back
+    started = {
+        "a": _interrupt(db, "disk_remove", "dk", {"disk_id": disk_ids["a"]}),
+        "b": _interrupt(db, "disk_delete", "dk", {"disk_id": disk_ids["b"]}),
+        "c": _interrupt(db, "disk_add", "dk", {"disk_id": disk_ids["c"], "created": True}),
+        "g": _interrupt(db, "disk_add", "gn", {"disk_id": disk_ids["g"], "created": True}),
+    }
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        done = {disk: admin.wait_task(task_id, 30) for disk, task_id in started.items()}
+        for disk in ("a", "b", "c"):
+            assert done[disk]["state"] == "success", done[disk]
+            assert done[disk]["message"].startswith("recovered after a restart"), done[disk]
+        assert done["g"]["state"] == "failed" and "the VM is gone" in done["g"]["message"], done["g"]
+        assert admin.get("/api/client/hdd/detail/r/dk") == [
+            {"hdd_name": "a", "hdd_size": 1, "mounted": False}, {"hdd_name": "c", "hdd_size": 3, "mounted": True}]
+        assert admin.get("/api/client/hdd/detail/r/gn") == []
+        assert admin.get("/api/users/current")["quota"]["used_hdd"] == used - 2 - 4
+    assert lab_vms["dk"].disks == {"a": False, "c": True}
+
+
+def test_an_interrupted_scheduled_backup_is_kept_if_complete_else_removed(tmp_path: Path, lab: TestLabEngine,
+                                                                           registry: PluginRegistry) -> None:
+    addr = f"lab://sched-{time.monotonic_ns()}"
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "r", "server_type": "TestLab", "server_addr": addr,
+                                          "server_user": "u", "server_pass": PASSWORD})
+        create_vm(admin, "r", "sc")
+    db = tmp_path / "idcs.db"
+    with sqlite3.connect(db) as con:
+        [(vm_id, host_id)] = con.execute("SELECT id, host_id FROM vms WHERE vm_uuid = 'sc'").fetchall()
+        schedules = {}
+        for name in ("done", "cut"):  # disabled: only the recovery runs them
+            cur = con.execute("INSERT INTO backup_schedules (vm_id, cron, retention, enabled, next_run_at, last_state, "
+                              "last_error, created_at) VALUES (?, '@daily', 3, 0, '2027-01-01 00:00:00.000000', "
+                              "'running', '', '2026-12-02 06:00:00.000000')", (vm_id,))
+            schedules[name] = cur.lastrowid
+            con.execute("INSERT INTO backups (host_id, vm_uuid, backup_name, description, status, created_at, "
+                        "schedule_id) VALUES (?, 'sc', ?, 'scheduled', 'creating', '2026-12-02 06:00:00.000000', ?)",
+                        (host_id, f"b-{name}", schedules[name]))
+    lab_host = lab.hosts[addr]
+    lab_host.backups[("sc", "b-done")] = lab_host.vms["sc"]  # the host finished this one
+    started = {name: _interrupt(db, "backup_scheduled", "sc", {"schedule_id": sid, "vm_id": vm_id})
+               for name, sid in schedules.items()}
+    with LiveServer(tmp_path, plugins=registry) as srv:
+        admin = srv.admin()
+        done = {name: admin.wait_task(task_id, 30) for name, task_id in started.items()}
+        assert done["done"]["state"] == "success" and "b-done was complete" in done["done"]["message"], done
+        assert done["cut"]["state"] == "failed" and "was removed" in done["cut"]["message"], done
+        names = {b["backup_name"] for b in admin.get("/api/client/backup/detail/r/sc")}
+        assert "b-done" in names and "b-cut" not in names, names
+    with sqlite3.connect(db) as con:
+        states = dict(con.execute("SELECT id, last_state FROM backup_schedules").fetchall())
+        assert (states[schedules["done"]], states[schedules["cut"]]) == ("success", "failed")
+        assert con.execute("SELECT status FROM backups WHERE backup_name = 'b-done'").fetchall() == [("ready",)]
+    assert ("sc", "b-cut") not in lab_host.backups

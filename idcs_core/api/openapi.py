@@ -33,7 +33,10 @@ Decisions where API.md is silent (kept consistently across the API):
   default as long as the token's client profile allows (below the module's own time-out):
   openidcs 300 s, idcsmart 25 s, swapidc 50 s, xiaoheifs 12 s; a create still running
   then answers success with status `creating` (the module polls the status). NAT adds and
-  removals run as tasks too (kinds `nat_add`, `nat_delete`), answered when they end.
+  removals and disk attach / detach / delete run as tasks too (kinds `nat_add`, `nat_delete`,
+  `disk_add`, `disk_remove`, `disk_delete`), answered when they end with the usual result;
+  the task (`GET /api/tasks`) keeps the engine's progress, and its final message states a
+  restart the change caused (e.g. the container recreated to attach a disk).
 * API tokens: the global one (`/api/token/*`, profile from setting `api_token_profile`,
   default `openidcs` = the current server's dialect) and named ones (`/api/tokens`, one per
   billing module, with a profile, optional scopes and expiry; secret shown once, stored

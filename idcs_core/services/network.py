@@ -21,7 +21,7 @@ from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import limits, quotas
 from idcs_core.services.lookup import get_vm
-from idcs_core.tasks import task_handler, task_recovery
+from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
 
 if TYPE_CHECKING:
@@ -167,8 +167,10 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
         vm = await s.get(VM, row.vm_id)
         assert vm is not None  # the rule's row goes with its VM's
         host, rule = vm.host, _rule_of(row)
+    noted = NotedProgress(progress)
     try:
-        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm.vm_uuid, rule=rule,
+                                                  progress=noted)
     except errors.IDCSError:
         await _drop_nat_row(core, row.id, vm.owner_id)
         raise
@@ -178,7 +180,7 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
             raise errors.NotFound("the NAT rule was removed while it was being applied")
         if applied is not None and applied.lan_addr and not row.lan_addr:
             row.lan_addr = applied.lan_addr
-        return nat_dict(row, host) | {"message": _rule_text(row)}
+        return nat_dict(row, host) | {"message": noted.final(_rule_text(row))}
 
 
 # Recovery rule of an interrupted NAT add. The caller never had an answer (the call waits for its
@@ -195,7 +197,7 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
         assert vm is not None
         host, rule, text = vm.host, _rule_of(row), _rule_text(row)
     try:
-        await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+        await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=progress)
     except errors.VMNotFound:
         pass  # the VM (and so its forwards) is gone
     except errors.HostUnreachable:
@@ -287,9 +289,10 @@ async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress)
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
         host, rule, text = vm.host, _rule_of(row), _rule_text(row)
-    await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule)
+    noted = NotedProgress(progress)
+    await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=noted)
     await _drop_nat_row(core, row.id, vm.owner_id)
-    return {"message": f"{text} removed"}
+    return {"message": noted.final(f"{text} removed")}
 
 
 # Recovery rule of an interrupted NAT removal: the user asked for the rule to go, so the removal is

@@ -1,4 +1,10 @@
-"""Extra disks and ISO images of a VM."""
+"""Extra disks and ISO images of a VM.
+
+Attaching, detaching and deleting a disk are tasks (kinds ``disk_add``, ``disk_remove``,
+``disk_delete``): recorded with the change they make, run at once (the request answers when the
+task ends, as the API contract says), each with its recovery rule next to its handler. The
+engine's progress (e.g. "the container is recreated to attach disk data") is the task's, and its
+first word (the announcement) stays in the task's final message."""
 
 from __future__ import annotations
 
@@ -7,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from idcs_core import errors
-from idcs_core.db.models import Disk, IsoMount
+from idcs_core.db.models import VM, Disk, IsoMount, Task
 from idcs_core.services import limits, quotas
 from idcs_core.services.lookup import get_vm
-from idcs_core.types import DiskSpec
+from idcs_core.tasks import NotedProgress, task_handler, task_recovery
+from idcs_core.types import DiskSpec, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
+    from idcs_core.tasks import TaskProgress
 
 
 def disk_dict(d: Disk) -> dict[str, Any]:
@@ -36,11 +44,15 @@ async def _pick_disk(s: Any, vm_id: int, name: str | None) -> Disk:
 
 async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                      name: str, size_gb: int) -> dict[str, Any]:
-    """Create (charging ``size_gb`` to the quota) and attach, or re-attach a detached disk."""
+    """Create (charging ``size_gb`` to the quota) and attach, or re-attach a detached disk.
+
+    The attach is a task of kind ``disk_add``, recorded with the disk's row and run at once
+    (the call answers when it ends), so a crash half-way is settled at the next start."""
     limits.check_disk_size(core, size_gb)
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         core.require(vm.host, "disk_attach", "extra disks")
+        _check_idle(vm)
         disk = (await s.execute(select(Disk).where(Disk.vm_id == vm.id, Disk.name == name))).scalar_one_or_none()
         created = disk is None
         if created:
@@ -50,48 +62,181 @@ async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_u
             await s.flush()
         elif disk.mounted:
             return disk_dict(disk)
-        disk_id, size = disk.id, disk.size_gb
-    try:
-        await core.call(vm.host, "disk_attach", long=True, vm_uuid=vm_uuid, disk=DiskSpec(name, size))
-    except errors.IDCSError:
-        if created:
-            async with core.db.session() as s:
-                row = await s.get(Disk, disk_id)
-                if row is not None:
-                    await s.delete(row)
-                    await quotas.charge(s, vm.owner_id, hdd=-size_gb)
-        raise
+        task = core.tasks.add(s, "disk_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"disk_id": disk.id, "created": created})
+    return _answer(await core.tasks.run(task.id))
+
+
+def _check_idle(vm: VM) -> None:
+    if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
+        raise errors.Conflict(f"virtual machine {vm.vm_uuid} is busy ({vm.status}); try again when it is done")
+
+
+def _answer(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "message"}
+
+
+async def _disk_target(core: CoreContext, task: Task) -> tuple[Disk, VM] | None:
+    """The task's disk and its VM, or None when the disk's record is gone."""
+    async with core.db.session() as s:
+        disk = await s.get(Disk, task.params["disk_id"])
+        if disk is None:
+            return None
+        vm = await s.get(VM, disk.vm_id)
+        assert vm is not None  # a disk's row goes with its VM's (and the VM's host is loaded with it)
+        return disk, vm
+
+
+async def _forget_disk(core: CoreContext, disk_id: int, owner_id: int | None) -> None:
+    """Drop the disk's record and give its size back to the owner's quota."""
     async with core.db.session() as s:
         row = await s.get(Disk, disk_id)
-        assert row is not None
-        row.mounted = True
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, owner_id, hdd=-row.size_gb)
+
+
+async def _set_mounted(core: CoreContext, disk_id: int, mounted: bool) -> dict[str, Any]:
+    async with core.db.session() as s:
+        row = await s.get(Disk, disk_id)
+        if row is None:
+            raise errors.NotFound("the disk was removed while it was being changed")
+        row.mounted = mounted
         return disk_dict(row)
+
+
+@task_handler("disk_add")
+async def _run_disk_add(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    """Attach the disk on the host; if the engine fails, a disk this task created is forgotten
+    (record and quota) and a re-attached one stays detached."""
+    target = await _disk_target(core, task)
+    if target is None:
+        raise errors.NotFound("the disk was removed before it was attached")
+    disk, vm = target
+    noted = NotedProgress(progress)
+    try:
+        await core.call(vm.host, "disk_attach", long=True, vm_uuid=vm.vm_uuid,
+                        disk=DiskSpec(disk.name, disk.size_gb), progress=noted)
+    except errors.IDCSError:
+        if task.params.get("created"):
+            await _forget_disk(core, disk.id, vm.owner_id)
+        raise
+    return await _set_mounted(core, disk.id, True) | {"message": noted.final(f"disk {disk.name} attached")}
+
+
+# Recovery rule of an interrupted attach: the user asked for the disk, and attaching is idempotent,
+# so the attach is finished and the task succeeds (a retry by a billing module then finds it mounted).
+# If the VM is gone, a disk this task created is forgotten with its quota and the task fails saying so;
+# if the engine refuses, the disk is taken off again (disk_delete for one this task created, which is
+# then forgotten; disk_detach for a re-attach) and the task fails with the engine's reason.
+@task_recovery("disk_add")
+async def _recover_disk_add(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    target = await _disk_target(core, task)
+    if target is None:
+        raise errors.NotFound("the server stopped while this disk was being attached, and its record is gone")
+    disk, vm = target
+    created = bool(task.params.get("created"))
+    try:
+        await core.call(vm.host, "disk_attach", long=True, vm_uuid=vm.vm_uuid,
+                        disk=DiskSpec(disk.name, disk.size_gb), progress=progress)
+    except errors.HostUnreachable:
+        raise  # tried again once the host answers
+    except errors.VMNotFound:
+        if created:
+            await _forget_disk(core, disk.id, vm.owner_id)
+        raise errors.VMOperationFailed(f"the server stopped while disk {disk.name} was being attached, and "
+                                       "the VM is gone") from None
+    except errors.IDCSError as exc:
+        hook = "disk_delete" if created else "disk_detach"
+        try:
+            await core.call(vm.host, hook, long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=progress)
+        except errors.IDCSError as undo:
+            raise errors.VMOperationFailed(f"the server stopped while disk {disk.name} was being attached; "
+                                           f"finishing failed ({exc.msg}) and so did taking it off ({undo.msg}): "
+                                           "the record is kept; delete the disk if unwanted") from exc
+        if created:
+            await _forget_disk(core, disk.id, vm.owner_id)
+        else:
+            await _set_mounted(core, disk.id, False)
+        raise errors.VMOperationFailed(f"the server stopped while disk {disk.name} was being attached, and "
+                                       f"finishing it failed ({exc.msg}): it was taken off again") from exc
+    return await _set_mounted(core, disk.id, True) | {"message": f"disk {disk.name} attached"}
 
 
 async def unmount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                        name: str | None) -> dict[str, Any]:
+    """Detach the disk, keeping its data: a task of kind ``disk_remove``, run at once."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
+        core.require(vm.host, "disk_detach", "extra disks")
+        _check_idle(vm)
         disk = await _pick_disk(s, vm.id, name)
-    await core.call(vm.host, "disk_detach", long=True, vm_uuid=vm_uuid, disk_name=disk.name)
-    async with core.db.session() as s:
-        row = await s.get(Disk, disk.id)
-        assert row is not None
-        row.mounted = False
-        return disk_dict(row)
+        task = core.tasks.add(s, "disk_remove", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"disk_id": disk.id})
+    return _answer(await core.tasks.run(task.id))
+
+
+@task_handler("disk_remove")
+async def _run_disk_remove(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    target = await _disk_target(core, task)
+    if target is None:
+        raise errors.NotFound("the disk was removed before it was detached")
+    disk, vm = target
+    noted = NotedProgress(progress)
+    await core.call(vm.host, "disk_detach", long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=noted)
+    return await _set_mounted(core, disk.id, False) | {"message": noted.final(f"disk {disk.name} detached")}
+
+
+# Recovery rule of an interrupted detach: the user asked for it and detaching is idempotent, so the
+# detach is finished (its data kept) and the task succeeds; a VM that is gone has nothing attached,
+# so the disk is recorded as detached.
+@task_recovery("disk_remove")
+async def _recover_disk_remove(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    try:
+        return await _run_disk_remove(core, task, progress)
+    except errors.VMNotFound:
+        result = await _set_mounted(core, task.params["disk_id"], False)
+        return result | {"message": "the VM is gone: the disk is recorded as detached"}
 
 
 async def delete_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                       name: str | None) -> None:
+    """Destroy the disk and its data, then its record: a task of kind ``disk_delete``, run at once."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
+        core.require(vm.host, "disk_delete", "extra disks")
+        _check_idle(vm)
         disk = await _pick_disk(s, vm.id, name)
-    await core.call(vm.host, "disk_delete", long=True, vm_uuid=vm_uuid, disk_name=disk.name)
-    async with core.db.session() as s:
-        row = await s.get(Disk, disk.id)
-        if row is not None:
-            await s.delete(row)
-            await quotas.charge(s, vm.owner_id, hdd=-row.size_gb)
+        task = core.tasks.add(s, "disk_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"disk_id": disk.id})
+    await core.tasks.run(task.id)
+
+
+@task_handler("disk_delete")
+async def _run_disk_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    target = await _disk_target(core, task)
+    if target is None:
+        return {"message": "the disk was already gone"}
+    disk, vm = target
+    noted = NotedProgress(progress)
+    await core.call(vm.host, "disk_delete", long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=noted)
+    await _forget_disk(core, disk.id, vm.owner_id)
+    return {"message": noted.final(f"disk {disk.name} deleted")}
+
+
+# Recovery rule of an interrupted disk deletion: the user asked for the disk to go, so the deletion
+# is finished (disk_delete is idempotent) and the task succeeds; if the VM is gone, so are its disks
+# on the host, and the record and its quota are dropped.
+@task_recovery("disk_delete")
+async def _recover_disk_delete(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
+    try:
+        return await _run_disk_delete(core, task, progress)
+    except errors.VMNotFound:
+        async with core.db.session() as s:
+            row = await s.get(Disk, task.params["disk_id"])
+            owner = (await s.get(VM, row.vm_id)).owner_id if row is not None else None  # type: ignore[union-attr]
+        await _forget_disk(core, task.params["disk_id"], owner)
+        return {"message": "the VM is gone, and so is the disk"}
 
 
 async def list_disks(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:

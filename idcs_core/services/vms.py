@@ -442,7 +442,7 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
         if core.supports(host, "nat_remove"):
             for rule in rules:
                 progress(10, f"removing NAT rule {rule.host_port}/{rule.protocol}")
-                await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid,
+                await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, progress=progress,
                                 rule=NatRule(rule.host_port, rule.vm_port, rule.protocol, rule.lan_addr))
         progress(30, f"deleting {vm.vm_uuid}")
         await core.call(host, "vm_delete", long=True, vm_uuid=vm.vm_uuid, progress=progress)

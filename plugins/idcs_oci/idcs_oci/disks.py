@@ -44,8 +44,8 @@ def attach(conn: Conn, vm_uuid: str, disk: DiskSpec, progress: Progress = no_pro
         bp.add_volume(volume, naming.disk_mount_point(disk.name))
         return bp
 
-    progress(5, f"attaching disk {disk.name} recreates the container: Docker cannot add a volume to a running "
-                "one (one restart, data kept)")
+    progress(5, f"the container is recreated to attach disk {disk.name}: Docker cannot add a volume to a "
+                "running one (one restart, data kept)")
     containers.recreate(conn, attrs, mount, progress=progress)
 
 
@@ -60,12 +60,12 @@ def detach(conn: Conn, vm_uuid: str, disk_name: str, progress: Progress = no_pro
         bp.remove_volume(volume)
         return bp
 
-    progress(5, f"detaching disk {disk_name} recreates the container: Docker cannot remove a volume from a "
-                "running one (one restart, data kept)")
+    progress(5, f"the container is recreated to detach disk {disk_name}: Docker cannot remove a volume from "
+                "a running one (one restart, data kept)")
     containers.recreate(conn, attrs, unmount, progress=progress)
 
 
-def delete(conn: Conn, vm_uuid: str, disk_name: str) -> None:
+def delete(conn: Conn, vm_uuid: str, disk_name: str, progress: Progress = no_progress) -> None:
     """Detach (if the VM still exists) and remove the volume; a disk already gone is fine."""
     naming.check_disk_name(disk_name)
     try:
@@ -73,7 +73,7 @@ def delete(conn: Conn, vm_uuid: str, disk_name: str) -> None:
     except docker.errors.NotFound:
         pass
     else:
-        detach(conn, vm_uuid, disk_name)
+        detach(conn, vm_uuid, disk_name, progress)
     try:
         conn.api.remove_volume(naming.volume_name(vm_uuid, disk_name))
     except docker.errors.NotFound:

@@ -52,12 +52,15 @@ T = TypeVar("T")
 log = logging.getLogger("idcs.oci")
 
 
-def logged_progress(host: HostSpec, vm_uuid: str) -> Progress:
-    """Progress for hooks the core calls without a progress callback (NAT, disks): each message,
-    such as a recreation announced before it happens, goes to the log."""
+def logged_progress(host: HostSpec, vm_uuid: str, task: Progress | None = None) -> Progress:
+    """Progress that also goes to the log: each message, such as a recreation announced before it
+    happens, is logged, and handed on to the task's ``progress`` when the core gave one (NAT and
+    disk changes; ``nat_sync`` runs without a task)."""
     def progress(percent: int, message: str = "") -> None:
         if message:
             log.info("%s on %s: %s (%d%%)", vm_uuid, host.name, message, percent)
+        if task is not None:
+            task(percent, message)
 
     return progress
 
@@ -240,14 +243,14 @@ class OCIEngine:
                            exclusive=False)
 
     @hookimpl
-    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> NatRule:
+    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> NatRule:
         return self._on_vm(host, vm_uuid, f"forward port {rule.host_port} to container {vm_uuid}",
-                           network.add, vm_uuid, rule, logged_progress(host, vm_uuid))
+                           network.add, vm_uuid, rule, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
-    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
+    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> None:
         self._on_vm(host, vm_uuid, f"remove port {rule.host_port} of container {vm_uuid}",
-                    network.remove, vm_uuid, rule, logged_progress(host, vm_uuid))
+                    network.remove, vm_uuid, rule, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
@@ -257,19 +260,19 @@ class OCIEngine:
     # ------------------------------------------------------------------ storage
 
     @hookimpl
-    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec) -> None:
+    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec, progress: Progress) -> None:
         self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid,
-                         disk, logged_progress(host, vm_uuid))
+                         disk, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
-    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
+    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
         self._and_follow(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
-                         disks.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid))
+                         disks.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
-    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str) -> None:
+    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
         self._and_follow(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid,
-                         disk_name)
+                         disk_name, logged_progress(host, vm_uuid, progress))
 
     # ------------------------------------------------------------------ backups
 

@@ -122,8 +122,8 @@ def _go_live(conn: Conn, attrs: dict[str, Any], progress: Progress) -> dict[str,
         return attrs
     vm = attrs.get("Name", "").lstrip("/")
     _taken_elsewhere(conn, attrs, legacy)
-    progress(5, f"moving the published ports of {vm} to live forwarding: the container is recreated once "
-                "(one restart, data kept); later NAT changes are live")
+    progress(5, f"moving the published ports of {vm} to live forwarding: the container restarts once "
+                "(recreated, data kept); later NAT changes are live")
 
     def unpublish(bp: Blueprint) -> Blueprint:
         bp.host_config["PortBindings"] = {}

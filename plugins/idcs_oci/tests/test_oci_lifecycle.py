@@ -8,6 +8,7 @@ import uuid
 import docker
 import pytest
 from idcs_oci import naming
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
@@ -147,8 +148,8 @@ def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, 
                                              progress: Progress) -> None:
     vm = make_vm().vm_uuid
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("keep", 1))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("keep", 1))
     sh(dc, vm, "echo old > /root/f; echo disk > /mnt/keep/d")
     hostname = sh(dc, vm, "hostname")
     dc.api.tag(backend.image, "idcs-test/other", "2")
@@ -169,8 +170,8 @@ def test_reinstall_keeps_identity_drops_data(engine: OCIEngine, host: HostSpec, 
 def test_delete_removes_everything_and_is_idempotent(engine: OCIEngine, host: HostSpec, make_vm: MakeVM,
                                                      dc: docker.DockerClient, progress: Progress) -> None:
     vm = make_vm().vm_uuid
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))  # a forwarder container
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("d1", 1))  # leaves a state image
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))  # a forwarder container
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("d1", 1))  # leaves a state image
     engine.vm_delete(host=host, vm_uuid=vm, progress=progress)
     assert not dc.api.containers(all=True, filters={"label": f"{naming.NAT_VM}={vm}"})
     with pytest.raises(docker.errors.NotFound):

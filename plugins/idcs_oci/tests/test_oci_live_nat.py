@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pytest
 from idcs_oci import containers, forwarders, naming, network
-from idcs_oci.containers import Blueprint
+from idcs_oci.containers import Blueprint, no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, build_busybox_image, free_port
 
@@ -134,28 +134,28 @@ def test_twenty_live_changes_keep_the_container_and_its_connections(live: Live, 
     engine, host, dc = live.engine, live.host, live.dc
     vm = make()
     echo_port, http_port = free_port(), free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(echo_port, 7))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(echo_port, 7))
     conn = socket.create_connection(("127.0.0.1", echo_port), timeout=5)
     with conn:
         _echo(conn, b"hello\n")
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(http_port, 80))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(http_port, 80))
         before = _uptime(http_port)
         attrs = dc.api.inspect_container(vm)
         images = len(dc.api.images(all=True))
         previous: int | None = None
         for i in range(20):
             port = free_port()
-            engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+            engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
             answered = time.monotonic()
             assert _uptime(port, within=1.0)["pid"] == before["pid"]
             assert time.monotonic() - answered <= 1.0
             if previous is not None:
-                engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(previous, 80))
+                engine.nat_remove(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(previous, 80))
                 assert _refused(previous)
             previous = port
             _echo(conn, f"still here {i}\n".encode())
         assert previous is not None
-        engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(previous, 80))
+        engine.nat_remove(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(previous, 80))
         assert _refused(previous)
         _echo(conn, b"after twenty changes\n")
     after = _uptime(http_port)
@@ -184,7 +184,7 @@ def test_udp_datagram_is_forwarded(live: Live, make: Callable[..., str]) -> None
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         port = free_port()
-        rule = engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 5353, "udp"))
+        rule = engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 5353, "udp"))
         assert rule.protocol == "udp"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(1)
@@ -192,7 +192,7 @@ def test_udp_datagram_is_forwarded(live: Live, make: Callable[..., str]) -> None
             data, _ = s.recvfrom(2048)
         assert data == b"echo:datagram-1"
         # TCP and UDP are separate: the same number over TCP is another rule, free to add.
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
         assert "hello" in _get(port, "/", 2)
     finally:
         server.kill()
@@ -205,7 +205,7 @@ def test_forwards_come_back_after_a_daemon_restart(live: Live, make: Callable[..
     rules = {vm: [NatRule(free_port(), 80), NatRule(free_port(), 7)], other: [NatRule(free_port(), 80)]}
     for name, wanted in rules.items():
         for rule in wanted:
-            engine.nat_add(host=host, vm_uuid=name, rule=rule)
+            engine.nat_add(progress=no_progress, host=host, vm_uuid=name, rule=rule)
     ids = {name: dc.api.inspect_container(name)["Id"] for name in rules}
     live.backend.daemon.restart()  # type: ignore[attr-defined]
     for name in rules:  # the VMs come back by their restart policy (Podman's never stopped)
@@ -233,11 +233,11 @@ def test_stopped_vm_keeps_its_port_and_forwards_again_when_started(live: Live, m
     engine, host = live.engine, live.host
     vm, other = make(), make()
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.STOP)
     assert _refused(port)  # nothing forwards to an address the VM no longer has
     with pytest.raises(errors.Conflict, match=vm):
-        engine.nat_add(host=host, vm_uuid=other, rule=NatRule(port, 80))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=other, rule=NatRule(port, 80))
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.START)
     assert "pid=" in _get(port, "/cgi-bin/up", 2)
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.RESET)
@@ -260,16 +260,16 @@ def test_published_ports_of_an_earlier_release_move_to_forwarders_once(live: Liv
     assert "pid=" in _get(old_port, "/cgi-bin/up", 5)
 
     with caplog.at_level(logging.INFO, logger="idcs.oci"):
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(new_port, 80))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(new_port, 80))
     said = [r.getMessage() for r in caplog.records if vm in r.getMessage()]
-    assert "live forwarding" in said[0] and "one restart" in said[0]  # said before it happens
+    assert "live forwarding" in said[0] and "restarts once" in said[0]  # said before it happens
     assert any("stopping the container" in m for m in said[1:])
     moved = dc.api.inspect_container(vm)
     assert moved["Id"] != legacy_id  # the one restart
     assert network.rules_of(moved) == []
     assert "pid=" in _get(old_port, "/cgi-bin/up", 2)  # the old rule, now a forwarder
     assert "pid=" in _get(new_port, "/cgi-bin/up", 2)
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(next_port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(next_port, 80))
     assert dc.api.inspect_container(vm)["Id"] == moved["Id"]  # from now on, live
     assert "pid=" in _get(next_port, "/cgi-bin/up", 2)
 
@@ -279,11 +279,11 @@ def test_disk_change_says_it_recreates_before_it_does(live: Live, make: Callable
     engine, host = live.engine, live.host
     vm = make()
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     with caplog.at_level(logging.INFO, logger="idcs.oci"):
-        engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("ann", 1))
+        engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("ann", 1))
     said = [r.getMessage() for r in caplog.records if vm in r.getMessage()]
-    assert "recreates the container" in said[0] and "one restart" in said[0]
+    assert "is recreated to attach disk ann" in said[0] and "one restart" in said[0]
     assert any("stopping the container" in m for m in said[1:])
     assert "pid=" in _get(port, "/cgi-bin/up", 2)  # the forward followed the new container
 
@@ -293,7 +293,7 @@ def test_the_vm_list_brings_forwards_in_step_with_a_vm_changed_behind_the_engine
     engine, host, dc = live.engine, live.host, live.dc
     vm = make()
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     fwd = forwarders.container_name(port, "tcp")
     dc.api.stop(vm, timeout=5)  # not through the engine: its process ended, say
     assert dc.api.inspect_container(fwd)["State"]["Running"]

@@ -9,6 +9,7 @@ from typing import Any
 import docker
 import pytest
 from idcs_oci import forwarders, naming, network
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
@@ -39,7 +40,7 @@ def test_nat_is_live_and_idempotent(engine: OCIEngine, host: HostSpec, make_vm: 
     before = dc.api.inspect_container(vm)
     port, port2, uport = free_port(), free_port(), free_port()
 
-    rule = engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
+    rule = engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert (rule.host_port, rule.vm_port, rule.protocol) == (port, 80, "tcp")
     attrs = dc.api.inspect_container(vm)
     # Live: the same container, never restarted, nothing published by the container itself.
@@ -53,21 +54,21 @@ def test_nat_is_live_and_idempotent(engine: OCIEngine, host: HostSpec, make_vm: 
     assert fwd["Config"]["Labels"][naming.NAT_TARGET] == rule.lan_addr
 
     # The same rule again changes nothing.
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert _forwarder(dc, port)["Id"] == fwd["Id"]
     # The same host port to another VM port of the same VM is a conflict.
     with pytest.raises(errors.Conflict):
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 22, "tcp"))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 22, "tcp"))
 
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port2, 80, "tcp"))
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(uport, 53, "udp"))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port2, 80, "tcp"))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(uport, 53, "udp"))
     assert http_get(port2, "/data.txt").startswith("kept-")
     assert _forwarded_ports(dc, vm) == {(port, "tcp"), (port2, "tcp"), (uport, "udp")}
 
-    engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
+    engine.nat_remove(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert _refused(port)
     assert http_get(port2, "/data.txt").startswith("kept-")
-    engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))  # gone already: fine
+    engine.nat_remove(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))  # gone already: fine
 
     engine.nat_sync(host=host, vm_uuid=vm, rules=[NatRule(port, 80, "tcp")])
     assert _refused(port2)
@@ -79,11 +80,11 @@ def test_nat_is_live_and_idempotent(engine: OCIEngine, host: HostSpec, make_vm: 
     assert dc.api.inspect_container(vm)["Id"] == before["Id"]
 
     with pytest.raises(errors.BadRequest):
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port2, 80, "sctp"))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port2, 80, "sctp"))
     with pytest.raises(errors.BadRequest):
-        engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(70000, 80, "tcp"))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(70000, 80, "tcp"))
     with pytest.raises(errors.VMNotFound):
-        engine.nat_add(host=host, vm_uuid="t-missing", rule=NatRule(port2, 80, "tcp"))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid="t-missing", rule=NatRule(port2, 80, "tcp"))
     assert _forwarded_ports(dc, vm) == {(port, "tcp")}  # refused requests changed nothing
 
 
@@ -91,11 +92,11 @@ def test_nat_keeps_power_state(engine: OCIEngine, host: HostSpec, make_vm: MakeV
                                dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.PAUSE)
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(free_port(), 80))
     assert dc.api.inspect_container(vm)["State"]["Status"] == "paused"
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.HARD_OFF)
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     assert engine.vm_status(host=host, vm_uuid=vm).status == "stopped"
     assert not _forwarder(dc, port)["State"]["Running"]  # parked until the VM has an address again
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.START)
@@ -113,13 +114,13 @@ def test_port_taken_on_host_is_conflict_and_nothing_changes(engine: OCIEngine, h
         busy.listen()
         taken = busy.getsockname()[1]
         with pytest.raises(errors.Conflict, match=str(taken)):
-            engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(taken, 80))
+            engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(taken, 80))
     after = dc.api.inspect_container(vm)
     assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert sh(dc, vm, "cat /root/data").strip() == "precious"
     assert _forwarded_ports(dc, vm) == set()  # the failed forwarder was removed
     # Once the port is free the same rule works.
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(taken, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(taken, 80))
     assert "hello" in http_get(taken)
 
 
@@ -127,10 +128,10 @@ def test_port_published_by_another_vm_is_conflict(engine: OCIEngine, host: HostS
                                                   dc: docker.DockerClient) -> None:
     a, b = make_vm().vm_uuid, make_vm().vm_uuid
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=a, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=a, rule=NatRule(port, 80))
     b_id = dc.api.inspect_container(b)["Id"]
     with pytest.raises(errors.Conflict, match=a):
-        engine.nat_add(host=host, vm_uuid=b, rule=NatRule(port, 80))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=b, rule=NatRule(port, 80))
     assert dc.api.inspect_container(b)["Id"] == b_id  # refused before any recreation
 
 
@@ -139,11 +140,11 @@ def test_port_of_a_stopped_container_is_conflict(engine: OCIEngine, host: HostSp
     """A stopped container's published port is still booked: it takes the port back when it starts."""
     a, b = make_vm().vm_uuid, make_vm().vm_uuid
     port, port2 = free_port(), free_port()
-    engine.nat_add(host=host, vm_uuid=a, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=a, rule=NatRule(port, 80))
     engine.vm_power(host=host, vm_uuid=a, action=PowerAction.STOP)
     b_id = dc.api.inspect_container(b)["Id"]
     with pytest.raises(errors.Conflict, match=a):
-        engine.nat_add(host=host, vm_uuid=b, rule=NatRule(port, 80))
+        engine.nat_add(progress=no_progress, host=host, vm_uuid=b, rule=NatRule(port, 80))
     assert dc.api.inspect_container(b)["Id"] == b_id  # refused before any recreation
     # A container never started, not made by OpenIDCS, with a binding of its own: the same.
     other = dc.api.create_container(backend.image, ports=[80], host_config=dc.api.create_host_config(
@@ -163,7 +164,7 @@ def test_nat_bind_option(engine: OCIEngine, backend: DockerBackend, make_vm: Mak
     loopback = backend.host_spec(nat_bind="127.0.0.1")
     vm = make_vm().vm_uuid
     port = free_port()
-    engine.nat_add(host=loopback, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=loopback, vm_uuid=vm, rule=NatRule(port, 80))
     assert _forwarder(dc, port)["Config"]["Labels"][naming.NAT_BIND] == "127.0.0.1"
     assert "hello" in http_get(port)
     # A host whose nat_bind changed: sync re-makes the forwarder on the new address, VM untouched.
@@ -182,13 +183,13 @@ def test_deep_history_is_flattened(engine: OCIEngine, backend: DockerBackend, ma
     shallow = backend.host_spec(max_layers=3)
     vm = make_vm().vm_uuid
     port = free_port()
-    engine.nat_add(host=shallow, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=shallow, vm_uuid=vm, rule=NatRule(port, 80))
     for i in range(4):
         sh(dc, vm, f"echo {i} > /root/gen{i}")
         if i % 2:
-            engine.disk_detach(host=shallow, vm_uuid=vm, disk_name="d")
+            engine.disk_detach(progress=no_progress, host=shallow, vm_uuid=vm, disk_name="d")
         else:
-            engine.disk_attach(host=shallow, vm_uuid=vm, disk=DiskSpec("d", 1))
+            engine.disk_attach(progress=no_progress, host=shallow, vm_uuid=vm, disk=DiskSpec("d", 1))
         image = dc.api.inspect_image(dc.api.inspect_container(vm)["Image"])
         assert len(image["RootFS"]["Layers"]) <= 3
     assert sh(dc, vm, "cat /root/gen0 /root/gen1 /root/gen2 /root/gen3").split() == ["0", "1", "2", "3"]
@@ -209,9 +210,9 @@ def test_concurrent_changes_of_one_vm_all_apply(engine: OCIEngine, host: HostSpe
     sh(dc, vm, "echo mine > /www/m.txt")
     p1, p2 = free_port(), free_port()
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p1, 80)),
-                   pool.submit(engine.nat_add, host=host, vm_uuid=vm, rule=NatRule(p2, 80)),
-                   pool.submit(engine.disk_attach, host=host, vm_uuid=vm, disk=DiskSpec("c", 1))]
+        futures = [pool.submit(engine.nat_add, progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(p1, 80)),
+                   pool.submit(engine.nat_add, progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(p2, 80)),
+                   pool.submit(engine.disk_attach, progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("c", 1))]
         for f in futures:
             f.result()
     assert http_get(p1, "/m.txt").strip() == "mine"

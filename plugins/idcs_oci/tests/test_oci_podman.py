@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 from idcs_oci import naming
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, free_port, http_get, sh
 
@@ -106,13 +107,13 @@ def test_podman_vm_life(pengine: OCIEngine, phost: HostSpec, pdc: docker.DockerC
 
     # NAT is live on Podman too: the same container, its files and processes untouched.
     port, port2 = free_port(), free_port()
-    rule = pengine.nat_add(host=phost, vm_uuid=vm, rule=NatRule(port, 80))
+    rule = pengine.nat_add(progress=no_progress, host=phost, vm_uuid=vm, rule=NatRule(port, 80))
     assert rule.lan_addr in pengine.vm_status(host=phost, vm_uuid=vm).ip_addresses
     assert pdc.api.inspect_container(vm)["Id"] == attrs["Id"]
     assert http_get(port, "/data.txt").strip() == "kept-on-podman"
-    pengine.nat_add(host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
+    pengine.nat_add(progress=no_progress, host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
     assert http_get(port2, "/data.txt").strip() == "kept-on-podman"
-    pengine.nat_remove(host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
+    pengine.nat_remove(progress=no_progress, host=phost, vm_uuid=vm, rule=NatRule(port2, 80))
     hc = pdc.api.inspect_container(vm)["HostConfig"]
     assert (hc["NanoCpus"], hc["Memory"]) == (10**9, 64 * 1024 * 1024)
     assert not [c for c in pdc.api.containers(all=True) if any(".idcs-old-" in n for n in c["Names"])]
@@ -121,7 +122,7 @@ def test_podman_vm_life(pengine: OCIEngine, phost: HostSpec, pdc: docker.DockerC
     assert pengine.vm_power(host=phost, vm_uuid=vm, action=PowerAction.STOP).status == "stopped"
     other = make_pvm().vm_uuid
     with pytest.raises(errors.Conflict, match=vm):
-        pengine.nat_add(host=phost, vm_uuid=other, rule=NatRule(port, 80))
+        pengine.nat_add(progress=no_progress, host=phost, vm_uuid=other, rule=NatRule(port, 80))
     assert pengine.vm_power(host=phost, vm_uuid=vm, action=PowerAction.START).status == "running"
     assert http_get(port, "/data.txt").strip() == "kept-on-podman"
     assert pengine.vm_power(host=phost, vm_uuid=vm, action=PowerAction.PAUSE).status == "paused"
@@ -179,7 +180,7 @@ def test_podman_update_disks_backups_reinstall(pengine: OCIEngine, phost: HostSp
     assert sh(pdc, vm, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip() == str(128 * 1024 * 1024)
     assert sh(pdc, vm, "cat /root/f").strip() == "before"
 
-    pengine.disk_attach(host=phost, vm_uuid=vm, disk=DiskSpec(name="d1", size_gb=1))
+    pengine.disk_attach(progress=no_progress, host=phost, vm_uuid=vm, disk=DiskSpec(name="d1", size_gb=1))
     sh(pdc, vm, "echo on-disk > /mnt/d1/g")
     backup = pengine.backup_create(host=phost, vm_uuid=vm, backup_name="b 1", description='it\'s "one"',
                                    progress=_quiet)
@@ -191,7 +192,7 @@ def test_podman_update_disks_backups_reinstall(pengine: OCIEngine, phost: HostSp
     restored = pengine.backup_restore(host=phost, vm_uuid=vm, backup_name="b 1", progress=_quiet)
     assert restored.status == "running" and restored.vm_name == "pod two"
     assert sh(pdc, vm, "cat /root/f /mnt/d1/g").split() == ["before", "on-disk"]
-    pengine.disk_detach(host=phost, vm_uuid=vm, disk_name="d1")
+    pengine.disk_detach(progress=no_progress, host=phost, vm_uuid=vm, disk_name="d1")
 
     reinstalled = pengine.vm_reinstall(host=phost, spec=VMSpec(vm_uuid=vm, os_name=pod.image, cpu_num=1, ram_num=64,
                                                                hdd_num=1), progress=_quiet)

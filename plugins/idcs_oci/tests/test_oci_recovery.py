@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import docker
 import pytest
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine, vm_lock
 from idcs_oci.testing import DockerBackend, MakeVM, free_port, http_get, sh
 
@@ -60,7 +61,7 @@ def test_any_call_restores_a_parked_vm(engine: OCIEngine, host: HostSpec, make_v
     sh(dc, vm, "echo nat-after-crash > /www/index.html")
     _crash(dc, vm)
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))  # a change, under the VM's lock
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))  # a change, under the VM's lock
     assert http_get(port).strip() == "nat-after-crash"
     assert _names(dc, vm) == [vm]
 

@@ -6,6 +6,7 @@ import uuid
 
 import docker
 import pytest
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import DockerBackend, free_port, http_get, sh
 
@@ -25,7 +26,7 @@ def test_vm_life(engine: OCIEngine, host: HostSpec, backend: DockerBackend, dc: 
     assert engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.START).status == "running"
 
     # NAT: a real HTTP request through the forwarded port
-    rule = engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
+    rule = engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80, "tcp"))
     assert rule.lan_addr
     assert "hello from idcs-test" in http_get(port)
 
@@ -46,10 +47,10 @@ def test_vm_life(engine: OCIEngine, host: HostSpec, backend: DockerBackend, dc: 
     assert "No such file" in dc.containers.get(vm).exec_run(["cat", "/www/g.txt"]).output.decode()
 
     # an extra disk whose data survives the next NAT recreation
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 1))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("data", 1))
     sh(dc, vm, "echo disk-data > /mnt/data/d")
     port2 = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port2, 80, "tcp"))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port2, 80, "tcp"))
     assert sh(dc, vm, "cat /mnt/data/d").strip() == "disk-data"
     assert http_get(port2, "/f.txt").strip() == "before"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import docker
 import pytest
 from idcs_oci import naming
+from idcs_oci.containers import no_progress
 from idcs_oci.engine import OCIEngine
 from idcs_oci.testing import MakeVM, free_port, http_get, sh
 
@@ -20,58 +21,58 @@ def test_disk_attach_detach_delete(engine: OCIEngine, host: HostSpec, make_vm: M
                                    dc: docker.DockerClient) -> None:
     vm = make_vm().vm_uuid
     volume = naming.volume_name(vm, "data")
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 5))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("data", 5))
     assert _mounted(dc, vm, "/mnt/data")
     labels = dc.api.inspect_volume(volume)["Labels"]
     assert labels[naming.VM_UUID] == vm and labels[naming.DISK_SIZE] == "5"
     sh(dc, vm, "echo on-disk > /mnt/data/f; echo on-root > /root/r")
 
     same_id = dc.api.inspect_container(vm)["Id"]
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 5))  # attached already: no-op
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("data", 5))  # attached already: no-op
     assert dc.api.inspect_container(vm)["Id"] == same_id
 
     # A NAT change is live: the disk stays mounted with its data.
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     assert sh(dc, vm, "cat /mnt/data/f /root/r").split() == ["on-disk", "on-root"]
     assert "hello" in http_get(port)
 
-    engine.disk_detach(host=host, vm_uuid=vm, disk_name="data")
+    engine.disk_detach(progress=no_progress, host=host, vm_uuid=vm, disk_name="data")
     assert not _mounted(dc, vm, "/mnt/data")
     assert sh(dc, vm, "cat /root/r").strip() == "on-root"
     assert "hello" in http_get(port)  # ports kept through the disk's recreation
-    engine.disk_detach(host=host, vm_uuid=vm, disk_name="data")  # detached already: fine
+    engine.disk_detach(progress=no_progress, host=host, vm_uuid=vm, disk_name="data")  # detached already: fine
     dc.api.inspect_volume(volume)  # kept for a later attach
 
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("data", 5))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("data", 5))
     assert sh(dc, vm, "cat /mnt/data/f").strip() == "on-disk"
 
-    engine.disk_delete(host=host, vm_uuid=vm, disk_name="data")
+    engine.disk_delete(progress=no_progress, host=host, vm_uuid=vm, disk_name="data")
     assert not _mounted(dc, vm, "/mnt/data")
     assert not dc.api.volumes(filters={"name": volume})["Volumes"]
-    engine.disk_delete(host=host, vm_uuid=vm, disk_name="data")  # gone already: fine
+    engine.disk_delete(progress=no_progress, host=host, vm_uuid=vm, disk_name="data")  # gone already: fine
 
     with pytest.raises(errors.BadRequest):
-        engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("../etc", 1))
+        engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("../etc", 1))
     with pytest.raises(errors.VMNotFound):
-        engine.disk_attach(host=host, vm_uuid="t-missing", disk=DiskSpec("x", 1))
+        engine.disk_attach(progress=no_progress, host=host, vm_uuid="t-missing", disk=DiskSpec("x", 1))
 
 
 def test_volume_name_clash_is_conflict(engine: OCIEngine, host: HostSpec, make_vm: MakeVM) -> None:
     """VM "a" disk "b-c" and VM "a-b" disk "c" would share a volume name: the second is refused."""
     a = make_vm().vm_uuid
     ab = make_vm(vm_uuid=f"{a}-b").vm_uuid
-    engine.disk_attach(host=host, vm_uuid=a, disk=DiskSpec("b-c", 1))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=a, disk=DiskSpec("b-c", 1))
     with pytest.raises(errors.Conflict):
-        engine.disk_attach(host=host, vm_uuid=ab, disk=DiskSpec("c", 1))
+        engine.disk_attach(progress=no_progress, host=host, vm_uuid=ab, disk=DiskSpec("c", 1))
 
 
 def test_backup_and_restore(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, dc: docker.DockerClient,
                             progress: Progress) -> None:
     vm = make_vm(ram_num=48).vm_uuid
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
-    engine.disk_attach(host=host, vm_uuid=vm, disk=DiskSpec("vol", 1))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.disk_attach(progress=no_progress, host=host, vm_uuid=vm, disk=DiskSpec("vol", 1))
     sh(dc, vm, "echo v1 > /www/state.txt; echo gone-later > /root/old")
     engine.vm_power(host=host, vm_uuid=vm, action=PowerAction.PAUSE)
 
@@ -110,7 +111,7 @@ def test_backup_and_restore(engine: OCIEngine, host: HostSpec, make_vm: MakeVM, 
         engine.backup_restore(host=host, vm_uuid=vm, backup_name="nightly 1", progress=progress)
 
     # After a restore, further recreations and backups keep working.
-    engine.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_remove(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     assert sh(dc, vm, "cat /www/state.txt").strip() == "v1"
     engine.backup_create(host=host, vm_uuid=vm, backup_name="b2", description="", progress=progress)
     assert [b.backup_name for b in engine.backup_list(host=host) if b.vm_uuid == vm] == ["b2"]
@@ -120,7 +121,7 @@ def test_restore_a_deleted_vm(engine: OCIEngine, host: HostSpec, make_vm: MakeVM
                               progress: Progress) -> None:
     vm = make_vm(cpu_num=1, ram_num=80).vm_uuid
     port = free_port()
-    engine.nat_add(host=host, vm_uuid=vm, rule=NatRule(port, 80))
+    engine.nat_add(progress=no_progress, host=host, vm_uuid=vm, rule=NatRule(port, 80))
     sh(dc, vm, "echo survived > /www/s.txt")
     engine.backup_create(host=host, vm_uuid=vm, backup_name="last", description="", progress=progress)
     engine.vm_delete(host=host, vm_uuid=vm, progress=progress)
