@@ -145,7 +145,8 @@ def test_pending_deliveries_survive_a_restart(registry: PluginRegistry, tmp_path
                                           "server_addr": "lab://whre", "server_user": "root",
                                           "server_pass": PASSWORD})
         deadline = time.monotonic() + 10
-        while (log := admin.get(f"/api/webhooks/{hook['id']}/deliveries"))[0]["attempts"] < 1:
+        # the delivery is recorded by the event plugin, after the create answered: wait for its first try
+        while not (log := admin.get(f"/api/webhooks/{hook['id']}/deliveries")) or log[0]["attempts"] < 1:
             assert time.monotonic() < deadline, log
             time.sleep(0.05)
         assert log[0]["state"] == "pending" and log[0]["last_status"] is None and log[0]["last_error"]
