@@ -71,7 +71,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class EngineSpec:
-    """Hooks an engine implements to drive one kind of host."""
+    """Hooks an engine implements to drive one kind of host.
+
+    Every hook about one VM receives ``vm_uuid`` (the VM's name in the API) and
+    ``ref`` (how the back end addresses it: the ``VMInfo.ref`` the engine returned
+    from create, list or status, stored by the core; ``vm_uuid`` itself when the
+    engine never returned one). An implementation declares only the arguments it
+    uses: an engine whose back end addresses VMs by name may leave ``ref`` out.
+    """
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,7 +168,7 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def vm_delete(self, host: HostSpec, vm_uuid: str, progress: Progress) -> None:
+    def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str, progress: Progress) -> None:
         """Destroy the VM and its own disks (power it off first if needed).
 
         Deleting a VM that is already gone must succeed (idempotent): the core
@@ -177,7 +184,7 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
+    def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
         """Apply a power action and return the VM's state afterwards.
 
         ``START`` (S_START), ``HARD_OFF`` (H_CLOSE, immediate power off), ``STOP``
@@ -188,14 +195,14 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
+    def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
         """Return the VM's live state: status word, engine power state, usage, IPs.
 
         Raise ``VMNotFound`` if it is not on the host.
         """
 
     @hookspec(firstresult=True)
-    def vm_set_password(self, host: HostSpec, vm_uuid: str, username: str, password: str) -> None:
+    def vm_set_password(self, host: HostSpec, vm_uuid: str, ref: str, username: str, password: str) -> None:
         """Set the password of ``username`` (root/Administrator) inside the guest.
 
         The VM is usually running. Raise ``VMOperationFailed`` with a clear
@@ -206,7 +213,7 @@ class EngineSpec:
     # ------------------------------------------------------------------ console
 
     @hookspec(firstresult=True)
-    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleEndpoint:
+    def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
         """Return where the VM's graphical console listens: a ``ConsoleEndpoint`` (kind
         ``vnc``, ``webmks`` or ``serial``; address and port reachable from the core; the
         password or one-time ticket it needs; TLS yes/no; when it expires).
@@ -218,7 +225,7 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def vm_terminal_open(self, host: HostSpec, vm_uuid: str, cols: int, rows: int) -> TerminalChannel:
+    def vm_terminal_open(self, host: HostSpec, vm_uuid: str, ref: str, cols: int, rows: int) -> TerminalChannel:
         """Open an interactive shell in the VM and return a ``TerminalChannel``.
 
         The core bridges it to the browser over a websocket and closes it when
@@ -228,20 +235,20 @@ class EngineSpec:
     # ------------------------------------------------------------------ network
 
     @hookspec(firstresult=True)
-    def vm_ip_list(self, host: HostSpec, vm_uuid: str) -> list[IPAddress]:
+    def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
         """Return the VM's IP addresses as the back end or guest reports them."""
 
     @hookspec(firstresult=True)
-    def vm_ip_add(self, host: HostSpec, vm_uuid: str, request: dict[str, Any]) -> IPAddress:
+    def vm_ip_add(self, host: HostSpec, vm_uuid: str, ref: str, request: dict[str, Any]) -> IPAddress:
         """Give the VM one more address (``request`` may name ``nic_type`` nat/pub,
         ``ip4_addr``, ``ip6_addr``, ``mac_addr``); return what was assigned."""
 
     @hookspec(firstresult=True)
-    def vm_ip_remove(self, host: HostSpec, vm_uuid: str, address: IPAddress) -> None:
+    def vm_ip_remove(self, host: HostSpec, vm_uuid: str, ref: str, address: IPAddress) -> None:
         """Take ``address`` (as returned by ``vm_ip_add``) off the VM. Idempotent."""
 
     @hookspec(firstresult=True)
-    def nat_add(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> NatRule:
+    def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule, progress: Progress) -> NatRule:
         """Forward ``rule.host_port`` on the host to ``rule.vm_port`` in the VM, for real.
 
         The core has already checked the port is free among its own records;
@@ -255,13 +262,13 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule, progress: Progress) -> None:
+    def nat_remove(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule, progress: Progress) -> None:
         """Remove a forward added by ``nat_add``. Removing one that is gone succeeds.
 
         ``progress`` (optional in the signature): as for ``nat_add``, the task's."""
 
     @hookspec(firstresult=True)
-    def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
+    def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
         """Make the VM's forwards on the host exactly ``rules`` (the core's records).
 
         Called after a server restart or host reconnection, for engines whose
@@ -269,7 +276,7 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def proxy_add(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:
+    def proxy_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: ProxyRule) -> None:
         """Serve ``rule.domain`` from the VM's ``rule.lan_port`` through a reverse proxy.
 
         Optional: without it the core serves the host's ``proxys`` through its own Caddy
@@ -278,13 +285,13 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def proxy_remove(self, host: HostSpec, vm_uuid: str, rule: ProxyRule) -> None:
+    def proxy_remove(self, host: HostSpec, vm_uuid: str, ref: str, rule: ProxyRule) -> None:
         """Remove a reverse-proxy entry added by ``proxy_add``. Idempotent."""
 
     # ------------------------------------------------------------------ storage
 
     @hookspec(firstresult=True)
-    def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec, progress: Progress) -> None:
+    def disk_attach(self, host: HostSpec, vm_uuid: str, ref: str, disk: DiskSpec, progress: Progress) -> None:
         """Create the extra disk ``disk.name`` of ``disk.size_gb`` GB if it does not exist,
         and attach it to the VM. Attaching an attached disk succeeds.
 
@@ -292,32 +299,32 @@ class EngineSpec:
         that must restart or recreate the VM to attach says so through it first."""
 
     @hookspec(firstresult=True)
-    def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
+    def disk_detach(self, host: HostSpec, vm_uuid: str, ref: str, disk_name: str, progress: Progress) -> None:
         """Detach the disk from the VM and keep its data for a later attach. Idempotent.
 
         ``progress`` (optional in the signature): the ``disk_remove`` task's, as for
         ``disk_attach``."""
 
     @hookspec(firstresult=True)
-    def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
+    def disk_delete(self, host: HostSpec, vm_uuid: str, ref: str, disk_name: str, progress: Progress) -> None:
         """Detach if needed and destroy the disk and its data. Idempotent.
 
         ``progress`` (optional in the signature): the ``disk_delete`` task's, as for
         ``disk_attach``."""
 
     @hookspec(firstresult=True)
-    def iso_mount(self, host: HostSpec, vm_uuid: str, iso_name: str) -> None:
+    def iso_mount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
         """Insert the ISO image ``iso_name`` (one of ``os_images``) into the VM's CD-ROM."""
 
     @hookspec(firstresult=True)
-    def iso_unmount(self, host: HostSpec, vm_uuid: str, iso_name: str) -> None:
+    def iso_unmount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
         """Eject ``iso_name`` from the VM's CD-ROM. Idempotent."""
 
     # ------------------------------------------------------------------ backups
 
     @hookspec(firstresult=True)
     def backup_create(
-        self, host: HostSpec, vm_uuid: str, backup_name: str, description: str, progress: Progress
+        self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str, description: str, progress: Progress
     ) -> BackupInfo:
         """Make a restorable backup named ``backup_name`` (chosen by the core, unique per VM).
 
@@ -326,12 +333,12 @@ class EngineSpec:
         """
 
     @hookspec(firstresult=True)
-    def backup_restore(self, host: HostSpec, vm_uuid: str, backup_name: str, progress: Progress) -> VMInfo:
+    def backup_restore(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str, progress: Progress) -> VMInfo:
         """Bring the VM back to the state of ``backup_name``: afterwards its data is what
         it was when the backup was made. Return the VM as it is afterwards."""
 
     @hookspec(firstresult=True)
-    def backup_delete(self, host: HostSpec, vm_uuid: str, backup_name: str) -> None:
+    def backup_delete(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str) -> None:
         """Delete the backup. Deleting one that is gone succeeds."""
 
     @hookspec(firstresult=True)

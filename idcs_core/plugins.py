@@ -125,6 +125,8 @@ class Engine:
             raise errors.NotSupported(f"{hook.replace('_', ' ')} is not supported by the {self.name} engine")
         caller: Callable[..., Any] = getattr(self.pm.hook, hook)
         impl = caller.get_hookimpls()[-1].function
+        if "vm_uuid" in kwargs and kwargs.get("ref") is None:
+            kwargs["ref"] = kwargs["vm_uuid"]  # the back end addresses this VM by its name
         started = time.perf_counter()
         try:
             if inspect.iscoroutinefunction(impl):

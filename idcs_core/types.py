@@ -40,6 +40,35 @@ class VMStatus(enum.StrEnum):
     DELETING = "deleting"
 
 
+class OptionType(enum.StrEnum):
+    """The value types a ``HostOption`` may declare."""
+
+    STR = "str"
+    INT = "int"
+    BOOL = "bool"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class HostOption:
+    """One host option an engine understands, declared in ``engine_describe()["options"]``.
+
+    The core validates a host's ``options`` against these on create and update (400
+    naming the option, nothing saved), fills in ``default`` for options left out,
+    shows them in ``/api/system/engine/detail`` and the OpenAPI document, and keeps
+    ``secret`` ones encrypted at rest and out of every answer. ``choices`` lists the
+    allowed values of a ``CHOICE`` option.
+    """
+
+    name: str
+    type: OptionType = OptionType.STR
+    default: Any = None
+    help: str = ""
+    secret: bool = False
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """How to reach one host: what the operator entered for it.
@@ -86,6 +115,8 @@ class VMSpec:
     hdd_num: int
     vm_name: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    ref: str | None = None
+    """The engine's own id for an existing VM (update, reinstall); None on create."""
 
 
 @dataclass
@@ -109,15 +140,28 @@ class VMInfo:
     memory_usage: float | None = None
     ip_addresses: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    ref: str | None = None
+    """How the back end addresses this VM (vSphere instance UUID, vmrest id, libvirt
+    UUID...). The core stores it and hands it back as ``ref`` on every VM hook. None
+    means the back end addresses the VM by ``vm_uuid`` (the core then passes that)."""
+
+
+class ImageKind(enum.StrEnum):
+    """What an ``OSImage`` is: VMs are created from images and templates; ISOs are mounted."""
+
+    IMAGE = "image"  # a disk or container image a VM is created from
+    TEMPLATE = "template"  # a template VM that is cloned
+    ISO = "iso"  # an installer / CD-ROM image: offered by ISO mount (and by create on engines that boot from it)
 
 
 @dataclass
 class OSImage:
-    """An image, template or ISO the host can create VMs from."""
+    """An image, template or ISO the host has. ``file`` is what a client passes back."""
 
     name: str
     file: str
     family: str = "other"
+    kind: ImageKind = ImageKind.IMAGE
 
 
 @dataclass
