@@ -35,3 +35,10 @@ if [ ${#need[@]} -gt 0 ] || [ $incus_needed -eq 1 ]; then
   fi
 fi
 echo "install-backends: docker.io podman catatonit lxd incus busybox-static caddy chromium tigervnc-standalone-server fonts-wqy-microhei present"
+
+# Each engine's own back end (vcsim, LXC, libvirt/QEMU...) is installed by its script here:
+# one file per engine, idempotent, root, apt-get only from Debian (no network beyond the registries).
+for extra in "$(dirname "$0")"/backends/*.sh; do
+  [ -e "$extra" ] || continue
+  bash "$extra"
+done
