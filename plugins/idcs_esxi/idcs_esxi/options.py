@@ -1,0 +1,69 @@
+"""The host options this engine understands (typed), and reading them with their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from idcs_core.types import HostOption, HostSpec, OptionType
+
+OPTIONS: list[HostOption] = [
+    HostOption("verify_tls", OptionType.BOOL, True,
+               "verify the host's TLS certificate; false accepts a self-signed one"),
+    HostOption("datacenter", OptionType.STR, "", "vCenter: the datacenter to use (empty: the first)"),
+    HostOption("resource_pool", OptionType.STR, "",
+               "vCenter: cluster, host or resource pool new VMs go to (empty: the first)"),
+    HostOption("datastore", OptionType.STR, "",
+               "datastore for new disks (empty: the one with most free space)"),
+    HostOption("network", OptionType.STR, "", "port group new VMs connect to (empty: the first)"),
+    HostOption("timeout", OptionType.INT, 15, "seconds one call to the host may take"),
+    HostOption("console_address", OptionType.STR, "",
+               "address the VMs' VNC consoles are reached at (empty: the ESXi host's own)"),
+]
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n", ""}
+
+
+def as_bool(value: Any, default: bool) -> bool:
+    """Read a yes/no option that may arrive as a bool or as text."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return default
+
+
+@dataclass(frozen=True)
+class Options:
+    """A host's options with their defaults applied."""
+
+    verify_tls: bool
+    datacenter: str
+    resource_pool: str
+    datastore: str
+    network: str
+    timeout: int
+    console_address: str
+
+
+def read_options(host: HostSpec) -> Options:
+    """The host's options, defaults filled in (the core may not have validated them)."""
+    raw = host.options or {}
+
+    def text(name: str) -> str:
+        value = raw.get(name)
+        return str(value).strip() if value is not None else ""
+
+    try:
+        timeout = int(raw.get("timeout") or 15)
+    except (TypeError, ValueError):
+        timeout = 15
+    return Options(verify_tls=as_bool(raw.get("verify_tls"), True), datacenter=text("datacenter"),
+                   resource_pool=text("resource_pool"), datastore=text("datastore"), network=text("network"),
+                   timeout=max(1, timeout), console_address=text("console_address"))
