@@ -3,6 +3,8 @@ VM's ``RemoteDisplay.vnc.*`` settings enable it, else a clear 1006."""
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from typing import Any
 
@@ -10,12 +12,16 @@ from pyVmomi import vim, vmodl
 
 from idcs_core import errors
 from idcs_core.types import ConsoleEndpoint, ConsoleKind
-from idcs_esxi import lifecycle, naming
+from idcs_esxi import naming
 from idcs_esxi.client import Connection
 from idcs_esxi.options import as_bool
-from idcs_esxi.props import read_one
+from idcs_esxi.props import option_dict, read_one, read_view
 
-TICKET_LIFETIME = 30.0  # seconds a WebMKS ticket is good for, to open the connection
+TICKET_LIFETIME = 30.0
+VNC_ENABLED = "RemoteDisplay.vnc.enabled"
+VNC_PORT = "RemoteDisplay.vnc.port"
+VNC_PASSWORD = "RemoteDisplay.vnc.password"
+log = logging.getLogger("idcs.esxi")  # seconds a WebMKS ticket is good for, to open the connection
 
 
 def _webmks(conn: Connection, vm: Any) -> ConsoleEndpoint | None:
@@ -42,15 +48,35 @@ def vm_console(conn: Connection, vm_uuid: str, ref: str | None) -> ConsoleEndpoi
     if endpoint is not None:
         return endpoint
     row = read_one(conn, vm, vim.VirtualMachine, ["config.extraConfig", "runtime.host", "runtime.powerState"])
-    settings = lifecycle.extra_config(row.get("config.extraConfig"))
+    settings = option_dict(row.get("config.extraConfig"))
     if not as_bool(settings.get("RemoteDisplay.vnc.enabled"), False) or not settings.get("RemoteDisplay.vnc.port"):
         raise errors.NotSupported(f"{vm_uuid}: the host gives no WebMKS ticket and the VM has no VNC console "
                                   "(RemoteDisplay.vnc.enabled / RemoteDisplay.vnc.port)")
-    if row.get("runtime.powerState") != lifecycle.On:
+    if row.get("runtime.powerState") != "poweredOn":
         raise errors.VMOperationFailed(f"{vm_uuid} is not running: its console is off")
     try:
-        port = int(settings["RemoteDisplay.vnc.port"])
+        port = int(settings[VNC_PORT])
     except ValueError as exc:
         raise errors.VMOperationFailed(f"{vm_uuid}: RemoteDisplay.vnc.port is not a port number") from exc
     return ConsoleEndpoint(kind=ConsoleKind.VNC, address=_vnc_address(conn, row.get("runtime.host")), port=port,
-                           password=settings.get("RemoteDisplay.vnc.password") or None, tls=False)
+                           password=settings.get(VNC_PASSWORD) or None, tls=False)
+
+
+def vnc_settings(conn: Connection, vm_uuid: str) -> list[vim.option.OptionValue]:
+    """extraConfig giving a new VM a VNC console on a free port of the ``vnc_ports`` option
+    (none when the option is empty or every port is taken), with a random password."""
+    span = conn.options.vnc_ports
+    if span is None:
+        return []
+    used: set[int] = set()
+    for row in read_view(conn, conn.vm_view, vim.VirtualMachine, ["config.extraConfig"]):
+        value = option_dict(row.get("config.extraConfig")).get(VNC_PORT, "")
+        if value.isdigit():
+            used.add(int(value))
+    port = next((p for p in range(span[0], span[1] + 1) if p not in used), None)
+    if port is None:
+        log.warning("%s on %s gets no VNC console: every port of %s-%s is taken", vm_uuid, conn.host.name, *span)
+        return []
+    password = secrets.token_urlsafe(6)[:8]  # VNC uses the first 8 characters
+    values = {VNC_ENABLED: "true", VNC_PORT: str(port), VNC_PASSWORD: password}
+    return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]

@@ -11,7 +11,8 @@ from idcs_core import errors
 from idcs_core.types import ImageKind, PowerAction, Progress, VMInfo, VMSpec, VMStatus
 from idcs_esxi import devices, images, naming, placement, tasks
 from idcs_esxi.client import Connection
-from idcs_esxi.props import Row, read_one, read_view
+from idcs_esxi.console import vnc_settings
+from idcs_esxi.props import Row, option_dict, read_one, read_view
 
 OS_KEY = "idcs.os_name"
 VM_PATHS = [
@@ -26,9 +27,7 @@ Off = vim.VirtualMachinePowerState.poweredOff
 Suspended = vim.VirtualMachinePowerState.suspended
 
 
-def extra_config(values: Any) -> dict[str, str]:
-    """``config.extraConfig`` as a dict (the last value of a key wins)."""
-    return {str(o.key): str(o.value) for o in values or []}
+extra_config = option_dict
 
 
 def addresses(net: Any, fallback: Any = None) -> list[str]:
@@ -105,20 +104,20 @@ def power_state(conn: Connection, vm: Any) -> str:
 # ------------------------------------------------------------------ create
 
 
-def _base_config(spec: VMSpec) -> vim.vm.ConfigSpec:
-    return vim.vm.ConfigSpec(numCPUs=spec.cpu_num, memoryMB=spec.ram_num,
-                             extraConfig=[vim.option.OptionValue(key=OS_KEY, value=spec.os_name)])
+def _base_config(conn: Connection, spec: VMSpec) -> vim.vm.ConfigSpec:
+    extra = [vim.option.OptionValue(key=OS_KEY, value=spec.os_name), *vnc_settings(conn, spec.vm_uuid)]
+    return vim.vm.ConfigSpec(numCPUs=spec.cpu_num, memoryMB=spec.ram_num, extraConfig=extra)
 
 
 def _clone(conn: Connection, spec: VMSpec, template: Any, datastore: Any, progress: Progress) -> Any:
     relocate = vim.vm.RelocateSpec(pool=conn.pool, datastore=datastore)
-    clone = vim.vm.CloneSpec(location=relocate, powerOn=False, template=False, config=_base_config(spec))
+    clone = vim.vm.CloneSpec(location=relocate, powerOn=False, template=False, config=_base_config(conn, spec))
     task = template.CloneVM_Task(folder=conn.datacenter.vmFolder, name=spec.vm_uuid, spec=clone)
     return tasks.wait(conn, task, f"cloning {spec.os_name}", progress, 5, 60)
 
 
 def _from_iso(conn: Connection, spec: VMSpec, iso: str, datastore: Any, progress: Progress) -> Any:
-    config = _base_config(spec)
+    config = _base_config(conn, spec)
     config.name = spec.vm_uuid
     config.guestId = images.guest_id_for(spec.os_name)
     config.files = vim.vm.FileInfo(vmPathName=f"[{datastore.name}]")

@@ -19,6 +19,8 @@ OPTIONS: list[HostOption] = [
     HostOption("timeout", OptionType.INT, 15, "seconds one call to the host may take"),
     HostOption("console_address", OptionType.STR, "",
                "address the VMs' VNC consoles are reached at (empty: the ESXi host's own)"),
+    HostOption("vnc_ports", OptionType.STR, "",
+               "first-last port range: new VMs get a VNC console on a free port of it (empty: none)"),
 ]
 
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -50,6 +52,7 @@ class Options:
     network: str
     timeout: int
     console_address: str
+    vnc_ports: tuple[int, int] | None
 
 
 def read_options(host: HostSpec) -> Options:
@@ -66,4 +69,17 @@ def read_options(host: HostSpec) -> Options:
         timeout = 15
     return Options(verify_tls=as_bool(raw.get("verify_tls"), True), datacenter=text("datacenter"),
                    resource_pool=text("resource_pool"), datastore=text("datastore"), network=text("network"),
-                   timeout=max(1, timeout), console_address=text("console_address"))
+                   timeout=max(1, timeout), console_address=text("console_address"),
+                   vnc_ports=port_range(text("vnc_ports")))
+
+
+def port_range(text: str) -> tuple[int, int] | None:
+    """``"5900-5999"`` -> (5900, 5999); empty or malformed -> None (no VNC consoles)."""
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        return None
+    if not 1 <= low <= high <= 65535:
+        return None
+    return low, high

@@ -75,3 +75,8 @@ def read_one(conn: Connection, obj: Any, kind: type, paths: Iterable[str]) -> di
     """One object's ``paths`` in one request."""
     rows = read_objects(conn, [obj], kind, paths)
     return rows[0].props if rows else {}
+
+
+def option_dict(values: Any) -> dict[str, str]:
+    """``config.extraConfig`` as a dict (the last value of a key wins)."""
+    return {str(o.key): str(o.value) for o in values or []}

@@ -190,3 +190,85 @@ def make_template(sim: Vcsim, name: str = TEMPLATE) -> None:
         clone.MarkAsTemplate()
     finally:
         Disconnect(si)
+
+
+def make_vm(sim: Vcsim, name: str) -> None:
+    """Create a small VM straight on the simulator, behind OpenIDCS's back."""
+    from pyVim.connect import Disconnect
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    si = service_instance(sim)
+    try:
+        content = si.RetrieveContent()
+        dc = next(e for e in content.rootFolder.childEntity if isinstance(e, vim.Datacenter))
+        compute = next(e for e in dc.hostFolder.childEntity if isinstance(e, vim.ComputeResource))
+        store = compute.datastore[0].name
+        config = vim.vm.ConfigSpec(name=name, guestId="otherLinux64Guest", numCPUs=1, memoryMB=64,
+                                   files=vim.vm.FileInfo(vmPathName=f"[{store}]"))
+        WaitForTask(dc.vmFolder.CreateVM_Task(config=config, pool=compute.resourcePool))
+    finally:
+        Disconnect(si)
+
+
+def remove_vm(sim: Vcsim, name: str) -> None:
+    """Power off and destroy the VM ``name`` if the simulator has it."""
+    from pyVim.connect import Disconnect
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    si = service_instance(sim)
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        for vm in view.view:
+            if vm.name == name:
+                if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
+                    WaitForTask(vm.PowerOffVM_Task())
+                WaitForTask(vm.Destroy_Task())
+        view.DestroyView()
+    finally:
+        Disconnect(si)
+
+
+@dataclass
+class PlainVnc:
+    """A real VNC server (TigerVNC's Xvnc, no authentication) standing in for the VNC
+    console an ESXi host serves for a VM: vcsim simulates the API, not the consoles."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_vnc(workdir: Path) -> PlainVnc:
+    """Start Xvnc on a free display and port; fails loudly when it is not installed."""
+    xvnc = shutil.which("Xvnc")
+    if xvnc is None:
+        raise VcsimError("Xvnc not found: apt-get install tigervnc-standalone-server (scripts/install-backends.sh)")
+    display = next(n for n in range(40, 200) if not Path(f"/tmp/.X{n}-lock").exists()
+                   and not Path(f"/tmp/.X11-unix/X{n}").exists())
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / f"xvnc-{port}.log").open("wb") as out:
+        process = subprocess.Popen([xvnc, f":{display}", "-geometry", "640x480", "-rfbport", str(port), "-localhost",
+                                    "-SecurityTypes", "None", "-nolisten", "tcp", "-desktop", "esxi-vm-console"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    vnc = PlainVnc(port, process)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return vnc
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    vnc.stop()
+    raise VcsimError(f"Xvnc did not listen on {port}")
