@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -74,6 +75,8 @@ class Connection:
     host_view: vim.view.ContainerView
     ds_view: vim.view.ContainerView
     is_vcenter: bool
+    datacenter_name: str = ""
+    pool_name: str = ""
     round_trips: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     index: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -140,9 +143,11 @@ def connect(host: HostSpec) -> Connection:
     """Log in to ``host`` and resolve the scope its options name."""
     endpoint = parse_addr(host.addr)
     opts = read_options(host)
+    # An explicit context: pyvmomi silently skips verification for localhost when it gets none.
+    context = ssl.create_default_context() if opts.verify_tls else None
     try:
         si = SmartConnect(protocol=endpoint.protocol, host=endpoint.hostname, port=endpoint.port,
-                          path=endpoint.path, user=host.user, pwd=host.password,
+                          path=endpoint.path, user=host.user, pwd=host.password, sslContext=context,
                           disableSslCertValidation=not opts.verify_tls, httpConnectionTimeout=opts.timeout)
     except Exception as exc:
         raise connection_error(endpoint.display, exc) from exc
@@ -156,7 +161,8 @@ def connect(host: HostSpec) -> Connection:
         ds_view = content.viewManager.CreateContainerView(dc.datastoreFolder, [vim.Datastore], True)
         conn = Connection(host=host, endpoint=endpoint, options=opts, si=si, content=content, datacenter=dc,
                           pool=pool, vm_view=vm_view, host_view=host_view, ds_view=ds_view,
-                          is_vcenter=content.about.apiType == "VirtualCenter")
+                          is_vcenter=content.about.apiType == "VirtualCenter", datacenter_name=dc.name,
+                          pool_name=pool.name)
     except errors.IDCSError:
         Disconnect(si)
         raise
@@ -166,6 +172,14 @@ def connect(host: HostSpec) -> Connection:
     _count_round_trips(conn)
     log.info("logged in to %s (%s) as %s", endpoint.display, content.about.fullName, host.user)
     return conn
+
+
+def session_alive(conn: Connection) -> bool:
+    """Whether the server still knows the session (one property read)."""
+    try:
+        return conn.content.sessionManager.currentSession is not None
+    except vim.fault.NotAuthenticated:
+        return False
 
 
 class SessionCache:
@@ -208,6 +222,12 @@ class SessionCache:
             return fn(conn)
         except vim.fault.NotAuthenticated:
             log.info("session on %s expired: logging in again", conn.endpoint.display)
+            self.drop(host, conn)
+            return fn(self.get(host))
+        except vmodl.fault.ManagedObjectNotFound:
+            if session_alive(conn):
+                raise
+            log.info("session on %s is gone (its views with it): logging in again", conn.endpoint.display)
             self.drop(host, conn)
             return fn(self.get(host))
         except errors.HostUnreachable:

@@ -37,5 +37,5 @@ def status(conn: Connection) -> HostStatus:
         vms_count=vms,
         version=str(about.fullName),
         extra={"product": str(about.name), "api_type": str(about.apiType), "api_version": str(about.apiVersion),
-               "hosts": hosts, "datacenter": conn.datacenter.name, "resource_pool": conn.pool.name},
+               "hosts": hosts, "datacenter": conn.datacenter_name, "resource_pool": conn.pool_name},
     )
