@@ -50,6 +50,8 @@ def _inputs_hash() -> str:
 
 def build() -> Path:
     """The patched vcsim binary, built once and cached (about 20 s to 2 min on 2 cores)."""
+    if not (SOURCES / "main.go").is_file():
+        raise VcsimError(f"vcsim's main and patch are not at {SOURCES}: run the tests from the repository")
     if shutil.which("go") is None or not (GOVMOMI / "simulator").is_dir():
         raise VcsimError("vcsim needs Go and the govmomi sources: run scripts/backends/esxi.sh as root "
                          "(apt-get install golang-go golang-github-vmware-govmomi-dev)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from idcs_esxi import testing
@@ -56,6 +57,7 @@ def test_host_status_reads_quickstats_in_one_round_trip(engine: ESXiEngine, vpx:
     assert status.vms_count is not None and status.vms_count >= 4  # the model's VMs, the template excluded
     assert status.cpu_usage is not None and 0 < status.cpu_usage <= 100
     assert status.memory_usage is not None and 0 < status.memory_usage <= 100
+    assert status.disk_usage is not None and 0 < status.disk_usage < 100
     assert status.extra["api_type"] == "VirtualCenter"
 
 
@@ -156,3 +158,41 @@ def test_vnc_console_endpoint_opens_with_the_vms_password(engine: ESXiEngine, vp
         asyncio.run(log_in())
     with pytest.raises(errors.NotSupported, match="no VNC console"):
         engine.vm_console(host=host, vm_uuid="DC0_H0_VM1", ref="DC0_H0_VM1")
+
+
+def test_detached_disk_keeps_its_file_and_delete_removes_it(engine: ESXiEngine, vpx: testing.Vcsim) -> None:
+    """The simulator keeps each datastore in a local folder: the extra disk's .vmdk is a real
+    file there, so detach / attach / delete are checked on the datastore itself."""
+    from idcs_core.types import DiskSpec
+
+    host = host_spec(vpx)
+    info = engine.vm_create(host=host, spec=VMSpec("esxi-t-disk", testing.TEMPLATE, 1, 128, 2),
+                            progress=lambda p, m="": None)
+    try:
+        engine.disk_attach(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk=DiskSpec("keep", 1),
+                           progress=lambda p, m="": None)
+        si, vm = _vm_object(vpx, "esxi-t-disk")
+        disk = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+                    and d.backing.fileName.endswith("/idcs-disk-keep.vmdk"))
+        store = disk.backing.datastore
+        local = Path(store.summary.url) / disk.backing.fileName.split("] ", 1)[1]
+        Disconnect(si)
+        assert local.is_file(), local
+        local.write_bytes(b"kept on the datastore")
+        engine.disk_detach(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk_name="keep",
+                           progress=lambda p, m="": None)
+        assert "keep" not in engine.vm_status(host=host, vm_uuid="esxi-t-disk", ref=info.ref).extra["disks"]
+        assert local.read_bytes() == b"kept on the datastore"
+        engine.disk_attach(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk=DiskSpec("keep", 1),
+                           progress=lambda p, m="": None)
+        assert engine.vm_status(host=host, vm_uuid="esxi-t-disk", ref=info.ref).extra["disks"] == {"keep": 1}
+        assert local.read_bytes() == b"kept on the datastore"  # the same file, not a new disk
+        engine.disk_detach(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk_name="keep",
+                           progress=lambda p, m="": None)
+        engine.disk_delete(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk_name="keep",
+                           progress=lambda p, m="": None)  # detached: deleted from the datastore
+        assert not local.exists()
+        engine.disk_delete(host=host, vm_uuid="esxi-t-disk", ref=info.ref, disk_name="keep",
+                           progress=lambda p, m="": None)  # idempotent
+    finally:
+        engine.vm_delete(host=host, vm_uuid="esxi-t-disk", ref=info.ref, progress=lambda p, m="": None)
