@@ -26,12 +26,12 @@ def _info(vm_uuid: str, tree: Any) -> BackupInfo:
                       created_at=created)
 
 
-def _snapshots(conn: Connection, vm: Any) -> list[Any]:
+def _snapshots(conn: Connection, vm: vim.VirtualMachine) -> list[Any]:
     return list(_walk(read_one(conn, vm, vim.VirtualMachine, ["snapshot.rootSnapshotList"])
                       .get("snapshot.rootSnapshotList")))
 
 
-def _find(conn: Connection, vm: Any, name: str) -> Any | None:
+def _find(conn: Connection, vm: vim.VirtualMachine, name: str) -> Any | None:
     return next((t for t in _snapshots(conn, vm) if t.name == name), None)
 
 

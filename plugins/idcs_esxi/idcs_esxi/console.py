@@ -24,7 +24,7 @@ VNC_PASSWORD = "RemoteDisplay.vnc.password"
 log = logging.getLogger("idcs.esxi")  # seconds a WebMKS ticket is good for, to open the connection
 
 
-def _webmks(conn: Connection, vm: Any) -> ConsoleEndpoint | None:
+def _webmks(conn: Connection, vm: vim.VirtualMachine) -> ConsoleEndpoint | None:
     try:
         ticket = vm.AcquireTicket(ticketType="webmks")
     except (vmodl.fault.MethodNotFound, vmodl.fault.NotSupported, vmodl.fault.InvalidArgument):

@@ -99,7 +99,7 @@ def vm_list(conn: Connection) -> list[VMInfo]:
     return infos
 
 
-def vm_row(conn: Connection, vm: Any) -> Row:
+def vm_row(conn: Connection, vm: vim.VirtualMachine) -> Row:
     return Row(vm, read_one(conn, vm, vim.VirtualMachine, VM_PATHS))
 
 
@@ -107,7 +107,7 @@ def vm_status(conn: Connection, vm_uuid: str, ref: str | None) -> VMInfo:
     return to_info(vm_row(conn, naming.resolve(conn, vm_uuid, ref)))
 
 
-def power_state(conn: Connection, vm: Any) -> str:
+def power_state(conn: Connection, vm: vim.VirtualMachine) -> str:
     return str(read_one(conn, vm, vim.VirtualMachine, ["runtime.powerState"]).get("runtime.powerState"))
 
 
@@ -141,7 +141,7 @@ def _from_iso(conn: Connection, spec: VMSpec, iso: str, datastore: Any, progress
     return tasks.wait(conn, task, f"creating {spec.vm_uuid}", progress, 5, 60)
 
 
-def _fit(conn: Connection, vm: Any, spec: VMSpec, progress: Progress, start: int, end: int) -> None:
+def _fit(conn: Connection, vm: vim.VirtualMachine, spec: VMSpec, progress: Progress, start: int, end: int) -> None:
     """Make CPU, memory and the system disk what ``spec`` says (the disk only grows)."""
     row = read_one(conn, vm, vim.VirtualMachine, ["config.hardware.numCPU", "config.hardware.memoryMB",
                                                  "config.hardware.device", "config.extraConfig"])
@@ -194,7 +194,7 @@ def vm_update(conn: Connection, spec: VMSpec, progress: Progress) -> VMInfo:
     return to_info(vm_row(conn, vm))
 
 
-def _destroy(conn: Connection, vm: Any, vm_uuid: str, progress: Progress) -> None:
+def _destroy(conn: Connection, vm: vim.VirtualMachine, vm_uuid: str, progress: Progress) -> None:
     if power_state(conn, vm) != Off:
         tasks.wait(conn, vm.PowerOffVM_Task(), f"powering off {vm_uuid}", progress, 5, 40)
     tasks.wait(conn, vm.Destroy_Task(), f"deleting {vm_uuid}", progress, 40, 100)
@@ -214,7 +214,7 @@ def vm_delete(conn: Connection, vm_uuid: str, ref: str | None, progress: Progres
 # ------------------------------------------------------------------ power
 
 
-def _wait_state(conn: Connection, vm: Any, wanted: str, timeout: float) -> bool:
+def _wait_state(conn: Connection, vm: vim.VirtualMachine, wanted: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if power_state(conn, vm) == wanted:

@@ -65,7 +65,7 @@ def index(conn: Connection, refresh: bool = False) -> VMIndex:
     return fresh
 
 
-def _lookup(idx: VMIndex, vm_uuid: str, ref: str | None) -> Any:
+def _lookup(idx: VMIndex, vm_uuid: str, ref: str | None) -> vim.VirtualMachine | None:
     if looks_like_ref(ref):
         obj = idx.by_uuid.get(str(ref).lower())
         if obj is not None:
@@ -75,7 +75,7 @@ def _lookup(idx: VMIndex, vm_uuid: str, ref: str | None) -> Any:
     return idx.by_name.get(vm_uuid)
 
 
-def find_vm(conn: Connection, vm_uuid: str, ref: str | None = None) -> Any | None:
+def find_vm(conn: Connection, vm_uuid: str, ref: str | None = None) -> vim.VirtualMachine | None:
     """The VM's managed object, or None when the host has no such VM."""
     obj = _lookup(index(conn), vm_uuid, ref)
     if obj is None:
@@ -83,7 +83,7 @@ def find_vm(conn: Connection, vm_uuid: str, ref: str | None = None) -> Any | Non
     return obj
 
 
-def resolve(conn: Connection, vm_uuid: str, ref: str | None = None) -> Any:
+def resolve(conn: Connection, vm_uuid: str, ref: str | None = None) -> vim.VirtualMachine:
     """The VM's managed object; ``VMNotFound`` when the host has none of that name or ref."""
     obj = find_vm(conn, vm_uuid, ref)
     if obj is None:
@@ -96,6 +96,6 @@ def forget(conn: Connection, vm_uuid: str) -> None:
     index(conn).forget(vm_uuid)
 
 
-def remember(conn: Connection, vm_uuid: str, uuid: str | None, obj: Any) -> None:
+def remember(conn: Connection, vm_uuid: str, uuid: str | None, obj: vim.VirtualMachine) -> None:
     """Add a created VM to the index."""
     index(conn).add(vm_uuid, uuid, obj)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyVmomi import vim
 
 from idcs_core import errors
@@ -11,7 +9,7 @@ from idcs_esxi.client import Connection
 from idcs_esxi.props import read_view
 
 
-def datastore(conn: Connection) -> Any:
+def datastore(conn: Connection) -> vim.Datastore:
     """The datastore the option names, else the accessible one with most free space."""
     rows = read_view(conn, conn.ds_view, vim.Datastore, ["name", "summary.freeSpace", "summary.accessible"])
     wanted = conn.options.datastore
@@ -27,7 +25,7 @@ def datastore(conn: Connection) -> Any:
     return max(usable, key=lambda r: int(r.get("summary.freeSpace") or 0)).obj
 
 
-def network(conn: Connection) -> Any:
+def network(conn: Connection) -> vim.Network:
     """The port group the option names, else the datacenter's first network."""
     nets = list(conn.datacenter.network)
     wanted = conn.options.network

@@ -13,7 +13,7 @@ from idcs_esxi.client import Connection
 from idcs_esxi.props import read_one, read_view
 
 
-def _hardware(conn: Connection, vm: Any) -> tuple[list[Any], str]:
+def _hardware(conn: Connection, vm: vim.VirtualMachine) -> tuple[list[Any], str]:
     row = read_one(conn, vm, vim.VirtualMachine, ["config.hardware.device", "config.files.vmPathName"])
     return list(row.get("config.hardware.device") or []), str(row.get("config.files.vmPathName") or "")
 
@@ -49,7 +49,8 @@ def _exists(conn: Connection, path: str) -> bool:
     return any(f.path == base for f in (result.file or [])) if result is not None else False
 
 
-def _reconfigure(conn: Connection, vm: Any, changes: list[Any], what: str, progress: Progress | None) -> None:
+def _reconfigure(conn: Connection, vm: vim.VirtualMachine, changes: list[Any], what: str,
+                 progress: Progress | None) -> None:
     task = vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes))
     tasks.wait(conn, task, what, progress, 10, 100)
 

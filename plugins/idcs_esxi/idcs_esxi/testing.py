@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GOVMOMI = Path("/usr/share/gocode/src/github.com/vmware/govmomi")
 GOCODE = Path("/usr/share/gocode")
@@ -159,8 +160,8 @@ def running(model: str, workdir: Path, vms: int = 2) -> Iterator[Vcsim]:
         sim.stop()
 
 
-def service_instance(sim: Vcsim):
-    """A pyvmomi session straight to the simulator (for test set-up and the benchmark)."""
+def service_instance(sim: Vcsim) -> Any:
+    """A pyvmomi ``ServiceInstance`` logged in to the simulator (test set-up, the benchmark)."""
     from pyVim.connect import SmartConnect
 
     return SmartConnect(host="127.0.0.1", port=sim.port, user=sim.user, pwd=sim.password,
