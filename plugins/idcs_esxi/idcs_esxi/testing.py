@@ -132,11 +132,14 @@ def start(model: str, workdir: Path, vms: int = 2, port: int | None = None) -> V
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = workdir / f"vcsim-{model}-{port}.log"
+    scratch = workdir / f"tmp-{port}"
+    scratch.mkdir()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(binary), "-model", model, "-listen", f"127.0.0.1:{port}", "-user", USER, "-pass", PASSWORD,
              "-vms", str(vms), "-iso", ",".join(ISO_FILES)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+            stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+            env=os.environ | {"TMPDIR": str(scratch)})  # its datastores' folders: gone with workdir
     sim = Vcsim(model=model, port=port, process=process, url="", log=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

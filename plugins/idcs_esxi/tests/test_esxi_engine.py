@@ -196,3 +196,18 @@ def test_detached_disk_keeps_its_file_and_delete_removes_it(engine: ESXiEngine, 
                            progress=lambda p, m="": None)  # idempotent
     finally:
         engine.vm_delete(host=host, vm_uuid="esxi-t-disk", ref=info.ref, progress=lambda p, m="": None)
+
+
+def test_addresses_are_what_the_guest_reports(engine: ESXiEngine, vpx: testing.Vcsim) -> None:
+    """vcsim lets a client play VMware Tools: ``SET.guest.ipAddress`` in extraConfig becomes
+    the first NIC's address in ``guest.net``, which the engine reads."""
+    host = host_spec(vpx)
+    si, vm = _vm_object(vpx, "DC0_C0_RP0_VM1")
+    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="SET.guest.ipAddress", value="10.20.30.40")])
+    WaitForTask(vm.ReconfigVM_Task(spec=spec))
+    mac = vm.guest.net[0].macAddress
+    Disconnect(si)
+    found = engine.vm_ip_list(host=host, vm_uuid="DC0_C0_RP0_VM1", ref="DC0_C0_RP0_VM1")
+    assert [(a.address, a.version, a.mac_addr) for a in found] == [("10.20.30.40", 4, mac)]
+    listed = next(v for v in engine.vm_list(host=host) if v.vm_uuid == "DC0_C0_RP0_VM1")
+    assert listed.ip_addresses == ["10.20.30.40"]
