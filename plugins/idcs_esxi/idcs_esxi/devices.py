@@ -110,8 +110,27 @@ def load_iso(cdrom: Any, iso_path: str | None) -> Any:
     return Change(operation=Change.Operation.edit, device=cdrom)
 
 
+def nic_backing(network: Any) -> Any:
+    """The NIC backing for a port group: standard (vSwitch) or distributed (vDS)."""
+    if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+        port = vim.dvs.PortConnection(portgroupKey=network.key,
+                                      switchUuid=network.config.distributedVirtualSwitch.uuid)
+        return Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
+    return Dev.VirtualEthernetCard.NetworkBackingInfo(deviceName=network.name, network=network)
+
+
+def nics(devices: Iterable[Any]) -> list[Any]:
+    return [d for d in devices or [] if isinstance(d, Dev.VirtualEthernetCard)]
+
+
+def move_nic(nic: Any, network: Any) -> Any:
+    """Connect an existing NIC to another port group."""
+    nic.backing = nic_backing(network)
+    return Change(operation=Change.Operation.edit, device=nic)
+
+
 def new_nic(network: Any, key: int = -400) -> Any:
-    backing = Dev.VirtualEthernetCard.NetworkBackingInfo(deviceName=network.name, network=network)
+    backing = nic_backing(network)
     connect = Dev.VirtualDevice.ConnectInfo(startConnected=True, connected=True, allowGuestControl=True)
     nic = Dev.VirtualVmxnet3(key=key, backing=backing, connectable=connect, addressType="generated")
     return Change(operation=Change.Operation.add, device=nic)

@@ -121,6 +121,11 @@ def _base_config(conn: Connection, spec: VMSpec) -> vim.vm.ConfigSpec:
 
 def _clone(conn: Connection, spec: VMSpec, template: Any, datastore: Any, progress: Progress) -> Any:
     relocate = vim.vm.RelocateSpec(pool=conn.pool, datastore=datastore)
+    if conn.options.network:  # the template's first NIC goes to the port group the host names
+        first = devices.nics(read_one(conn, template, vim.VirtualMachine, ["config.hardware.device"])
+                             .get("config.hardware.device"))
+        if first:
+            relocate.deviceChange = [devices.move_nic(first[0], placement.network(conn))]
     clone = vim.vm.CloneSpec(location=relocate, powerOn=False, template=False, config=_base_config(conn, spec))
     task = template.CloneVM_Task(folder=conn.datacenter.vmFolder, name=spec.vm_uuid, spec=clone)
     return tasks.wait(conn, task, f"cloning {spec.os_name}", progress, 5, 60)

@@ -211,3 +211,22 @@ def test_addresses_are_what_the_guest_reports(engine: ESXiEngine, vpx: testing.V
     assert [(a.address, a.version, a.mac_addr) for a in found] == [("10.20.30.40", 4, mac)]
     listed = next(v for v in engine.vm_list(host=host) if v.vm_uuid == "DC0_C0_RP0_VM1")
     assert listed.ip_addresses == ["10.20.30.40"]
+
+
+def test_network_option_puts_new_vms_on_that_port_group(engine: ESXiEngine, vpx: testing.Vcsim) -> None:
+    host = host_spec(vpx, name="esxi-dvpg", network="DC0_DVPG0")
+    made = []
+    try:
+        for vm_uuid, image in (("esxi-t-net1", testing.TEMPLATE), ("esxi-t-net2", "[LocalDS_0] iso/debian-12.iso")):
+            info = engine.vm_create(host=host, spec=VMSpec(vm_uuid, image, 1, 128, 2), progress=lambda p, m="": None)
+            made.append((vm_uuid, info.ref))
+            si, vm = _vm_object(vpx, vm_uuid)
+            assert [n.name for n in vm.network] == ["DC0_DVPG0"], (vm_uuid, [n.name for n in vm.network])
+            Disconnect(si)
+        with pytest.raises(errors.BadRequest, match="no port group 'nowhere'"):
+            engine.vm_create(host=host_spec(vpx, name="esxi-nonet", network="nowhere"),
+                             spec=VMSpec("esxi-t-net3", "[LocalDS_0] iso/debian-12.iso", 1, 128, 2),
+                             progress=lambda p, m="": None)
+    finally:
+        for vm_uuid, ref in made:
+            engine.vm_delete(host=host, vm_uuid=vm_uuid, ref=ref, progress=lambda p, m="": None)
