@@ -74,6 +74,10 @@ class VmwareEngine:
         return await lifecycle.create(client.connect(host), spec, progress)
 
     @hookimpl
+    async def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
+        return await lifecycle.reinstall(client.connect(host), spec, progress)
+
+    @hookimpl
     async def vm_update(self, host: HostSpec, spec: VMSpec) -> VMInfo:
         return await lifecycle.update(client.connect(host), spec)
 

@@ -95,14 +95,16 @@ async def _free_vnc_port(api: Vmrest) -> int:
     raise errors.VMCreateFailed(f"no free VNC port left in {api.settings.vnc_first}-{api.settings.vnc_last}")
 
 
-async def create(api: Vmrest, spec: VMSpec, progress: Progress) -> VMInfo:
-    """Clone the template ``spec.os_name``, set CPU/RAM and a VNC console; undo the clone on failure."""
+async def _template_id(api: Vmrest, os_name: str) -> str:
     found = await templates(api)
-    parent = found.get(spec.os_name)
+    parent = found.get(os_name)
     if parent is None:
-        raise errors.BadRequest(f"{spec.os_name} is not a template VM on this host (templates: {sorted(found)})")
-    if api.index.lookup(spec.vm_uuid) is not None:
-        raise errors.Conflict(f"a VM named {spec.vm_uuid} already exists on the host")
+        raise errors.BadRequest(f"{os_name} is not a template VM on this host (templates: {sorted(found)})")
+    return parent
+
+
+async def _clone(api: Vmrest, spec: VMSpec, parent: str, progress: Progress) -> str:
+    """Clone ``parent`` as ``spec.vm_uuid`` with the spec's CPU/RAM and a VNC console; undo it on failure."""
     progress(10, f"cloning {spec.os_name}")
     try:
         made = await api.post("/api/vms", {"name": spec.vm_uuid, "parentId": parent})
@@ -127,7 +129,46 @@ async def create(api: Vmrest, spec: VMSpec, progress: Progress) -> VMInfo:
         if isinstance(exc, VmrestError):
             raise business(exc, f"configure {spec.vm_uuid}") from None
         raise
+    return vm_id
+
+
+async def create(api: Vmrest, spec: VMSpec, progress: Progress) -> VMInfo:
+    """Clone the template ``spec.os_name``, set CPU/RAM and a VNC console (left powered off)."""
+    parent = await _template_id(api, spec.os_name)
+    if api.index.lookup(spec.vm_uuid) is not None:
+        raise errors.Conflict(f"a VM named {spec.vm_uuid} already exists on the host")
+    vm_id = await _clone(api, spec, parent, progress)
     progress(90, "created")
+    return await status(api, spec.vm_uuid, vm_id)
+
+
+async def reinstall(api: Vmrest, spec: VMSpec, progress: Progress) -> VMInfo:
+    """A fresh clone of ``spec.os_name`` under the same name; the VM's port forwards are kept
+    (pointed at the new clone's address) and it is left powered as it was."""
+    from idcs_vmware import network  # network imports this module
+
+    parent = await _template_id(api, spec.os_name)
+    vm_id = await resolve(api, spec.vm_uuid, spec.ref)
+    try:
+        state = await power_state(api, vm_id)
+        kept = await network.owned_forwards(api, spec.vm_uuid)
+        if state != "poweredOff":
+            progress(5, "powering the VM off")
+            await api.put(f"/api/vms/{vm_id}/power", raw="off")
+        await api.delete(f"/api/vms/{vm_id}")
+    except VmrestError as exc:
+        raise business(exc, f"reinstall {spec.vm_uuid}") from None
+    api.index.ids.pop(spec.vm_uuid, None)
+    vm_id = await _clone(api, spec, parent, progress)
+    try:
+        if state != "poweredOff":
+            progress(80, "powering the VM on")
+            await api.put(f"/api/vms/{vm_id}/power", raw="on")
+        if kept:
+            progress(90, f"pointing {len(kept)} port forward(s) at the new VM")
+            await network.repoint(api, spec.vm_uuid, vm_id, kept)
+    except VmrestError as exc:
+        raise business(exc, f"reinstall {spec.vm_uuid}") from None
     return await status(api, spec.vm_uuid, vm_id)
 
 

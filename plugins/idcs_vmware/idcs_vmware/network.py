@@ -120,3 +120,17 @@ async def remove_all(api: Vmrest, vm_uuid: str) -> None:
         for (protocol, port), fwd in (await forwards(api)).items():
             if fwd.get("desc") == owner_tag(vm_uuid):
                 await api.delete(f"/api/vmnet/{api.settings.vmnet}/portforward/{protocol}/{port}")
+
+
+async def owned_forwards(api: Vmrest, vm_uuid: str) -> list[dict[str, Any]]:
+    """The VM's forwards as vmrest lists them."""
+    return [f for f in (await forwards(api)).values() if f.get("desc") == owner_tag(vm_uuid)]
+
+
+async def repoint(api: Vmrest, vm_uuid: str, vm_id: str, kept: list[dict[str, Any]]) -> None:
+    """Send ``kept`` forwards to the VM's current address (after a reinstall gave it a new one)."""
+    address = await guest_address(api, vm_uuid, vm_id)
+    for fwd in kept:
+        await api.put(f"/api/vmnet/{api.settings.vmnet}/portforward/{fwd['protocol']}/{fwd['port']}",
+                      {"guestIp": address, "guestPort": int((fwd.get("guest") or {}).get("port", 0)),
+                       "desc": owner_tag(vm_uuid)})

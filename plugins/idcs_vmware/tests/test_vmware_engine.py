@@ -202,3 +202,21 @@ async def test_vm_list_skips_templates_and_closes_cleanly(vmrest: StandIn, vm: s
     assert TEMPLATE not in listed and listed[vm].status == "running" and listed[vm].ref == vmrest.vm_id(vm)
     await ENGINE.host_close(host=host)
     assert not [k for k in client._pools if k[0] == host]
+
+
+async def test_reinstall_is_a_fresh_clone_that_keeps_forwards_and_power(vmrest: StandIn, vm: str) -> None:
+    host = host_of(vmrest)
+    before = await ENGINE.vm_status(host=host, vm_uuid=vm, ref=vm)
+    port = free_port()
+    await ENGINE.nat_add(host=host, vm_uuid=vm, ref=before.ref, rule=NatRule(port, GUEST_HTTP_PORT))
+    await asyncio.to_thread(fetch_through, port, GUEST_BODY)
+    def mac() -> str:
+        return vmrest.call("GET", f"/api/vms/{vmrest.vm_id(vm)}/nic").json()["nics"][0]["macAddress"]
+
+    old_mac = mac()
+    after = await ENGINE.vm_reinstall(host=host, spec=VMSpec(vm, TEMPLATE, 1, 256, 1, ref=before.ref),
+                                      progress=_progress)
+    assert after.status == "running" and after.ip_addresses and after.ip_addresses != before.ip_addresses
+    assert mac() != old_mac  # a new clone (a new NIC), not the old VM
+    await asyncio.to_thread(fetch_through, port, GUEST_BODY)  # the forward follows the new address
+    await ENGINE.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, GUEST_HTTP_PORT))
