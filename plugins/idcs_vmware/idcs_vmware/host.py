@@ -16,7 +16,7 @@ OPTIONS: list[HostOption] = [
     HostOption("vnc_ports", OptionType.STR, "5900-5999", "range of VNC ports given to new VMs (first-last)"),
     HostOption("vnc_address", OptionType.STR, "",
                "address the core reaches the VMs' VNC ports at (empty: the host of server_addr)"),
-    HostOption("pause_mode", OptionType.CHOICE, "pause", "what S_PAUSE does: pause (freeze) or suspend (to disk)",
+    HostOption("pause_mode", OptionType.CHOICE, "suspend", "what S_PAUSE does: suspend (to disk) or pause (freeze)",
                choices=("pause", "suspend")),
     HostOption("timeout", OptionType.INT, 10, "seconds to wait for one vmrest answer"),
 ]
@@ -56,14 +56,14 @@ def settings(host: HostSpec) -> Settings:
         timeout = float(opts.get("timeout") or 10)
     except (TypeError, ValueError):
         timeout = 10.0
-    mode = str(opts.get("pause_mode") or "pause")
+    mode = str(opts.get("pause_mode") or "suspend")
     return Settings(
         verify_tls=_flag(opts.get("verify_tls"), True),
         vmnet=str(opts.get("vmnet") or "vmnet8"),
         template_prefix=str(opts.get("template_prefix") or "template-"),
         vnc_first=vnc_first, vnc_last=vnc_last,
         vnc_address=str(opts.get("vnc_address") or "") or (urlsplit(host.addr).hostname or "127.0.0.1"),
-        pause_mode=mode if mode in ("pause", "suspend") else "pause",
+        pause_mode=mode if mode in ("pause", "suspend") else "suspend",
         timeout=timeout,
     )
 

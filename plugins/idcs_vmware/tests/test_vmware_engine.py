@@ -104,20 +104,37 @@ async def test_ref_and_name_reach_the_same_vm(vmrest: StandIn, vm: str) -> None:
 
 async def test_pause_freezes_the_guest_and_resume_thaws_it(vmrest: StandIn, vm: str) -> None:
     host = host_of(vmrest)
+    freezer = HostSpec(name="vmware-pause", server_type="VmwareWork", addr=vmrest.url, user=vmrest.user,
+                       password=vmrest.password, options={**OPTIONS, "pause_mode": "pause"})
     port = free_port()
     await ENGINE.nat_add(host=host, vm_uuid=vm, ref=vm, rule=NatRule(port, GUEST_HTTP_PORT))
     await asyncio.to_thread(fetch_through, port, GUEST_BODY)
-    paused = await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.PAUSE)
+    paused = await ENGINE.vm_power(host=freezer, vm_uuid=vm, ref=vm, action=PowerAction.PAUSE)
     assert (paused.status, paused.power_state) == ("paused", "paused")
     async with httpx.AsyncClient(timeout=1.5) as http:
         with pytest.raises(httpx.TimeoutException):  # the forward accepts, the frozen guest never answers
             await http.get(f"http://127.0.0.1:{port}/")
-    resumed = await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.RESUME)
+    resumed = await ENGINE.vm_power(host=freezer, vm_uuid=vm, ref=vm, action=PowerAction.RESUME)
     assert resumed.status == "running"
+    await asyncio.to_thread(fetch_through, port, GUEST_BODY)
+    # the default pause_mode suspends: the guest is gone until RESUME powers it on again
+    suspended = await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.PAUSE)
+    assert (suspended.status, suspended.power_state) == ("paused", "suspended")
+    assert await asyncio.to_thread(stops_serving, port, GUEST_BODY)
+    assert (await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.RESUME)).status == "running"
     await asyncio.to_thread(fetch_through, port, GUEST_BODY)
     await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.HARD_OFF)
     with pytest.raises(errors.VMOperationFailed, match="cannot be paused"):  # vmrest: no suspend of an off VM
         await ENGINE.vm_power(host=host, vm_uuid=vm, ref=vm, action=PowerAction.PAUSE)
+
+
+async def test_a_vm_deleted_behind_the_engines_back_is_1002_with_vmrests_message(vmrest: StandIn, vm: str) -> None:
+    host = host_of(vmrest)
+    ref = vmrest.vm_id(vm)
+    assert vmrest.call("PUT", f"/api/vms/{ref}/power", raw="off").status_code == 200
+    assert vmrest.call("DELETE", f"/api/vms/{ref}").status_code == 204
+    with pytest.raises(errors.VMNotFound, match=r"vmrest answered 404: The virtual machine \w+ is not found"):
+        await ENGINE.vm_status(host=host, vm_uuid=vm, ref=str(ref))
 
 
 async def test_update_needs_a_powered_off_vm_and_changes_its_hardware(vmrest: StandIn, vm: str) -> None:
