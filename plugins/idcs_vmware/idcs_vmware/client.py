@@ -77,6 +77,15 @@ class Vmrest:
 _lock = threading.Lock()
 _pools: dict[tuple[HostSpec, int], httpx.AsyncClient] = {}
 _indexes: dict[HostSpec, VmIndex] = {}
+_locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+
+def host_lock(host: HostSpec) -> asyncio.Lock:
+    """One lock per vmrest endpoint (and loop) for read-then-write steps that must not interleave:
+    picking a free VNC port, checking then setting a port forward (vmrest's PUT replaces)."""
+    key = (host.addr.rstrip("/"), id(asyncio.get_running_loop()))
+    with _lock:
+        return _locks.setdefault(key, asyncio.Lock())
 
 
 def connect(host: HostSpec) -> Vmrest:

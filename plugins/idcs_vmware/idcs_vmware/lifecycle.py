@@ -9,7 +9,7 @@ from typing import Any
 
 from idcs_core import errors
 from idcs_core.types import PowerAction, Progress, VMInfo, VMSpec, VMStatus
-from idcs_vmware.client import Vmrest
+from idcs_vmware.client import Vmrest, host_lock
 from idcs_vmware.errors import VmrestError, business
 from idcs_vmware.naming import is_template, looks_like_id, vm_name
 
@@ -117,11 +117,12 @@ async def _clone(api: Vmrest, spec: VMSpec, parent: str, progress: Progress) -> 
     try:
         progress(60, f"setting {spec.cpu_num} CPU and {spec.ram_num} MB")
         await api.put(f"/api/vms/{vm_id}", {"processors": spec.cpu_num, "memory": spec.ram_num})
-        port = await _free_vnc_port(api)
-        params = {TEMPLATE_PARAM: spec.os_name, "RemoteDisplay.vnc.enabled": "TRUE",
-                  "RemoteDisplay.vnc.port": str(port), "RemoteDisplay.vnc.password": secrets.token_hex(4)}
-        for name, value in params.items():
-            await api.put(f"/api/vms/{vm_id}/params", {"name": name, "value": value})
+        async with host_lock(api.host):  # two creates must not pick the same VNC port
+            port = await _free_vnc_port(api)
+            params = {TEMPLATE_PARAM: spec.os_name, "RemoteDisplay.vnc.enabled": "TRUE",
+                      "RemoteDisplay.vnc.port": str(port), "RemoteDisplay.vnc.password": secrets.token_hex(4)}
+            for name, value in params.items():
+                await api.put(f"/api/vms/{vm_id}/params", {"name": name, "value": value})
     except (VmrestError, errors.IDCSError) as exc:
         with contextlib.suppress(Exception):
             await api.delete(f"/api/vms/{vm_id}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from idcs_core import errors
 from idcs_core.types import IPAddress, NatRule
-from idcs_vmware.client import Vmrest
+from idcs_vmware.client import Vmrest, host_lock
 from idcs_vmware.errors import VmrestError, business
 from idcs_vmware.lifecycle import resolve
 from idcs_vmware.naming import owner_tag
@@ -63,6 +63,11 @@ async def forwards(api: Vmrest) -> dict[tuple[str, int], dict[str, Any]]:
 
 async def nat_add(api: Vmrest, vm_uuid: str, ref: str | None, rule: NatRule) -> NatRule:
     """``PUT /api/vmnet/{vmnet}/portforward/{protocol}/{port}`` to the guest's address."""
+    async with host_lock(api.host):  # check-then-PUT: vmrest's PUT would replace another's forward
+        return await _nat_add(api, vm_uuid, ref, rule)
+
+
+async def _nat_add(api: Vmrest, vm_uuid: str, ref: str | None, rule: NatRule) -> NatRule:
     vm_id = await resolve(api, vm_uuid, ref)
     protocol = rule.protocol.lower()
     try:
@@ -91,10 +96,11 @@ async def nat_remove(api: Vmrest, vm_uuid: str, rule: NatRule) -> None:
     """Delete the forward if it is this VM's; gone (or someone else's) is left as it is."""
     protocol = rule.protocol.lower()
     try:
-        existing = (await forwards(api)).get((protocol, rule.host_port))
-        if existing is None or existing.get("desc") != owner_tag(vm_uuid):
-            return
-        await api.delete(f"/api/vmnet/{api.settings.vmnet}/portforward/{protocol}/{rule.host_port}")
+        async with host_lock(api.host):
+            existing = (await forwards(api)).get((protocol, rule.host_port))
+            if existing is None or existing.get("desc") != owner_tag(vm_uuid):
+                return
+            await api.delete(f"/api/vmnet/{api.settings.vmnet}/portforward/{protocol}/{rule.host_port}")
     except VmrestError as exc:
         if exc.status != 404:
             raise business(exc, f"remove port {rule.host_port} of {vm_uuid}") from None
@@ -103,15 +109,16 @@ async def nat_remove(api: Vmrest, vm_uuid: str, rule: NatRule) -> None:
 async def nat_sync(api: Vmrest, vm_uuid: str, ref: str | None, rules: list[NatRule]) -> None:
     """Make the VM's forwards exactly ``rules``: drop its others, add the missing ones."""
     wanted = {(r.protocol.lower(), r.host_port): r for r in rules}
-    try:
-        current = await forwards(api)
-        for key, fwd in current.items():
-            if fwd.get("desc") == owner_tag(vm_uuid) and key not in wanted:
-                await api.delete(f"/api/vmnet/{api.settings.vmnet}/portforward/{key[0]}/{key[1]}")
-    except VmrestError as exc:
-        raise business(exc, f"sync the forwards of {vm_uuid}") from None
-    for rule in wanted.values():
-        await nat_add(api, vm_uuid, ref, rule)
+    async with host_lock(api.host):
+        try:
+            current = await forwards(api)
+            for key, fwd in current.items():
+                if fwd.get("desc") == owner_tag(vm_uuid) and key not in wanted:
+                    await api.delete(f"/api/vmnet/{api.settings.vmnet}/portforward/{key[0]}/{key[1]}")
+        except VmrestError as exc:
+            raise business(exc, f"sync the forwards of {vm_uuid}") from None
+        for rule in wanted.values():
+            await _nat_add(api, vm_uuid, ref, rule)
 
 
 async def remove_all(api: Vmrest, vm_uuid: str) -> None:

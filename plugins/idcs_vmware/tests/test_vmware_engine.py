@@ -237,3 +237,25 @@ async def test_reinstall_is_a_fresh_clone_that_keeps_forwards_and_power(vmrest: 
     assert mac() != old_mac  # a new clone (a new NIC), not the old VM
     await asyncio.to_thread(fetch_through, port, GUEST_BODY)  # the forward follows the new address
     await ENGINE.nat_remove(host=host, vm_uuid=vm, rule=NatRule(port, GUEST_HTTP_PORT))
+
+
+async def test_concurrent_creates_and_forwards_do_not_collide(vmrest: StandIn, vm: str) -> None:
+    host = host_of(vmrest)
+    names = [f"vmware-t-{os.urandom(3).hex()}" for _ in range(3)]
+    try:
+        await asyncio.gather(*(ENGINE.vm_create(host=host, spec=VMSpec(n, TEMPLATE, 1, 256, 1), progress=_progress)
+                               for n in names))
+        ports = [vmrest.call("GET", f"/api/vms/{vmrest.vm_id(n)}/params/RemoteDisplay.vnc.port").json()["value"]
+                 for n in [vm, *names]]
+        assert len(set(ports)) == 4, ports  # every VM its own VNC port
+        port = free_port()
+        outcomes = await asyncio.gather(
+            *(ENGINE.nat_add(host=host, vm_uuid=n, ref=n, rule=NatRule(port, GUEST_HTTP_PORT)) for n in (vm, names[0])),
+            return_exceptions=True)
+        assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "NatRule"], outcomes
+        winner = vm if isinstance(outcomes[0], NatRule) else names[0]
+        rows = vmrest.call("GET", "/api/vmnet/vmnet8/portforward").json()["port_forwardings"]
+        assert [r["desc"] for r in rows if r["port"] == port] == [f"idcs:{winner}"]
+        await ENGINE.nat_remove(host=host, vm_uuid=winner, rule=NatRule(port, GUEST_HTTP_PORT))
+    finally:
+        await asyncio.gather(*(ENGINE.vm_delete(host=host, vm_uuid=n, ref=n) for n in names))
