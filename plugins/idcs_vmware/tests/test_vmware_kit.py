@@ -38,6 +38,8 @@ def idcs_engine(vmrest: StandIn) -> Iterator[EngineUnderTest]:
         # SIGSTOP freezes the stand-in: it accepts connections and never answers, losing nothing
         take_down=lambda: os.kill(vmrest.pid, signal.SIGSTOP), bring_up=lambda: os.kill(vmrest.pid, signal.SIGCONT),
         vm_spec={"cpu_num": 1, "ram_num": 256, "hdd_num": 1}, host_timeout=3.0,
+        declared={"vm_create", "vm_update", "vm_delete", "vm_reinstall", "power", "scan", "images", "console", "ip",
+                  "nat"},
     )
 
 
