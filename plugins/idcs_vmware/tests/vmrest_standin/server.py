@@ -205,8 +205,12 @@ class Workstation:
         for proc in (vm.guest, vm.vnc):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
-                proc.kill()
-                proc.wait()
+                proc.terminate()  # Xvnc removes its /tmp/.X<n>-lock on SIGTERM, not on SIGKILL
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         vm.guest = vm.vnc = None
 
     def stop_all(self) -> None:
