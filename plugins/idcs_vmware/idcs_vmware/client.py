@@ -75,7 +75,7 @@ class Vmrest:
 
 
 _lock = threading.Lock()
-_pools: dict[tuple[HostSpec, int], httpx.AsyncClient] = {}
+_pools: dict[tuple[HostSpec, Settings, int], httpx.AsyncClient] = {}
 _indexes: dict[HostSpec, VmIndex] = {}
 _locks: dict[tuple[str, int], asyncio.Lock] = {}
 
@@ -91,11 +91,11 @@ def host_lock(host: HostSpec) -> asyncio.Lock:
 def connect(host: HostSpec) -> Vmrest:
     """The cached pool for ``host`` on the running event loop (made on first use)."""
     loop = asyncio.get_running_loop()
-    key = (host, id(loop))
+    conf = settings(host)
+    key = (host, conf, id(loop))  # HostSpec's hash leaves options out: a changed verify_tls is a new pool
     with _lock:
         http = _pools.get(key)
         if http is None or http.is_closed:
-            conf = settings(host)
             http = httpx.AsyncClient(
                 base_url=host.addr.rstrip("/"), auth=httpx.BasicAuth(host.user, host.password),
                 headers={"Accept": MEDIA, "Content-Type": MEDIA}, verify=conf.verify_tls,

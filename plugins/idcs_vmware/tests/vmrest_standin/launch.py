@@ -45,7 +45,7 @@ class StandIn:
         headers = {"Authorization": f"Basic {token}", "Accept": MEDIA, "Content-Type": MEDIA}
         content = raw.encode() if raw is not None else None
         return httpx.request(method, self.url + path, json=body if raw is None else None, content=content,
-                             headers=headers, timeout=10)
+                             headers=headers, timeout=10, verify=False)  # the stand-in's own certificate
 
     def vm_id(self, name: str) -> str | None:
         for vm in self.call("GET", "/api/vms").json():
@@ -81,8 +81,9 @@ def require_tools() -> None:
                            "(apt-get install busybox tigervnc-standalone-server)")
 
 
-def start(templates: tuple[str, ...] = (TEMPLATE,), user: str = "vmware-admin") -> StandIn:
-    """Start a stand-in on a free loopback port with ``templates``; wait until it serves."""
+def start(templates: tuple[str, ...] = (TEMPLATE,), user: str = "vmware-admin", tls: bool = False) -> StandIn:
+    """Start a stand-in on a free loopback port with ``templates`` (HTTPS with a self-signed
+    certificate when ``tls``); wait until it serves."""
     require_tools()
     workdir = Path(tempfile.mkdtemp(prefix="idcs-vmrest-standin-"))
     password = "Vm-" + secrets.token_hex(8)
@@ -90,12 +91,14 @@ def start(templates: tuple[str, ...] = (TEMPLATE,), user: str = "vmware-admin") 
     args = [sys.executable, str(SERVER), "--port", str(port), "--user", user, "--workdir", str(workdir)]
     for name in templates:
         args += ["--template", name]
+    if tls:
+        args.append("--tls")
     env = {**os.environ, "VMREST_STANDIN_PASSWORD": password}
     log = open(workdir / "standin.log", "ab")
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True)  # its guests share its process group: see stop()
     log.close()
-    standin = StandIn(f"http://127.0.0.1:{port}", user, password, process, workdir)
+    standin = StandIn(f"{'https' if tls else 'http'}://127.0.0.1:{port}", user, password, process, workdir)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:

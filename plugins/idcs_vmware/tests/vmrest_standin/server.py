@@ -44,6 +44,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -461,6 +462,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--subnet", default=f"127.77.{secrets.randbelow(200) + 20}")
     parser.add_argument("--template", action="append", default=[], help="name of a template VM to create")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate (vmrest -C)")
     args = parser.parse_args()
     password = os.environ.get(args.password_env, "")
     ws = Workstation(args.workdir, args.subnet)
@@ -470,6 +472,13 @@ def main() -> None:
     handler = type("BoundHandler", (Handler,), {"ws": ws, "credentials": f"Basic {token}"})
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
+    if args.tls:
+        from idcs_core.tls import ensure_self_signed
+
+        cert, key = ensure_self_signed(args.workdir, "127.0.0.1")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
 
     def stop(_signum: int, _frame: Any) -> None:
         ws.stop_all()
