@@ -16,7 +16,7 @@ import httpx
 
 from idcs_core.types import HostSpec
 from idcs_vmware.errors import VmrestError, from_response, from_transport
-from idcs_vmware.host import Settings, settings
+from idcs_vmware.host import Settings, base_url, settings
 from idcs_vmware.naming import VmIndex
 
 MEDIA = "application/vnd.vmware.vmw.rest-v1+json"
@@ -97,7 +97,7 @@ def connect(host: HostSpec) -> Vmrest:
         http = _pools.get(key)
         if http is None or http.is_closed:
             http = httpx.AsyncClient(
-                base_url=host.addr.rstrip("/"), auth=httpx.BasicAuth(host.user, host.password),
+                base_url=base_url(host.addr), auth=httpx.BasicAuth(host.user, host.password),
                 headers={"Accept": MEDIA, "Content-Type": MEDIA}, verify=conf.verify_tls,
                 timeout=httpx.Timeout(conf.timeout, connect=min(conf.timeout, 5.0)),
                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),

@@ -22,6 +22,22 @@ OPTIONS: list[HostOption] = [
 ]
 
 
+DEFAULT_PORT = 8697  # vmrest's default
+
+
+def base_url(addr: str) -> str:
+    """vmrest's base URL from ``server_addr``: ``https://`` when no scheme is given, port 8697
+    when none is (``ws.lan`` -> ``https://ws.lan:8697``); a trailing slash is dropped."""
+    text = addr.strip().rstrip("/")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.port is None and parts.hostname:
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        text = parts._replace(netloc=f"{host}:{DEFAULT_PORT}").geturl()
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     """A host's options, parsed, with defaults for what is missing."""
@@ -62,7 +78,7 @@ def settings(host: HostSpec) -> Settings:
         vmnet=str(opts.get("vmnet") or "vmnet8"),
         template_prefix=str(opts.get("template_prefix") or "template-"),
         vnc_first=vnc_first, vnc_last=vnc_last,
-        vnc_address=str(opts.get("vnc_address") or "") or (urlsplit(host.addr).hostname or "127.0.0.1"),
+        vnc_address=str(opts.get("vnc_address") or "") or (urlsplit(base_url(host.addr)).hostname or "127.0.0.1"),
         pause_mode=mode if mode in ("pause", "suspend") else "suspend",
         timeout=timeout,
     )

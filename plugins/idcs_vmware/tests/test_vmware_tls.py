@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from idcs_vmware.engine import VmwareEngine
+from idcs_vmware.host import base_url
 from vmrest_standin.launch import StandIn, start
 
 from idcs_core import errors
@@ -35,3 +36,9 @@ async def test_self_signed_https_needs_verify_tls_off(https_vmrest: StandIn) -> 
     images = await ENGINE.os_images(host=host(https_vmrest, verify=False))
     assert [i.kind.value for i in images] == ["template"]
     await ENGINE.host_close(host=host(https_vmrest, verify=False))  # one record, its options changed: both pools go
+
+
+def test_server_addr_defaults_to_https_and_port_8697() -> None:
+    assert base_url("ws.lan") == "https://ws.lan:8697"
+    assert base_url("http://127.0.0.1:18697/") == "http://127.0.0.1:18697"
+    assert base_url("https://[fd00::5]") == "https://[fd00::5]:8697"
