@@ -53,6 +53,23 @@ class StandIn:
                 return str(vm["id"])
         return None
 
+    def guest_file(self, name: str, path: str) -> Path:
+        """Where ``path`` inside the VM ``name`` lives on the stand-in's disk (its guest-root folder)."""
+        root = (self.workdir / "vms" / name / "guest-root").resolve()
+        target = (root / path.lstrip("/")).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"{path} leaves the guest's file system")
+        return target
+
+    def write_file(self, name: str, path: str, text: str) -> None:
+        target = self.guest_file(name, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def read_file(self, name: str, path: str) -> str | None:
+        target = self.guest_file(name, path)
+        return target.read_text() if target.is_file() else None
+
     def log_tail(self) -> str:
         log = self.workdir / "standin.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""

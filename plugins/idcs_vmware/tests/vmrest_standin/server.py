@@ -26,7 +26,9 @@ a busybox ``httpd`` serves its page on the VM's guest address (a loopback addres
 stand-in's vmnet, 127.x.y.z, port 80); pause/unpause SIGSTOP/SIGCONT it; with
 ``RemoteDisplay.vnc.enabled = "TRUE"`` a real TigerVNC ``Xvnc`` listens on
 ``RemoteDisplay.vnc.port`` (password ``RemoteDisplay.vnc.password``). A TCP port forward is a
-real forwarder listening on 127.0.0.1:<port> (UDP rules are recorded, not forwarded).
+real forwarder listening on 127.0.0.1:<port> (UDP rules are recorded, not forwarded). A VM's
+"disk" is the folder ``guest-root`` beside its .vmx (httpd's document root); a clone copies its
+parent's, a delete removes it, so the tests can tell a fresh clone from the old VM.
 
 Run: ``python server.py --port P --user U --password W --workdir D --template NAME ...``;
 it prints ``READY <port>`` when it serves, and stops its children on SIGTERM.
@@ -84,6 +86,11 @@ class VM:
     @property
     def name(self) -> str:
         return Path(self.path).stem
+
+    @property
+    def disk(self) -> Path:
+        """The guest's file system: a folder beside the .vmx (a clone copies its parent's)."""
+        return Path(self.path).parent / "guest-root"
 
 
 @dataclass
@@ -167,7 +174,7 @@ class Workstation:
         vm.power = after
 
     def start_guest(self, vm: VM) -> None:
-        root = self.workdir / "guests" / vm.id
+        root = vm.disk
         root.mkdir(parents=True, exist_ok=True)
         (root / "index.html").write_text(f"{GUEST_BODY} {vm.name}\n")
         busybox = shutil.which("busybox")
@@ -370,6 +377,8 @@ class Handler(BaseHTTPRequestHandler):
         parent = self.ws.get(str(body["parentId"]))
         inherited = {k: v for k, v in parent.params.items() if not k.startswith("RemoteDisplay.")}
         vm = self.ws.add_vm(name, parent.processors, parent.memory, inherited)
+        if parent.disk.exists():
+            shutil.copytree(parent.disk, vm.disk, dirs_exist_ok=True)
         return 201, vm_information(vm)
 
     def vm_route(self, method: str, vm: VM, rest: list[str], body: Any) -> tuple[int, Any]:
