@@ -22,17 +22,16 @@ from idcs_core.types import (
     VMInfo,
     VMSpec,
 )
-from idcs_vmware import client, console, host, images, lifecycle, network
-from idcs_vmware.errors import VmrestError, business
+from idcs_vmware import client, console, images, lifecycle, network
+from idcs_vmware.errors import translated
+from idcs_vmware.host import OPTIONS, status_from_list
 
 
 async def _host_status(spec: HostSpec) -> HostStatus:
     api = client.connect(spec)
-    try:
+    with translated(f"host {spec.name}"):
         listing = await api.list_vms()
-    except VmrestError as exc:
-        raise business(exc, f"host {spec.name}") from None
-    return host.status_from_list(listing, api.settings.template_prefix)
+    return status_from_list(listing, api.settings.template_prefix)
 
 
 class VmwareEngine:
@@ -44,7 +43,7 @@ class VmwareEngine:
                 "description": "Workstation Pro VMs through its REST API (vmrest): clone from template VMs, "
                                "CPU/RAM, power, NAT port forwarding on a vmnet, VNC consoles.",
                 "homepage": "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion",
-                "options": list(host.OPTIONS)}
+                "options": list(OPTIONS)}
 
     @hookimpl
     async def host_connect(self, host: HostSpec) -> HostStatus:
@@ -60,55 +59,65 @@ class VmwareEngine:
 
     @hookimpl
     async def os_images(self, host: HostSpec) -> list[OSImage]:
-        return await images.os_images(client.connect(host))
+        with translated(f"images of {host.name}"):
+            return await images.os_images(client.connect(host))
 
     @hookimpl
     async def vm_list(self, host: HostSpec) -> list[VMInfo]:
-        try:
+        with translated(f"VMs of {host.name}"):
             return await lifecycle.list_vms(client.connect(host))
-        except VmrestError as exc:
-            raise business(exc, f"VMs of {host.name}") from None
 
     @hookimpl
     async def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return await lifecycle.create(client.connect(host), spec, progress)
+        with translated(f"create {spec.vm_uuid}"):
+            return await lifecycle.create(client.connect(host), spec, progress)
 
     @hookimpl
     async def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return await lifecycle.reinstall(client.connect(host), spec, progress)
+        with translated(f"reinstall {spec.vm_uuid}"):
+            return await lifecycle.reinstall(client.connect(host), spec, progress)
 
     @hookimpl
     async def vm_update(self, host: HostSpec, spec: VMSpec) -> VMInfo:
-        return await lifecycle.update(client.connect(host), spec)
+        with translated(f"update {spec.vm_uuid}"):
+            return await lifecycle.update(client.connect(host), spec)
 
     @hookimpl
     async def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str) -> None:
-        await lifecycle.delete(client.connect(host), vm_uuid, ref)
+        with translated(f"delete {vm_uuid}"):
+            await lifecycle.delete(client.connect(host), vm_uuid, ref)
 
     @hookimpl
     async def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
-        return await lifecycle.power(client.connect(host), vm_uuid, ref, action)
+        with translated(f"{action.value} {vm_uuid}"):
+            return await lifecycle.power(client.connect(host), vm_uuid, ref, action)
 
     @hookimpl
     async def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
-        return await lifecycle.status(client.connect(host), vm_uuid, ref)
+        with translated(f"status of {vm_uuid}"):
+            return await lifecycle.status(client.connect(host), vm_uuid, ref)
 
     @hookimpl
     async def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
-        return await console.endpoint(client.connect(host), vm_uuid, ref)
+        with translated(f"console of {vm_uuid}"):
+            return await console.endpoint(client.connect(host), vm_uuid, ref)
 
     @hookimpl
     async def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
-        return await network.ip_list(client.connect(host), vm_uuid, ref)
+        with translated(f"addresses of {vm_uuid}"):
+            return await network.ip_list(client.connect(host), vm_uuid, ref)
 
     @hookimpl
     async def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule) -> NatRule:
-        return await network.nat_add(client.connect(host), vm_uuid, ref, rule)
+        with translated(f"forward port {rule.host_port} to {vm_uuid}"):
+            return await network.nat_add(client.connect(host), vm_uuid, ref, rule)
 
     @hookimpl
     async def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        await network.nat_remove(client.connect(host), vm_uuid, rule)
+        with translated(f"remove port {rule.host_port} of {vm_uuid}"):
+            await network.nat_remove(client.connect(host), vm_uuid, rule)
 
     @hookimpl
     async def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
-        await network.nat_sync(client.connect(host), vm_uuid, ref, rules)
+        with translated(f"sync the forwards of {vm_uuid}"):
+            await network.nat_sync(client.connect(host), vm_uuid, ref, rules)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -49,3 +51,12 @@ def business(exc: VmrestError, what: str) -> errors.IDCSError:
     if exc.status == 400:
         return errors.BadRequest(text)
     return errors.VMOperationFailed(text)
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Any ``VmrestError`` escaping the block becomes its business error (the engine's last net)."""
+    try:
+        yield
+    except VmrestError as exc:
+        raise business(exc, what) from None
