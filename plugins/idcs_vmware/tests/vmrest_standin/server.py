@@ -469,7 +469,8 @@ def main() -> None:
     parser.add_argument("--password-env", default="VMREST_STANDIN_PASSWORD",
                         help="name of the environment variable holding the password (never on the command line)")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--subnet", default=f"127.77.{secrets.randbelow(200) + 20}")
+    parser.add_argument("--subnet", default=f"127.{64 + secrets.randbelow(64)}.{secrets.randbelow(256)}",
+                        help="first three parts of the guests' loopback addresses (random: 16384 choices)")
     parser.add_argument("--template", action="append", default=[], help="name of a template VM to create")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate (vmrest -C)")
     args = parser.parse_args()
