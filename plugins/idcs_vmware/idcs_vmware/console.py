@@ -7,9 +7,9 @@ import secrets
 
 from idcs_core import errors
 from idcs_core.types import ConsoleEndpoint, ConsoleKind
-from idcs_vmware.client import Vmrest
+from idcs_vmware.client import Vmrest, host_lock
 from idcs_vmware.errors import VmrestError, business
-from idcs_vmware.lifecycle import _free_vnc_port, power_state, resolve
+from idcs_vmware.lifecycle import free_vnc_port, power_state, resolve
 
 PARAMS = ("RemoteDisplay.vnc.enabled", "RemoteDisplay.vnc.port", "RemoteDisplay.vnc.password")
 
@@ -24,10 +24,12 @@ async def endpoint(api: Vmrest, vm_uuid: str, ref: str | None) -> ConsoleEndpoin
             str((a or {}).get("value", "")) for a in
             await asyncio.gather(*(api.get(f"/api/vms/{vm_id}/params/{name}") for name in PARAMS)))
         if enabled.upper() != "TRUE" or not port.isdigit():
-            settings = {"RemoteDisplay.vnc.enabled": "TRUE", "RemoteDisplay.vnc.port": str(await _free_vnc_port(api)),
-                        "RemoteDisplay.vnc.password": secrets.token_hex(4)}
-            for name, value in settings.items():
-                await api.put(f"/api/vms/{vm_id}/params", {"name": name, "value": value})
+            async with host_lock(api.host):  # the same lock as create's port picking
+                settings = {"RemoteDisplay.vnc.enabled": "TRUE",
+                            "RemoteDisplay.vnc.port": str(await free_vnc_port(api)),
+                            "RemoteDisplay.vnc.password": secrets.token_hex(4)}
+                for name, value in settings.items():
+                    await api.put(f"/api/vms/{vm_id}/params", {"name": name, "value": value})
             raise errors.VMOperationFailed(f"VNC was off for {vm_uuid}: it is enabled now and works after the VM's "
                                            "next power-on")
     except VmrestError as exc:

@@ -83,7 +83,7 @@ async def templates(api: Vmrest) -> dict[str, str]:
     return {vm_name(v["path"]): v["id"] for v in await api.list_vms() if is_template(vm_name(v["path"]), prefix)}
 
 
-async def _free_vnc_port(api: Vmrest) -> int:
+async def free_vnc_port(api: Vmrest) -> int:
     """The lowest port of the host's VNC range no other VM was given."""
     ids = [v["id"] for v in await api.list_vms()]
     answers = await asyncio.gather(*(api.get(f"/api/vms/{i}/params/RemoteDisplay.vnc.port") for i in ids),
@@ -118,7 +118,7 @@ async def _clone(api: Vmrest, spec: VMSpec, parent: str, progress: Progress) -> 
         progress(60, f"setting {spec.cpu_num} CPU and {spec.ram_num} MB")
         await api.put(f"/api/vms/{vm_id}", {"processors": spec.cpu_num, "memory": spec.ram_num})
         async with host_lock(api.host):  # two creates must not pick the same VNC port
-            port = await _free_vnc_port(api)
+            port = await free_vnc_port(api)
             params = {TEMPLATE_PARAM: spec.os_name, "RemoteDisplay.vnc.enabled": "TRUE",
                       "RemoteDisplay.vnc.port": str(port), "RemoteDisplay.vnc.password": secrets.token_hex(4)}
             for name, value in params.items():

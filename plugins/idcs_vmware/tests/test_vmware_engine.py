@@ -259,3 +259,28 @@ async def test_concurrent_creates_and_forwards_do_not_collide(vmrest: StandIn, v
         await ENGINE.nat_remove(host=host, vm_uuid=winner, rule=NatRule(port, GUEST_HTTP_PORT))
     finally:
         await asyncio.gather(*(ENGINE.vm_delete(host=host, vm_uuid=n, ref=n) for n in names))
+
+
+async def test_a_vm_without_vnc_gets_it_for_its_next_power_on(vmrest: StandIn) -> None:
+    host = host_of(vmrest)
+    name = f"vmware-t-{os.urandom(3).hex()}"
+    made = vmrest.call("POST", "/api/vms", {"name": name, "parentId": vmrest.vm_id(TEMPLATE)})  # behind our back
+    assert made.status_code == 201
+    try:
+        await ENGINE.vm_power(host=host, vm_uuid=name, ref=name, action=PowerAction.START)
+        with pytest.raises(errors.VMOperationFailed, match="enabled now"):
+            await ENGINE.vm_console(host=host, vm_uuid=name, ref=name)
+        await ENGINE.vm_power(host=host, vm_uuid=name, ref=name, action=PowerAction.HARD_OFF)
+        await ENGINE.vm_power(host=host, vm_uuid=name, ref=name, action=PowerAction.START)
+        endpoint = await ENGINE.vm_console(host=host, vm_uuid=name, ref=name)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                _reader, writer = await connect_vnc(endpoint)
+                break
+            except errors.VMOperationFailed:
+                assert time.monotonic() < deadline, "VNC did not come up after the power-on"
+                await asyncio.sleep(0.1)
+        writer.close()
+    finally:
+        await ENGINE.vm_delete(host=host, vm_uuid=name, ref=name)
