@@ -1,0 +1,1 @@
+"""idcs-vmware: the OpenIDCS engine for VMware Workstation Pro through vmrest (engine type ``VmwareWork``)."""

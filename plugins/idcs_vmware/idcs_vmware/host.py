@@ -1,0 +1,92 @@
+"""Host options (typed, with defaults applied here until the core does it) and host status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from idcs_core.types import HostOption, HostSpec, HostStatus, OptionType
+
+OPTIONS: list[HostOption] = [
+    HostOption("verify_tls", OptionType.BOOL, True, "verify vmrest's HTTPS certificate (vmrest's own is self-signed)"),
+    HostOption("vmnet", OptionType.STR, "vmnet8", "the NAT network whose port forwarding NAT rules use"),
+    HostOption("template_prefix", OptionType.STR, "template-",
+               "VMs whose name starts with this are templates: offered as images, cloned on create, never listed"),
+    HostOption("vnc_ports", OptionType.STR, "5900-5999", "range of VNC ports given to new VMs (first-last)"),
+    HostOption("vnc_address", OptionType.STR, "",
+               "address the core reaches the VMs' VNC ports at (empty: the host of server_addr)"),
+    HostOption("pause_mode", OptionType.CHOICE, "suspend", "what S_PAUSE does: suspend (to disk) or pause (freeze)",
+               choices=("pause", "suspend")),
+    HostOption("timeout", OptionType.INT, 10, "seconds to wait for one vmrest answer"),
+]
+
+
+DEFAULT_PORT = 8697  # vmrest's default
+
+
+def base_url(addr: str) -> str:
+    """vmrest's base URL from ``server_addr``: ``https://`` when no scheme is given, port 8697
+    when none is (``ws.lan`` -> ``https://ws.lan:8697``); a trailing slash is dropped."""
+    text = addr.strip().rstrip("/")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.port is None and parts.hostname:
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        text = parts._replace(netloc=f"{host}:{DEFAULT_PORT}").geturl()
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A host's options, parsed, with defaults for what is missing."""
+
+    verify_tls: bool
+    vmnet: str
+    template_prefix: str
+    vnc_first: int
+    vnc_last: int
+    vnc_address: str
+    pause_mode: str
+    timeout: float
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def settings(host: HostSpec) -> Settings:
+    """Parse ``host.options`` defensively (the core may not have validated them yet)."""
+    opts = host.options or {}
+    first, _, last = str(opts.get("vnc_ports") or "5900-5999").partition("-")
+    try:
+        vnc_first, vnc_last = int(first), int(last or first)
+    except ValueError:
+        vnc_first, vnc_last = 5900, 5999
+    try:
+        timeout = float(opts.get("timeout") or 10)
+    except (TypeError, ValueError):
+        timeout = 10.0
+    mode = str(opts.get("pause_mode") or "suspend")
+    return Settings(
+        verify_tls=_flag(opts.get("verify_tls"), True),
+        vmnet=str(opts.get("vmnet") or "vmnet8"),
+        template_prefix=str(opts.get("template_prefix") or "template-"),
+        vnc_first=vnc_first, vnc_last=vnc_last,
+        vnc_address=str(opts.get("vnc_address") or "") or (urlsplit(base_url(host.addr)).hostname or "127.0.0.1"),
+        pause_mode=mode if mode in ("pause", "suspend") else "suspend",
+        timeout=timeout,
+    )
+
+
+def status_from_list(vms: list[dict[str, Any]], template_prefix: str) -> HostStatus:
+    """The host's status from one ``GET /api/vms`` answer."""
+    from idcs_vmware.naming import is_template, vm_name
+
+    templates = sum(is_template(vm_name(v["path"]), template_prefix) for v in vms)
+    return HostStatus(online=True, vms_count=len(vms) - templates, extra={"templates": templates})
