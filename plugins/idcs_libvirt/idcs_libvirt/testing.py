@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import httpx
 import libvirt
 
 URI = "qemu:///system"
@@ -318,13 +318,35 @@ def _tiny_iso() -> bytes:
 
 def guest_ip(conn: libvirt.virConnect, name: str, timeout: float = 60) -> str:
     """The address the guest ``name`` leased on the test network (waits for the lease)."""
-    dom = conn.lookupByName(name)
-    macs = re.findall(r"<mac address='([0-9a-f:]+)'", dom.XMLDesc(0))
-    net = conn.networkLookupByName(NETWORK)
+    from idcs_libvirt import domainxml, network
+
+    macs = domainxml.parse(conn.lookupByName(name).XMLDesc(0)).macs
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for lease in net.DHCPLeases():
-            if lease.get("mac") in macs:
-                return str(lease["ipaddr"])
+        table = network.addresses_by_mac(conn, {NETWORK})
+        for mac in macs:
+            if table.get(mac):
+                return table[mac][0]
         time.sleep(0.5)
     raise AssertionError(f"{name} has no DHCP lease on {NETWORK} after {timeout}s")
+
+
+def host_options() -> dict[str, object]:
+    return {"pool": POOL, "network": NETWORK, "stop_timeout": 15}
+
+
+def guest_http(conn: libvirt.virConnect, vm: str, path: str, body: str | None = None,
+               timeout: float = 90) -> httpx.Response:
+    """GET (or POST ``body`` to) the guest's web server, waiting for it to answer."""
+    ip = guest_ip(conn, vm, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if body is None:
+                return httpx.get(f"http://{ip}{path}", timeout=5)
+            return httpx.post(f"http://{ip}{path}", content=body.encode(), timeout=5)
+        except httpx.HTTPError as exc:
+            last = exc
+            time.sleep(0.5)
+    raise AssertionError(f"the guest {vm} ({ip}) did not answer {path} within {timeout}s: {last}")
