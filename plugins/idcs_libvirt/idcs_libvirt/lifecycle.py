@@ -63,14 +63,25 @@ def info(conn: libvirt.virConnect, dom: libvirt.virDomain, facts: FactsCache, wi
     facts.forget(dom)
     f = facts.get(dom)
     status, power = _state(dom)
-    hdd = None
-    if "vda" in f.disks:
-        with contextlib.suppress(libvirt.libvirtError):
-            hdd = round(dom.blockInfo("vda")[0] / GIB)
+    capacity = disk_capacity(conn, dom, f)
+    hdd = round(capacity / GIB) if capacity else None
     ips = [a.address for a in network.vm_addresses(conn, f.macs, f.networks)] if with_ips else []
     return VMInfo(vm_uuid=f.name, status=status, power_state=power, vm_name=f.name, os_name=f.os_name,
                   cpu_num=f.cpu_num, ram_num=f.ram_mb, hdd_num=hdd, ip_addresses=ips, ref=f.uuid,
                   extra={"isos": [f.cdrom.rsplit("/", 1)[-1]] if f.cdrom else []})
+
+
+def disk_capacity(conn: libvirt.virConnect, dom: libvirt.virDomain, f: domainxml.DomainFacts) -> int | None:
+    """Bytes of the system disk (vda): from QEMU when running, else from its volume."""
+    if "vda" not in f.disks:
+        return None
+    try:
+        if dom.isActive():
+            return int(dom.blockInfo("vda")[0])
+        pool, vol = f.disks["vda"]
+        return int(conn.storagePoolLookupByName(pool).storageVolLookupByName(vol).info()[1])
+    except libvirt.libvirtError:
+        return None
 
 
 def vm_list(conn: libvirt.virConnect, facts: FactsCache) -> list[VMInfo]:
@@ -192,7 +203,7 @@ def vm_update(conn: libvirt.virConnect, dom: libvirt.virDomain, spec: VMSpec, fa
     cfg = libvirt.VIR_DOMAIN_AFFECT_CONFIG
     later = []
     if spec.hdd_num:
-        current = dom.blockInfo("vda")[0]
+        current = disk_capacity(conn, dom, f) or 0
         wanted = spec.hdd_num * GIB
         if wanted < current:
             raise BadRequest(f"the disk is {current // GIB} GB: it cannot shrink to {spec.hdd_num} GB")

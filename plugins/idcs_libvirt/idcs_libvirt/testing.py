@@ -38,6 +38,9 @@ MODULES = ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_
            "net_failover", "virtio_net", "virtio_blk", "button", "evdev"]
 GUEST_FILES = ["init", "udhcpc.script", "file.cgi", "info.cgi"]
 HTTP_BODY = "idcs-qemu-guest"
+# fixed places, so that a session reusing daemons an earlier one started can still find them
+LIBVIRTD_PID = Path("/run/idcs-libvirtd.pid")
+VIRTLOGD_PID = Path("/run/idcs-virtlogd.pid")
 
 
 def _libvirt_quiet() -> None:
@@ -130,7 +133,7 @@ class Backend:
 
     @property
     def libvirtd_pid(self) -> int | None:
-        return _pid_of(self.workdir / "libvirtd.pid")
+        return _pid_of(LIBVIRTD_PID)
 
     def connect(self) -> libvirt.virConnect:
         return libvirt.open(self.uri)
@@ -145,9 +148,8 @@ class Backend:
 
     def start_libvirtd(self) -> None:
         """(Re)start libvirtd with its pidfile in the workdir and wait until it answers."""
-        _start_daemon("libvirtd", ["libvirtd", "-d", "-p", str(self.workdir / "libvirtd.pid")],
-                      self.workdir / "libvirtd.pid")
-        self.started["libvirtd"] = _wait_libvirt(self.uri, self.workdir / "libvirtd.pid")
+        _start_daemon("libvirtd", ["libvirtd", "-d", "-p", str(LIBVIRTD_PID)], LIBVIRTD_PID)
+        self.started["libvirtd"] = _wait_libvirt(self.uri, LIBVIRTD_PID)
 
 
 def _pid_of(pidfile: Path) -> int | None:
@@ -199,11 +201,10 @@ def start_backend(workdir: Path) -> Backend:
     workdir.mkdir(parents=True, exist_ok=True)
     backend = Backend(workdir=workdir)
     if not _answers(URI):
-        if not Path("/run/virtlogd.pid").exists() or _pid_of(Path("/run/virtlogd.pid")) is None:
-            _start_daemon("virtlogd", ["virtlogd", "-d", "-p", str(workdir / "virtlogd.pid")],
-                          workdir / "virtlogd.pid")
+        if _pid_of(VIRTLOGD_PID) is None:
+            _start_daemon("virtlogd", ["virtlogd", "-d", "-p", str(VIRTLOGD_PID)], VIRTLOGD_PID)
             time.sleep(0.3)
-            pid = _pid_of(workdir / "virtlogd.pid")
+            pid = _pid_of(VIRTLOGD_PID)
             if pid:
                 backend.started["virtlogd"] = pid
         backend.start_libvirtd()

@@ -18,38 +18,52 @@ from idcs_libvirt.testing import guest_http, host_options
 from idcs_core.testing.kit import EngineUnderTest, KitTests
 
 
+def _define_foreign(conn: libvirt.virConnect, name: str) -> None:
+    """A domain made straight through libvirt, behind OpenIDCS's back (defined, not started)."""
+    pool = conn.storagePoolLookupByName(testing.POOL)
+    base = pool.storageVolLookupByName(testing.IMAGE)
+    pool.createXML(ET_volume(naming.root_volume(name), 1, (base.path(), "qcow2")), 0)
+    plan = domainxml.DomainPlan(name=name, cpu_num=1, ram_mb=96, pool=testing.POOL,
+                                root_volume=naming.root_volume(name), network=testing.NETWORK,
+                                mac=network.new_mac(), os_name=testing.IMAGE)
+    conn.defineXML(domainxml.build(plan))
+
+
+def _remove_foreign(conn: libvirt.virConnect, name: str) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        dom = conn.lookupByName(name)
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        dom.undefineFlags(UNDEFINE)
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.storagePoolLookupByName(testing.POOL).storageVolLookupByName(naming.root_volume(name)).delete(0)
+
+
 @pytest.fixture(scope="module")
-def idcs_engine(backend: testing.Backend, conn: libvirt.virConnect) -> Iterator[EngineUnderTest]:
+def idcs_engine(backend: testing.Backend) -> Iterator[EngineUnderTest]:
+    # each helper opens its own connection: the offline case kills and restarts libvirtd
     def write_file(vm: str, path: str, text: str) -> None:
-        resp = guest_http(conn, vm, f"/cgi-bin/file?{path}", body=text)
+        with contextlib.closing(backend.connect()) as conn:
+            resp = guest_http(conn, vm, f"/cgi-bin/file?{path}", body=text)
         assert resp.status_code == 200, resp.text
 
     def read_file(vm: str, path: str) -> str | None:
-        resp = guest_http(conn, vm, f"/cgi-bin/file?{path}")
+        with contextlib.closing(backend.connect()) as conn:
+            resp = guest_http(conn, vm, f"/cgi-bin/file?{path}")
         return resp.text if resp.status_code == 200 else None
 
     def make_foreign(name: str) -> None:
-        pool = conn.storagePoolLookupByName(testing.POOL)
-        base = pool.storageVolLookupByName(testing.IMAGE)
-        pool.createXML(ET_volume(naming.root_volume(name), 1, (base.path(), "qcow2")), 0)
-        plan = domainxml.DomainPlan(name=name, cpu_num=1, ram_mb=96, pool=testing.POOL,
-                                    root_volume=naming.root_volume(name), network=testing.NETWORK,
-                                    mac=network.new_mac(), os_name=testing.IMAGE)
-        conn.defineXML(domainxml.build(plan))  # defined, not started: a scan finds stopped domains too
+        with contextlib.closing(backend.connect()) as conn:
+            _define_foreign(conn, name)
 
     def remove_foreign(name: str) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            dom = conn.lookupByName(name)
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.destroy()
-            dom.undefineFlags(UNDEFINE)
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.storagePoolLookupByName(testing.POOL).storageVolLookupByName(naming.root_volume(name)).delete(0)
+        with contextlib.closing(backend.connect()) as conn:
+            _remove_foreign(conn, name)
 
     yield EngineUnderTest(
         server_type="QEMU", server_addr=backend.uri, server_user="", server_pass="",
         options=host_options(), image=testing.IMAGE, iso_name=testing.ISO,
-        unreachable_addr="qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+        unreachable_addr="qemu+tcp://127.0.0.1:9/system",
         write_file=write_file, read_file=read_file, disk_path="/mnt/{disk}",
         http_port=80, http_body=testing.HTTP_BODY,
         make_foreign_vm=make_foreign, remove_foreign_vm=remove_foreign,
