@@ -28,6 +28,12 @@ def vm_console(settings: Settings, dom: libvirt.virDomain) -> ConsoleEndpoint:
     graphics.set("passwd", password)
     graphics.set("passwdValidTo", dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     graphics.set("connected", "keep")
-    dom.updateDeviceFlags(ET.tostring(graphics, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    try:
+        dom.updateDeviceFlags(ET.tostring(graphics, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError as exc:
+        if "set_password" in (exc.get_error_message() or ""):
+            raise VMOperationFailed("the VM's VNC display was started without a password, so QEMU cannot set "
+                                    "one: give its <graphics> a passwd attribute and restart it") from None
+        raise
     return ConsoleEndpoint(kind=ConsoleKind.VNC, address=settings.console_address, port=int(graphics.get("port", "0")),
                            password=password, expires_at=expires)

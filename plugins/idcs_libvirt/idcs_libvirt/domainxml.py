@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -80,7 +81,9 @@ def build(plan: DomainPlan) -> str:
     _sub(console, "target", type="serial", port="0")
     agent = _sub(dev, "channel", type="unix")
     _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
-    graphics = _sub(dev, "graphics", type="vnc", port="-1", autoport="yes")
+    # a random password nobody knows: QEMU then requires VNC authentication, and vm_console
+    # sets a fresh one per open (QEMU can change it only when it started with one)
+    graphics = _sub(dev, "graphics", type="vnc", port="-1", autoport="yes", passwd=secrets.token_urlsafe(6)[:8])
     _sub(graphics, "listen", type="address", address=plan.vnc_listen)
     video = _sub(dev, "video")
     _sub(video, "model", type="vga")
