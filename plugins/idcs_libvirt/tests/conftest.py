@@ -27,8 +27,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testing.Backen
     testing.stop_backend(running, prefix=PREFIX)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def conn(backend: testing.Backend) -> Iterator[libvirt.virConnect]:
+    """A fresh connection per test (a test may kill and restart libvirtd)."""
     c = backend.connect()
     yield c
     c.close()
