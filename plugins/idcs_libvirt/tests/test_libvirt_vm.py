@@ -149,3 +149,20 @@ def test_libvirtd_killed_means_offline_then_back(engine: LibvirtEngine, host: Ho
     status = engine.host_status(host=host)  # the cached connection is re-opened
     assert status.online and status.vms_count and status.vms_count >= 1
     assert engine.vm_status(host=host, vm_uuid=vm.vm_uuid, ref=vm.ref or vm.vm_uuid).status == "running"
+
+
+def test_create_from_an_iso_boots_the_cdrom_over_an_empty_disk(engine: LibvirtEngine, host: HostSpec,
+                                                              conn: libvirt.virConnect) -> None:
+    spec = VMSpec(vm_uuid=f"lvt-iso-{int(time.time()) % 100000}", os_name=testing.ISO, cpu_num=1, ram_num=64,
+                  hdd_num=2)
+    info = engine.vm_create(host=host, spec=spec, progress=_progress)
+    try:
+        root = ET.fromstring(conn.lookupByName(spec.vm_uuid).XMLDesc(0))
+        assert [b.get("dev") for b in root.findall("os/boot")] == ["cdrom", "hd"]
+        cdrom = root.find("devices/disk[@device='cdrom']/source")
+        assert cdrom is not None and cdrom.get("file", "").endswith(testing.ISO)
+        vol = conn.storagePoolLookupByName(testing.POOL).storageVolLookupByName(f"{spec.vm_uuid}.root.qcow2")
+        assert ET.fromstring(vol.XMLDesc(0)).find("backingStore/path") is None  # empty, not an overlay
+        assert info.hdd_num == 2 and info.extra["isos"] == [testing.ISO]
+    finally:
+        engine.vm_delete(host=host, vm_uuid=spec.vm_uuid, ref=info.ref or spec.vm_uuid, progress=_progress)
