@@ -223,6 +223,11 @@ def stop_backend(backend: Backend, prefix: str) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         conn = libvirt.open(backend.uri)
         cleanup(conn, prefix)
+        if "libvirtd" in backend.started:  # leave the machine as found: no bridge, dnsmasq or rules
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.networkLookupByName(NETWORK).destroy()
+            subprocess.run(["nft", "delete", "table", "ip", "idcs_libvirt"], capture_output=True, check=False)
+            _drop_libvirt_chains()
         conn.close()
     for name in ("libvirtd", "virtlogd"):
         pid = backend.started.get(name)
@@ -232,6 +237,25 @@ def stop_backend(backend: Backend, prefix: str) -> None:
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.1)
+
+
+def _drop_libvirt_chains() -> None:
+    """libvirt leaves its (empty) ``LIBVIRT_*`` iptables chains and the jumps to them behind."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            rules = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True, check=False).stdout
+            for line in rules.splitlines():
+                parts = line.split()
+                if parts[:1] == ["-A"] and len(parts) == 4 and parts[2] == "-j" and parts[3].startswith("LIBVIRT_"):
+                    subprocess.run([tool, "-t", table, "-D", parts[1], "-j", parts[3]], capture_output=True,
+                                   check=False)
+            for line in rules.splitlines():
+                parts = line.split()
+                if parts[:1] == ["-N"] and parts[1].startswith("LIBVIRT_"):
+                    subprocess.run([tool, "-t", table, "-F", parts[1]], capture_output=True, check=False)
+                    subprocess.run([tool, "-t", table, "-X", parts[1]], capture_output=True, check=False)
 
 
 def _alive(pid: int) -> bool:
