@@ -135,6 +135,7 @@ class DomainFacts:
     cdrom: str | None  # path of the inserted ISO
     vnc_port: int | None
     vnc_listen: str | None
+    hdd_bytes: int | None = None  # the system disk's size (filled in by the engine's facts cache)
 
 
 def parse(xml: str) -> DomainFacts:

@@ -233,7 +233,7 @@ class LibvirtEngine:
         with self._on(host, f"restore {vm_uuid}") as conn:
             dom = lifecycle.lookup(conn, vm_uuid, ref)
             backups.backup_restore(dom, backup_name, progress)
-            return lifecycle.info(conn, dom, self.facts)
+            return lifecycle.info(conn, dom, self.facts)  # re-reads the facts: a snapshot holds its XML
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str) -> None:

@@ -30,19 +30,22 @@ UNDEFINE = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_
 
 
 class FactsCache:
-    """Domain XML facts (MACs, networks, image) by domain UUID, so a VM list costs a constant
-    number of round trips. The engine forgets a domain's entry whenever it changes it."""
+    """Domain facts (XML: vCPUs, memory, MACs, networks, image; the system disk's size) by
+    domain UUID, so that a VM list is one call for every domain's state (no QEMU monitor round
+    trip per domain) plus the leases. Every status, power, update or restore of a VM re-reads
+    its entry; a domain changed outside OpenIDCS shows its new sizes after its next status."""
 
     def __init__(self) -> None:
         self._facts: dict[str, domainxml.DomainFacts] = {}
         self._lock = threading.Lock()
 
-    def get(self, dom: libvirt.virDomain) -> domainxml.DomainFacts:
+    def get(self, conn: libvirt.virConnect, dom: libvirt.virDomain) -> domainxml.DomainFacts:
         key = dom.UUIDString()
         with self._lock:
             found = self._facts.get(key)
         if found is None:
             found = domainxml.parse(dom.XMLDesc(0))
+            found.hdd_bytes = disk_capacity(conn, dom, found)
             with self._lock:
                 self._facts[key] = found
         return found
@@ -61,10 +64,9 @@ def _state(dom: libvirt.virDomain) -> tuple[str, str]:
 def info(conn: libvirt.virConnect, dom: libvirt.virDomain, facts: FactsCache, with_ips: bool = True) -> VMInfo:
     """The VM as libvirt sees it now (live XML, state, disk size, addresses)."""
     facts.forget(dom)
-    f = facts.get(dom)
+    f = facts.get(conn, dom)
     status, power = _state(dom)
-    capacity = disk_capacity(conn, dom, f)
-    hdd = round(capacity / GIB) if capacity else None
+    hdd = round(f.hdd_bytes / GIB) if f.hdd_bytes else None
     ips = [a.address for a in network.vm_addresses(conn, f.macs, f.networks)] if with_ips else []
     return VMInfo(vm_uuid=f.name, status=status, power_state=power, vm_name=f.name, os_name=f.os_name,
                   cpu_num=f.cpu_num, ram_num=f.ram_mb, hdd_num=hdd, ip_addresses=ips, ref=f.uuid,
@@ -85,23 +87,18 @@ def disk_capacity(conn: libvirt.virConnect, dom: libvirt.virDomain, f: domainxml
 
 
 def vm_list(conn: libvirt.virConnect, facts: FactsCache) -> list[VMInfo]:
-    """Every domain with state, vCPUs, memory, disk size and addresses: one stats call for all
-    domains, plus the leases of each network (XML facts cached per domain)."""
-    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU
-                                   | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_BLOCK, 0)
-    rows = [(dom, st, facts.get(dom)) for dom, st in stats]
-    macs = network.addresses_by_mac(conn, {n for _d, _s, f in rows for n in f.networks if n})
+    """Every domain: one call for all their states (libvirt answers it from its own memory,
+    without asking each QEMU), sizes from the facts cache, addresses from each network's
+    reservations and leases."""
+    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+    rows = [(st, facts.get(conn, dom)) for dom, st in stats]
+    macs = network.addresses_by_mac(conn, {n for _s, f in rows for n in f.networks if n})
     out = []
-    for _dom, st, f in rows:
+    for st, f in rows:
         status, power = STATES.get(st.get("state.state", 5), ("stopped", "unknown"))
-        cpu = st.get("vcpu.current") or f.cpu_num
-        ram_kib = st.get("balloon.maximum") or st.get("balloon.current")
-        hdd = None
-        for i in range(int(st.get("block.count", 0))):
-            if st.get(f"block.{i}.name") == "vda" and st.get(f"block.{i}.capacity"):
-                hdd = round(st[f"block.{i}.capacity"] / GIB)
         out.append(VMInfo(vm_uuid=f.name, status=status, power_state=power, vm_name=f.name, os_name=f.os_name,
-                          cpu_num=int(cpu), ram_num=int(ram_kib) // 1024 if ram_kib else f.ram_mb, hdd_num=hdd,
+                          cpu_num=f.cpu_num, ram_num=f.ram_mb,
+                          hdd_num=round(f.hdd_bytes / GIB) if f.hdd_bytes else None,
                           ip_addresses=[ip for mac in f.macs for ip in macs.get(mac, [])], ref=f.uuid))
     return out
 
