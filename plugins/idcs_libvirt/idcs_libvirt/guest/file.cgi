@@ -13,16 +13,23 @@ case "$p" in
 esac
 case "$p" in
   /mnt/*/*)
-    rest=${p#/mnt/}; name=${rest%%/*}; dev=""
-    for s in /sys/block/vd*/serial; do
-      [ -e "$s" ] && [ "$(cat "$s")" = "$name" ] && { b=${s%/serial}; dev=/dev/${b##*/}; }
+    rest=${p#/mnt/}; name=${rest%%/*}; dev=""; id=""
+    for i in $(seq 1 50); do  # a disk hot-plugged a moment ago may still be on its way
+      for s in /sys/block/vd*/serial; do
+        [ -e "$s" ] && [ "$(cat "$s")" = "$name" ] && { b=${s%/serial}; dev=/dev/${b##*/}; id=$(cat "$b/diskseq"); }
+      done
+      [ -n "$dev" ] && [ -b "$dev" ] && break
+      sleep 0.2
     done
     [ -n "$dev" ] || { printf 'Status: 404\r\nContent-Type: text/plain\r\n\r\nno disk %s\n' "$name"; exit 0; }
-    cur=$(awk -v m="/mnt/$name" '$2 == m {print $1}' /proc/mounts | tail -n 1)
-    if [ -n "$cur" ] && { [ "$cur" != "$dev" ] || [ ! -b "$cur" ]; }; then umount -l "/mnt/$name"; cur=""; fi
-    if [ -z "$cur" ]; then
+    # a re-attached disk is a new block device (maybe with the old name, never the old diskseq): remount
+    if grep -q " /mnt/$name " /proc/mounts && [ "$(cat "/run/mnt-$name" 2>/dev/null)" != "$dev $id" ]; then
+      umount -l "/mnt/$name"
+    fi
+    if ! grep -q " /mnt/$name " /proc/mounts; then
       mkdir -p "/mnt/$name"
       mount -t ext4 "$dev" "/mnt/$name" 2>/dev/null || { mke2fs -q "$dev" && mount -t ext4 "$dev" "/mnt/$name"; }
+      echo "$dev $id" > "/run/mnt-$name"
     fi
     f="$p" ;;
   *) f="/disk$p" ;;
