@@ -52,6 +52,10 @@ class ConnectionCache:
             self._conns[host] = conn
             return conn
 
+    def open_new(self, host: HostSpec) -> libvirt.virConnect:
+        """A connection of its own for the caller to close (long-lived streams)."""
+        return self._open(host)
+
     @staticmethod
     def _open(host: HostSpec) -> libvirt.virConnect:
         uri = host.addr.strip() or "qemu:///system"

@@ -134,7 +134,8 @@ class LibvirtEngine:
     @hookimpl
     def vm_terminal_open(self, host: HostSpec, vm_uuid: str, ref: str, cols: int, rows: int) -> TerminalChannel:
         with self._on(host, f"serial console of {vm_uuid}") as conn:
-            return SerialTerminal(conn, lifecycle.lookup(conn, vm_uuid, ref))
+            uuid = lifecycle.lookup(conn, vm_uuid, ref).UUIDString()
+            return SerialTerminal(self.conns.open_new(host), uuid)
 
     # ------------------------------------------------------------------ network
 

@@ -11,23 +11,28 @@ from idcs_core.errors import VMOperationFailed
 
 
 class SerialTerminal:
-    """A ``TerminalChannel`` over ``virDomainOpenConsole`` (blocking stream, worker threads)."""
+    """A ``TerminalChannel`` over ``virDomainOpenConsole`` (blocking stream, worker threads).
 
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain) -> None:
-        if not dom.isActive():
-            raise VMOperationFailed("the VM is not running: its serial console is closed")
-        self._stream = conn.newStream(0)
-        dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    It owns ``conn``, a connection of its own (closed with the terminal), so that a blocking
+    read never holds up the host's shared connection."""
+
+    def __init__(self, conn: libvirt.virConnect, uuid: str) -> None:
+        self._conn = conn
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            if not dom.isActive():
+                raise VMOperationFailed("the VM is not running: its serial console is closed")
+            self._stream = conn.newStream(0)
+            dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+            raise
         self._closed = threading.Event()
-        self._started = False
 
     def read(self) -> bytes:
         if self._closed.is_set():
             return b""
-        if not self._started:  # wake the shell up so the page shows a prompt
-            self._started = True
-            with contextlib.suppress(libvirt.libvirtError):
-                self._stream.send(b"\r")
         try:
             data = self._stream.recv(65536)
         except libvirt.libvirtError:
@@ -53,3 +58,5 @@ class SerialTerminal:
         self._closed.set()
         with contextlib.suppress(libvirt.libvirtError):
             self._stream.abort()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
