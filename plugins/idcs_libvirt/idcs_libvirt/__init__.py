@@ -1,0 +1,1 @@
+"""OpenIDCS engine for QEMU/KVM virtual machines through libvirt (engine type ``QEMU``)."""

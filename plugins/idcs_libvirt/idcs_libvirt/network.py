@@ -1,0 +1,216 @@
+"""The VM's addresses (DHCP reservations and leases of the libvirt network) and NAT port
+forwards with nftables, in a table the engine owns (local hosts)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import random
+import socket
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from idcs_core.errors import BadRequest, Conflict, NotSupported, VMOperationFailed
+from idcs_core.types import IPAddress, NatRule
+from idcs_libvirt import naming
+from idcs_libvirt.host import Settings
+
+# ---------------------------------------------------------------------- addresses
+
+
+def new_mac() -> str:
+    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+def _network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            raise BadRequest(f"the host has no libvirt network {name!r} (host option 'network')") from None
+        raise
+    if not net.isActive():
+        net.create()
+    return net
+
+
+def reserve(conn: libvirt.virConnect, network: str, vm_uuid: str, mac: str) -> str:
+    """Reserve a fixed address for ``mac`` in the network's DHCP (live and persistent); return it."""
+    net = _network(conn, network)
+    root = ET.fromstring(net.XMLDesc(0))
+    ip_el = root.find("ip")
+    dhcp = ip_el.find("dhcp") if ip_el is not None else None
+    rng = dhcp.find("range") if dhcp is not None else None
+    if ip_el is None or dhcp is None or rng is None:
+        raise BadRequest(f"network {network!r} has no DHCP range: it cannot give VMs addresses")
+    taken = {h.get("ip") for h in dhcp.findall("host")} | {str(lease.get("ipaddr")) for lease in net.DHCPLeases()}
+    start, end = ipaddress.ip_address(rng.get("start")), ipaddress.ip_address(rng.get("end"))
+    free = next((ipaddress.ip_address(n) for n in range(int(end), int(start) - 1, -1)
+                 if str(ipaddress.ip_address(n)) not in taken), None)
+    if free is None:
+        raise VMOperationFailed(f"network {network!r} has no free address left in its DHCP range")
+    entry = ET.Element("host", {"mac": mac, "name": vm_uuid, "ip": str(free)})
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+               ET.tostring(entry, encoding="unicode"), flags)
+    return str(free)
+
+
+def release(conn: libvirt.virConnect, network: str, macs: list[str]) -> None:
+    """Drop the DHCP reservations of ``macs`` (idempotent)."""
+    try:
+        net = conn.networkLookupByName(network)
+    except libvirt.libvirtError:
+        return
+    dhcp = ET.fromstring(net.XMLDesc(0)).find("ip/dhcp")
+    if dhcp is None:
+        return
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG | (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if net.isActive() else 0)
+    for host in dhcp.findall("host"):
+        if (host.get("mac") or "").lower() in macs:
+            net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+                       ET.tostring(host, encoding="unicode"), flags)
+
+
+def addresses_by_mac(conn: libvirt.virConnect, networks: set[str]) -> dict[str, list[str]]:
+    """MAC -> addresses, from the reservations and leases of ``networks`` (two calls per network)."""
+    found: dict[str, list[str]] = {}
+    for name in networks:
+        try:
+            net = conn.networkLookupByName(name)
+            if not net.isActive():
+                continue
+            dhcp = ET.fromstring(net.XMLDesc(0)).find("ip/dhcp")
+            for host in dhcp.findall("host") if dhcp is not None else []:
+                if host.get("mac") and host.get("ip"):
+                    found.setdefault(host.get("mac", "").lower(), []).append(host.get("ip", ""))
+            for lease in net.DHCPLeases():
+                mac, ip = str(lease.get("mac", "")).lower(), str(lease.get("ipaddr", ""))
+                if ip and ip not in found.get(mac, []):
+                    found.setdefault(mac, []).append(ip)
+        except libvirt.libvirtError:
+            continue
+    return found
+
+
+def vm_addresses(conn: libvirt.virConnect, macs: list[str], networks: list[str]) -> list[IPAddress]:
+    table = addresses_by_mac(conn, set(networks))
+    return [IPAddress(address=ip, version=6 if ":" in ip else 4, nic=f"eth{i}", mac_addr=mac)
+            for i, mac in enumerate(macs) for ip in table.get(mac, [])]
+
+
+# ---------------------------------------------------------------------- NAT with nftables
+
+
+class Nft:
+    """The engine's own nftables table (family ``ip``): DNAT from host ports to VM addresses,
+    for traffic from outside (prerouting) and from the host itself (output), with a masquerade
+    so that connections from the host's loopback come back. Every rule carries a comment
+    ``idcs <vm_uuid> <protocol> <host_port>`` by which it is listed and removed exactly."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.is_local:
+            raise NotSupported("NAT forwards are made with nftables on the server's own machine: "
+                               "this engine supports them for local libvirt URIs only")
+        self.table = settings.nat_table
+
+    def _run(self, *args: str, stdin: str | None = None) -> str:
+        proc = subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise VMOperationFailed(f"nft {' '.join(args[:3])}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def ensure(self) -> None:
+        """Create the table and its chains if they are missing (idempotent)."""
+        t = self.table
+        self._run("-f", "-", stdin=(
+            f"table ip {t} {{\n"
+            " chain prerouting { type nat hook prerouting priority dstnat; policy accept; }\n"
+            " chain output { type nat hook output priority -100; policy accept; }\n"
+            " chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+            "}\n"))
+
+    def rules(self) -> list[tuple[str, int, str]]:
+        """(chain, handle, comment) of every commented rule of the table."""
+        try:
+            data = json.loads(self._run("-j", "list", "table", "ip", self.table))
+        except VMOperationFailed:
+            return []
+        out = []
+        for item in data.get("nftables", []):
+            rule = item.get("rule")
+            if rule and rule.get("comment"):
+                out.append((str(rule["chain"]), int(rule["handle"]), str(rule["comment"])))
+        return out
+
+    def forwards(self, vm_uuid: str | None = None) -> dict[tuple[str, int], str]:
+        """(protocol, host_port) -> vm_uuid of the forwards in the table (of one VM if given)."""
+        found = {}
+        for _chain, _handle, comment in self.rules():
+            parts = comment.split()
+            if len(parts) == 4 and parts[0] == "idcs" and (vm_uuid is None or parts[1] == vm_uuid):
+                found[(parts[2], int(parts[3]))] = parts[1]
+        return found
+
+    def add(self, vm_uuid: str, rule: NatRule, vm_addr: str, bridge: str | None) -> None:
+        protocol = rule.protocol.lower()
+        if protocol not in ("tcp", "udp"):
+            raise BadRequest(f"protocol {rule.protocol!r}: tcp or udp")
+        comment = naming.rule_comment(vm_uuid, protocol, rule.host_port)
+        target = f"{ipaddress.ip_address(vm_addr)}:{int(rule.vm_port)}"
+        port = str(int(rule.host_port))
+        self.ensure()
+        if bridge:  # connections from the host's loopback are routed to the bridge
+            path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+            if path.exists():
+                path.write_text("1")
+        t = self.table
+        script = (
+            f'add rule ip {t} prerouting fib daddr type local {protocol} dport {port} dnat to {target} '
+            f'comment "{comment}"\n'
+            f'add rule ip {t} output fib daddr type local {protocol} dport {port} dnat to {target} '
+            f'comment "{comment}"\n'
+            f'add rule ip {t} postrouting ip saddr 127.0.0.0/8 ip daddr {ipaddress.ip_address(vm_addr)} '
+            f'{protocol} dport {int(rule.vm_port)} masquerade comment "{comment}"\n')
+        self._run("-f", "-", stdin=script)
+
+    def remove(self, vm_uuid: str, protocol: str, host_port: int) -> None:
+        comment = naming.rule_comment(vm_uuid, protocol.lower(), host_port)
+        for chain, handle, found in self.rules():
+            if found == comment:
+                self._run("delete", "rule", "ip", self.table, chain, "handle", str(handle))
+
+    def remove_vm(self, vm_uuid: str) -> None:
+        for protocol, port in list(self.forwards(vm_uuid)):
+            self.remove(vm_uuid, protocol, port)
+
+
+def port_in_use(port: int, protocol: str) -> bool:
+    """True when a program on this machine holds ``port`` (a bind on it fails)."""
+    kind = socket.SOCK_DGRAM if protocol.lower() == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def bridge_of(conn: libvirt.virConnect, network: str) -> str | None:
+    try:
+        return str(conn.networkLookupByName(network).bridgeName())
+    except libvirt.libvirtError:
+        return None
+
+
+def check_free(nft: Nft, vm_uuid: str, rule: NatRule) -> None:
+    """Conflict when another VM's forward or a program on the host holds the port."""
+    owner = nft.forwards().get((rule.protocol.lower(), rule.host_port))
+    if owner is not None and owner != vm_uuid:
+        raise Conflict(f"host port {rule.host_port}/{rule.protocol} already forwards to VM {owner}")
+    if owner is None and port_in_use(rule.host_port, rule.protocol):
+        raise Conflict(f"host port {rule.host_port}/{rule.protocol} is in use by a program on the host")
