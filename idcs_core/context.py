@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from idcs_core.config import Config
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import AuditLog, Host, utcnow
 from idcs_core.db.session import Database, upgrade
+from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
 from idcs_core.security import Keys
@@ -52,6 +52,7 @@ class CoreContext:
         self.reads = ReadCache(self.db)
         self.machine = MachineUsage(str(config.data_dir))
         self.plugins = plugins if plugins is not None else load_plugins()
+        self.engines = EngineFacade(self)  # the typed way services call engine hooks
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
         self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
@@ -128,7 +129,7 @@ class CoreContext:
             log.warning("could not list the hosts to close their sessions", exc_info=True)
             return
         engines = self.plugins.engines
-        closing = [self.call(h, "host_close") for h in hosts
+        closing = [self.engines.host_close(h) for h in hosts
                    if h.server_type in engines and engines[h.server_type].supports("host_close")]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
@@ -175,21 +176,6 @@ class CoreContext:
 
     def engine_for(self, host: Host) -> Engine:
         return self.plugins.engine(host.server_type)
-
-    async def call(self, host: Host | HostSpec, hook: str, *, long: bool = False, **kwargs: Any) -> Any:
-        """Call engine ``hook`` for ``host``: short timeout for reads, long for tasks."""
-        spec = host if isinstance(host, HostSpec) else self.host_spec(host)
-        engine = self.plugins.engine(spec.server_type)
-        timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
-        if self.ops is None:
-            return await engine.call(hook, spec, timeout=timeout, **kwargs)
-        started, ok = time.perf_counter(), False
-        try:
-            result = await engine.call(hook, spec, timeout=timeout, **kwargs)
-            ok = True
-            return result
-        finally:
-            self.ops.metrics.observe_hook(engine.name, hook, ok, time.perf_counter() - started)
 
     def require(self, host: Host, hook: str, what: str) -> None:
         """Raise 1006 "<what> is not supported by the X engine" unless the engine has ``hook``."""

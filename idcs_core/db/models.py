@@ -159,6 +159,10 @@ class VM(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
     vm_uuid: Mapped[str] = mapped_column(String(64))
+    # How the engine's back end addresses the VM (``VMInfo.ref``: vSphere instance UUID, libvirt
+    # UUID...), handed back as ``ref`` on every VM hook; None: the back end uses ``vm_uuid``.
+    # Internal to the core and engines: never shown in an answer.
+    ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
     vm_name: Mapped[str] = mapped_column(String(128), default="")
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
                                                  nullable=True, index=True)

@@ -62,7 +62,7 @@ class HostMonitor:
         self._inflight[host.server_name] = fut
         try:
             try:
-                result: tuple[HostStatus | None, str] = (await self.core.call(host, "host_status"), "")
+                result: tuple[HostStatus | None, str] = (await self.core.engines.host_status(host), "")
             except errors.IDCSError as exc:
                 result = (None, exc.msg)
                 if isinstance(exc, errors.HookTimeout) and exc.pending is not None:
@@ -157,7 +157,7 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
         if (await s.execute(select(Host.id).where(Host.server_name == host.server_name))).first():
             raise errors.Conflict(f"a host named {host.server_name} already exists")
     # prove the address and credentials before anything is saved
-    status = await core.call(core.host_spec(host), "host_connect")
+    status = await core.engines.host_connect(host)
     try:
         async with core.db.session() as s:
             s.add(host)
@@ -190,7 +190,7 @@ async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -
         host.options = _merge_options(host, fields)
         reconnect = any(fields.get(k) is not None for k in CONNECT_FIELDS)
         if reconnect:  # prove the new settings work before they are committed
-            await core.call(core.host_spec(host), "host_connect")
+            await core.engines.host_connect(host)
     if reconnect:
         await _close(core, old_spec)
     core.hosts.forget(hs_name)
@@ -221,7 +221,7 @@ async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
 
 async def _close(core: CoreContext, spec: Any) -> None:
     try:
-        await core.call(spec, "host_close")
+        await core.engines.host_close(spec)
     except errors.IDCSError:
         pass
 
@@ -233,7 +233,7 @@ def _event(host: Host) -> dict[str, Any]:
 async def power_host(core: CoreContext, hs_name: str, action: str) -> None:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-    await core.call(host, "host_power", action=action)
+    await core.engines.host_power(host, action)
     core.hosts.forget(hs_name)
 
 
@@ -247,7 +247,7 @@ async def set_enabled(core: CoreContext, hs_name: str, enabled: bool) -> dict[st
 async def os_images(core: CoreContext, hs_name: str) -> dict[str, list[dict[str, str]]]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-    images = await core.call(host, "os_images")
+    images = await core.engines.os_images(host)
     grouped: dict[str, list[dict[str, str]]] = {}
     for image in images:
         grouped.setdefault(image.family or "other", []).append({"name": image.name, "file": image.file})
