@@ -20,6 +20,7 @@ from idcs_core.types import (
     BackupInfo,
     HostSpec,
     HostStatus,
+    ImageKind,
     IPAddress,
     NatRule,
     OSImage,
@@ -31,6 +32,12 @@ from idcs_core.types import (
 PASSWORD = "lab-pass"
 IMAGES = [OSImage("Ubuntu 22.04", "ubuntu-22.04", "ubuntu"), OSImage("Debian 12", "debian-12", "debian"),
           OSImage("Busybox", "busybox", "other")]
+# Listed, but the back end refuses to create from it (its file vanished): vm_create answers BadRequest.
+VANISHED = OSImage("Vanished", "vanished-image", "lost")
+TEMPLATES = [OSImage("Debian 12 template", "[datastore1] templates/debian 12", "debian", ImageKind.TEMPLATE)]
+ISOS = [OSImage("Debian 12 installer", "[datastore1] iso/debian 12.iso", "debian", ImageKind.ISO),
+        OSImage("Rescue CD", "rescue.iso", "other", ImageKind.ISO)]
+CREATABLE = {i.file for i in IMAGES + TEMPLATES}
 
 
 REF_PREFIX = "labref-"  # how TestLab's refs look: the core must hand them back, not the VM's name
@@ -45,6 +52,7 @@ class LabVM:
     nat: set[tuple[int, str]] = field(default_factory=set)
     disks: dict[str, bool] = field(default_factory=dict)
     password: str | None = None
+    cdrom: str | None = None  # the ISO in the CD-ROM drive
 
 
 @dataclass
@@ -155,7 +163,7 @@ class TestLabEngine:
     @hookimpl
     def os_images(self, host: HostSpec) -> list[OSImage]:
         self._host(host, "os_images")
-        return list(IMAGES)
+        return [*IMAGES, VANISHED, *TEMPLATES, *ISOS]
 
     # -- VMs
     @hookimpl
@@ -165,7 +173,7 @@ class TestLabEngine:
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Any) -> VMInfo:
         lab = self._host(host, "vm_create")
-        if spec.os_name not in {i.file for i in IMAGES}:
+        if spec.os_name not in CREATABLE:
             raise errors.BadRequest(f"no image {spec.os_name}")
         if spec.vm_uuid in lab.vms:
             raise errors.Conflict(f"{spec.vm_uuid} exists")
@@ -245,6 +253,18 @@ class TestLabEngine:
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, ref: str, disk_name: str) -> None:
         self._vm(host, vm_uuid, "disk_delete", ref).disks.pop(disk_name, None)
+
+    @hookimpl
+    def iso_mount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
+        if iso_name not in {i.file for i in ISOS}:  # the core lets only the host's ISOs through
+            raise errors.BadRequest(f"no ISO {iso_name}")
+        self._vm(host, vm_uuid, "iso_mount", ref).cdrom = iso_name
+
+    @hookimpl
+    def iso_unmount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
+        vm = self._vm(host, vm_uuid, "iso_unmount", ref)
+        if vm.cdrom == iso_name:
+            vm.cdrom = None
 
     # -- backups
     @hookimpl

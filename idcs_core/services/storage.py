@@ -15,6 +15,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Disk, IsoMount, Task
 from idcs_core.services import limits, quotas
+from idcs_core.services.images import ISO_KINDS
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
@@ -246,6 +247,8 @@ async def list_disks(core: CoreContext, principal: Principal, hs_name: str, vm_u
 async def mount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, iso_name: str) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
+    core.require(vm.host, "iso_mount", "mounting ISO images")
+    await core.images.require(vm.host, iso_name, ISO_KINDS, "iso_name")  # only an ISO the host lists
     await core.engines.iso_mount(vm, iso_name)
     async with core.db.session() as s:
         exists = (await s.execute(select(IsoMount.id).where(IsoMount.vm_id == vm.id,

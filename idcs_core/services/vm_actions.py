@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
 from idcs_core.services import quotas
+from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import get_vm
 from idcs_core.services.vms import (
     KEEP_CODES,
@@ -142,6 +143,10 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
 
 async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, os_name: str | None,
                     os_pass: str | None) -> dict[str, Any]:
+    if os_name:  # one of the host's images or templates, checked before anything is recorded
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+        await core.images.require(vm.host, os_name, CREATE_KINDS, "os_name")
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         ensure_idle(core, vm)

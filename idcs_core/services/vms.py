@@ -20,6 +20,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
 from idcs_core.engines import VMTarget
 from idcs_core.services import limits, quotas
+from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
 from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
 from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
@@ -186,12 +187,17 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
     """Record the VM as ``creating``, charge the owner's quota, start the create task."""
     require_limit_rights(principal, fields.get("config"))
     limits.check_vm_size(core, fields)
-    async with core.db.session() as s:
+    async with core.db.session() as s:  # os_name: one of the host's images or templates, before anything is written
         host = await get_host(s, hs_name)
         if not host.enabled:
             raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
         await limits.require_host_grant(s, principal, host)
-        core.require(host, "vm_create", "creating virtual machines")
+    core.require(host, "vm_create", "creating virtual machines")
+    await core.images.require(host, fields["os_name"], CREATE_KINDS, "os_name")
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        if not host.enabled:  # closed meanwhile
+            raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
         owner_id = principal.user_id
         if fields.get("owner_id") is not None:
             if not principal.is_admin:
