@@ -657,7 +657,8 @@ class KitTests:
             assert (status, body["code"]) in ((400, 400), (404, 404)), (bad, status, body)
         for addr in ("tcp://h;reboot", "h' or '1", 'h"x', "h x"):
             kit.expect("POST", "/api/server/create", 400, kit.host_body(f"{kit.prefix}-addr", server_addr=addr))
-        assert kit.hooks.since(mark) == [], "an unsafe name reached the engine"
+        # os_images may run: the core refuses an os_name / iso_name the host does not list (no name reaches it)
+        assert [h for h in kit.hooks.since(mark) if h != "os_images"] == [], "an unsafe name reached the engine"
         assert kit.vms_on_host() == vms
         if can_scan:
             after = kit.api.post(scan, {})
