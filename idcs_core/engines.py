@@ -20,9 +20,11 @@ which a plain structural check cannot express).
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import inspect
 import time
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -328,17 +330,17 @@ def _hints(fn: Any, owner: Any) -> dict[str, Any]:
 
 
 def _same_type(declared: Any, implemented: Any) -> bool:
-    """Whether an implementation's annotation fits the Protocol's: equal, ``Any`` on either side, or
-    a declared ``Progress``/``dict``/``list`` met by a looser spelling of the same thing."""
-    if declared is implemented or Any in (declared, implemented) or implemented is inspect.Parameter.empty:
+    """Whether an implementation's annotation fits the Protocol's: equal, ``Any`` or absent, the bare
+    container of a parametrised one (``list`` for ``list[OSImage]``), an optional of the declared
+    type, or any callable for ``Progress``."""
+    if implemented is inspect.Parameter.empty or Any in (declared, implemented) or declared == implemented:
         return True
-    if declared == implemented:
-        return True
+    if typing.get_origin(implemented) in (typing.Union, types.UnionType):
+        return declared in typing.get_args(implemented)
+    if declared is Progress:
+        return implemented is Progress or typing.get_origin(implemented) is collections.abc.Callable
     declared_origin = typing.get_origin(declared) or declared
-    implemented_origin = typing.get_origin(implemented) or implemented
-    if declared is Progress:  # any callable taking (percent, message) will do
-        return implemented_origin in (Progress, typing.get_origin(typing.Callable[..., None]))
-    return declared_origin is implemented_origin and not typing.get_args(implemented)
+    return declared_origin is implemented and bool(typing.get_args(declared))
 
 
 def check_engine(plugin: object) -> list[str]:
@@ -373,11 +375,6 @@ def check_engine(plugin: object) -> list[str]:
         if "return" in hints and not _same_type(declared["return"], hints["return"]):
             problems.append(f"{name}: returns {hints['return']!r}, the hook expects {declared['return']!r}")
     return problems
-
-
-def hook_method(name: str) -> Any:
-    """The facade's method for engine hook ``name`` (tests check every hook has one)."""
-    return getattr(EngineFacade, name, None)
 
 
 __all__ = ["TIMEOUTS", "EngineFacade", "EngineHooks", "Timeout", "VMTarget", "check_engine"]
