@@ -116,6 +116,8 @@ def validate(engine: EngineOptions, stored: Mapping[str, Any], given: Mapping[st
     """
     result = dict(stored)
     for name, value in given.items():
+        if _is_sealed(value):  # the stored form of a secret: never taken from a request
+            raise errors.BadRequest(f"options.{name}: {SECRET_MARK} is reserved")
         option = engine.options.get(name)
         if option is None:
             if engine.typed:
