@@ -38,6 +38,7 @@ from idcs_core.context import CoreContext
 from idcs_core.logsafe import install_access_log_filter
 from idcs_core.ops.metrics import MetricsMiddleware
 from idcs_core.plugins import PluginRegistry
+from idcs_core.services import host_options
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
@@ -74,8 +75,17 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
     doc = openapi.build(endpoints(), version())
     page = openapi.render_page(doc)
 
+    served: dict[str, Any] = {}
+
     async def openapi_json(_request: Request) -> Response:
-        return JSONResponse(doc)
+        """The document, with each installed engine's host options once the core has loaded them."""
+        core = lazy.core
+        if core is None:
+            return JSONResponse(doc)
+        if "doc" not in served:
+            served["doc"] = openapi.with_engines(doc, {
+                name: host_options.json_schema(core.engine_options(name)) for name in core.plugins.engines})
+        return JSONResponse(served["doc"])
 
     async def docs(_request: Request) -> Response:
         return HTMLResponse(page)

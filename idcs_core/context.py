@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -22,13 +21,16 @@ from idcs_core.config import Config
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import AuditLog, Host, utcnow
 from idcs_core.db.session import Database, upgrade
+from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
 from idcs_core.security import Keys
-from idcs_core.services import audit
+from idcs_core.services import audit, host_options
 from idcs_core.services.auth import AuthService, Principal
 from idcs_core.services.console_tickets import ConsoleTickets
+from idcs_core.services.host_options import EngineOptions
 from idcs_core.services.hosts import HostMonitor
+from idcs_core.services.images import ImageCatalog
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
 from idcs_core.tasks import InProcessTaskRunner, TaskRunner
@@ -52,6 +54,9 @@ class CoreContext:
         self.reads = ReadCache(self.db)
         self.machine = MachineUsage(str(config.data_dir))
         self.plugins = plugins if plugins is not None else load_plugins()
+        self.engines = EngineFacade(self)  # the typed way services call engine hooks
+        self._engine_options: dict[str, EngineOptions] = {}
+        self.images = ImageCatalog(self)  # each host's images/ISOs: what create and ISO mount accept
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
         self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
@@ -128,7 +133,7 @@ class CoreContext:
             log.warning("could not list the hosts to close their sessions", exc_info=True)
             return
         engines = self.plugins.engines
-        closing = [self.call(h, "host_close") for h in hosts
+        closing = [self.engines.host_close(h) for h in hosts
                    if h.server_type in engines and engines[h.server_type].supports("host_close")]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
@@ -168,28 +173,28 @@ class CoreContext:
 
     # ------------------------------------------------------------------ engines
 
+    def engine_options(self, server_type: str) -> EngineOptions:
+        """The host options the engine of ``server_type`` declares (read once per engine)."""
+        declared = self._engine_options.get(server_type)
+        if declared is None:
+            engine = self.plugins.engines.get(server_type)
+            declared = host_options.declared(engine) if engine else EngineOptions(server_type, {}, typed=False)
+            self._engine_options[server_type] = declared
+        return declared
+
     def host_spec(self, host: Host) -> HostSpec:
+        """What an engine receives for ``host``: its password decrypted, its declared options with their
+        defaults (secrets decrypted). Engines of the first contract (untyped options) also get the
+        core's settings, as they always did."""
+        declared = self.engine_options(host.server_type)
+        options = host_options.for_engine(declared, host.engine_options or {}, self.keys)
+        if not declared.typed:
+            options = {k: v for k, v in (host.options or {}).items() if k not in CORE_ONLY_OPTIONS} | options
         return HostSpec(name=host.server_name, server_type=host.server_type, addr=host.server_addr,
-                        user=host.server_user, password=self.keys.decrypt(host.server_pass_enc),
-                        options={k: v for k, v in (host.options or {}).items() if k not in CORE_ONLY_OPTIONS})
+                        user=host.server_user, password=self.keys.decrypt(host.server_pass_enc), options=options)
 
     def engine_for(self, host: Host) -> Engine:
         return self.plugins.engine(host.server_type)
-
-    async def call(self, host: Host | HostSpec, hook: str, *, long: bool = False, **kwargs: Any) -> Any:
-        """Call engine ``hook`` for ``host``: short timeout for reads, long for tasks."""
-        spec = host if isinstance(host, HostSpec) else self.host_spec(host)
-        engine = self.plugins.engine(spec.server_type)
-        timeout = self.config.task_timeout if long else float(self.settings.get("host_timeout"))
-        if self.ops is None:
-            return await engine.call(hook, spec, timeout=timeout, **kwargs)
-        started, ok = time.perf_counter(), False
-        try:
-            result = await engine.call(hook, spec, timeout=timeout, **kwargs)
-            ok = True
-            return result
-        finally:
-            self.ops.metrics.observe_hook(engine.name, hook, ok, time.perf_counter() - started)
 
     def require(self, host: Host, hook: str, what: str) -> None:
         """Raise 1006 "<what> is not supported by the X engine" unless the engine has ``hook``."""

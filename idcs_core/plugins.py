@@ -5,7 +5,9 @@ point's *name* is the engine type, e.g. ``LXD = "idcs_lxd.engine"``), loaded
 by stevedore, and each put into a ``pluggy.PluginManager`` of its own that
 holds the ``EngineSpec`` hooks. A host of type ``LXD`` is therefore served by
 ``registry.engine("LXD").call("vm_power", ...)`` and reaches the LXD engine
-alone. Event plugins (``idcs.plugins``) share one global manager.
+alone. Services do not call hooks by name: they use the typed facade
+``idcs_core.engines.EngineFacade`` (``core.engines``), which passes each VM's
+ref. Event plugins (``idcs.plugins``) share one global manager.
 
 A plugin that fails to import, or implements a hook name that does not exist,
 is recorded in ``registry.failures`` (shown by ``idcs plugins`` and
@@ -125,8 +127,9 @@ class Engine:
             raise errors.NotSupported(f"{hook.replace('_', ' ')} is not supported by the {self.name} engine")
         caller: Callable[..., Any] = getattr(self.pm.hook, hook)
         impl = caller.get_hookimpls()[-1].function
-        if "vm_uuid" in kwargs and kwargs.get("ref") is None:
-            kwargs["ref"] = kwargs["vm_uuid"]  # the back end addresses this VM by its name
+        if "vm_uuid" in kwargs and not kwargs.get("ref"):  # every VM hook receives the VM's ref
+            raise TypeError(f"{hook} needs ref= (the stored VMInfo.ref, else vm_uuid): "
+                            "call engines through idcs_core.engines.EngineFacade")
         started = time.perf_counter()
         try:
             if inspect.iscoroutinefunction(impl):

@@ -4,8 +4,12 @@ Host names, VM ids, disk and backup names end up in container names, file
 paths and command lines on the hosts, so they are limited to a safe character
 set *before* any engine sees them: letters, digits, ``_``, ``-`` and ``.``
 (never ``..``), starting with a letter or digit. Image references and ISO
-names may also carry ``:``, ``/`` and ``@`` (``library/ubuntu:22.04``), but never
-``..`` or a leading ``/``.
+names may also carry ``:``, ``/``, ``@``, spaces, brackets and parentheses
+(``library/ubuntu:22.04``, the datastore path ``[datastore1] iso/debian 12.iso``),
+but never ``..``, control characters, a backslash, ``//`` or a local absolute path
+(``/etc/...``, ``C:/...``); the services then accept only names the host lists
+(``idcs_core.services.images``). Engines pass them to their SDKs as values,
+never in a shell string.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pydantic import AfterValidator, WithJsonSchema
 from idcs_core import errors
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,254}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9\[][A-Za-z0-9_.:/@+\-\[\]() ]{0,254}$")
+_DRIVE_PATH = re.compile(r"^[A-Za-z]:/")  # C:/Windows/...: a local path of the machine, not an image
 _ADDR = re.compile(r"^[A-Za-z0-9_.:/@\[\]%+-]{1,512}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 # a host's login: root, administrator@vsphere.local, DOMAIN\user; empty where none is needed
@@ -36,9 +41,11 @@ def safe_name(value: str, what: str = "name") -> str:
 
 
 def image_ref(value: str) -> str:
-    if not _IMAGE.fullmatch(value) or ".." in value or "//" in value:
-        raise ValueError("must be an image reference or file name of letters, digits and _ . : / @ + - "
-                         "(no '..', no leading '/')")
+    """An image, template or ISO name as a host lists it (``ubuntu:22.04``, ``[datastore1] iso/debian 12.iso``)."""
+    if (not _IMAGE.fullmatch(value) or ".." in value or "//" in value or value != value.strip()
+            or _DRIVE_PATH.match(value)):
+        raise ValueError("must be an image reference, template or ISO name the host lists: letters, digits, "
+                         "spaces and _ . : / @ + - [ ] ( ) (no '..', '//', leading '/' or control characters)")
     return value
 
 
@@ -90,7 +97,8 @@ def _schema(pattern: re.Pattern[str], max_length: int, description: str) -> With
 SafeName = Annotated[str, AfterValidator(safe_name),
                      _schema(_NAME, 64, "letters, digits, '_', '-', '.'; starts with a letter or digit; no '..'")]
 ImageRef = Annotated[str, AfterValidator(image_ref),
-                     _schema(_IMAGE, 255, "an image reference or file name; no '..' or '//'")]
+                     _schema(_IMAGE, 255, "an image, template or ISO name of the host's list "
+                             "(GET /api/client/os-images); no '..' or '//'")]
 ServerAddr = Annotated[str, AfterValidator(server_addr), _schema(_ADDR, 512, "a host address; no '..' segments")]
 UserName = Annotated[str, AfterValidator(username),
                      _schema(_USERNAME, 64, "unique without regard to case; no '..'")]

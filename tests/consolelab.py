@@ -42,13 +42,13 @@ class ConsoleLabEngine(TestLabEngine):
         self.vnc: ConsoleEndpoint | None = None
 
     @hookimpl
-    def vm_console(self, host: HostSpec, vm_uuid: str) -> ConsoleEndpoint:
-        self._vm(host, vm_uuid, "vm_console")
+    def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
+        self._vm(host, vm_uuid, "vm_console", ref)
         if self.vnc is None:
             raise errors.VMOperationFailed("no VNC server in this test")
         return self.vnc
 
     @hookimpl
-    def vm_terminal_open(self, host: HostSpec, vm_uuid: str, cols: int, rows: int) -> Any:
-        self._vm(host, vm_uuid, "vm_terminal_open")
+    def vm_terminal_open(self, host: HostSpec, vm_uuid: str, ref: str, cols: int, rows: int) -> Any:
+        self._vm(host, vm_uuid, "vm_terminal_open", ref)
         return EchoTerminal(vm_uuid, cols, rows)

@@ -83,7 +83,9 @@ def test_cases_without_hooks_prove_the_engine_is_never_called() -> None:
         if hooks:
             continue
         body = inspect.getsource(getattr(KitTests, name))
-        assert "kit.hooks.since(mark) == []" in body, f"{name} claims no hook and does not prove none ran"
+        # os_images alone may be allowed: the core reads the host's list to refuse names it does not have
+        assert re.search(r'kit\.hooks\.since\(mark\)( if h != "os_images"\])? == \[\]', body), (
+            f"{name} claims no hook and does not prove none ran")
     assert source.count("@exercises(") == sum(1 for h in kit_claims().values() if h)
 
 

@@ -46,12 +46,12 @@ async def test_calls_reach_only_the_engine_of_the_host_type() -> None:
     reg.register_engine("EngB", b)
     spec = HostSpec("h1", "EngB", "x", "u", "p")
     status = await reg.engine("EngB").call("host_status", spec, timeout=5)
-    info = await reg.engine("EngB").call("vm_status", spec, timeout=5, vm_uuid="v1")
+    info = await reg.engine("EngB").call("vm_status", spec, timeout=5, vm_uuid="v1", ref="v1")
     assert (status.version, info.power_state) == ("B", "B")
     assert (a.calls, b.calls) == ([], ["status:h1", "vm:v1"])
     assert reg.engine("EngA").capabilities == []  # host_status and vm_status give no capability of their own
     with pytest.raises(errors.NotSupported, match="vm power is not supported by the EngA engine"):
-        await reg.engine("EngA").call("vm_power", spec, timeout=5, vm_uuid="v1", action="S_START")
+        await reg.engine("EngA").call("vm_power", spec, timeout=5, vm_uuid="v1", ref="v1", action="S_START")
     with pytest.raises(errors.NotSupported):
         reg.engine("NoSuch")
 
@@ -77,7 +77,7 @@ async def test_timeouts_and_crashes_become_business_errors() -> None:
         await reg.engine("Slow").call("host_status", spec, timeout=0.3)
     assert time.monotonic() - started < 1.0
     with pytest.raises(errors.VMOperationFailed, match="sdk blew up"):
-        await reg.engine("Slow").call("vm_status", spec, timeout=5, vm_uuid="v")
+        await reg.engine("Slow").call("vm_status", spec, timeout=5, vm_uuid="v", ref="v")
 
 
 def test_misspelt_hook_is_a_recorded_load_failure() -> None:

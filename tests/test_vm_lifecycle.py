@@ -55,7 +55,7 @@ def test_create_failure_leaves_nothing(admin: ApiClient, host: str, lab: TestLab
 
 def test_waited_create_answers_the_task_error(admin: ApiClient, host: str) -> None:
     status, body = admin.call("POST", f"/api/client/create/{host}", {
-        "vm_uuid": "noimg", "os_name": "no-such-image", "cpu_num": 1, "ram_num": 512, "hdd_num": 1},
+        "vm_uuid": "noimg", "os_name": "vanished-image", "cpu_num": 1, "ram_num": 512, "hdd_num": 1},
         params={"wait": 30})
     assert (status, body["code"]) == (400, 400)
     assert "no image" in body["msg"]
@@ -80,8 +80,7 @@ def test_unsupported_operation_is_1006(admin: ApiClient, host: str) -> None:
     create_vm(admin, host, "u1")
     # reverse proxies: served by the core's Caddy unless the host turns that off
     admin.put(f"/api/server/update/{host}", {"proxy_endpoint": "off"})
-    for method, path, body in [("POST", f"/api/client/iso/mount/{host}/u1", {"iso_name": "x.iso"}),
-                               ("GET", f"/api/client/remote/{host}/u1", None),
+    for method, path, body in [("GET", f"/api/client/remote/{host}/u1", None),
                                ("POST", f"/api/client/proxys/create/{host}/u1", {"domain": "a.example.com"}),
                                ("POST", f"/api/server/powers/{host}", {"action": "restart"})]:
         status, data = admin.call(method, path, body)
@@ -216,5 +215,6 @@ def test_update_is_applied_and_rolled_back_on_failure(admin: ApiClient, host: st
 
 def test_os_images_grouped(admin: ApiClient, host: str) -> None:
     images = admin.get(f"/api/client/os-images/{host}")
-    assert images["ubuntu"] == [{"name": "Ubuntu 22.04", "file": "ubuntu-22.04"}]
-    assert set(images) == {"ubuntu", "debian", "other"}
+    assert images["ubuntu"] == [{"name": "Ubuntu 22.04", "file": "ubuntu-22.04", "kind": "image"}]
+    assert set(images) == {"ubuntu", "debian", "other", "lost"}
+    assert {"name": "Debian 12 installer", "file": "[datastore1] iso/debian 12.iso", "kind": "iso"} in images["debian"]

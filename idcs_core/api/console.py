@@ -30,7 +30,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from idcs_core import errors
 from idcs_core.api.envelope import EnvelopeResponse
 from idcs_core.db.models import Host
+from idcs_core.engines import VMTarget
 from idcs_core.services.console_tickets import TICKET_PROTOCOL, ConsoleGrant, PageKind
+from idcs_core.services.lookup import vm_target
 from idcs_core.services.rfb import MessageReader, connect_vnc, greet_browser
 from idcs_core.services.terminal_bridge import TerminalBridge
 from idcs_core.types import ConsoleEndpoint, ConsoleKind, TerminalChannel
@@ -100,7 +102,7 @@ async def _close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
         await ws.close(code=code, reason=reason)
 
 
-async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, Host]:
+async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, VMTarget]:
     core = ws.app.state.core
     try:
         grant = await core.console_tickets.redeem(_ticket(ws), kind)
@@ -108,13 +110,14 @@ async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, Host]:
         raise ConsoleClose(4403, exc.msg) from exc
     async with core.db.session() as s:
         host = await s.get(Host, grant.host_id)
-    if host is None:
+        target = await vm_target(s, host, grant.vm_uuid) if host is not None else None
+    if target is None:
         raise ConsoleClose(4403, "this console link is no longer valid: open it again")
     source_ip = ws.client.host if ws.client else ""
     await core.audit(None, f"vm.{kind}", f"{grant.host_name}/{grant.vm_uuid}",
                      detail=f"user {grant.user_id}" if grant.user_id is not None else "api token",
                      source_ip=source_ip)
-    return grant, host
+    return grant, target
 
 
 # ---------------------------------------------------------------------- terminal
@@ -140,9 +143,8 @@ async def terminal_socket(ws: WebSocket) -> None:
         await _close(ws, 4400, exc.msg)
         return
     try:
-        grant, host = await _redeem(ws, "terminal")
-        channel: TerminalChannel = await core.call(host, "vm_terminal_open", long=True, vm_uuid=grant.vm_uuid,
-                                                   cols=cols, rows=rows)
+        grant, target = await _redeem(ws, "terminal")
+        channel: TerminalChannel = await core.engines.vm_terminal_open(target, cols, rows)
     except ConsoleClose as exc:
         await _close(ws, exc.code, exc.reason)
         return
@@ -228,8 +230,8 @@ async def vnc_socket(ws: WebSocket) -> None:
     core = ws.app.state.core
     await _accept(ws)
     try:
-        grant, host = await _redeem(ws, "vnc")
-        endpoint = await core.call(host, "vm_console", vm_uuid=grant.vm_uuid)
+        grant, target = await _redeem(ws, "vnc")
+        endpoint = await core.engines.vm_console(target)
         if not isinstance(endpoint, ConsoleEndpoint):
             raise errors.VMOperationFailed(f"vm_console returned {type(endpoint).__name__}, not a ConsoleEndpoint")
         if endpoint.kind != ConsoleKind.VNC:

@@ -281,5 +281,5 @@ def _xiaoheifs_images(profile: Profile, grouped: Any) -> Any:
         for image in images:
             item = {"sys_name": image["name"], "sys_file": image["file"], "sys_size": "0",
                     "sys_type": "WinNT" if "win" in family.lower() else "Linux", "sys_flag": True}
-            (isos if str(image["file"]).lower().endswith(".iso") else system).append(item)
+            (isos if image.get("kind") == "iso" else system).append(item)
     return grouped | {"system_maps": system, "images_maps": isos}

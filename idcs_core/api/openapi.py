@@ -3,6 +3,7 @@ both generated from the route declarations, so they cannot drift from the code."
 
 from __future__ import annotations
 
+import copy
 import html
 import re
 from typing import Any
@@ -27,6 +28,20 @@ Decisions where API.md is silent (kept consistently across the API):
   string (the billing modules send them so). Unknown fields are ignored.
 * Names that reach hosts (server_name, vm_uuid, hdd_name, backup names...) are 1-64
   characters of letters, digits, `_`, `-`, `.`, starting with a letter or digit, never `..`.
+* `os_name` (create, reinstall) must be one of the host's images or templates and `iso_name`
+  (ISO mount) one of its ISOs, exactly as `GET /api/client/os-images/{hs_name}` lists them
+  with their `kind` (`image`, `template`, `iso`); datastore paths such as
+  `[datastore1] iso/debian 12.iso` are fine, `..`, `//`, control characters and local
+  absolute paths never are. Anything else is a 400 before the engine is asked.
+* A VM's `ref` (how the engine's back end addresses it: vSphere instance UUID, libvirt
+  UUID...) is stored by the core and handed to the engine on every call; it is internal
+  and never appears in an answer (customers see `vm_uuid` only).
+* Host `options` are the engine's (see `x-idcs-engine-options` on the hosts' `options`
+  field and `GET /api/system/engine/detail`): typed, defaulted, unknown names refused for
+  engines that declare their options, secret ones encrypted at rest and answered as
+  `"set"` (or `""`). The core's own per-host settings (`ports_start`, `ports_close`,
+  `public_addr`, `server_plan`, `proxy_endpoint`, and `token_any_port` also accepted
+  inside `options`) are shown apart, in the host's `config`.
 * Create, update, delete, reinstall, backup and restore are tasks: the answer carries
   `task_id` at once (`GET /api/tasks/{task_id}`); `?wait=N` waits up to N seconds for the
   end and answers the task's error if it failed. Calls made with an API token wait by
@@ -193,6 +208,29 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
                        "schemas": {"Envelope": ENVELOPE, **schemas}},
     }
+
+
+def with_engines(doc: dict[str, Any], engine_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``doc`` plus each installed engine's host options: a schema ``EngineOptions_<type>`` per
+    engine (typed, with defaults; secret ones ``writeOnly``), listed on the hosts' ``options`` field
+    as ``x-idcs-engine-options`` (engine type -> schema reference)."""
+    schemas = dict(doc["components"]["schemas"])
+    refs = {}
+    for name, schema in sorted(engine_options.items()):
+        key = "EngineOptions_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        schemas[key] = schema | {"title": f"Host options of the {name} engine"}
+        refs[name] = {"$ref": f"#/components/schemas/{key}"}
+    for body in ("HostCreate", "HostUpdate"):
+        if body not in schemas:
+            continue
+        schemas[body] = copy.deepcopy(schemas[body])
+        prop = schemas[body].get("properties", {}).get("options")
+        if isinstance(prop, dict):
+            prop["x-idcs-engine-options"] = refs
+            prop["description"] = ("The engine's options, checked against what the host's engine declares "
+                                   "(x-idcs-engine-options: one schema per engine type); secret ones are "
+                                   "stored encrypted and answered as \"set\".")
+    return doc | {"components": doc["components"] | {"schemas": schemas}}
 
 
 def render_page(doc: dict[str, Any]) -> str:

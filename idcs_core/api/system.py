@@ -60,9 +60,12 @@ async def engines(ctx: Ctx) -> Any:
 
 @router.get("/api/system/engine/detail", auth=ADMIN)
 async def engine_detail(ctx: Ctx) -> Any:
-    """Each installed engine with its version and capabilities."""
+    """Each installed engine with its version, capabilities and host options (name, type, default,
+    help, secret, required, choices; ``options_typed`` false for an engine of the first contract)."""
     return [{"name": e.name, "distribution": e.dist, "version": e.version, "capabilities": e.capabilities,
-             **{k: v for k, v in e.description.items() if k in ("title", "description", "options")}}
+             **{k: v for k, v in e.description.items() if k in ("title", "description")},
+             "options": ctx.core.engine_options(e.name).public(),
+             "options_typed": ctx.core.engine_options(e.name).typed}
             for e in ctx.core.plugins.engines.values()]
 
 

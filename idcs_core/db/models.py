@@ -131,9 +131,12 @@ class Host(Base):
     server_pass_enc: Mapped[str] = mapped_column(Text, default="")
     server_area: Mapped[str] = mapped_column(String(128), default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Engine options and the billing dialect's host config (ports_start, ports_close,
-    # public_addr, server_plan, ...).
+    # The core's own per-host settings (ports_start, ports_close, public_addr, server_plan,
+    # proxy_endpoint, token_any_port: idcs_core.services.host_options.CORE_SETTINGS).
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The engine's options, as declared by its engine_describe (secret ones sealed:
+    # {"$secret": <fernet token>}); handed to the engine in HostSpec.options.
+    engine_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     # Last status seen, shown when the host does not answer in time.
     last_status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -159,6 +162,10 @@ class VM(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
     vm_uuid: Mapped[str] = mapped_column(String(64))
+    # How the engine's back end addresses the VM (``VMInfo.ref``: vSphere instance UUID, libvirt
+    # UUID...), handed back as ``ref`` on every VM hook; None: the back end uses ``vm_uuid``.
+    # Internal to the core and engines: never shown in an answer.
+    ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
     vm_name: Mapped[str] = mapped_column(String(128), default="")
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
                                                  nullable=True, index=True)

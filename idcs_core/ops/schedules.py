@@ -30,7 +30,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Backup, BackupSchedule, Task, utcnow
 from idcs_core.services import quotas
 from idcs_core.services.backups import new_backup_name, settle_interrupted_backup
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_vm, vm_target
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo
 
@@ -219,8 +219,7 @@ async def _backup_and_prune(core: CoreContext, task: Task, schedule_id: int, pro
         await s.flush()
         backup_id, backup_name, vm_uuid = backup.id, backup.backup_name, vm.vm_uuid
     try:
-        info: BackupInfo = await core.call(host, "backup_create", long=True, vm_uuid=vm_uuid, backup_name=backup_name,
-                                           description=description, progress=progress)
+        info: BackupInfo = await core.engines.backup_create(vm, backup_name, description, progress)
     except errors.IDCSError as exc:
         async with core.db.session() as s:
             row = await s.get(Backup, backup_id)
@@ -244,13 +243,14 @@ async def _prune(core: CoreContext, host: Any, vm_uuid: str, owner_id: int | Non
                  retention: int) -> tuple[list[str], list[str]]:
     """Delete the schedule's ready backups beyond ``retention``, oldest first."""
     async with core.db.session() as s:
+        target = await vm_target(s, host, vm_uuid)
         rows = list((await s.execute(select(Backup.id, Backup.backup_name).where(
             Backup.schedule_id == schedule_id, Backup.status == "ready", Backup.vm_uuid == vm_uuid)
             .order_by(Backup.created_at.desc(), Backup.id.desc()))).all())
     removed, problems = [], []
     for backup_id, name in rows[retention:]:
         try:
-            await core.call(host, "backup_delete", long=True, vm_uuid=vm_uuid, backup_name=name)
+            await core.engines.backup_delete(target, name)
         except errors.IDCSError as exc:
             problems.append(f"{name}: {exc.msg}")
             continue

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task
 from idcs_core.services import quotas
-from idcs_core.services.lookup import get_host, get_vm
+from idcs_core.services.lookup import get_host, get_vm, vm_target
 from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle, scan_vms
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo, PowerAction, VMInfo
@@ -64,10 +64,10 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         if backup is None:
             raise errors.NotFound("the backup record vanished")
         host = await get_host(s, task.host_name)
+        target = await vm_target(s, host, backup.vm_uuid)
     try:
-        info: BackupInfo = await core.call(host, "backup_create", long=True, vm_uuid=backup.vm_uuid,
-                                           backup_name=backup.backup_name, description=backup.description,
-                                           progress=progress)
+        info: BackupInfo = await core.engines.backup_create(target, backup.backup_name, backup.description,
+                                                            progress)
     except errors.IDCSError as exc:
         async with core.db.session() as s:
             row = await s.get(Backup, backup.id)
@@ -104,8 +104,9 @@ async def settle_interrupted_backup(core: CoreContext, backup_id: int, host_name
         if backup is None:
             raise errors.NotFound("the server stopped while the backup was being made, and its record was removed")
         host = await get_host(s, host_name)
+        target = await vm_target(s, host, backup.vm_uuid)
     if core.supports(host, "backup_list"):
-        found: list[BackupInfo] = await core.call(host, "backup_list")
+        found: list[BackupInfo] = await core.engines.backup_list(host)
         made = next((b for b in found if (b.vm_uuid, b.backup_name) == (backup.vm_uuid, backup.backup_name)), None)
         if made is not None:
             async with core.db.session() as s:
@@ -117,7 +118,7 @@ async def settle_interrupted_backup(core: CoreContext, backup_id: int, host_name
     progress(50, f"removing what was made of backup {backup.backup_name}")
     left = ""
     try:
-        await core.call(host, "backup_delete", long=True, vm_uuid=backup.vm_uuid, backup_name=backup.backup_name)
+        await core.engines.backup_delete(target, backup.backup_name)
     except (errors.NotFound, errors.VMNotFound):
         pass  # nothing of it (or of its VM) is left
     except errors.HostUnreachable:
@@ -153,11 +154,9 @@ async def _run_restore(core: CoreContext, task: Task, progress: TaskProgress) ->
         vm = await s.get(VM, task.params["vm_id"])
         if vm is None:
             raise errors.VMNotFound("the VM record vanished")
-        host = vm.host
-    info: VMInfo = await core.call(host, "backup_restore", long=True, vm_uuid=vm.vm_uuid,
-                                   backup_name=task.params["backup_name"], progress=progress)
+    info: VMInfo = await core.engines.backup_restore(vm, task.params["backup_name"], progress)
     if task.params.get("power_on") and info.status != "running":
-        info = await core.call(host, "vm_power", long=True, vm_uuid=vm.vm_uuid, action=PowerAction.START)
+        info = await core.engines.vm_power(vm, PowerAction.START)
     await apply_live(core, vm.id, info)
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
 
@@ -176,7 +175,7 @@ async def delete_backup(core: CoreContext, principal: Principal, hs_name: str, v
         backup = await _get_backup(s, vm, backup_name)
         if backup.status == "creating":
             raise errors.Conflict(f"backup {backup_name} is still being made")
-    await core.call(vm.host, "backup_delete", long=True, vm_uuid=vm_uuid, backup_name=backup_name)
+    await core.engines.backup_delete(vm, backup_name)
     async with core.db.session() as s:
         row = await s.get(Backup, backup.id)
         if row is not None:
@@ -200,7 +199,7 @@ async def scan_host(core: CoreContext, hs_name: str) -> dict[str, Any]:
     added: list[str] = []
     total = 0
     if core.supports(host, "backup_list"):
-        found: list[BackupInfo] = await core.call(host, "backup_list")
+        found: list[BackupInfo] = await core.engines.backup_list(host)
         total = len(found)
         async with core.db.session() as s:
             known = {(b.vm_uuid, b.backup_name) for b in (await s.execute(

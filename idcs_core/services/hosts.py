@@ -11,7 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
+from idcs_core.services import host_options
 from idcs_core.services.host_history import HostHistory
+from idcs_core.services.host_options import EngineOptions
+from idcs_core.services.images import kind_of
 from idcs_core.services.lookup import get_host
 from idcs_core.services.network import sync_nat
 from idcs_core.types import HostStatus
@@ -62,7 +65,7 @@ class HostMonitor:
         self._inflight[host.server_name] = fut
         try:
             try:
-                result: tuple[HostStatus | None, str] = (await self.core.call(host, "host_status"), "")
+                result: tuple[HostStatus | None, str] = (await self.core.engines.host_status(host), "")
             except errors.IDCSError as exc:
                 result = (None, exc.msg)
                 if isinstance(exc, errors.HookTimeout) and exc.pending is not None:
@@ -80,7 +83,10 @@ class HostMonitor:
         return list(await asyncio.gather(*(self.status(h) for h in hosts)))
 
 
-def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int) -> dict[str, Any]:
+def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int,
+              declared: EngineOptions | None = None) -> dict[str, Any]:
+    """A host as answers show it: the core's settings in ``config``, the engine's in ``options``
+    (with their defaults when ``declared`` is given; secret ones only as "set" or "")."""
     online = status is not None and status.online
     opts = dict(host.options or {})
     return {
@@ -98,8 +104,10 @@ def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int)
         "memory_usage": status.memory_usage if status else None,
         "disk_usage": status.disk_usage if status else None,
         "version": status.version if status else None,
-        "config": {k: opts.get(k) for k in HOST_CONFIG_KEYS} | {"enabled": host.enabled},
-        "options": {k: v for k, v in opts.items() if k not in HOST_CONFIG_KEYS},
+        "config": {k: opts.get(k) for k in HOST_CONFIG_KEYS} | {"enabled": host.enabled}
+        | ({"token_any_port": opts["token_any_port"]} if "token_any_port" in opts else {}),
+        "options": host_options.for_answer(declared or EngineOptions(host.server_type, {}, typed=False),
+                                           host.engine_options or {}),
         "created_at": host.created_at,
     }
 
@@ -119,7 +127,8 @@ async def host_rows(core: CoreContext) -> tuple[list[Host], dict[int, int]]:
 async def list_hosts(core: CoreContext) -> list[dict[str, Any]]:
     hosts, counts = await host_rows(core)  # the live status is asked anew
     statuses = await core.hosts.status_many(hosts)
-    return [host_dict(h, st, err, counts.get(h.id, 0)) for h, (st, err) in zip(hosts, statuses, strict=True)]
+    return [host_dict(h, st, err, counts.get(h.id, 0), core.engine_options(h.server_type))
+            for h, (st, err) in zip(hosts, statuses, strict=True)]
 
 
 async def host_detail(core: CoreContext, hs_name: str, fresh: bool = False) -> dict[str, Any]:
@@ -127,7 +136,7 @@ async def host_detail(core: CoreContext, hs_name: str, fresh: bool = False) -> d
         host = await get_host(s, hs_name)
         count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
     status, error = await core.hosts.status(host, fresh=fresh)
-    return host_dict(host, status, error, count)
+    return host_dict(host, status, error, count, core.engine_options(host.server_type))
 
 
 def _check_engine(core: CoreContext, server_type: str) -> None:
@@ -137,13 +146,27 @@ def _check_engine(core: CoreContext, server_type: str) -> None:
 
 
 def _merge_options(host: Host | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """The core's own settings of the host once ``fields`` apply (top-level fields, and core keys
+    sent inside ``options``)."""
     options = dict(host.options or {}) if host else {}
-    options.update(fields.get("options") or {})
+    given = fields.get("options") or {}
+    options.update({k: v for k, v in given.items() if k in host_options.CORE_SETTINGS})
     options.update({k: fields[k] for k in HOST_CONFIG_KEYS if fields.get(k) is not None})
     if options.get("ports_start") and options.get("ports_close") and \
             int(options["ports_start"]) > int(options["ports_close"]):
         raise errors.BadRequest("ports_start must not be greater than ports_close")
     return options
+
+
+def _engine_options(core: CoreContext, server_type: str, stored: dict[str, Any], fields: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The engine's options to store: ``fields["options"]`` (without the core's keys) validated against
+    what the engine of ``server_type`` declares; 400 naming the option, before anything is saved."""
+    declared = core.engine_options(server_type)
+    given = {k: v for k, v in (fields.get("options") or {}).items() if k not in host_options.CORE_SETTINGS}
+    if declared.typed:  # options of another engine (the type changed) are not carried over
+        stored = {k: v for k, v in stored.items() if k in declared.options}
+    return host_options.validate(declared, stored, given, core.keys)
 
 
 async def create_host(core: CoreContext, principal: Principal, fields: dict[str, Any]) -> dict[str, Any]:
@@ -152,12 +175,13 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
                 server_addr=fields["server_addr"], server_user=fields["server_user"],
                 server_pass_enc=core.keys.encrypt(fields["server_pass"]),
                 server_area=fields.get("server_area") or "", options=_merge_options(None, fields),
+                engine_options=_engine_options(core, fields["server_type"], {}, fields),
                 enabled=fields.get("enabled", True))
     async with core.db.session() as s:
         if (await s.execute(select(Host.id).where(Host.server_name == host.server_name))).first():
             raise errors.Conflict(f"a host named {host.server_name} already exists")
     # prove the address and credentials before anything is saved
-    status = await core.call(core.host_spec(host), "host_connect")
+    status = await core.engines.host_connect(host)
     try:
         async with core.db.session() as s:
             s.add(host)
@@ -166,7 +190,7 @@ async def create_host(core: CoreContext, principal: Principal, fields: dict[str,
     core.hosts.forget(host.server_name)
     await core.hosts.history.observe(host, status)  # its status history starts now
     await core.plugins.emit("host_changed", host=_event(host), change="created")
-    return host_dict(host, status, "", 0)
+    return host_dict(host, status, "", 0, core.engine_options(host.server_type))
 
 
 async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -188,13 +212,15 @@ async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -
         if fields.get("server_pass") is not None:
             host.server_pass_enc = core.keys.encrypt(fields["server_pass"])
         host.options = _merge_options(host, fields)
+        host.engine_options = _engine_options(core, host.server_type, dict(host.engine_options or {}), fields)
         reconnect = any(fields.get(k) is not None for k in CONNECT_FIELDS)
         if reconnect:  # prove the new settings work before they are committed
-            await core.call(core.host_spec(host), "host_connect")
+            await core.engines.host_connect(host)
     if reconnect:
         await _close(core, old_spec)
     core.hosts.forget(hs_name)
     core.hosts.forget(host.server_name)
+    core.images.forget(host.id)
     await core.plugins.emit("host_changed", host=_event(host), change="updated")
     return await host_detail(core, host.server_name, fresh=True)
 
@@ -212,6 +238,7 @@ async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
         await s.delete(host)
     await _close(core, spec)
     core.hosts.forget(hs_name)
+    core.images.forget(host.id)
     if count:
         from idcs_core.services.users import recalculate_quotas
 
@@ -221,7 +248,7 @@ async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
 
 async def _close(core: CoreContext, spec: Any) -> None:
     try:
-        await core.call(spec, "host_close")
+        await core.engines.host_close(spec)
     except errors.IDCSError:
         pass
 
@@ -233,7 +260,7 @@ def _event(host: Host) -> dict[str, Any]:
 async def power_host(core: CoreContext, hs_name: str, action: str) -> None:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-    await core.call(host, "host_power", action=action)
+    await core.engines.host_power(host, action)
     core.hosts.forget(hs_name)
 
 
@@ -247,8 +274,9 @@ async def set_enabled(core: CoreContext, hs_name: str, enabled: bool) -> dict[st
 async def os_images(core: CoreContext, hs_name: str) -> dict[str, list[dict[str, str]]]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-    images = await core.call(host, "os_images")
+    images = await core.images.list(host, fresh=True)
     grouped: dict[str, list[dict[str, str]]] = {}
     for image in images:
-        grouped.setdefault(image.family or "other", []).append({"name": image.name, "file": image.file})
+        grouped.setdefault(image.family or "other", []).append(
+            {"name": image.name, "file": image.file, "kind": kind_of(image).value})
     return grouped

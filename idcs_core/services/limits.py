@@ -91,7 +91,7 @@ async def check_lan_addr(core: CoreContext, s: AsyncSession, principal: Principa
         return
     if core.supports(vm.host, "vm_status"):
         try:
-            info = await core.call(vm.host, "vm_status", vm_uuid=vm.vm_uuid)
+            info = await core.engines.vm_status(vm)
             own |= {a.split("/")[0] for a in info.ip_addresses}
         except errors.IDCSError:
             pass  # the host does not answer: only the recorded addresses count

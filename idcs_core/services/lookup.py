@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
+from idcs_core.engines import VMTarget
 from idcs_core.services.auth import Principal
 
 
@@ -35,6 +36,13 @@ async def get_vm(s: AsyncSession, principal: Principal, hs_name: str, vm_uuid: s
         raise errors.VMNotFound(f"virtual machine {vm_uuid} does not exist on host {hs_name}")
     check_owner(principal, vm)
     return vm
+
+
+async def vm_target(s: AsyncSession, host: Host, vm_uuid: str) -> VMTarget:
+    """How engines address ``vm_uuid`` on ``host``: its stored ref when the VM has a record
+    (a backup may outlive it), else the name alone."""
+    ref = (await s.execute(select(VM.ref).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid))).scalar_one_or_none()
+    return VMTarget(host, vm_uuid, ref)
 
 
 def check_owner(principal: Principal, vm: VM) -> None:

@@ -169,8 +169,7 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
         host, rule = vm.host, _rule_of(row)
     noted = NotedProgress(progress)
     try:
-        applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm.vm_uuid, rule=rule,
-                                                  progress=noted)
+        applied: NatRule | None = await core.engines.nat_add(vm, rule, noted)
     except errors.IDCSError:
         await _drop_nat_row(core, row.id, vm.owner_id)
         raise
@@ -195,9 +194,9 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
             raise errors.NotFound("the server stopped while this NAT rule was being added, and its record is gone")
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+        rule, text = _rule_of(row), _rule_text(row)
     try:
-        await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=progress)
+        await core.engines.nat_remove(vm, rule, progress)
     except errors.VMNotFound:
         pass  # the VM (and so its forwards) is gone
     except errors.HostUnreachable:
@@ -288,9 +287,9 @@ async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress)
             return {"message": "the rule was already gone"}
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+        rule, text = _rule_of(row), _rule_text(row)
     noted = NotedProgress(progress)
-    await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=noted)
+    await core.engines.nat_remove(vm, rule, noted)
     await _drop_nat_row(core, row.id, vm.owner_id)
     return {"message": noted.final(f"{text} removed")}
 
@@ -316,7 +315,7 @@ async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
     not survive a host reboot (nftables, iptables); hosts whose engine lacks the hook
     are skipped, and a host that fails is logged and left for its next reconnection.
     """
-    work: list[tuple[Host, str, list[NatRule]]] = []
+    work: list[tuple[VM, list[NatRule]]] = []
     async with core.db.session() as s:
         query = select(Host) if host_name is None else select(Host).where(Host.server_name == host_name)
         for host in (await s.execute(query)).scalars():
@@ -328,13 +327,13 @@ async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
             rules: dict[int, list[NatRule]] = {}
             for r in rows:
                 rules.setdefault(r.vm_id, []).append(NatRule(r.host_port, r.vm_port, r.protocol, r.lan_addr))
-            work += [(host, vm.vm_uuid, rules.get(vm.id, [])) for vm in vms
+            work += [(vm, rules.get(vm.id, [])) for vm in vms
                      if not core.tasks.busy(host.server_name, vm.vm_uuid)]  # a task (or its recovery) owns it
-    for host, vm_uuid, vm_rules in work:
+    for vm, vm_rules in work:
         try:
-            await core.call(host, "nat_sync", long=True, vm_uuid=vm_uuid, rules=vm_rules)
+            await core.engines.nat_sync(vm, vm_rules)
         except errors.IDCSError as exc:
-            log.warning("NAT rules of %s/%s not re-applied: %s", host.server_name, vm_uuid, exc.msg)
+            log.warning("NAT rules of %s/%s not re-applied: %s", vm.host.server_name, vm.vm_uuid, exc.msg)
 
 
 async def port_in_use(core: CoreContext, hs_name: str | None, port: int, protocol: str) -> bool:
@@ -365,7 +364,7 @@ async def list_ips(core: CoreContext, principal: Principal, hs_name: str, vm_uui
     result = [ip_dict(r) for r in rows]
     known = {r.address for r in rows} | {r.ip6_addr for r in rows}
     if core.supports(vm.host, "vm_ip_list"):
-        live: list[IPAddress] = await core.call(vm.host, "vm_ip_list", vm_uuid=vm_uuid)
+        live: list[IPAddress] = await core.engines.vm_ip_list(vm)
         for ip in live:
             if ip.address in known:
                 continue
@@ -398,7 +397,7 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
         await s.flush()
         row_id = row.id
     try:
-        ip: IPAddress = await core.call(vm.host, "vm_ip_add", long=True, vm_uuid=vm_uuid, request=dict(fields))
+        ip: IPAddress = await core.engines.vm_ip_add(vm, fields)
     except errors.IDCSError:
         async with core.db.session() as s:
             row = await s.get(IPAddr, row_id)
@@ -426,7 +425,7 @@ async def delete_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uu
             raise errors.NotFound(f"IP address {idx} does not exist on {vm_uuid} (only managed addresses can go)")
         address = IPAddress(row.address or row.ip6_addr, 6 if not row.address else 4,
                             (row.extra or {}).get("nic", ""), row.mac_addr)
-    await core.call(vm.host, "vm_ip_remove", long=True, vm_uuid=vm_uuid, address=address)
+    await core.engines.vm_ip_remove(vm, address)
     async with core.db.session() as s:
         row = await s.get(IPAddr, row.id)
         if row is not None:
@@ -467,7 +466,7 @@ async def _proxy_upstream(core: CoreContext, vm: VM, lan_port: int, lan_addr: st
             select(NatRuleRow).where(NatRuleRow.vm_id == vm.id))).scalars()]
     live: list[str] = []
     if not upstream.from_nat(forwards, lan_port, "x"):
-        info: VMInfo = await core.call(host, "vm_status", vm_uuid=vm.vm_uuid)
+        info: VMInfo = await core.engines.vm_status(vm)
         live = list(info.ip_addresses)
     address = upstream.public_address(str((host.options or {}).get("public_addr") or ""), host.server_addr)
     found = upstream.from_nat(forwards, lan_port, address) or upstream.from_vm_addresses(live, lan_port)
@@ -514,7 +513,7 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
     rule = ProxyRule(fields["domain"], fields["lan_port"], lan_addr, bool(fields.get("is_https")))
     try:
         if native:
-            await core.call(vm.host, "proxy_add", long=True, vm_uuid=vm_uuid, rule=rule)
+            await core.engines.proxy_add(vm, rule)
         else:
             await core.proxies.add(vm.host, route)
     except errors.IDCSError:
@@ -536,7 +535,7 @@ async def delete_proxy(core: CoreContext, principal: Principal, hs_name: str, vm
         rule = ProxyRule(row.domain, row.lan_port, row.lan_addr, row.is_https)
         route = _route(row)
     if core.supports(vm.host, "proxy_remove"):
-        await core.call(vm.host, "proxy_remove", long=True, vm_uuid=vm_uuid, rule=rule)
+        await core.engines.proxy_remove(vm, rule)
     elif core.proxies.serves(vm.host):
         await core.proxies.remove(vm.host, route)
     # else: the host's proxy_endpoint was set to off after the rule was made: nothing serves it

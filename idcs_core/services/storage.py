@@ -15,6 +15,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Disk, IsoMount, Task
 from idcs_core.services import limits, quotas
+from idcs_core.services.images import ISO_KINDS
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
@@ -115,8 +116,7 @@ async def _run_disk_add(core: CoreContext, task: Task, progress: TaskProgress) -
     disk, vm = target
     noted = NotedProgress(progress)
     try:
-        await core.call(vm.host, "disk_attach", long=True, vm_uuid=vm.vm_uuid,
-                        disk=DiskSpec(disk.name, disk.size_gb), progress=noted)
+        await core.engines.disk_attach(vm, DiskSpec(disk.name, disk.size_gb), noted)
     except errors.IDCSError:
         if task.params.get("created"):
             await _forget_disk(core, disk.id, vm.owner_id)
@@ -137,8 +137,7 @@ async def _recover_disk_add(core: CoreContext, task: Task, progress: TaskProgres
     disk, vm = target
     created = bool(task.params.get("created"))
     try:
-        await core.call(vm.host, "disk_attach", long=True, vm_uuid=vm.vm_uuid,
-                        disk=DiskSpec(disk.name, disk.size_gb), progress=progress)
+        await core.engines.disk_attach(vm, DiskSpec(disk.name, disk.size_gb), progress)
     except errors.HostUnreachable:
         raise  # tried again once the host answers
     except errors.VMNotFound:
@@ -147,9 +146,9 @@ async def _recover_disk_add(core: CoreContext, task: Task, progress: TaskProgres
         raise errors.VMOperationFailed(f"the server stopped while disk {disk.name} was being attached, and "
                                        "the VM is gone") from None
     except errors.IDCSError as exc:
-        hook = "disk_delete" if created else "disk_detach"
+        undo_hook = core.engines.disk_delete if created else core.engines.disk_detach
         try:
-            await core.call(vm.host, hook, long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=progress)
+            await undo_hook(vm, disk.name, progress)
         except errors.IDCSError as undo:
             raise errors.VMOperationFailed(f"the server stopped while disk {disk.name} was being attached; "
                                            f"finishing failed ({exc.msg}) and so did taking it off ({undo.msg}): "
@@ -183,7 +182,7 @@ async def _run_disk_remove(core: CoreContext, task: Task, progress: TaskProgress
         raise errors.NotFound("the disk was removed before it was detached")
     disk, vm = target
     noted = NotedProgress(progress)
-    await core.call(vm.host, "disk_detach", long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=noted)
+    await core.engines.disk_detach(vm, disk.name, noted)
     return await _set_mounted(core, disk.id, False) | {"message": noted.final(f"disk {disk.name} detached")}
 
 
@@ -219,7 +218,7 @@ async def _run_disk_delete(core: CoreContext, task: Task, progress: TaskProgress
         return {"message": "the disk was already gone"}
     disk, vm = target
     noted = NotedProgress(progress)
-    await core.call(vm.host, "disk_delete", long=True, vm_uuid=vm.vm_uuid, disk_name=disk.name, progress=noted)
+    await core.engines.disk_delete(vm, disk.name, noted)
     await _forget_disk(core, disk.id, vm.owner_id)
     return {"message": noted.final(f"disk {disk.name} deleted")}
 
@@ -248,7 +247,9 @@ async def list_disks(core: CoreContext, principal: Principal, hs_name: str, vm_u
 async def mount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, iso_name: str) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-    await core.call(vm.host, "iso_mount", long=True, vm_uuid=vm_uuid, iso_name=iso_name)
+    core.require(vm.host, "iso_mount", "mounting ISO images")
+    await core.images.require(vm.host, iso_name, ISO_KINDS, "iso_name")  # only an ISO the host lists
+    await core.engines.iso_mount(vm, iso_name)
     async with core.db.session() as s:
         exists = (await s.execute(select(IsoMount.id).where(IsoMount.vm_id == vm.id,
                                                             IsoMount.iso_name == iso_name))).first()
@@ -259,7 +260,7 @@ async def mount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uu
 async def unmount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, iso_name: str) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-    await core.call(vm.host, "iso_unmount", long=True, vm_uuid=vm_uuid, iso_name=iso_name)
+    await core.engines.iso_unmount(vm, iso_name)
     async with core.db.session() as s:
         for row in (await s.execute(select(IsoMount).where(IsoMount.vm_id == vm.id,
                                                            IsoMount.iso_name == iso_name))).scalars():

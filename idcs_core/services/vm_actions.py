@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
 from idcs_core.services import quotas
+from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import get_vm
 from idcs_core.services.vms import (
     KEEP_CODES,
@@ -18,6 +19,7 @@ from idcs_core.services.vms import (
     apply_live,
     ensure_idle,
     live_fields,
+    note_ref,
     spec_of,
 )
 from idcs_core.tasks import task_handler, task_recovery
@@ -57,7 +59,7 @@ async def power(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: 
         vm = await get_vm(s, principal, hs_name, vm_uuid)
     ensure_idle(core, vm)
     try:
-        info: VMInfo = await core.call(vm.host, "vm_power", long=True, vm_uuid=vm_uuid, action=action)
+        info: VMInfo = await core.engines.vm_power(vm, action)
     except errors.IDCSError as exc:
         if isinstance(exc, KEEP_CODES):
             raise
@@ -77,7 +79,7 @@ async def live_status(core: CoreContext, principal: Principal, hs_name: str, vm_
     if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
         live = {"status": vm.status, "power_state": vm.power_state}
     else:
-        info = await core.call(vm.host, "vm_status", vm_uuid=vm_uuid)
+        info = await core.engines.vm_status(vm)
         live = live_fields(info)
         await apply_live(core, vm.id, info)
         await _sample(core, vm.id, info)
@@ -111,8 +113,7 @@ async def set_password(core: CoreContext, principal: Principal, hs_name: str, vm
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
     ensure_idle(core, vm)
-    await core.call(vm.host, "vm_set_password", long=True, vm_uuid=vm_uuid, username=username,
-                    password=password)
+    await core.engines.vm_set_password(vm, username, password)
 
 
 async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
@@ -142,6 +143,10 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
 
 async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, os_name: str | None,
                     os_pass: str | None) -> dict[str, Any]:
+    if os_name:  # one of the host's images or templates, checked before anything is recorded
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+        await core.images.require(vm.host, os_name, CREATE_KINDS, "os_name")
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
         ensure_idle(core, vm)
@@ -171,19 +176,20 @@ async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) 
         spec.config["os_pass"] = password
     try:
         if core.supports(host, "vm_reinstall"):
-            info: VMInfo = await core.call(host, "vm_reinstall", long=True, spec=spec, progress=progress)
+            info: VMInfo = await core.engines.vm_reinstall(vm, spec, progress)
         else:
             progress(10, "deleting the old system")
-            await core.call(host, "vm_delete", long=True, vm_uuid=spec.vm_uuid, progress=progress)
+            await core.engines.vm_delete(vm, progress)
             progress(50, "creating the new system")
-            info = await core.call(host, "vm_create", long=True, spec=spec, progress=progress)
+            spec.ref = None  # a new VM: the engine gives it its ref
+            info = await core.engines.vm_create(host, spec, progress)
     except errors.IDCSError as exc:
         async with core.db.session() as s:
             row = await s.get(VM, vm.id)
             if row is not None:
                 row.os_name = task.params.get("previous_os", row.os_name)
                 row.status = VMStatus.STOPPED
-        await _refresh(core, vm.id, host, spec.vm_uuid)
+        await _refresh(core, vm.id)
         lost = await _forget_lost_backups(core, host, vm.id, spec.vm_uuid)
         if lost:
             exc.msg = f"{exc.msg}; {_lost_message(lost)}"
@@ -196,6 +202,7 @@ async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) 
         row = await s.get(VM, vm.id)
         if row is not None:
             row.status, row.power_state = info.status, info.power_state
+            note_ref(row, info)
     result: dict[str, Any] = {"vm_uuid": spec.vm_uuid, "status": info.status}
     lost = await _forget_lost_backups(core, host, vm.id, spec.vm_uuid)
     if lost:
@@ -234,7 +241,7 @@ async def _forget_lost_backups(core: CoreContext, host: Any, vm_id: int, vm_uuid
     if not rows or not core.supports(host, "backup_list"):
         return []
     try:
-        found: list[BackupInfo] = await core.call(host, "backup_list")
+        found: list[BackupInfo] = await core.engines.backup_list(host)
     except errors.IDCSError as exc:
         log.warning("cannot check the backups of %s after its reinstall: %s", vm_uuid, exc.msg)
         return []
@@ -255,10 +262,14 @@ async def _forget_lost_backups(core: CoreContext, host: Any, vm_id: int, vm_uuid
     return sorted(removed)
 
 
-async def _refresh(core: CoreContext, vm_id: int, host: Any, vm_uuid: str) -> None:
+async def _refresh(core: CoreContext, vm_id: int) -> None:
     """Show the VM as the engine reports it after a failed reinstall (stopped if unknown)."""
+    async with core.db.session() as s:
+        vm = await s.get(VM, vm_id)
+    if vm is None:
+        return
     try:
-        info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+        info = await core.engines.vm_status(vm)
     except errors.IDCSError:
         return
     await apply_live(core, vm_id, info)

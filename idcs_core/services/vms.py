@@ -18,7 +18,9 @@ from sqlalchemy import delete, func, select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
+from idcs_core.engines import VMTarget
 from idcs_core.services import limits, quotas
+from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
 from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
 from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
@@ -47,8 +49,18 @@ def live_fields(info: VMInfo) -> dict[str, Any]:
 
 
 def spec_of(vm: VM, **config: Any) -> VMSpec:
+    """What ``vm`` should be, as its record says; ``ref`` is its stored engine ref (None before create)."""
     return VMSpec(vm_uuid=vm.vm_uuid, os_name=vm.os_name, cpu_num=vm.cpu_num, ram_num=vm.ram_num,
-                  hdd_num=vm.hdd_num, vm_name=vm.vm_name or None, config=dict(vm.config or {}) | config)
+                  hdd_num=vm.hdd_num, vm_name=vm.vm_name or None, config=dict(vm.config or {}) | config,
+                  ref=vm.ref)
+
+
+def note_ref(vm: VM, info: VMInfo) -> bool:
+    """Store the engine's ``ref`` for ``vm`` when it reported one that differs; True when it changed."""
+    if info.ref and info.ref != vm.ref:
+        vm.ref = info.ref
+        return True
+    return False
 
 
 def require_limit_rights(principal: Principal, config: dict[str, Any] | None) -> None:
@@ -64,10 +76,13 @@ def ensure_idle(core: CoreContext, vm: VM) -> None:
 
 
 async def apply_live(core: CoreContext, vm_id: int, info: VMInfo) -> None:
-    """Store the engine's view of a VM unless a task owns its status."""
+    """Store the engine's view of a VM (its ref always; its status unless a task owns it)."""
     async with core.db.session() as s:
         vm = await s.get(VM, vm_id)
-        if vm is None or vm.status in BUSY_STATES:
+        if vm is None:
+            return
+        note_ref(vm, info)
+        if vm.status in BUSY_STATES:
             return
         if vm.status != info.status or vm.power_state != info.power_state:
             vm.status, vm.power_state = info.status, info.power_state
@@ -91,7 +106,7 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     live: dict[str, VMInfo] = {}
     host_error = ""
     try:
-        live = {info.vm_uuid: info for info in await core.call(host, "vm_list")}
+        live = {info.vm_uuid: info for info in await core.engines.vm_list(host)}
     except errors.IDCSError as exc:
         host_error = exc.msg
     changed = []
@@ -99,6 +114,8 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     for vm in vms:
         info = live.get(vm.vm_uuid)
         extra: dict[str, Any] = {}
+        if info is not None and info.ref and info.ref != vm.ref:
+            changed.append((vm.id, info))  # the engine's ref of the VM is new or changed: stored
         if info is not None and vm.status not in BUSY_STATES:
             if (vm.status, vm.power_state) != (info.status, info.power_state):
                 changed.append((vm.id, info))
@@ -135,13 +152,12 @@ async def _host_vms(core: CoreContext, hs_name: str) -> tuple[Host, list[VM]]:
 async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> dict[str, Any]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        host = vm.host
         extras = await _attachments(s, vm)
     live: dict[str, Any] = {}
     if vm.status in BUSY_STATES and not core.tasks.busy(hs_name, vm_uuid):
         await reconcile_vm(core, vm.id)
     try:
-        info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+        info = await core.engines.vm_status(vm)
         live = live_fields(info)
         if vm.status in BUSY_STATES:
             live["status"] = vm.status
@@ -171,12 +187,17 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
     """Record the VM as ``creating``, charge the owner's quota, start the create task."""
     require_limit_rights(principal, fields.get("config"))
     limits.check_vm_size(core, fields)
-    async with core.db.session() as s:
+    async with core.db.session() as s:  # os_name: one of the host's images or templates, before anything is written
         host = await get_host(s, hs_name)
         if not host.enabled:
             raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
         await limits.require_host_grant(s, principal, host)
-        core.require(host, "vm_create", "creating virtual machines")
+    core.require(host, "vm_create", "creating virtual machines")
+    await core.images.require(host, fields["os_name"], CREATE_KINDS, "os_name")
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        if not host.enabled:  # closed meanwhile
+            raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
         owner_id = principal.user_id
         if fields.get("owner_id") is not None:
             if not principal.is_admin:
@@ -218,7 +239,7 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
     password = spec.config.get("os_pass")
     progress(5, f"creating {vm.vm_uuid} on {host.server_name}")
     try:
-        info: VMInfo = await core.call(host, "vm_create", long=True, spec=spec, progress=progress)
+        info: VMInfo = await core.engines.vm_create(host, spec, progress)
     except errors.IDCSError as exc:
         await _forget_vm(core, vm.id, release=True)
         if isinstance(exc, errors.HookTimeout) and exc.pending is not None:
@@ -240,6 +261,7 @@ async def _confirm_created(core: CoreContext, task: Task, vm_id: int, info: VMIn
         if row is None:  # the record was removed meanwhile (host deleted with force)
             return result
         row.status, row.power_state = info.status, info.power_state
+        note_ref(row, info)
         if password_set:
             row.config = dict(row.config or {}) | {"os_pass_set": True}
         stored = await s.get(Task, task.id)
@@ -266,7 +288,7 @@ async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress)
                                         "record was removed meanwhile")
         host, vm_uuid = vm.host, vm.vm_uuid
     try:
-        info: VMInfo = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+        info: VMInfo = await core.engines.vm_status(vm)  # no ref yet: the engine finds it by vm_uuid
     except errors.VMNotFound:
         await _forget_vm(core, vm.id, release=True)
         await _scrub_params(core, task.id)
@@ -278,7 +300,7 @@ async def _recover_create(core: CoreContext, task: Task, progress: TaskProgress)
                                       message=f"{vm_uuid} was complete on the host ({info.status})")
     progress(50, f"removing the half-made {vm_uuid} ({info.status})")
     try:
-        await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=progress)
+        await core.engines.vm_delete(VMTarget(host, vm_uuid, info.ref), progress)
     except errors.HostUnreachable:
         raise  # tried again once the host answers
     except errors.IDCSError as exc:  # kept as the host has it: the record stays true, not "creating"
@@ -299,7 +321,7 @@ async def _remove_late_vm(core: CoreContext, host: Host, vm_uuid: str, pending: 
     """A create that timed out goes on in its worker thread: if it makes the VM after all,
     delete it, so the host keeps no VM that nobody tracks (the record and quota are gone)."""
     try:
-        await pending
+        made = await pending
     except Exception:
         return  # it failed: nothing was left behind (vm_create cleans up after itself)
     async with core.db.session() as s:
@@ -309,7 +331,8 @@ async def _remove_late_vm(core: CoreContext, host: Host, vm_uuid: str, pending: 
             return
     log.warning("VM %s on %s was made after its create task timed out: removing it", vm_uuid, host.server_name)
     try:
-        await core.call(host, "vm_delete", long=True, vm_uuid=vm_uuid, progress=lambda *_: None)
+        ref = made.ref if isinstance(made, VMInfo) else None
+        await core.engines.vm_delete(VMTarget(host, vm_uuid, ref), lambda *_: None)
     except errors.IDCSError as exc:
         log.error("could not remove VM %s on %s made after its create timed out: %s", vm_uuid,
                   host.server_name, exc.msg)
@@ -385,9 +408,9 @@ async def _run_update(core: CoreContext, task: Task, progress: TaskProgress) -> 
         vm = await s.get(VM, task.params["vm_id"])
         if vm is None:
             raise errors.VMNotFound("the VM record vanished before the update")
-        host, spec = vm.host, spec_of(vm)
+        spec = spec_of(vm)
     try:
-        info: VMInfo = await core.call(host, "vm_update", long=True, spec=spec, progress=progress)
+        info: VMInfo = await core.engines.vm_update(vm, spec, progress)
     except errors.IDCSError:
         old = task.params["old"]
         async with core.db.session() as s:  # put the record and the quota back as they were
@@ -442,17 +465,17 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
         if core.supports(host, "nat_remove"):
             for rule in rules:
                 progress(10, f"removing NAT rule {rule.host_port}/{rule.protocol}")
-                await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, progress=progress,
-                                rule=NatRule(rule.host_port, rule.vm_port, rule.protocol, rule.lan_addr))
+                await core.engines.nat_remove(vm, NatRule(rule.host_port, rule.vm_port, rule.protocol,
+                                                          rule.lan_addr), progress)
         progress(30, f"deleting {vm.vm_uuid}")
-        await core.call(host, "vm_delete", long=True, vm_uuid=vm.vm_uuid, progress=progress)
+        await core.engines.vm_delete(vm, progress)
     except errors.IDCSError:
         await _restore_status(core, host, vm.id, task.params.get("previous", VMStatus.STOPPED))
         raise
     if backups and core.supports(host, "backup_delete"):
         for name in backups:
             try:
-                await core.call(host, "backup_delete", long=True, vm_uuid=vm.vm_uuid, backup_name=name)
+                await core.engines.backup_delete(vm, name)
             except errors.IDCSError as exc:
                 log.warning("backup %s of deleted VM %s left on host %s: %s", name, vm.vm_uuid,
                             host.server_name, exc.msg)
@@ -478,8 +501,8 @@ async def _restore_status(core: CoreContext, host: Host, vm_id: int, fallback: s
     try:
         async with core.db.session() as s:
             vm = await s.get(VM, vm_id)
-            vm_uuid = vm.vm_uuid if vm else ""
-        info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+            target = VMTarget(host, vm.vm_uuid, vm.ref) if vm else VMTarget(host, "")
+        info = await core.engines.vm_status(target)
         status, power = info.status, info.power_state
     except errors.IDCSError:
         status, power = fallback, "unknown"
@@ -496,23 +519,27 @@ async def scan_vms(core: CoreContext, hs_name: str) -> dict[str, Any]:
     """Record VMs that exist on the host but not here (owner: none; admins assign them)."""
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-    found: list[VMInfo] = await core.call(host, "vm_list")
+    found: list[VMInfo] = await core.engines.vm_list(host)
     async with core.db.session() as s:
         known = set((await s.execute(select(VM.vm_uuid).where(VM.host_id == host.id))).scalars())
     # a list may leave limits out (Docker's does): ask those VMs one by one, concurrently
     sparse = [i for i in found if i.vm_uuid not in known and None in (i.cpu_num, i.ram_num)]
     if sparse and core.supports(host, "vm_status"):
-        details = await asyncio.gather(*(core.call(host, "vm_status", vm_uuid=i.vm_uuid) for i in sparse),
+        details = await asyncio.gather(*(core.engines.vm_status(VMTarget(host, i.vm_uuid, i.ref)) for i in sparse),
                                        return_exceptions=True)
         better = {d.vm_uuid: d for d in details if isinstance(d, VMInfo)}
         found = [better.get(i.vm_uuid, i) for i in found]
     added = []
     async with core.db.session() as s:
-        known = set((await s.execute(select(VM.vm_uuid).where(VM.host_id == host.id))).scalars())
+        rows = {vm.vm_uuid: vm for vm in (await s.execute(select(VM).where(VM.host_id == host.id))).scalars()}
+        known = set(rows)
         for info in found:
             if info.vm_uuid in known:
+                if info.vm_uuid in rows:
+                    note_ref(rows[info.vm_uuid], info)  # a known VM's ref is kept current
                 continue
-            s.add(VM(host_id=host.id, vm_uuid=info.vm_uuid, vm_name=info.vm_name or info.vm_uuid, owner_id=None,
+            s.add(VM(host_id=host.id, vm_uuid=info.vm_uuid, ref=info.ref, vm_name=info.vm_name or info.vm_uuid,
+                     owner_id=None,
                      os_name=info.os_name or "", cpu_num=info.cpu_num or 0, ram_num=info.ram_num or 0,
                      hdd_num=info.hdd_num or 0, status=info.status, power_state=info.power_state))
             known.add(info.vm_uuid)
@@ -526,11 +553,11 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
         vm = await s.get(VM, vm_id)
         if vm is None or vm.status not in BUSY_STATES:
             return
-        host, vm_uuid, status = vm.host, vm.vm_uuid, vm.status
+        host, vm_uuid, status, target = vm.host, vm.vm_uuid, vm.status, VMTarget(vm.host, vm.vm_uuid, vm.ref)
     if core.tasks.busy(host.server_name, vm_uuid):
         return  # its task (or that task's recovery) settles it
     try:
-        info = await core.call(host, "vm_status", vm_uuid=vm_uuid)
+        info = await core.engines.vm_status(target)
     except errors.VMNotFound:
         await _forget_vm(core, vm_id, release=True)
         log.info("VM %s/%s (%s when interrupted) is not on the host: record removed",
@@ -543,6 +570,7 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
         vm = await s.get(VM, vm_id)
         if vm is not None:
             vm.status, vm.power_state = info.status, info.power_state
+            note_ref(vm, info)
 
 
 async def reconcile_interrupted(core: CoreContext) -> None:

@@ -22,6 +22,7 @@ from idcs_core.types import (
     DiskSpec,
     HostSpec,
     HostStatus,
+    ImageKind,
     IPAddress,
     NatRule,
     OSImage,
@@ -78,7 +79,7 @@ class ExampleEngine:
         return {"title": "Example lab (FakeCloud)",
                 "description": "The example engine of the plugin author's guide, on an in-process fake back end.",
                 "homepage": "https://example.invalid/idcs-example",
-                "options": {}}
+                "options": []}  # typed host options: a list of idcs_core.types.HostOption (none here)
 
     @hookimpl
     def host_connect(self, host: HostSpec) -> HostStatus:
@@ -104,7 +105,10 @@ class ExampleEngine:
     @hookimpl
     def os_images(self, host: HostSpec) -> list[OSImage]:
         cloud(host)
-        return [OSImage(name=title, file=file, family="fakeos") for file, title in fakecloud.IMAGES.items()]
+        # ``kind`` tells the core what each one is for: VMs are created from images, ISOs are mounted
+        return [OSImage(name=title, file=file, family="fakeos",
+                        kind=ImageKind.ISO if file.endswith(".iso") else ImageKind.IMAGE)
+                for file, title in fakecloud.IMAGES.items()]
 
     # ------------------------------------------------------------------ VMs
 

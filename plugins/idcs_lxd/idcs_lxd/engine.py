@@ -9,6 +9,7 @@ cached client and turns connection and LXD errors into ``idcs_core.errors``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +19,13 @@ from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
     BackupInfo,
     DiskSpec,
+    HostOption,
     HostSpec,
     HostStatus,
+    ImageKind,
     IPAddress,
     NatRule,
+    OptionType,
     OSImage,
     PowerAction,
     Progress,
@@ -53,6 +57,20 @@ OPTIONS = {
 }
 
 
+
+def _typed(name: str, kind: OptionType = OptionType.STR, default: Any = None) -> HostOption:
+    return HostOption(name, kind, default, OPTIONS[name])
+
+
+# The host options, typed for the core (which validates them and fills in the defaults).
+TYPED_OPTIONS: list[HostOption] = [
+    _typed("cert_dir"), _typed("server_cert"), _typed("verify_tls", OptionType.BOOL, False), _typed("project"),
+    _typed("pool"), _typed("profiles"), _typed("nat_listen", default="0.0.0.0"), _typed("backup_dir"),
+    _typed("iso_dir"), _typed("stop_timeout", OptionType.INT, 30), _typed("timeout", OptionType.INT, 60),
+    _typed("connect_timeout", OptionType.INT, 5),
+]
+
+
 class LXDEngine:
     """OpenIDCS engine for LXD and Incus hosts (containers; VMs where the host has them)."""
 
@@ -72,7 +90,7 @@ class LXDEngine:
         return {"title": "LXD / Incus",
                 "description": "System containers (and VMs) on LXD 5.x or Incus 6.x, over the unix socket "
                                "or https with a client certificate.",
-                "options": OPTIONS}
+                "options": TYPED_OPTIONS}
 
     @hookimpl
     def host_connect(self, host: HostSpec) -> HostStatus:
@@ -93,7 +111,8 @@ class LXDEngine:
     @hookimpl
     def os_images(self, host: HostSpec) -> list[OSImage]:
         with self._on(host, "list images") as client:
-            return images.list_images(client) + images.list_isos(client, host, parse_addr(host.addr).is_local)
+            isos = images.list_isos(client, host, parse_addr(host.addr).is_local)
+            return images.list_images(client) + [dataclasses.replace(i, kind=ImageKind.ISO) for i in isos]
 
     # ------------------------------------------------------------------ VMs
 

@@ -20,10 +20,12 @@ from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
     BackupInfo,
     DiskSpec,
+    HostOption,
     HostSpec,
     HostStatus,
     IPAddress,
     NatRule,
+    OptionType,
     OSImage,
     PowerAction,
     Progress,
@@ -50,6 +52,21 @@ from idcs_oci.errmap import translate
 
 T = TypeVar("T")
 log = logging.getLogger("idcs.oci")
+
+
+def _typed(name: str, kind: OptionType = OptionType.STR, default: Any = None) -> HostOption:
+    return HostOption(name, kind, default, OPTIONS[name])
+
+
+# The host options, typed for the core (which validates them and fills in the defaults).
+TYPED_OPTIONS: list[HostOption] = [
+    _typed("timeout", OptionType.INT, 30), _typed("long_timeout", OptionType.INT, 3600),
+    _typed("stop_timeout", OptionType.INT, 10), _typed("nat_bind", default="0.0.0.0"), _typed("network"),
+    _typed("restart_policy", default="unless-stopped"), _typed("pull_missing", OptionType.BOOL, False),
+    _typed("max_layers", OptionType.INT, 100), _typed("tls", OptionType.BOOL, False),
+    _typed("tls_verify", OptionType.BOOL, True), _typed("tls_ca_cert"), _typed("tls_client_cert"),
+    _typed("tls_client_key"), _typed("ssh_client", OptionType.BOOL),
+]
 
 
 def logged_progress(host: HostSpec, vm_uuid: str, task: Progress | None = None) -> Progress:
@@ -158,7 +175,7 @@ class OCIEngine:
     def engine_describe(self) -> dict[str, Any]:
         return {"title": "Docker / Podman", "version": __version__,
                 "description": "Containers on a Docker Engine or Podman host (Docker API)",
-                "homepage": "https://docs.docker.com/engine/api/", "options": dict(OPTIONS)}
+                "homepage": "https://docs.docker.com/engine/api/", "options": TYPED_OPTIONS}
 
     @hookimpl
     def host_connect(self, host: HostSpec) -> HostStatus:

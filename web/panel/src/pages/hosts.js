@@ -23,9 +23,13 @@ function HostForm({ engines, host, onDone }) {
     server_area: host?.server_area || '', ports_start: host?.config?.ports_start ?? '',
     ports_close: host?.config?.ports_close ?? '', public_addr: host?.config?.public_addr ?? '',
   }));
-  const [options, setOptions] = useState(() => Object.fromEntries(
+  const [initial] = useState(() => Object.fromEntries(
     Object.entries(host?.options || {}).map(([k, v]) => [k, String(v)])));
+  const [options, setOptions] = useState(initial);
   const engine = engines.find((e) => e.name === form.server_type);
+  // typed options: a list of {name, type, default, help, secret, required, choices}; older engines: {name: help}
+  const declared = Array.isArray(engine?.options) ? engine.options
+    : Object.entries(engine?.options || {}).map(([name, help]) => ({ name, help }));
   const submit = async () => {
     const body = {};
     for (const [k, v] of Object.entries(form)) {
@@ -36,6 +40,7 @@ function HostForm({ engines, host, onDone }) {
     }
     const opts = {};
     for (const [k, v] of Object.entries(options)) {
+      if (editing && v === initial[k]) continue; // unchanged (a secret is shown as "set", never sent back)
       const value = typedValue(v);
       if (value !== undefined) opts[k] = value;
     }
@@ -57,9 +62,13 @@ function HostForm({ engines, host, onDone }) {
       <${Field} form=${form} setForm=${setForm} name="ports_close" type="number" label=${t('ports_close')} min="1" max="65535" />
       <${Field} form=${form} setForm=${setForm} name="public_addr" label=${t('public_addr')} />
     </div>
-    ${engine && Object.keys(engine.options || {}).length > 0 && html`<fieldset><legend>${t('engine_options')}</legend>
-      <div class="grid2">${Object.entries(engine.options).map(([name, help]) => html`
-        <${Field} form=${options} setForm=${setOptions} name=${name} label=${name} hint=${help} />`)}</div></fieldset>`}
+    ${declared.length > 0 && html`<fieldset><legend>${t('engine_options')}</legend>
+      <div class="grid2">${declared.map((o) => html`
+        <${Field} form=${options} setForm=${setOptions} name=${o.name} label=${o.name} required=${!!o.required}
+          hint=${o.default != null ? `${o.help || ''} (default ${o.default})` : o.help}
+          type=${o.secret ? 'password' : 'text'}
+          options=${o.type === 'choice' ? [{ value: '', label: '' }, ...o.choices.map((c) => ({ value: c, label: c }))]
+            : undefined} />`)}</div></fieldset>`}
   </${Form}>`;
 }
 

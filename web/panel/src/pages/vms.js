@@ -22,8 +22,9 @@ export function CreateVM({ hs, onStarted, customer = false }) {
     if (started) onStarted(started);
   };
   return html`<${Loaded} load=${images}>${(groups) => {
-    const choices = Object.entries(groups).flatMap(([family, list]) => list.map((i) => ({
-      value: i.file, label: `${family}: ${i.name}` })));
+    // VMs are made from images and templates; ISOs are for ISO mount
+    const choices = Object.entries(groups).flatMap(([family, list]) => list.filter((i) => i.kind !== 'iso')
+      .map((i) => ({ value: i.file, label: `${family}: ${i.name}` })));
     if (!form.os_name && choices[0]) setTimeout(() => setForm((f) => ({ ...f, os_name: f.os_name || choices[0].value })));
     const owners = [{ value: '', label: '—' }, ...((users.data || []).map((u) => ({ value: String(u.id), label: u.username })))];
     return html`<${Form} onSubmit=${submit} submit=${t('create_vm')} testid="vm-form"><div class="grid2">
