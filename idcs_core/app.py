@@ -96,5 +96,5 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
             await core.stop()
 
     install_access_log_filter()  # token= values never reach the access log
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                      middleware=[Middleware(MetricsMiddleware), Middleware(SecurityHeaders)])

@@ -24,7 +24,6 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -123,7 +122,7 @@ class Engine:
         """
         if hook not in self.hooks:
             raise errors.NotSupported(f"{hook.replace('_', ' ')} is not supported by the {self.name} engine")
-        caller: Callable[..., Any] = getattr(self.pm.hook, hook)
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook)
         impl = caller.get_hookimpls()[-1].function
         if "vm_uuid" in kwargs and kwargs.get("ref") is None:
             kwargs["ref"] = kwargs["vm_uuid"]  # the back end addresses this VM by its name

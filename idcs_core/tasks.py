@@ -38,7 +38,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +54,7 @@ log = logging.getLogger("idcs.tasks")
 
 TaskProgress = Callable[[int, str], None]
 Handler = Callable[["CoreContext", Task, TaskProgress], Awaitable[dict[str, Any] | None]]
+H = TypeVar("H", bound=Handler)  # a registered handler keeps its own (narrower) type
 HANDLERS: dict[str, Handler] = {}
 # Kind -> what to do with a task of that kind that a dead process left running.
 RECOVERIES: dict[str, Handler] = {}
@@ -86,24 +87,24 @@ class NotedProgress:
         return f"{text}; {self.first}" if self.first else text
 
 
-def task_handler(kind: str) -> Callable[[Handler], Handler]:
+def task_handler(kind: str) -> Callable[[H], H]:
     """Register the coroutine that runs tasks of ``kind``."""
 
-    def register(fn: Handler) -> Handler:
+    def register(fn: H) -> H:
         HANDLERS[kind] = fn
         return fn
 
     return register
 
 
-def task_recovery(kind: str) -> Callable[[Handler], Handler]:
+def task_recovery(kind: str) -> Callable[[H], H]:
     """Register the rule that settles a task of ``kind`` left running by a dead process.
 
     The rule gets the task as stored (params, message, progress), looks at the back end,
     puts the records right, and returns the result (success) or raises (failed, with the
     reason). It must be idempotent: a crash during recovery runs it again."""
 
-    def register(fn: Handler) -> Handler:
+    def register(fn: H) -> H:
         RECOVERIES[kind] = fn
         return fn
 

@@ -276,7 +276,8 @@ def _xiaoheifs_plans(profile: Profile, plans: Any) -> Any:
 @outbound("GET", "/api/client/os-images/{hs_name}", ("xiaoheifs",))
 def _xiaoheifs_images(profile: Profile, grouped: Any) -> Any:
     """ListImages reads system_maps (system templates) and images_maps (ISOs) as OSConfig lists."""
-    system, isos = [], []
+    system: list[dict[str, Any]] = []
+    isos: list[dict[str, Any]] = []
     for family, images in grouped.items():
         for image in images:
             item = {"sys_name": image["name"], "sys_file": image["file"], "sys_size": "0",

@@ -28,7 +28,7 @@ async def get_vm(s: AsyncSession, principal: Principal, hs_name: str, vm_uuid: s
     """
     host = await get_host(s, hs_name)
     query = select(VM).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid)
-    if for_update and s.bind.dialect.name == "postgresql":
+    if for_update and s.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=VM)
     vm = (await s.execute(query)).scalar_one_or_none()
     if vm is None:

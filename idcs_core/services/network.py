@@ -401,14 +401,15 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
         ip: IPAddress = await core.call(vm.host, "vm_ip_add", long=True, vm_uuid=vm_uuid, request=dict(fields))
     except errors.IDCSError:
         async with core.db.session() as s:
-            row = await s.get(IPAddr, row_id)
-            if row is not None:
-                await s.delete(row)
+            added = await s.get(IPAddr, row_id)
+            if added is not None:
+                await s.delete(added)
                 await quotas.charge(s, vm.owner_id, ips=-1)
         raise
     async with core.db.session() as s:
-        row = await s.get(IPAddr, row_id)
-        assert row is not None
+        stored = await s.get(IPAddr, row_id)
+        assert stored is not None
+        row = stored
         if ip.version == 6:
             row.ip6_addr = ip.address
         else:
@@ -519,9 +520,9 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
             await core.proxies.add(vm.host, route)
     except errors.IDCSError:
         async with core.db.session() as s:
-            row = await s.get(ProxyRow, row_id)
-            if row is not None:
-                await s.delete(row)
+            added_proxy = await s.get(ProxyRow, row_id)
+            if added_proxy is not None:
+                await s.delete(added_proxy)
         raise
     return data
 
