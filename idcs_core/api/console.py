@@ -29,11 +29,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from idcs_core import errors
 from idcs_core.api.envelope import EnvelopeResponse
-from idcs_core.db.models import Host
 from idcs_core.services.console_tickets import TICKET_PROTOCOL, ConsoleGrant, PageKind
 from idcs_core.services.rfb import MessageReader, connect_vnc, greet_browser
 from idcs_core.services.terminal_bridge import TerminalBridge
-from idcs_core.types import ConsoleEndpoint, ConsoleKind, TerminalChannel
+from idcs_core.types import ConsoleEndpoint, ConsoleKind, HostSpec, TerminalChannel
 
 log = logging.getLogger("idcs.console")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -100,21 +99,12 @@ async def _close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
         await ws.close(code=code, reason=reason)
 
 
-async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, Host]:
+async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, HostSpec]:
     core = ws.app.state.core
     try:
-        grant = await core.console_tickets.redeem(_ticket(ws), kind)
+        return await core.console_tickets.open(_ticket(ws), kind, ws.client.host if ws.client else "")
     except errors.IDCSError as exc:
         raise ConsoleClose(4403, exc.msg) from exc
-    async with core.db.session() as s:
-        host = await s.get(Host, grant.host_id)
-    if host is None:
-        raise ConsoleClose(4403, "this console link is no longer valid: open it again")
-    source_ip = ws.client.host if ws.client else ""
-    await core.audit(None, f"vm.{kind}", f"{grant.host_name}/{grant.vm_uuid}",
-                     detail=f"user {grant.user_id}" if grant.user_id is not None else "api token",
-                     source_ip=source_ip)
-    return grant, host
 
 
 # ---------------------------------------------------------------------- terminal

@@ -10,6 +10,7 @@ is removed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow, Task
 from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import limits, quotas
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_host, get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
 
@@ -88,6 +89,25 @@ async def free_ports(s: Any, host: Host, protocol: str) -> list[int]:
     used = set((await s.execute(select(NatRuleRow.host_port).where(
         NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol))).scalars())
     return [p for p in range(low, high + 1) if p not in used]
+
+
+@dataclass(frozen=True)
+class HostPorts:
+    """A host's NAT port range and public address, and the ports automatic NAT rules may still take."""
+
+    ports_start: Any
+    ports_close: Any
+    public_addr: str
+    free: list[int]
+
+
+async def host_ports(core: CoreContext, hs_name: str, protocol: str = "tcp") -> HostPorts:
+    """The host's configured port range and public address with its free ``protocol`` ports."""
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        free = await free_ports(s, host, protocol)
+    opts = host.options or {}
+    return HostPorts(opts.get("ports_start"), opts.get("ports_close"), opts.get("public_addr") or "", free)
 
 
 def bound_to_range(principal: Principal, host: Host) -> bool:
