@@ -44,8 +44,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
-from idcs_core.db.models import Task, User, utcnow
-from idcs_core.services import audit
+from idcs_core.db.models import Task, utcnow
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -294,7 +293,8 @@ class InProcessTaskRunner:
                 pause = min(longest, pause * 2)
 
     async def _finish(self, task: Task, state: str, message: str, result: dict[str, Any]) -> None:
-        """End the task (state, audit entry, pending events) in one transaction, then deliver its events."""
+        """End the task (state, pending events) in one transaction, then deliver its events (the audit
+    log's entry among them)."""
         async with self.core.db.session() as s:
             row = await s.get(Task, task.id, with_for_update=True)
             if row is None or row.state not in ACTIVE_STATES:
@@ -305,11 +305,8 @@ class InProcessTaskRunner:
             row.finished_at = row.updated_at = utcnow()
             if state == "success":
                 row.progress = 100
+            # the audit log hears it too: its entry says how the task ended
             defer_event(row, "task_finished", task=task_dict(row))
-            owner = await s.get(User, row.user_id) if row.user_id is not None else None
-            # the route logged the start ("started"); this entry says how it ended
-            s.add(audit.entry(owner.username if owner else "", row.kind.replace("_", ".", 1),
-                              f"{row.host_name}/{row.vm_uuid}", state, f"task {row.id}: {row.message}"))
         log.info("task %s %s on %s/%s: %s", task.id, task.kind, task.host_name, task.vm_uuid, state)
         await self._deliver(task.id)
 

@@ -21,6 +21,6 @@ async def list_tasks(ctx: Ctx, body: LimitQuery) -> Any:
 async def get_task(ctx: Ctx, task_id: str, body: WaitQuery) -> Any:
     """One task: kind, target, state (pending / running / success / failed), progress, message."""
     task = await vms.get_task(ctx.core, ctx.user, task_id)
-    if body.wait and task["state"] in ("pending", "running"):
+    if body.wait:  # also when it has just ended: its events (the audit entry) are then delivered
         task = await ctx.core.tasks.wait(task_id, body.wait)
     return task
