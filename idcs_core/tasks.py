@@ -34,6 +34,7 @@ a restart: ..."; its failure carries the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
 from idcs_core.db.models import Task, utcnow
+from idcs_core.db.session import after_commit
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -146,6 +148,10 @@ class TaskRunner(Protocol):
     def launch(self, task_id: str) -> None:
         """Run the committed task in the background."""
 
+    def submit(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str,
+               user_id: int | None, params: dict[str, Any]) -> Task:
+        """Add a task and run it in the background once ``session`` commits (never if it rolls back)."""
+
     async def run(self, task_id: str) -> dict[str, Any]:
         """Run the committed task now; return its result or raise its error."""
 
@@ -186,6 +192,12 @@ class InProcessTaskRunner:
 
     def launch(self, task_id: str) -> None:
         self._start(task_id, recovering=False)
+
+    def submit(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str = "",
+               user_id: int | None = None, params: dict[str, Any] | None = None) -> Task:
+        task = self.add(session, kind, host_name=host_name, vm_uuid=vm_uuid, user_id=user_id, params=params)
+        after_commit(session, functools.partial(self.launch, task.id))
+        return task
 
     async def run(self, task_id: str) -> dict[str, Any]:
         # shielded: a caller that goes away (client disconnect) does not cut the task short

@@ -8,8 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Host
+from idcs_core.db.models import VM, Host, Task
 from idcs_core.services.auth import Principal
+from idcs_core.services.limits import BILLING_LIMITS
 
 
 async def get_host(s: AsyncSession, hs_name: str) -> Host:
@@ -46,8 +47,7 @@ def check_owner(principal: Principal, vm: VM) -> None:
         raise errors.Forbidden("this virtual machine belongs to another user")
 
 
-CONFIG_KEYS = ("os_pass_set", "vc_port", "nic_all", "cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d",
-               "flu_num", "nat_num", "web_num")
+CONFIG_KEYS = ("os_pass_set", "vc_port", "nic_all", *BILLING_LIMITS)
 
 
 def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -72,3 +72,12 @@ def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
     if live:
         data.update(live)
     return data
+
+
+async def task_vm(s: AsyncSession, task: Task, when: str = "") -> VM:
+    """The VM a task works on (``task.params["vm_id"]``); 1002 when its record has gone
+    ("the VM record vanished <when>")."""
+    vm = await s.get(VM, task.params["vm_id"])
+    if vm is None:
+        raise errors.VMNotFound(f"the VM record vanished {when}".strip())
+    return vm

@@ -186,7 +186,7 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
             raise errors.NotFound("the NAT rule was removed before it was applied")
         vm = await s.get(VM, row.vm_id)
         assert vm is not None  # the rule's row goes with its VM's
-        host, rule = vm.host, _rule_of(row)
+        host, rule = vm.host, nat_rule(row)
     noted = NotedProgress(progress)
     try:
         applied: NatRule | None = await core.call(host, "nat_add", long=True, vm_uuid=vm.vm_uuid, rule=rule,
@@ -215,7 +215,7 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
             raise errors.NotFound("the server stopped while this NAT rule was being added, and its record is gone")
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+        host, rule, text = vm.host, nat_rule(row), _rule_text(row)
     try:
         await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=progress)
     except errors.VMNotFound:
@@ -231,7 +231,8 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
                                    "the host and its reservation released; add it again")
 
 
-def _rule_of(row: NatRuleRow) -> NatRule:
+def nat_rule(row: NatRuleRow) -> NatRule:
+    """The engines' form of a stored NAT rule."""
     return NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
 
 
@@ -308,7 +309,7 @@ async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress)
             return {"message": "the rule was already gone"}
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        host, rule, text = vm.host, _rule_of(row), _rule_text(row)
+        host, rule, text = vm.host, nat_rule(row), _rule_text(row)
     noted = NotedProgress(progress)
     await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, rule=rule, progress=noted)
     await _drop_nat_row(core, row.id, vm.owner_id)
@@ -347,7 +348,7 @@ async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
             rows = (await s.execute(select(NatRuleRow).where(NatRuleRow.host_id == host.id))).scalars()
             rules: dict[int, list[NatRule]] = {}
             for r in rows:
-                rules.setdefault(r.vm_id, []).append(NatRule(r.host_port, r.vm_port, r.protocol, r.lan_addr))
+                rules.setdefault(r.vm_id, []).append(nat_rule(r))
             work += [(host, vm.vm_uuid, rules.get(vm.id, [])) for vm in vms
                      if not core.tasks.busy(host.server_name, vm.vm_uuid)]  # a task (or its recovery) owns it
     for host, vm_uuid, vm_rules in work:

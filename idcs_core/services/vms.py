@@ -19,9 +19,10 @@ from sqlalchemy import delete, func, select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
 from idcs_core.services import limits, quotas
-from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
+from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
+from idcs_core.services.network import nat_rule
 from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
-from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
+from idcs_core.types import VMInfo, VMSpec, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -35,7 +36,7 @@ BUSY_STATES = (VMStatus.CREATING, VMStatus.DELETING)
 SECRET_FIELDS = ("os_pass", "vc_pass")
 # Per-VM limits (billing dialect) only administrators (and the global API token) may set:
 # a VM's owner raising them would lift what they pay for.
-ADMIN_LIMITS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num", "nic_all")
+ADMIN_LIMITS = (*limits.BILLING_LIMITS, "nic_all")
 # Errors that say what was wrong with the request keep their code when a task fails.
 KEEP_CODES = (errors.BadRequest, errors.Conflict, errors.HostUnreachable, errors.NotSupported,
               errors.QuotaExceeded, errors.VMNotFound)
@@ -197,19 +198,16 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
         await s.flush()
         # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
         secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
-        task = core.tasks.add(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "caller": caller_key(principal),
-                                      "vm_name": fields.get("vm_name"), **secrets})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "caller": caller_key(principal),
+                                         "vm_name": fields.get("vm_name"), **secrets})
     return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_create")
 async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished before creation")
+        vm = await task_vm(s, task, "before creation")
         host = vm.host
         spec = spec_of(vm)
     for key in SECRET_FIELDS:
@@ -373,18 +371,15 @@ async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
                             hdd=new.get("hdd_num", vm.hdd_num) - vm.hdd_num)
         for key, value in new.items():
             setattr(vm, key, value)
-        task = core.tasks.add(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "old": old})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "old": old})
     return {"task_id": task.id, "vm_uuid": vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_update")
 async def _run_update(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished before the update")
+        vm = await task_vm(s, task, "before the update")
         host, spec = vm.host, spec_of(vm)
     try:
         info: VMInfo = await core.call(host, "vm_update", long=True, spec=spec, progress=progress)
@@ -422,9 +417,8 @@ async def delete_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         core.require(vm.host, "vm_delete", "deleting virtual machines")
         previous = vm.status
         vm.status = VMStatus.DELETING
-        task = core.tasks.add(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "previous": previous})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "previous": previous})
     return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.DELETING}
 
 
@@ -443,7 +437,7 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
             for rule in rules:
                 progress(10, f"removing NAT rule {rule.host_port}/{rule.protocol}")
                 await core.call(host, "nat_remove", long=True, vm_uuid=vm.vm_uuid, progress=progress,
-                                rule=NatRule(rule.host_port, rule.vm_port, rule.protocol, rule.lan_addr))
+                                rule=nat_rule(rule))
         progress(30, f"deleting {vm.vm_uuid}")
         await core.call(host, "vm_delete", long=True, vm_uuid=vm.vm_uuid, progress=progress)
     except errors.IDCSError:
