@@ -50,6 +50,7 @@ from idcs_core.db.session import after_commit
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 log = logging.getLogger("idcs.tasks")
 
@@ -363,3 +364,27 @@ class InProcessTaskRunner:
             _done, still = await asyncio.wait(pending, timeout=grace)
             for t in still:
                 t.cancel()
+
+
+# ---------------------------------------------------------------------- queries (the API's task routes)
+
+
+async def get_task(core: CoreContext, principal: Principal, task_id: str) -> dict[str, Any]:
+    """One task the caller may see (their own; an administrator: any); 404 otherwise."""
+    async with core.db.session() as s:
+        task = await s.get(Task, task_id)
+        if task is None or (not principal.is_admin and task.user_id != principal.user_id):
+            raise errors.NotFound(f"task {task_id} does not exist")
+        return task_dict(task)
+
+
+async def list_tasks(core: CoreContext, principal: Principal, limit: int,
+                     state: str | None) -> list[dict[str, Any]]:
+    """The caller's latest tasks (an administrator: everyone's), newest first, optionally in one state."""
+    async with core.db.session() as s:
+        query = select(Task).order_by(Task.created_at.desc()).limit(limit)
+        if not principal.is_admin:
+            query = query.where(Task.user_id == principal.user_id)
+        if state:
+            query = query.where(Task.state == state)
+        return [task_dict(t) for t in (await s.execute(query)).scalars()]
