@@ -2,7 +2,7 @@
 
 Wraps, at run time and without changing any file, ``Database.session`` (time inside DB
 sessions), ``CoreContext.call`` (engine calls, thread hop included) and
-``services.vms.list_vms`` (the whole service call), and prints one line per VM list:
+``services.vm_reads.list_vms`` (the whole service call), and prints one line per VM list:
 ``PHASE total=<ms> db=<ms> sessions=<n> engine=<ms>``. Then runs the normal CLI.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from idcs_core import context as context_module
 from idcs_core.db import session as session_module
-from idcs_core.services import vms as vms_service
+from idcs_core.services import vm_reads as vms_service
 
 _acc: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("bench_phases", default=None)
 _session = session_module.Database.session

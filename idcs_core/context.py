@@ -21,6 +21,7 @@ from idcs_core.config import Config
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import AuditLog, Host, utcnow
 from idcs_core.db.session import Database, upgrade
+from idcs_core.default_plugins import register_defaults, unregister_defaults
 from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
@@ -65,6 +66,7 @@ class CoreContext:
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
         self.ops: Any = None  # idcs_core.ops.runtime.Operations of a serving core
+        self._default_plugins = register_defaults(self)  # the audit log among them
 
     @classmethod
     async def start(cls, config: Config, plugins: PluginRegistry | None = None, *,
@@ -122,6 +124,7 @@ class CoreContext:
             task.cancel()
         await self.proxies.stop()
         await self._close_hosts()
+        unregister_defaults(self, self._default_plugins)
         await self.db.dispose()
 
     async def _close_hosts(self) -> None:

@@ -365,6 +365,13 @@ class EventSpec:
         """The server has started (``config``: data dir, database driver, listen address)."""
 
     @hookspec
+    def action_recorded(self, entry: dict[str, Any]) -> None:
+        """Someone did (or tried) something worth an audit entry. ``entry``: username, action
+        (``user.create``, ``login``...), target, result (``success``, ``failed``, or ``started`` for a
+        long operation, whose ``task_finished`` tells how it ended), detail, source_ip.
+        The core's audit log is the default plugin of this hook."""
+
+    @hookspec
     def user_logged_in(self, user: dict[str, Any], source_ip: str) -> None:
         """``user`` (id, username, is_admin) logged in from ``source_ip``."""
 

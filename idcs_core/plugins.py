@@ -26,7 +26,6 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -125,7 +124,7 @@ class Engine:
         """
         if hook not in self.hooks:
             raise errors.NotSupported(f"{hook.replace('_', ' ')} is not supported by the {self.name} engine")
-        caller: Callable[..., Any] = getattr(self.pm.hook, hook)
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook)
         impl = caller.get_hookimpls()[-1].function
         if "vm_uuid" in kwargs and not kwargs.get("ref"):  # every VM hook receives the VM's ref
             raise TypeError(f"{hook} needs ref= (the stored VMInfo.ref, else vm_uuid): "

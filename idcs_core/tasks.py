@@ -34,26 +34,30 @@ a restart: ..."; its failure carries the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
-from idcs_core.db.models import Task, User, utcnow
-from idcs_core.services import audit
+from idcs_core.db.models import Task, utcnow
+from idcs_core.db.session import after_commit
+from idcs_core.types import Progress
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 log = logging.getLogger("idcs.tasks")
 
-TaskProgress = Callable[[int, str], None]
+TaskProgress = Progress  # how a task reports how far it is (the same callable engines receive)
 Handler = Callable[["CoreContext", Task, TaskProgress], Awaitable[dict[str, Any] | None]]
+H = TypeVar("H", bound=Handler)  # a registered handler keeps its own (narrower) type
 HANDLERS: dict[str, Handler] = {}
 # Kind -> what to do with a task of that kind that a dead process left running.
 RECOVERIES: dict[str, Handler] = {}
@@ -86,24 +90,24 @@ class NotedProgress:
         return f"{text}; {self.first}" if self.first else text
 
 
-def task_handler(kind: str) -> Callable[[Handler], Handler]:
+def task_handler(kind: str) -> Callable[[H], H]:
     """Register the coroutine that runs tasks of ``kind``."""
 
-    def register(fn: Handler) -> Handler:
+    def register(fn: H) -> H:
         HANDLERS[kind] = fn
         return fn
 
     return register
 
 
-def task_recovery(kind: str) -> Callable[[Handler], Handler]:
+def task_recovery(kind: str) -> Callable[[H], H]:
     """Register the rule that settles a task of ``kind`` left running by a dead process.
 
     The rule gets the task as stored (params, message, progress), looks at the back end,
     puts the records right, and returns the result (success) or raises (failed, with the
     reason). It must be idempotent: a crash during recovery runs it again."""
 
-    def register(fn: Handler) -> Handler:
+    def register(fn: H) -> H:
         RECOVERIES[kind] = fn
         return fn
 
@@ -146,6 +150,10 @@ class TaskRunner(Protocol):
     def launch(self, task_id: str) -> None:
         """Run the committed task in the background."""
 
+    def submit(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str,
+               user_id: int | None, params: dict[str, Any]) -> Task:
+        """Add a task and run it in the background once ``session`` commits (never if it rolls back)."""
+
     async def run(self, task_id: str) -> dict[str, Any]:
         """Run the committed task now; return its result or raise its error."""
 
@@ -186,6 +194,12 @@ class InProcessTaskRunner:
 
     def launch(self, task_id: str) -> None:
         self._start(task_id, recovering=False)
+
+    def submit(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str = "",
+               user_id: int | None = None, params: dict[str, Any] | None = None) -> Task:
+        task = self.add(session, kind, host_name=host_name, vm_uuid=vm_uuid, user_id=user_id, params=params)
+        after_commit(session, functools.partial(self.launch, task.id))
+        return task
 
     async def run(self, task_id: str) -> dict[str, Any]:
         # shielded: a caller that goes away (client disconnect) does not cut the task short
@@ -293,7 +307,8 @@ class InProcessTaskRunner:
                 pause = min(longest, pause * 2)
 
     async def _finish(self, task: Task, state: str, message: str, result: dict[str, Any]) -> None:
-        """End the task (state, audit entry, pending events) in one transaction, then deliver its events."""
+        """End the task (state, pending events) in one transaction, then deliver its events (the audit
+    log's entry among them)."""
         async with self.core.db.session() as s:
             row = await s.get(Task, task.id, with_for_update=True)
             if row is None or row.state not in ACTIVE_STATES:
@@ -304,11 +319,8 @@ class InProcessTaskRunner:
             row.finished_at = row.updated_at = utcnow()
             if state == "success":
                 row.progress = 100
+            # the audit log hears it too: its entry says how the task ended
             defer_event(row, "task_finished", task=task_dict(row))
-            owner = await s.get(User, row.user_id) if row.user_id is not None else None
-            # the route logged the start ("started"); this entry says how it ended
-            s.add(audit.entry(owner.username if owner else "", row.kind.replace("_", ".", 1),
-                              f"{row.host_name}/{row.vm_uuid}", state, f"task {row.id}: {row.message}"))
         log.info("task %s %s on %s/%s: %s", task.id, task.kind, task.host_name, task.vm_uuid, state)
         await self._deliver(task.id)
 
@@ -353,3 +365,27 @@ class InProcessTaskRunner:
             _done, still = await asyncio.wait(pending, timeout=grace)
             for t in still:
                 t.cancel()
+
+
+# ---------------------------------------------------------------------- queries (the API's task routes)
+
+
+async def get_task(core: CoreContext, principal: Principal, task_id: str) -> dict[str, Any]:
+    """One task the caller may see (their own; an administrator: any); 404 otherwise."""
+    async with core.db.session() as s:
+        task = await s.get(Task, task_id)
+        if task is None or (not principal.is_admin and task.user_id != principal.user_id):
+            raise errors.NotFound(f"task {task_id} does not exist")
+        return task_dict(task)
+
+
+async def list_tasks(core: CoreContext, principal: Principal, limit: int,
+                     state: str | None) -> list[dict[str, Any]]:
+    """The caller's latest tasks (an administrator: everyone's), newest first, optionally in one state."""
+    async with core.db.session() as s:
+        query = select(Task).order_by(Task.created_at.desc()).limit(limit)
+        if not principal.is_admin:
+            query = query.where(Task.user_id == principal.user_id)
+        if state:
+            query = query.where(Task.state == state)
+        return [task_dict(t) for t in (await s.execute(query)).scalars()]

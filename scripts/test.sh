@@ -18,4 +18,5 @@ bash scripts/build-panel.sh  # the web panel at / (the browser tests drive it in
 
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check .
+.venv/bin/mypy  # configured in pyproject.toml ([tool.mypy]): idcs_core and every engine package
 exec .venv/bin/python -m pytest "$@"

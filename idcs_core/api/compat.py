@@ -9,14 +9,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
 from starlette.responses import RedirectResponse
 
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
 from idcs_core.api.schemas import TrafficReset
-from idcs_core.db.models import VM, Host
-from idcs_core.services.lookup import get_vm, vm_dict
+from idcs_core.services import billing_links
 
 router = Router("compat")
 
@@ -28,12 +26,8 @@ async def temp_token(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 
     Lifetime: setting ``temp_token_ttl_seconds``. Exchange it with ``/api/client/templogin``,
     or send it as a bearer token directly: either way it reaches this VM and nothing else."""
-    async with ctx.core.db.session() as s:
-        vm = await get_vm(s, ctx.user, hs_name, vm_uuid)
-    ttl = int(ctx.core.settings.get("temp_token_ttl_seconds"))
-    token, expire = await ctx.core.auth.issue(vm.owner_id, ctx.source_ip, vm_id=vm.id, ttl=ttl, dialect="billing")
-    await ctx.core.audit(ctx.user, "vm.temptoken", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
-    return {"temp_token": token, "expire": expire}
+    issued = await billing_links.issue_temp_token(ctx.core, ctx.user, hs_name, vm_uuid, ctx.source_ip)
+    return {"temp_token": issued.token, "expire": issued.expire}
 
 
 @router.get("/api/client/templogin", auth=PUBLIC, query={"token": "a temp_token from /api/client/temptoken"})
@@ -47,13 +41,8 @@ async def temp_login(ctx: Ctx) -> Any:
     raw = ctx.query.get("token", "")
     if not raw:
         raise errors.BadRequest("token is required")
-    token, _expire, vm_id = await ctx.core.auth.exchange_temp(raw, ctx.source_ip)
-    async with ctx.core.db.session() as s:
-        vm = await s.get(VM, vm_id)
-        if vm is None:
-            raise errors.VMNotFound()
-        data = vm_dict(vm)
-    fragment = urlencode({"temp": token, "hs": data["server_name"], "vm": data["vm_uuid"]})
+    session = await billing_links.exchange_temp_token(ctx.core, raw, ctx.source_ip)
+    fragment = urlencode({"temp": session.token, "hs": session.server_name, "vm": session.vm_uuid})
     return RedirectResponse(f"/#{fragment}", status_code=303, headers={"Cache-Control": "no-store",
                                                                        "Referrer-Policy": "no-referrer"})
 
@@ -64,17 +53,5 @@ async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
 
     ``hs_name`` may be left out (IDCSmart sends only ``?hostname=<vm_uuid>``): the VM is then
     found by its id; 400 when several hosts have a VM of that id."""
-    async with ctx.core.db.session() as s:
-        hs_name = body.hs_name
-        if hs_name is None:
-            hosts = list((await s.execute(select(Host.server_name).join(VM, VM.host_id == Host.id)
-                                          .where(VM.vm_uuid == body.vm_uuid))).scalars())
-            if not hosts:
-                raise errors.VMNotFound(f"virtual machine {body.vm_uuid} does not exist")
-            if len(hosts) > 1:
-                raise errors.BadRequest(f"several hosts have a VM {body.vm_uuid}: give hs_name")
-            hs_name = hosts[0]
-        vm = await get_vm(s, ctx.user, hs_name, body.vm_uuid)
-        vm.traffic_bytes = 0
-    await ctx.core.audit(ctx.user, "vm.traffic-reset", f"{hs_name}/{body.vm_uuid}", source_ip=ctx.source_ip)
+    hs_name = await billing_links.reset_traffic(ctx.core, ctx.user, body.hs_name, body.vm_uuid, ctx.source_ip)
     return {"vm_uuid": body.vm_uuid, "server_name": hs_name, "traffic_bytes": 0}

@@ -29,10 +29,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from idcs_core import errors
 from idcs_core.api.envelope import EnvelopeResponse
-from idcs_core.db.models import Host
 from idcs_core.engines import VMTarget
 from idcs_core.services.console_tickets import TICKET_PROTOCOL, ConsoleGrant, PageKind
-from idcs_core.services.lookup import vm_target
 from idcs_core.services.rfb import MessageReader, connect_vnc, greet_browser
 from idcs_core.services.terminal_bridge import TerminalBridge
 from idcs_core.types import ConsoleEndpoint, ConsoleKind, TerminalChannel
@@ -105,19 +103,9 @@ async def _close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
 async def _redeem(ws: WebSocket, kind: PageKind) -> tuple[ConsoleGrant, VMTarget]:
     core = ws.app.state.core
     try:
-        grant = await core.console_tickets.redeem(_ticket(ws), kind)
+        return await core.console_tickets.open(_ticket(ws), kind, ws.client.host if ws.client else "")
     except errors.IDCSError as exc:
         raise ConsoleClose(4403, exc.msg) from exc
-    async with core.db.session() as s:
-        host = await s.get(Host, grant.host_id)
-        target = await vm_target(s, host, grant.vm_uuid) if host is not None else None
-    if target is None:
-        raise ConsoleClose(4403, "this console link is no longer valid: open it again")
-    source_ip = ws.client.host if ws.client else ""
-    await core.audit(None, f"vm.{kind}", f"{grant.host_name}/{grant.vm_uuid}",
-                     detail=f"user {grant.user_id}" if grant.user_id is not None else "api token",
-                     source_ip=source_ip)
-    return grant, target
 
 
 # ---------------------------------------------------------------------- terminal

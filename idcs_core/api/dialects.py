@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from idcs_core.profiles import MB_PER_GB, Profile, get_profile, mb_to_gb
+from idcs_core.services.plans import plan_items
 
 Inbound = Callable[[Profile, dict[str, Any]], dict[str, Any]]
 Outbound = Callable[[Profile, Any], Any]
@@ -220,13 +221,6 @@ def _backup_times(profile: Profile, backups: Any) -> Any:
 # ---------------------------------------------------------------------- hosts
 
 
-def plan_items(plans: Any) -> list[dict[str, Any]]:
-    """Stored plans as a list of objects with a name (older stores hold one object)."""
-    if isinstance(plans, dict):
-        plans = [plans]
-    return [p for p in (plans or []) if isinstance(p, dict)]
-
-
 def _plan_mb(p: dict[str, Any]) -> dict[str, Any]:
     def num(*keys: str) -> int:
         for key in keys:
@@ -276,7 +270,8 @@ def _xiaoheifs_plans(profile: Profile, plans: Any) -> Any:
 @outbound("GET", "/api/client/os-images/{hs_name}", ("xiaoheifs",))
 def _xiaoheifs_images(profile: Profile, grouped: Any) -> Any:
     """ListImages reads system_maps (system templates) and images_maps (ISOs) as OSConfig lists."""
-    system, isos = [], []
+    system: list[dict[str, Any]] = []
+    isos: list[dict[str, Any]] = []
     for family, images in grouped.items():
         for image in images:
             item = {"sys_name": image["name"], "sys_file": image["file"], "sys_size": "0",

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
-from idcs_core.api.dialects import plan_items
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, HistoryQuery, HostCreate, HostPlan, HostPower, HostUpdate
-from idcs_core.services import backups, host_history, hosts, network, vms
-from idcs_core.services.lookup import get_host
+from idcs_core.services import backups, host_history, hosts, network, plans, vms
 
 router = Router("hosts")
 AVAILABLE_SHOWN = 100
@@ -153,15 +151,10 @@ async def os_images(ctx: Ctx, hs_name: str) -> Any:
     return await hosts.os_images(ctx.core, hs_name)
 
 
-def _plans(host: Any) -> list[Any]:
-    return plan_items((host.options or {}).get("server_plan"))
-
-
 @router.get("/api/server/plans/{hs_name}", auth=USER)
 async def list_plans(ctx: Ctx, hs_name: str) -> Any:
     """The host's sale plans (cpu / mem / hdd / bandwidth / traffic), billing dialect."""
-    async with ctx.core.db.session() as s:
-        return _plans(await get_host(s, hs_name))
+    return await plans.host_plans(ctx.core, hs_name)
 
 
 @router.get("/api/server/plan/{hs_name}", auth=USER, alias_of="/api/server/plans/{hs_name}")
@@ -176,32 +169,30 @@ async def set_plan(ctx: Ctx, hs_name: str, body: HostPlan) -> Any:
     one plan by name: ``{"plan_name": "S", "plan_config": {"cpu_num", "mem_num" (MB), "hdd_num",
     "speed_u", "speed_d", "flu_num", "nat_num", "gpu_mem"}}`` (xiaoheiFS UpsertPlan; hdd_num and
     flu_num in the caller's profile unit, stored in GB)."""
-    async with ctx.core.db.session() as s:
-        host = await get_host(s, hs_name)
-        if body.plan_name is not None:
-            if body.plan_config is None:
-                raise errors.BadRequest("plan_config is required with plan_name")
+    if body.plan_name is not None and body.plan_config is None:
+        raise errors.BadRequest("plan_config is required with plan_name")
+
+    def change(current: list[dict[str, Any]]) -> list[Any]:
+        if body.plan_name is not None and body.plan_config is not None:
             plan = {"name": body.plan_name} | body.plan_config.model_dump()
-            plans = [p for p in _plans(host) if p.get("name") != body.plan_name] + [plan]
-        else:
-            plans = body.plans if body.plans is not None else [body.model_extra or {}]
-        if len(str(plans)) > 16384:
-            raise errors.BadRequest("plans too large")
-        host.options = dict(host.options or {}) | {"server_plan": plans}
+            return [p for p in current if p.get("name") != body.plan_name] + [plan]
+        return body.plans if body.plans is not None else [body.model_extra or {}]
+
+    stored = await plans.change_plans(ctx.core, hs_name, change)
     await ctx.core.audit(ctx.user, "host.plans", hs_name, detail=body.plan_name or "all", source_ip=ctx.source_ip)
-    return plans
+    return stored
 
 
 @router.delete("/api/server/plan/{hs_name}/{plan_name}", auth=ADMIN)
 async def delete_plan(ctx: Ctx, hs_name: str, plan_name: str) -> Any:
     """Remove one sale plan by name (xiaoheiFS DeletePlan); 404 when the host has no such plan."""
-    async with ctx.core.db.session() as s:
-        host = await get_host(s, hs_name)
-        plans = _plans(host)
-        kept = [p for p in plans if p.get("name") != plan_name]
-        if len(kept) == len(plans):
+    def change(current: list[dict[str, Any]]) -> list[Any]:
+        kept = [p for p in current if p.get("name") != plan_name]
+        if len(kept) == len(current):
             raise errors.NotFound(f"host {hs_name} has no plan {plan_name}")
-        host.options = dict(host.options or {}) | {"server_plan": kept}
+        return kept
+
+    kept = await plans.change_plans(ctx.core, hs_name, change)
     await ctx.core.audit(ctx.user, "host.plan-delete", hs_name, detail=plan_name, source_ip=ctx.source_ip)
     return kept
 
@@ -211,10 +202,7 @@ async def ports(ctx: Ctx, hs_name: str) -> Any:
     """The host's NAT port range and public address (billing dialect), with the host ports
     still free for automatic NAT rules: ``available_count`` and the first
     ``AVAILABLE_SHOWN`` of them in ``available_ports`` (xiaoheiFS maps its SSH port from these)."""
-    async with ctx.core.db.session() as s:
-        host = await get_host(s, hs_name)
-        free = await network.free_ports(s, host, "tcp")
-    opts = host.options or {}
-    return {"host_name": hs_name, "ports_start": opts.get("ports_start"), "ports_close": opts.get("ports_close"),
-            "public_addr": opts.get("public_addr") or "", "available_count": len(free),
-            "available_ports": free[:AVAILABLE_SHOWN]}
+    found = await network.host_ports(ctx.core, hs_name, "tcp")
+    return {"host_name": hs_name, "ports_start": found.ports_start, "ports_close": found.ports_close,
+            "public_addr": found.public_addr, "available_count": len(found.free),
+            "available_ports": found.free[:AVAILABLE_SHOWN]}

@@ -15,10 +15,11 @@ envelope. The same declarations feed the OpenAPI document (``api/openapi.py``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -35,21 +36,43 @@ from idcs_core.services.api_tokens import allowed
 from idcs_core.services.auth import Principal
 from idcs_core.validation import check_path_param
 
+if TYPE_CHECKING:
+    from idcs_core.config import Config
+    from idcs_core.context import CoreContext
+
 PUBLIC, USER, ADMIN = "public", "user", "admin"
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
 
+class CoreSlot:
+    """Where routes find the core: the routes are built before it starts, and the app's start-up
+    (the composition root) puts it here once it has."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.core: CoreContext | None = None
+
+    def get(self) -> CoreContext:
+        if self.core is None:
+            raise RuntimeError("the server is still starting")
+        return self.core
+
+
 @dataclass
 class Ctx:
-    """What a handler gets besides its body: the request, who asks, and the core."""
+    """What a handler gets besides its body: the request, who asks, and the core's services."""
 
     request: Request
     principal: Principal | None
-    core: Any  # idcs_core.context.CoreContext (Any avoids an import cycle)
-    query: dict[str, str]
+    core: CoreContext
     # ``?wait=`` seconds, validated before the handler runs (routes that document ``wait``)
     wait: float | None = None
+
+    @functools.cached_property
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (parsed on first use: most routes never look)."""
+        return dict(self.request.query_params)
 
     @property
     def user(self) -> Principal:
@@ -193,12 +216,13 @@ async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
     return data
 
 
-def build_route(endpoint: Endpoint, core: Any) -> Route:
+def build_route(endpoint: Endpoint, slot: CoreSlot) -> Route:
     """Wrap an endpoint into a Starlette route that authenticates, validates and envelopes."""
     path_params = _PATH_PARAM.findall(endpoint.path)
-    max_bytes = core.config.max_body_bytes
+    max_bytes = slot.config.max_body_bytes
 
     async def asgi_endpoint(request: Request) -> Response:
+        core = slot.get()
         principal = None
         if endpoint.auth != PUBLIC:
             principal = await core.auth.authenticate(request.headers.get("authorization"))
@@ -213,7 +237,7 @@ def build_route(endpoint: Endpoint, core: Any) -> Route:
         kwargs: dict[str, Any] = {}
         for name in path_params:
             kwargs[name] = check_path_param(name, request.path_params[name])
-        ctx = Ctx(request, principal, core, dict(request.query_params))
+        ctx = Ctx(request, principal, core)
         if "wait" in endpoint.query:  # checked before anything runs: a bad value changes nothing
             ctx.wait = wait_param(ctx.query, profile_wait(principal))
         if endpoint.body is not None:
@@ -234,4 +258,4 @@ def build_route(endpoint: Endpoint, core: Any) -> Route:
     return Route(endpoint.path, asgi_endpoint, methods=[endpoint.method], name=None)
 
 
-__all__ = ["ADMIN", "PUBLIC", "USER", "Ctx", "EnvelopeResponse", "Router", "build_route"]
+__all__ = ["ADMIN", "PUBLIC", "USER", "CoreSlot", "Ctx", "EnvelopeResponse", "Router", "build_route"]

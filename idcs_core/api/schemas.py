@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from idcs_core.proxy.endpoint import normalise as normal_proxy_endpoint
+from idcs_core.services.limits import BILLING_LIMITS
 from idcs_core.validation import (
     Domain,
     Email,
@@ -274,7 +275,7 @@ class HostPlan(Body):
 CPU = Annotated[int, Field(ge=1, le=1024)]
 RAM = Annotated[int, Field(ge=16, le=16 * 1024 * 1024)]
 HDD = Annotated[int, Field(ge=0, le=1024 * 1024)]
-LIMIT_KEYS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num")
+LIMIT_KEYS = BILLING_LIMITS
 
 
 class NicSpec(Body):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from idcs_core import errors, security
+from idcs_core import errors
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import ChangeEmail, ChangePassword, Empty, UserCreate, UserUpdate
 from idcs_core.services import limits, users
@@ -24,15 +24,13 @@ async def create_user(ctx: Ctx, body: UserCreate) -> Any:
     quota = body.quota.model_dump(exclude_none=True) if body.quota else None
     user = await users.create_user(ctx.core, body.username, body.password, body.email, body.is_admin, quota)
     await ctx.core.audit(ctx.user, "user.create", body.username, source_ip=ctx.source_ip)
-    async with ctx.core.db.session() as s:
-        return users.user_dict(await users.get_user(s, user.id))
+    return await users.show_user(ctx.core, user.id)
 
 
 @router.get("/api/users/{user_id}", auth=ADMIN)
 async def get_user(ctx: Ctx, user_id: str) -> Any:
     """One user."""
-    async with ctx.core.db.session() as s:
-        return users.user_dict(await users.get_user(s, int(user_id)))
+    return await users.show_user(ctx.core, int(user_id))
 
 
 @router.put("/api/users/{user_id}", auth=ADMIN, body=UserUpdate)
@@ -46,8 +44,7 @@ async def update_user(ctx: Ctx, user_id: str, body: UserUpdate) -> Any:
     await users.update_user(ctx.core, int(user_id), changes)
     await ctx.core.audit(ctx.user, "user.update", user_id, detail=", ".join(sorted(changes)),
                          source_ip=ctx.source_ip)
-    async with ctx.core.db.session() as s:
-        return users.user_dict(await users.get_user(s, int(user_id)))
+    return await users.show_user(ctx.core, int(user_id))
 
 
 @router.delete("/api/users/{user_id}", auth=ADMIN)
@@ -94,12 +91,8 @@ async def change_password(ctx: Ctx, body: ChangePassword) -> Any:
     """Change your own password (old_password, new_password). Other sessions are logged out."""
     if ctx.user.user_id is None:
         raise errors.BadRequest("the global API token has no password")
-    async with ctx.core.db.session() as s:
-        user = await users.get_user(s, ctx.user.user_id)
-    if not await ctx.core.run_sync(security.verify_password, user.password_hash, body.old_password):
-        raise errors.WrongPassword("the old password is wrong")
-    await users.update_user(ctx.core, user.id, {"password": body.new_password})
-    await ctx.core.audit(ctx.user, "user.change-password", user.username, source_ip=ctx.source_ip)
+    username = await users.change_own_password(ctx.core, ctx.user.user_id, body.old_password, body.new_password)
+    await ctx.core.audit(ctx.user, "user.change-password", username, source_ip=ctx.source_ip)
     return None
 
 

@@ -8,7 +8,7 @@ from idcs_core import errors
 from idcs_core.api.common import finish
 from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import HistoryQuery, PasswordBody, PowerBody, ReinstallBody, VMCreate, VMUpdate
-from idcs_core.services import vm_actions, vms
+from idcs_core.services import vm_actions, vm_reads, vms
 
 router = Router("vms")
 
@@ -33,19 +33,19 @@ async def list_my_vms(ctx: Ctx) -> Any:
     """Every VM you may see on every host (admins: all; a one-VM token: its VM), as stored,
     each with ``server_name``; no host is asked, so it answers at once. Live power state
     per host: ``/api/client/detail/<hs_name>``. The web panel's customer home uses it."""
-    return await vms.list_my_vms(ctx.core, ctx.user)
+    return await vm_reads.list_my_vms(ctx.core, ctx.user)
 
 
 @router.get("/api/client/detail/{hs_name}", data={"type": "array", "items": VM_ITEM}, vm_scoped=True)
 async def list_vms(ctx: Ctx, hs_name: str) -> Any:
     """The host's VMs you may see (admins: all), with live power state."""
-    return await vms.list_vms(ctx.core, ctx.user, hs_name)
+    return await vm_reads.list_vms(ctx.core, ctx.user, hs_name)
 
 
 @router.get("/api/client/detail/{hs_name}/{vm_uuid}", data=VM_ITEM, vm_scoped=True)
 async def vm_detail(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """One VM with live state, disks and ISO mounts."""
-    return await vms.vm_detail(ctx.core, ctx.user, hs_name, vm_uuid)
+    return await vm_reads.vm_detail(ctx.core, ctx.user, hs_name, vm_uuid)
 
 
 @router.post("/api/client/create/{hs_name}", body=VMCreate, data=TASK_STARTED, query=WAIT)

@@ -27,7 +27,7 @@ class ReadCache:
         generation = self.db.generation
         hit = self._entries.get(key)
         if hit is not None and hit[0] == generation:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]  # type: ignore[no-any-return, unused-ignore]  # entries hold each key's own T
         value = await load()
         self._entries[key] = (generation, value)
         return value

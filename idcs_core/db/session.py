@@ -26,6 +26,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 USERS_TOUCHED = "idcs_users_touched"
 VMS_REBOUND = "idcs_vms_rebound"
 WROTE = "idcs_wrote"
+AFTER_COMMIT = "idcs_after_commit"
+
+
+def after_commit(s: AsyncSession, action: Callable[[], None]) -> None:
+    """Call ``action`` once the transaction of ``s`` (a ``Database.session``) has committed;
+    never if it rolls back."""
+    s.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
 class TrackedSession(Session):
@@ -104,6 +111,8 @@ class Database:
             if rebound:
                 for vm_listener in self.vm_listeners:
                     vm_listener(rebound)
+            for action in s.info.pop(AFTER_COMMIT, ()):
+                action()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,8 @@ class NamedTokens:
         self._known: dict[str, tuple[Principal, float, float]] = {}  # hash -> (who, expires, recheck at)
         self._last_use: dict[int, datetime] = {}
 
-    async def create(self, name: str, profile: str, scopes: list[str], expires_in_days: int | None) -> dict[str, Any]:
+    async def create(self, name: str, profile: str, scopes: Sequence[str],
+                     expires_in_days: int | None) -> dict[str, Any]:
         if profile not in PROFILES:
             raise errors.BadRequest(f"profile must be one of {', '.join(PROFILES)}")
         unknown = sorted(set(scopes) - set(SCOPES))

@@ -19,19 +19,21 @@ log = logging.getLogger("idcs.audit")
 
 async def record(core: CoreContext, principal: Principal | str | None, action: str, target: str = "",
                  result: str = "success", detail: str = "", source_ip: str = "") -> None:
-    """Write one audit entry in its own transaction (it survives the caller's rollback).
+    """Tell the event plugins (the audit log among them) that ``principal`` did ``action``.
 
     ``principal`` is who acted (or their user name). ``result`` is ``success``, ``failed``, or
-    ``started`` for a long operation, whose task adds the entry saying how it ended.
+    ``started`` for a long operation, whose task's ``task_finished`` says how it ended. Returns
+    once the plugins have heard it (the audit entry is stored).
     """
     username = principal if isinstance(principal, str) else principal.username if principal else ""
-    async with core.db.session() as s:
-        s.add(entry(username, action, target, result, detail, source_ip))
+    await core.plugins.emit("action_recorded", entry={
+        "username": username, "action": action, "target": target, "result": result, "detail": detail,
+        "source_ip": source_ip})
 
 
 def entry(username: str, action: str, target: str = "", result: str = "success", detail: str = "",
           source_ip: str = "") -> AuditLog:
-    """One audit entry (also logged), for a caller to add in the transaction of the change it records."""
+    """One audit entry (also logged), for the audit-log plugin to store."""
     # typed values reach these fields: control characters are escaped in the log and the table
     username, action, target, detail = (escape(x) for x in (username, action, target, detail))
     level = "INFO" if result in ("success", "started") else "WARNING"

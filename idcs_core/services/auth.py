@@ -20,9 +20,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Session, Setting, User, utcnow
@@ -257,7 +257,7 @@ class AuthService:
                 raise errors.TokenExpired()
             used = await s.execute(update(Session).where(Session.jti == claims.jti, Session.revoked.is_(False))
                                    .values(revoked=True))
-            if used.rowcount != 1:
+            if cast("CursorResult[Any]", used).rowcount != 1:
                 raise errors.TokenInvalid("this temporary token has been used or revoked")
             vm = await s.get(VM, sess.vm_id)
             if vm is None or vm.owner_id != sess.user_id:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task
 from idcs_core.services import quotas
-from idcs_core.services.lookup import get_host, get_vm, vm_target
+from idcs_core.services.lookup import get_host, get_vm, task_vm, vm_target
 from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle, scan_vms
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo, PowerAction, VMInfo
@@ -51,9 +51,8 @@ async def create_backup(core: CoreContext, principal: Principal, hs_name: str, v
                         description=description, status="creating")
         s.add(backup)
         await s.flush()
-        task = core.tasks.add(s, "backup_create", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"backup_id": backup.id, "owner_id": vm.owner_id})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "backup_create", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"backup_id": backup.id, "owner_id": vm.owner_id})
     return {"task_id": task.id, "backup_name": backup.backup_name, "vm_back": backup.backup_name}
 
 
@@ -142,18 +141,15 @@ async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, 
         backup = await _get_backup(s, vm, backup_name)
         if backup.status != "ready":
             raise errors.Conflict(f"backup {backup_name} is not ready ({backup.status})")
-        task = core.tasks.add(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
     return {"task_id": task.id, "backup_name": backup_name}
 
 
 @task_handler("backup_restore")
 async def _run_restore(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished")
+        vm = await task_vm(s, task)
     info: VMInfo = await core.engines.backup_restore(vm, task.params["backup_name"], progress)
     if task.params.get("power_on") and info.status != "running":
         info = await core.engines.vm_power(vm, PowerAction.START)

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, ApiToken, Session, User, utcnow
+from idcs_core.db.models import VM, ApiToken, Host, Session, User, utcnow
+from idcs_core.engines import VMTarget
+from idcs_core.services.lookup import vm_target
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -99,6 +101,20 @@ class ConsoleTickets:
             raise errors.TokenExpired("this console link has expired: open it again")
         await self.check_binding(grant)
         return grant
+
+    async def open(self, ticket: str, kind: PageKind, source_ip: str) -> tuple[ConsoleGrant, VMTarget]:
+        """Redeem ``ticket`` for a ``kind`` page and record the opening in the audit log; return the
+        grant and the VM to open the page on. ``TokenInvalid`` when the host or VM has gone meanwhile."""
+        grant = await self.redeem(ticket, kind)
+        async with self.core.db.session() as s:
+            host = await s.get(Host, grant.host_id)
+            target = await vm_target(s, host, grant.vm_uuid) if host is not None else None
+        if target is None:
+            raise errors.TokenInvalid("this console link is no longer valid: open it again")
+        await self.core.audit(None, f"vm.{kind}", f"{grant.host_name}/{grant.vm_uuid}",
+                              detail=f"user {grant.user_id}" if grant.user_id is not None else "api token",
+                              source_ip=source_ip)
+        return grant, target
 
     async def check_binding(self, grant: ConsoleGrant) -> None:
         """Raise ``TokenInvalid`` unless the VM, its owner and the session that asked are as they were."""

@@ -146,9 +146,9 @@ def validate(engine: EngineOptions, stored: Mapping[str, Any], given: Mapping[st
 def for_engine(engine: EngineOptions, stored: Mapping[str, Any], keys: Keys) -> dict[str, Any]:
     """``HostSpec.options``: stored values (secrets decrypted, typed) with declared defaults filled in."""
     result: dict[str, Any] = {}
-    for name, option in engine.options.items():
-        if option.default is not None:
-            result[name] = option.default
+    for name, declared in engine.options.items():
+        if declared.default is not None:
+            result[name] = declared.default
     for name, value in stored.items():
         option = engine.options.get(name)
         if option is None and engine.typed:

@@ -57,7 +57,8 @@ class HostMonitor:
         if stuck is not None and not stuck.done():
             # the host has not even answered the last call: asking again would only tie up one
             # more worker thread per poll, until the pool is full and live hosts wait behind
-            result = (None, f"host {host.server_name} has not answered its previous status call yet")
+            result: tuple[HostStatus | None, str] = (
+                None, f"host {host.server_name} has not answered its previous status call yet")
             self._cache[host.server_name] = (time.monotonic(), *result)
             return result
         self._stuck.pop(host.server_name, None)
@@ -65,7 +66,7 @@ class HostMonitor:
         self._inflight[host.server_name] = fut
         try:
             try:
-                result: tuple[HostStatus | None, str] = (await self.core.engines.host_status(host), "")
+                result = (await self.core.engines.host_status(host), "")
             except errors.IDCSError as exc:
                 result = (None, exc.msg)
                 if isinstance(exc, errors.HookTimeout) and exc.pending is not None:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
 
+# The billing dialect's per-VM limits kept in a VM's config (CPU share, GPU, bandwidth, traffic,
+# NAT and proxy counts): the one list the schema, the VM answer and the admin-only check share.
+BILLING_LIMITS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num")
+
 VM_MAXIMA = {"cpu_num": ("max_vm_cpu_num", "CPU cores"), "ram_num": ("max_vm_ram_num", "MB of RAM"),
              "hdd_num": ("max_vm_hdd_num", "GB of disk")}
 

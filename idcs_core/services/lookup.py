@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Host
+from idcs_core.db.models import VM, Host, Task
 from idcs_core.engines import VMTarget
 from idcs_core.services.auth import Principal
+from idcs_core.services.limits import BILLING_LIMITS
 
 
 async def get_host(s: AsyncSession, hs_name: str) -> Host:
@@ -29,7 +30,7 @@ async def get_vm(s: AsyncSession, principal: Principal, hs_name: str, vm_uuid: s
     """
     host = await get_host(s, hs_name)
     query = select(VM).where(VM.host_id == host.id, VM.vm_uuid == vm_uuid)
-    if for_update and s.bind.dialect.name == "postgresql":
+    if for_update and s.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=VM)
     vm = (await s.execute(query)).scalar_one_or_none()
     if vm is None:
@@ -54,8 +55,7 @@ def check_owner(principal: Principal, vm: VM) -> None:
         raise errors.Forbidden("this virtual machine belongs to another user")
 
 
-CONFIG_KEYS = ("os_pass_set", "vc_port", "nic_all", "cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d",
-               "flu_num", "nat_num", "web_num")
+CONFIG_KEYS = ("os_pass_set", "vc_port", "nic_all", *BILLING_LIMITS)
 
 
 def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,3 +80,12 @@ def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
     if live:
         data.update(live)
     return data
+
+
+async def task_vm(s: AsyncSession, task: Task, when: str = "") -> VM:
+    """The VM a task works on (``task.params["vm_id"]``); 1002 when its record has gone
+    ("the VM record vanished <when>")."""
+    vm = await s.get(VM, task.params["vm_id"])
+    if vm is None:
+        raise errors.VMNotFound(f"the VM record vanished {when}".strip())
+    return vm

@@ -10,6 +10,7 @@ is removed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from idcs_core.db.models import VM, Host, IPAddr, NatRuleRow, ProxyRow, Task
 from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import limits, quotas
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_host, get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import IPAddress, NatRule, ProxyRule, VMInfo, VMStatus
 
@@ -88,6 +89,25 @@ async def free_ports(s: Any, host: Host, protocol: str) -> list[int]:
     used = set((await s.execute(select(NatRuleRow.host_port).where(
         NatRuleRow.host_id == host.id, NatRuleRow.protocol == protocol))).scalars())
     return [p for p in range(low, high + 1) if p not in used]
+
+
+@dataclass(frozen=True)
+class HostPorts:
+    """A host's NAT port range and public address, and the ports automatic NAT rules may still take."""
+
+    ports_start: Any
+    ports_close: Any
+    public_addr: str
+    free: list[int]
+
+
+async def host_ports(core: CoreContext, hs_name: str, protocol: str = "tcp") -> HostPorts:
+    """The host's configured port range and public address with its free ``protocol`` ports."""
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        free = await free_ports(s, host, protocol)
+    opts = host.options or {}
+    return HostPorts(opts.get("ports_start"), opts.get("ports_close"), opts.get("public_addr") or "", free)
 
 
 def bound_to_range(principal: Principal, host: Host) -> bool:
@@ -166,7 +186,7 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
             raise errors.NotFound("the NAT rule was removed before it was applied")
         vm = await s.get(VM, row.vm_id)
         assert vm is not None  # the rule's row goes with its VM's
-        host, rule = vm.host, _rule_of(row)
+        host, rule = vm.host, nat_rule(row)
     noted = NotedProgress(progress)
     try:
         applied: NatRule | None = await core.engines.nat_add(vm, rule, noted)
@@ -194,7 +214,7 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
             raise errors.NotFound("the server stopped while this NAT rule was being added, and its record is gone")
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        rule, text = _rule_of(row), _rule_text(row)
+        rule, text = nat_rule(row), _rule_text(row)
     try:
         await core.engines.nat_remove(vm, rule, progress)
     except errors.VMNotFound:
@@ -210,7 +230,8 @@ async def _recover_nat_add(core: CoreContext, task: Task, progress: TaskProgress
                                    "the host and its reservation released; add it again")
 
 
-def _rule_of(row: NatRuleRow) -> NatRule:
+def nat_rule(row: NatRuleRow) -> NatRule:
+    """The engines' form of a stored NAT rule."""
     return NatRule(row.host_port, row.vm_port, row.protocol, row.lan_addr)
 
 
@@ -287,7 +308,7 @@ async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress)
             return {"message": "the rule was already gone"}
         vm = await s.get(VM, row.vm_id)
         assert vm is not None
-        rule, text = _rule_of(row), _rule_text(row)
+        rule, text = nat_rule(row), _rule_text(row)
     noted = NotedProgress(progress)
     await core.engines.nat_remove(vm, rule, noted)
     await _drop_nat_row(core, row.id, vm.owner_id)
@@ -326,7 +347,7 @@ async def sync_nat(core: CoreContext, host_name: str | None = None) -> None:
             rows = (await s.execute(select(NatRuleRow).where(NatRuleRow.host_id == host.id))).scalars()
             rules: dict[int, list[NatRule]] = {}
             for r in rows:
-                rules.setdefault(r.vm_id, []).append(NatRule(r.host_port, r.vm_port, r.protocol, r.lan_addr))
+                rules.setdefault(r.vm_id, []).append(nat_rule(r))
             work += [(vm, rules.get(vm.id, [])) for vm in vms
                      if not core.tasks.busy(host.server_name, vm.vm_uuid)]  # a task (or its recovery) owns it
     for vm, vm_rules in work:
@@ -400,14 +421,15 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
         ip: IPAddress = await core.engines.vm_ip_add(vm, fields)
     except errors.IDCSError:
         async with core.db.session() as s:
-            row = await s.get(IPAddr, row_id)
-            if row is not None:
-                await s.delete(row)
+            added = await s.get(IPAddr, row_id)
+            if added is not None:
+                await s.delete(added)
                 await quotas.charge(s, vm.owner_id, ips=-1)
         raise
     async with core.db.session() as s:
-        row = await s.get(IPAddr, row_id)
-        assert row is not None
+        stored = await s.get(IPAddr, row_id)
+        assert stored is not None
+        row = stored
         if ip.version == 6:
             row.ip6_addr = ip.address
         else:
@@ -518,9 +540,9 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
             await core.proxies.add(vm.host, route)
     except errors.IDCSError:
         async with core.db.session() as s:
-            row = await s.get(ProxyRow, row_id)
-            if row is not None:
-                await s.delete(row)
+            added_proxy = await s.get(ProxyRow, row_id)
+            if added_proxy is not None:
+                await s.delete(added_proxy)
         raise
     return data
 

@@ -7,7 +7,9 @@ limit (on SQLite and PostgreSQL alike).
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, update
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
@@ -38,7 +40,7 @@ async def charge(s: AsyncSession, owner_id: int | None, **delta: int) -> None:
             conditions.append(or_(limit < 0, used + amount <= limit))
     values = {f"used_{f}": getattr(Quota, f"used_{f}") + a for f, a in delta.items()}
     result = await s.execute(update(Quota).where(and_(Quota.user_id == owner_id, *conditions)).values(**values))
-    if result.rowcount == 0:
+    if cast("CursorResult[Any]", result).rowcount == 0:
         quota = await s.get(Quota, owner_id)
         if quota is None:  # a user without a quota row: unlimited
             return

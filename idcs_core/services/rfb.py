@@ -48,7 +48,7 @@ def vnc_auth_response(password: str, challenge: bytes) -> bytes:
     try:
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
     except ImportError:  # cryptography < 43
-        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES  # type: ignore[no-redef]
+        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES  # type: ignore[no-redef, unused-ignore]  # one of two homes
 
     key = bytes(int(f"{b:08b}"[::-1], 2) for b in password.encode("latin-1", "replace")[:8].ljust(8, b"\0"))
     encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()  # three equal keys: single DES

@@ -128,6 +128,7 @@ class SettingsService:
         if typ is bool or (isinstance(value, bool) and typ is not bool) or (typ is int and isinstance(value, float)
                                                                            and not value.is_integer()):
             raise errors.BadRequest(f"{key}: expected {typ.__name__}")
+        coerced: Any
         try:
             coerced = typ(value) if not isinstance(value, typ) else value
         except (TypeError, ValueError, OverflowError):

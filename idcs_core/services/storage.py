@@ -56,7 +56,7 @@ async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_u
         _check_idle(vm)
         disk = (await s.execute(select(Disk).where(Disk.vm_id == vm.id, Disk.name == name))).scalar_one_or_none()
         created = disk is None
-        if created:
+        if disk is None:
             await quotas.charge(s, vm.owner_id, hdd=size_gb)
             disk = Disk(vm_id=vm.id, name=name, size_gb=size_gb, mounted=False)
             s.add(disk)

@@ -35,13 +35,24 @@ class MachineUsage:
         self.data_dir = data_dir
         self._sampled = -MACHINE_TTL
         self._value: dict[str, float] = {}
+        self._refresh: asyncio.Future[dict[str, float]] | None = None
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
 
     async def get(self) -> dict[str, float]:
-        if time.monotonic() - self._sampled >= MACHINE_TTL:
-            self._value = await asyncio.to_thread(self._sample)
+        """The latest sample. A stale one starts ONE refresh in a worker thread and is answered
+        meanwhile (concurrent requests never each wait for, or start, a sample of their own);
+        only the very first call waits."""
+        if time.monotonic() - self._sampled >= MACHINE_TTL and (self._refresh is None or self._refresh.done()):
             self._sampled = time.monotonic()
+            self._refresh = asyncio.ensure_future(asyncio.to_thread(self._sample))
+            self._refresh.add_done_callback(self._keep)
+        if not self._value and self._refresh is not None:
+            await asyncio.shield(self._refresh)
         return self._value
+
+    def _keep(self, refresh: asyncio.Future[dict[str, float]]) -> None:
+        if not refresh.cancelled() and refresh.exception() is None:
+            self._value = refresh.result()
 
     def _sample(self) -> dict[str, float]:
         return {"cpu_usage": float(psutil.cpu_percent(interval=None)),

@@ -110,12 +110,12 @@ class Throttle:
                 counter.locked_until = now + self._window()
                 counter.failures, counter.window_start = 0, now
                 started.append(key)
-        for scope, key in started:
+        for scope, ref in started:
             what = "source address" if scope == ADDRESS else "account"
             log.warning("login: %s locked for %s s after %d failures (address %s)", what,
                         settings.get("login_lock_seconds"), limits[scope], source_ip)
             await self.core.audit(None, "login.locked", f"{what} {source_ip}" if scope == ADDRESS
-                                  else f"account ref {key[:12]}", "failed", f"{limits[scope]} failed logins",
+                                  else f"account ref {ref[:12]}", "failed", f"{limits[scope]} failed logins",
                                   source_ip)
 
     def succeeded(self, source_ip: str, username: str) -> None:

@@ -84,6 +84,23 @@ async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) 
     return user
 
 
+async def show_user(core: CoreContext, user_id: int) -> dict[str, Any]:
+    """One user with their quota; 404 for an unknown id."""
+    async with core.db.session() as s:
+        return user_dict(await get_user(s, user_id))
+
+
+async def change_own_password(core: CoreContext, user_id: int, old_password: str, new_password: str) -> str:
+    """Change a user's password after checking the old one (``WrongPassword``); their other
+    sessions end. Returns the user name."""
+    async with core.db.session() as s:
+        user = await get_user(s, user_id)
+    if not await core.run_sync(security.verify_password, user.password_hash, old_password):
+        raise errors.WrongPassword("the old password is wrong")
+    await update_user(core, user.id, {"password": new_password})
+    return user.username
+
+
 async def delete_user(core: CoreContext, user_id: int) -> None:
     async with core.db.session() as s:
         user = await get_user(s, user_id, for_update=True)

@@ -12,7 +12,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
 from idcs_core.services import quotas
 from idcs_core.services.images import CREATE_KINDS
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_vm, task_vm
 from idcs_core.services.vms import (
     KEEP_CODES,
     _scrub_params,
@@ -157,19 +157,16 @@ async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         if os_name:
             vm.os_name = os_name
         vm.status = VMStatus.CREATING
-        task = core.tasks.add(s, "vm_reinstall", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "previous_os": previous,
-                                      "os_pass": core.keys.encrypt(os_pass or "")})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_reinstall", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "previous_os": previous,
+                                         "os_pass": core.keys.encrypt(os_pass or "")})
     return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.CREATING}
 
 
 @task_handler("vm_reinstall")
 async def _run_reinstall(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished before the reinstall")
+        vm = await task_vm(s, task, "before the reinstall")
         host, spec = vm.host, spec_of(vm)
     password = core.keys.decrypt(task.params.get("os_pass", ""))
     if password:

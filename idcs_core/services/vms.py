@@ -1,4 +1,4 @@
-"""VM life cycle: list, create, update, delete, scan, and recovery after a crash.
+"""VM life cycle: create, update, delete, scan, and recovery after a crash (reads: ``vm_reads``).
 
 Create, update and delete are tasks: the request records the change (VM row
 in ``creating``/``deleting``, quota charged, task row) in one transaction and
@@ -21,9 +21,10 @@ from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task
 from idcs_core.engines import VMTarget
 from idcs_core.services import limits, quotas
 from idcs_core.services.images import CREATE_KINDS
-from idcs_core.services.lookup import check_owner, get_host, get_vm, vm_dict
-from idcs_core.tasks import defer_event, task_dict, task_handler, task_recovery
-from idcs_core.types import NatRule, VMInfo, VMSpec, VMStatus
+from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
+from idcs_core.services.network import nat_rule
+from idcs_core.tasks import defer_event, task_handler, task_recovery
+from idcs_core.types import VMInfo, VMSpec, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -37,7 +38,7 @@ BUSY_STATES = (VMStatus.CREATING, VMStatus.DELETING)
 SECRET_FIELDS = ("os_pass", "vc_pass")
 # Per-VM limits (billing dialect) only administrators (and the global API token) may set:
 # a VM's owner raising them would lift what they pay for.
-ADMIN_LIMITS = ("cpu_per", "gpu_num", "gpu_mem", "speed_u", "speed_d", "flu_num", "nat_num", "web_num", "nic_all")
+ADMIN_LIMITS = (*limits.BILLING_LIMITS, "nic_all")
 # Errors that say what was wrong with the request keep their code when a task fails.
 KEEP_CODES = (errors.BadRequest, errors.Conflict, errors.HostUnreachable, errors.NotSupported,
               errors.QuotaExceeded, errors.VMNotFound)
@@ -91,95 +92,6 @@ async def apply_live(core: CoreContext, vm_id: int, info: VMInfo) -> None:
 # ---------------------------------------------------------------------- reading
 
 
-async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> list[dict[str, Any]]:
-    """The host's managed VMs the caller may see, with live power state from one engine call.
-
-    The host's rows come from memory until something is written (``core.reads``); the
-    engine is asked at once, so a list costs about one engine call."""
-    host, all_vms = await core.reads.get(f"vms:{hs_name}", lambda: _host_vms(core, hs_name))
-    if principal.vm_id is not None:
-        vms = [vm for vm in all_vms if vm.id == principal.vm_id]
-    elif principal.is_admin:
-        vms = all_vms
-    else:
-        vms = [vm for vm in all_vms if vm.owner_id == principal.user_id]
-    live: dict[str, VMInfo] = {}
-    host_error = ""
-    try:
-        live = {info.vm_uuid: info for info in await core.engines.vm_list(host)}
-    except errors.IDCSError as exc:
-        host_error = exc.msg
-    changed = []
-    result = []
-    for vm in vms:
-        info = live.get(vm.vm_uuid)
-        extra: dict[str, Any] = {}
-        if info is not None and info.ref and info.ref != vm.ref:
-            changed.append((vm.id, info))  # the engine's ref of the VM is new or changed: stored
-        if info is not None and vm.status not in BUSY_STATES:
-            if (vm.status, vm.power_state) != (info.status, info.power_state):
-                changed.append((vm.id, info))
-            extra = {"status": info.status, "power_state": info.power_state, "ip_addresses": info.ip_addresses}
-        elif host_error:
-            extra = {"power_state": "unknown", "host_error": host_error}
-        elif vm.status not in BUSY_STATES:
-            extra = {"power_state": "missing"}
-        result.append(vm_dict(vm, extra))
-    for vm_id, info in changed:
-        await apply_live(core, vm_id, info)
-    return result
-
-
-async def list_my_vms(core: CoreContext, principal: Principal) -> list[dict[str, Any]]:
-    """Every VM the caller may see, on every host, as stored (no engine call): a one-VM
-    token sees its VM, a user their own, an administrator all. Each carries ``server_name``."""
-    query = select(VM).order_by(VM.id)
-    if principal.vm_id is not None:
-        query = query.where(VM.id == principal.vm_id)
-    elif not principal.is_admin:
-        query = query.where(VM.owner_id == principal.user_id)
-    async with core.db.session() as s:
-        return [vm_dict(vm) for vm in (await s.execute(query)).scalars()]
-
-
-async def _host_vms(core: CoreContext, hs_name: str) -> tuple[Host, list[VM]]:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        vms = list((await s.execute(select(VM).where(VM.host_id == host.id).order_by(VM.id))).scalars())
-    return host, vms
-
-
-async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> dict[str, Any]:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        extras = await _attachments(s, vm)
-    live: dict[str, Any] = {}
-    if vm.status in BUSY_STATES and not core.tasks.busy(hs_name, vm_uuid):
-        await reconcile_vm(core, vm.id)
-    try:
-        info = await core.engines.vm_status(vm)
-        live = live_fields(info)
-        if vm.status in BUSY_STATES:
-            live["status"] = vm.status
-        else:
-            await apply_live(core, vm.id, info)
-    except errors.VMNotFound:
-        live = {"power_state": "missing"}
-    except errors.IDCSError as exc:
-        live = {"power_state": "unknown", "host_error": exc.msg}
-    return vm_dict(vm, live) | extras
-
-
-async def _attachments(s: Any, vm: VM) -> dict[str, Any]:
-    from idcs_core.db.models import Disk, IsoMount
-
-    disks = (await s.execute(select(Disk).where(Disk.vm_id == vm.id))).scalars()
-    isos = (await s.execute(select(IsoMount).where(IsoMount.vm_id == vm.id))).scalars()
-    nat = (await s.execute(select(func.count(NatRuleRow.id)).where(NatRuleRow.vm_id == vm.id))).scalar_one()
-    return {"disks": [{"hdd_name": d.name, "hdd_size": d.size_gb, "mounted": d.mounted} for d in disks],
-            "isos": [i.iso_name for i in isos], "nat_count": nat}
-
-
 # ---------------------------------------------------------------------- create
 
 
@@ -218,19 +130,16 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
         await s.flush()
         # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
         secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
-        task = core.tasks.add(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "caller": caller_key(principal),
-                                      "vm_name": fields.get("vm_name"), **secrets})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "caller": caller_key(principal),
+                                         "vm_name": fields.get("vm_name"), **secrets})
     return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_create")
 async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished before creation")
+        vm = await task_vm(s, task, "before creation")
         host = vm.host
         spec = spec_of(vm)
     for key in SECRET_FIELDS:
@@ -396,18 +305,15 @@ async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
                             hdd=new.get("hdd_num", vm.hdd_num) - vm.hdd_num)
         for key, value in new.items():
             setattr(vm, key, value)
-        task = core.tasks.add(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "old": old})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "old": old})
     return {"task_id": task.id, "vm_uuid": vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_update")
 async def _run_update(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
     async with core.db.session() as s:
-        vm = await s.get(VM, task.params["vm_id"])
-        if vm is None:
-            raise errors.VMNotFound("the VM record vanished before the update")
+        vm = await task_vm(s, task, "before the update")
         spec = spec_of(vm)
     try:
         info: VMInfo = await core.engines.vm_update(vm, spec, progress)
@@ -445,9 +351,8 @@ async def delete_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         core.require(vm.host, "vm_delete", "deleting virtual machines")
         previous = vm.status
         vm.status = VMStatus.DELETING
-        task = core.tasks.add(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"vm_id": vm.id, "previous": previous})
-    core.tasks.launch(task.id)
+        task = core.tasks.submit(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                 params={"vm_id": vm.id, "previous": previous})
     return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.DELETING}
 
 
@@ -465,8 +370,7 @@ async def _run_delete(core: CoreContext, task: Task, progress: TaskProgress) -> 
         if core.supports(host, "nat_remove"):
             for rule in rules:
                 progress(10, f"removing NAT rule {rule.host_port}/{rule.protocol}")
-                await core.engines.nat_remove(vm, NatRule(rule.host_port, rule.vm_port, rule.protocol,
-                                                          rule.lan_addr), progress)
+                await core.engines.nat_remove(vm, nat_rule(rule), progress)
         progress(30, f"deleting {vm.vm_uuid}")
         await core.engines.vm_delete(vm, progress)
     except errors.IDCSError:
@@ -581,24 +485,6 @@ async def reconcile_interrupted(core: CoreContext) -> None:
     for vm_id, host_name, vm_uuid in vms:
         if not core.tasks.busy(host_name, vm_uuid):
             await reconcile_vm(core, vm_id)
-
-
-async def get_task(core: CoreContext, principal: Principal, task_id: str) -> dict[str, Any]:
-    async with core.db.session() as s:
-        task = await s.get(Task, task_id)
-        if task is None or (not principal.is_admin and task.user_id != principal.user_id):
-            raise errors.NotFound(f"task {task_id} does not exist")
-        return task_dict(task)
-
-
-async def list_tasks(core: CoreContext, principal: Principal, limit: int, state: str | None) -> list[dict[str, Any]]:
-    async with core.db.session() as s:
-        query = select(Task).order_by(Task.created_at.desc()).limit(limit)
-        if not principal.is_admin:
-            query = query.where(Task.user_id == principal.user_id)
-        if state:
-            query = query.where(Task.state == state)
-        return [task_dict(t) for t in (await s.execute(query)).scalars()]
 
 
 # ---------------------------------------------------------------------- billing modules' retries

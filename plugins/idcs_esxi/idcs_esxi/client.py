@@ -122,20 +122,29 @@ def _pick(found: list[Any], wanted: str, what: str, addr: str) -> Any:
 
 
 def _find_pool(content: vim.ServiceInstanceContent, dc: vim.Datacenter, wanted: str, addr: str) -> vim.ResourcePool:
+    assert content.viewManager is not None  # every vCenter and ESXi has one
     view = content.viewManager.CreateContainerView(dc.hostFolder, [vim.ComputeResource, vim.ResourcePool], True)
     try:
         objs = list(view.view)
     finally:
         view.DestroyView()
     computes = [o for o in objs if isinstance(o, vim.ComputeResource)]
+    found: vim.ResourcePool | None = None
     if not wanted:
-        return _pick(computes, "", "compute resource", addr).resourcePool
-    for obj in objs:
+        found = _pick(computes, "", "compute resource", addr).resourcePool
+    for obj in objs if found is None else []:
         if obj.name == wanted:
-            return obj.resourcePool if isinstance(obj, vim.ComputeResource) else obj
-    for obj in computes:  # a standalone host's ComputeResource carries the host's name
+            if isinstance(obj, vim.ComputeResource):
+                found = obj.resourcePool
+            elif isinstance(obj, vim.ResourcePool):
+                found = obj
+            break
+    for obj in computes if found is None else []:  # a standalone host's ComputeResource carries the host's name
         if any(h.name == wanted for h in obj.host):
-            return obj.resourcePool
+            found = obj.resourcePool
+            break
+    if found is not None:
+        return found
     raise errors.BadRequest(f"{addr}: no cluster, host or resource pool named {wanted!r}")
 
 
@@ -177,7 +186,8 @@ def connect(host: HostSpec) -> Connection:
 def session_alive(conn: Connection) -> bool:
     """Whether the server still knows the session (one property read)."""
     try:
-        return conn.content.sessionManager.currentSession is not None
+        manager = conn.content.sessionManager
+        return manager is not None and manager.currentSession is not None
     except vim.fault.NotAuthenticated:
         return False
 

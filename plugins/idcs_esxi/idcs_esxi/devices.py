@@ -7,6 +7,8 @@ from typing import Any
 
 from pyVmomi import vim
 
+from idcs_core import errors
+
 GB_IN_KB = 1024 * 1024
 EXTRA_DISK_PREFIX = "idcs-disk-"
 Dev = vim.vm.device
@@ -113,8 +115,10 @@ def load_iso(cdrom: Any, iso_path: str | None) -> Any:
 def nic_backing(network: Any) -> Any:
     """The NIC backing for a port group: standard (vSwitch) or distributed (vDS)."""
     if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
-        port = vim.dvs.PortConnection(portgroupKey=network.key,
-                                      switchUuid=network.config.distributedVirtualSwitch.uuid)
+        switch = network.config.distributedVirtualSwitch
+        if switch is None:
+            raise errors.BadRequest(f"port group {network.name!r} belongs to no distributed switch")
+        port = vim.dvs.PortConnection(portgroupKey=network.key, switchUuid=switch.uuid)
         return Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
     return Dev.VirtualEthernetCard.NetworkBackingInfo(deviceName=network.name, network=network)
 

@@ -26,9 +26,9 @@ VM_PATHS = [
 # the system disk's size then comes from HDD_KEY, unknown (None) for VMs made elsewhere.
 LIST_PATHS = [p for p in VM_PATHS if p != "config.hardware.device"]
 _STATUS = {"poweredOn": VMStatus.RUNNING, "poweredOff": VMStatus.STOPPED, "suspended": VMStatus.PAUSED}
-On = vim.VirtualMachinePowerState.poweredOn
-Off = vim.VirtualMachinePowerState.poweredOff
-Suspended = vim.VirtualMachinePowerState.suspended
+On = vim.VirtualMachine.PowerState.poweredOn
+Off = vim.VirtualMachine.PowerState.poweredOff
+Suspended = vim.VirtualMachine.PowerState.suspended
 
 
 extra_config = option_dict
@@ -123,7 +123,7 @@ def _clone(conn: Connection, spec: VMSpec, template: Any, datastore: Any, progre
     relocate = vim.vm.RelocateSpec(pool=conn.pool, datastore=datastore)
     if conn.options.network:  # the template's first NIC goes to the port group the host names
         first = devices.nics(read_one(conn, template, vim.VirtualMachine, ["config.hardware.device"])
-                             .get("config.hardware.device"))
+                             .get("config.hardware.device") or [])
         if first:
             relocate.deviceChange = [devices.move_nic(first[0], placement.network(conn))]
     clone = vim.vm.CloneSpec(location=relocate, powerOn=False, template=False, config=_base_config(conn, spec))
@@ -150,7 +150,7 @@ def _fit(conn: Connection, vm: vim.VirtualMachine, spec: VMSpec, progress: Progr
     """Make CPU, memory and the system disk what ``spec`` says (the disk only grows)."""
     row = read_one(conn, vm, vim.VirtualMachine, ["config.hardware.numCPU", "config.hardware.memoryMB",
                                                  "config.hardware.device", "config.extraConfig"])
-    config = vim.vm.ConfigSpec()
+    config: Any = vim.vm.ConfigSpec()  # the stubs type its fields None until set
     changed = False
     if row.get("config.hardware.numCPU") != spec.cpu_num:
         config.numCPUs, changed = spec.cpu_num, True

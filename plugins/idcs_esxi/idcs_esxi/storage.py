@@ -96,6 +96,8 @@ def disk_delete(conn: Connection, vm_uuid: str, ref: str | None, disk_name: str,
     path = disk_path(vmx, disk_name)
     if _exists(conn, path):
         manager = conn.content.virtualDiskManager
+        if manager is None:
+            raise errors.NotSupported("this server has no virtual disk manager: delete the disk file by hand")
         task = manager.DeleteVirtualDisk_Task(name=path, datacenter=conn.datacenter)
         tasks.wait(conn, task, f"deleting disk {disk_name}", progress, 10, 100)
 

@@ -191,7 +191,7 @@ def make_template(sim: Vcsim, name: str = TEMPLATE) -> None:
         spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=pool), powerOn=False, template=False)
         WaitForTask(source.CloneVM_Task(folder=dc.vmFolder, name=name, spec=spec))
         clone = next(vm for vm in dc.vmFolder.childEntity if getattr(vm, "name", None) == name)
-        if clone.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
+        if clone.runtime.powerState != vim.VirtualMachine.PowerState.poweredOff:
             WaitForTask(clone.PowerOffVM_Task())
         clone.MarkAsTemplate()
     finally:
@@ -229,7 +229,7 @@ def remove_vm(sim: Vcsim, name: str) -> None:
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
         for vm in view.view:
             if vm.name == name:
-                if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
+                if vm.runtime.powerState != vim.VirtualMachine.PowerState.poweredOff:
                     WaitForTask(vm.PowerOffVM_Task())
                 WaitForTask(vm.Destroy_Task())
         view.DestroyView()

@@ -48,7 +48,7 @@ def reserve(conn: libvirt.virConnect, network: str, vm_uuid: str, mac: str) -> s
     if ip_el is None or dhcp is None or rng is None:
         raise BadRequest(f"network {network!r} has no DHCP range: it cannot give VMs addresses")
     taken = {h.get("ip") for h in dhcp.findall("host")} | {str(lease.get("ipaddr")) for lease in net.DHCPLeases()}
-    start, end = ipaddress.ip_address(rng.get("start")), ipaddress.ip_address(rng.get("end"))
+    start, end = ipaddress.ip_address(rng.get("start", "")), ipaddress.ip_address(rng.get("end", ""))
     free = next((ipaddress.ip_address(n) for n in range(int(end), int(start) - 1, -1)
                  if str(ipaddress.ip_address(n)) not in taken), None)
     if free is None:

@@ -38,7 +38,7 @@ class PinnedContext(ssl.SSLContext):
 
     expected: str = ""
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         tls = super().wrap_socket(*args, **kwargs)  # the handshake is done here
         der = tls.getpeercert(binary_form=True) or b""
         if fingerprint(der) != self.expected:
