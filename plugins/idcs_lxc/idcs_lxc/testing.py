@@ -17,7 +17,11 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from idcs_core.types import HostSpec
+
+PREFIX = "lxct-"  # every container the tests make is named so
 HTTP_BODY = "idcs-busybox"
 IMAGE = "idcs-busybox.tar.gz"
 BRIDGE = "lxcbr0"
@@ -226,3 +230,32 @@ def destroy_all(lxcpath: str, prefix: str = "") -> None:
 
 def drop_table(table: str) -> None:
     subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+
+
+@dataclass
+class Backend:
+    """The session's LXC set-up."""
+
+    root: Path
+    lxcpath: str
+    image_dir: str
+    table: str
+    sshd: Sshd
+
+    def options(self, mode: str, **extra: Any) -> dict[str, Any]:
+        opts: dict[str, Any] = {"lxcpath": self.lxcpath, "image_dir": self.image_dir, "nft_table": self.table,
+                                "backup_dir": str(self.root / "backups"), "disk_dir": str(self.root / "disks")}
+        if mode == "ssh":
+            opts.update(ssh_key=str(self.sshd.client_key), known_hosts=str(self.root / "pins.json"))
+        return {**opts, **extra}
+
+    def addr(self, mode: str) -> str:
+        return "local" if mode == "local" else self.sshd.addr
+
+    def host(self, mode: str, name: str | None = None, password: str = "", **extra: Any) -> HostSpec:
+        return HostSpec(name or f"lxct-{mode}", "Containers", self.addr(mode), "root", password,
+                        self.options(mode, **extra))
+
+    def attach(self, vm: str, argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["lxc-attach", "-P", self.lxcpath, "-n", vm, "--clear-env", "--", *argv],
+                              input=stdin, capture_output=True, timeout=60)
