@@ -41,7 +41,3 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
         backend.sshd.stop()
         if started_bridge:
             testing.stop_bridge()
-
-
-def progress(percent: int, message: str = "") -> None:
-    assert 0 <= percent <= 100
