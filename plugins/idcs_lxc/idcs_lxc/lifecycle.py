@@ -277,9 +277,8 @@ def stop(session: Session, name: str, force: bool) -> None:
 
 
 def vm_power(session: Session, name: str, action: PowerAction) -> VMInfo:
-    """Apply a power action: start/stop/kill/restart/freeze/unfreeze."""
-    if not exists(session, name):
-        raise errors.VMNotFound(f"container {name} is not on the host")
+    """Apply a power action: start/stop/kill/restart/freeze/unfreeze (``VMNotFound`` from the first
+    status read when the container is not there)."""
     if action == PowerAction.START:
         start(session, name)
     elif action == PowerAction.HARD_OFF:
