@@ -248,18 +248,13 @@ def vm_reinstall(session: Session, spec: VMSpec, progress: Progress) -> VMInfo:
     return read_status(session, name)
 
 
-def _wait_state(session: Session, name: str, state: str, timeout: int) -> None:
-    session.check(session.lxc("lxc-wait", "-n", name, "-s", state, "-t", str(timeout)),
-                  f"wait for {name} to be {state}", timeout=timeout + 10)
-
-
 def start(session: Session, name: str) -> None:
     state = read_status(session, name).power_state
     if state in ("FROZEN", "FREEZING"):
         session.check(session.lxc("lxc-unfreeze", "-n", name), f"unfreeze {name}")
     elif state != "RUNNING":
+        # lxc-start -d returns once the container runs (or failed to start): no lxc-wait needed
         session.check(session.lxc("lxc-start", "-d", "-n", name), f"lxc-start {name}")
-        _wait_state(session, name, "RUNNING", 20)
 
 
 def stop(session: Session, name: str, force: bool) -> None:
@@ -291,12 +286,10 @@ def vm_power(session: Session, name: str, action: PowerAction) -> VMInfo:
     elif action == PowerAction.PAUSE:
         if read_status(session, name).power_state != "RUNNING":
             raise errors.VMOperationFailed(f"{name} is not running: only a running container can be paused")
-        session.check(session.lxc("lxc-freeze", "-n", name), f"lxc-freeze {name}")
-        _wait_state(session, name, "FROZEN", 10)
+        session.check(session.lxc("lxc-freeze", "-n", name), f"lxc-freeze {name}")  # returns once frozen
     elif action == PowerAction.RESUME:
         if read_status(session, name).power_state in ("FROZEN", "FREEZING"):
             session.check(session.lxc("lxc-unfreeze", "-n", name), f"lxc-unfreeze {name}")
-            _wait_state(session, name, "RUNNING", 10)
     else:
         raise errors.NotSupported(f"power action {action} is not supported")
     if action in (PowerAction.START, PowerAction.RESET):
