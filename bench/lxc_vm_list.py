@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,8 +71,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
     print(machine_line())
-    with Cleanup() as cleanup, tempfile.TemporaryDirectory(prefix="idcs-lxc-bench-") as tmp:
-        root = Path(tmp)
+    with Cleanup() as cleanup:
+        root = Path(tempfile.mkdtemp(prefix="idcs-lxc-bench-"))
+        cleanup.callback(shutil.rmtree, root, True)  # registered first: runs last, after the containers went
         lxcpath = str(root / "containers")
         Path(lxcpath).mkdir()
         if testing.ensure_bridge():
