@@ -224,7 +224,7 @@ class SSHTransport:
                 raise errors.HostUnreachable(f"{argv[0]} on {self.addr.label} did not finish within "
                                              f"{timeout:.0f} s") from exc
             code = done.exit_status if done.exit_status is not None else 255
-            return Result(code, bytes(done.stdout or b""), bytes(done.stderr or b""))
+            return Result(code, _as_bytes(done.stdout), _as_bytes(done.stderr))
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
@@ -329,3 +329,10 @@ class SessionCache:
             gone = [self._sessions.pop(k) for k in stale]
         for session in gone:
             session.close()
+
+
+def _as_bytes(data: bytes | str | None) -> bytes:
+    """asyncssh gives bytes when the session's encoding is None (ours), str otherwise."""
+    if data is None:
+        return b""
+    return data.encode() if isinstance(data, str) else bytes(data)
