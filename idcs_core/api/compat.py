@@ -16,6 +16,7 @@ from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, Ctx, Router
 from idcs_core.api.schemas import TrafficReset
 from idcs_core.db.models import VM, Host
+from idcs_core.ops import traffic
 from idcs_core.services.lookup import get_vm, vm_dict
 
 router = Router("compat")
@@ -60,7 +61,10 @@ async def temp_login(ctx: Ctx) -> Any:
 
 @router.post("/api/traffic/reset", auth=ADMIN, body=TrafficReset)
 async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
-    """Reset a VM's traffic counter (billing dialect; the monthly ``flu_num`` allowance starts again).
+    """Start a new traffic period for a VM now: its counted traffic (``traffic_bytes``,
+    ``traffic_used``) goes back to 0 and its ``flu_num`` allowance starts again; a throttle or a
+    suspension for passing it is lifted. Daily totals are kept. (Otherwise a period is a calendar
+    month, UTC.)
 
     ``hs_name`` may be left out (IDCSmart sends only ``?hostname=<vm_uuid>``): the VM is then
     found by its id; 400 when several hosts have a VM of that id."""
@@ -75,6 +79,7 @@ async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
                 raise errors.BadRequest(f"several hosts have a VM {body.vm_uuid}: give hs_name")
             hs_name = hosts[0]
         vm = await get_vm(s, ctx.user, hs_name, body.vm_uuid)
-        vm.traffic_bytes = 0
+        vm_id = vm.id
+    await traffic.reset_period(ctx.core, vm_id)
     await ctx.core.audit(ctx.user, "vm.traffic-reset", f"{hs_name}/{body.vm_uuid}", source_ip=ctx.source_ip)
     return {"vm_uuid": body.vm_uuid, "server_name": hs_name, "traffic_bytes": 0}
