@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ GIB = 1024**3
 SKIPPED_STATES = (VMStatus.CREATING, VMStatus.DELETING)
 DAYS_SHOWN = 31
 MONTHS_SHOWN = 12
+RECHECK_SECONDS = 2.0
 
 
 def month_start(moment: datetime) -> datetime:
@@ -219,15 +221,19 @@ class TrafficSampler:
 
     async def run(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 await self.sample_all()
             except Exception:  # the database away for a moment: next round
                 log.exception("traffic sampling: a round failed")
             self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), float(self.core.settings.get("traffic_sample_seconds")))
-            except TimeoutError:
-                pass
+            # the interval is read again every few seconds, so a changed setting takes effect soon
+            while (left := started + float(self.core.settings.get("traffic_sample_seconds")) - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), min(left, RECHECK_SECONDS))
+                    break
+                except TimeoutError:
+                    pass
 
     async def sample_all(self) -> int:
         """One round over every host; return how many VMs had counters."""

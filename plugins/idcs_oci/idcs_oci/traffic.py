@@ -6,12 +6,13 @@ are the sums over the container's interfaces, seen from inside it. The ``epoch``
 container's network endpoint ids (Docker makes a new endpoint at every start), or its start time
 where the daemon lists none (Podman).
 
-Caps: ``tc`` on the container's host-side veth. What the VM receives leaves the host through
-that veth (a ``tbf`` root qdisc caps it); what the VM sends enters the host through it (an
-``ingress`` qdisc with a policing filter caps it). The veth is found from the container's PID:
-``/proc/<pid>/root/sys/class/net/eth0/iflink`` is the index of its host-side peer. That needs the
-Docker host to be this machine (a unix socket) and root; other hosts answer 1006. A restart gives
-the container a new veth (and a new epoch), after which the core applies the caps again.
+Caps: ``tc`` token-bucket shapers (``tbf``). What the VM receives leaves the host through the
+container's host-side veth (shaped there); what it sends leaves the container's own interface
+(shaped in its network namespace through ``nsenter``; ingress policing needs kernel modules many
+hosts lack). The veth is found from the container's PID: ``/proc/<pid>/root/sys/class/net/<nic>/
+iflink`` is the index of its host-side peer. That needs the Docker host to be this machine (a unix
+socket) and root; other hosts answer 1006. A restart gives the container a new veth and namespace
+(and a new epoch), after which the core applies the caps again.
 """
 
 from __future__ import annotations
@@ -78,63 +79,69 @@ def _local(conn: Conn) -> bool:
     return addr.startswith(("unix://", "/"))
 
 
-def host_veths(conn: Conn, vm_uuid: str) -> list[str]:
-    """The host-side veth of each interface of the VM's running container."""
+def interfaces(conn: Conn, vm_uuid: str) -> tuple[int, list[tuple[str, str]]]:
+    """The running container's PID and, per interface of it, (its name inside, its host-side veth)."""
     if not _local(conn):
         raise errors.NotSupported("bandwidth caps need the Docker host to be this machine (a unix socket)")
     state = conn.api.inspect_container(naming.check_vm_uuid(vm_uuid)).get("State") or {}
     pid = int(state.get("Pid") or 0)
     if not state.get("Running") or pid <= 0:
         raise errors.VMOperationFailed(f"container {vm_uuid} is not running: caps are applied when it runs")
-    inner = Path(f"/proc/{pid}/root/sys/class/net")
-    peers: set[int] = set()
-    for nic in inner.iterdir():
-        if nic.name == "lo":
-            continue
+    peers: dict[int, str] = {}
+    for nic in Path(f"/proc/{pid}/root/sys/class/net").iterdir():
         try:
             peer, own = int((nic / "iflink").read_text()), int((nic / "ifindex").read_text())
         except (OSError, ValueError):
             continue
-        if peer != own:  # a veth: its peer is on the host
-            peers.add(peer)
-    veths = []
+        if nic.name != "lo" and peer != own:  # a veth: its peer is on the host
+            peers[peer] = nic.name
+    pairs = []
     for dev in SYS_NET.iterdir():
         try:
-            if int((dev / "ifindex").read_text()) in peers:
-                veths.append(dev.name)
+            index = int((dev / "ifindex").read_text())
         except (OSError, ValueError):
             continue
-    if not veths:
+        if index in peers:
+            pairs.append((peers[index], dev.name))
+    if not pairs:
         raise errors.VMOperationFailed(f"no host-side interface of container {vm_uuid} found")
-    return veths
+    return pid, pairs
 
 
-def _tc(*args: str, check: bool = True) -> None:
-    exe = shutil.which("tc", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+def _tool(name: str) -> str:
+    exe = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin")
     if exe is None:
-        raise errors.NotSupported("bandwidth caps need tc (Debian package iproute2) on the Docker host")
-    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=15, check=False)
+        raise errors.NotSupported(f"bandwidth caps need {name} (iproute2, util-linux) on the Docker host")
+    return exe
+
+
+def _run(args: list[str], check: bool = True) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=15, check=False)
     if check and done.returncode != 0:
-        raise errors.VMOperationFailed(f"tc {' '.join(args)}: {done.stderr.strip()}")
+        raise errors.VMOperationFailed(f"{' '.join(args[-12:])}: {done.stderr.strip()}")
 
 
-def _burst(mbit: int, seconds: float) -> str:
-    """Bytes the bucket holds: ``seconds`` of traffic at the rate, at least 16 KiB."""
-    return str(max(16 * 1024, int(mbit * 1_000_000 / 8 * seconds)))
+def _shape(prefix: list[str], dev: str, mbit: int) -> None:
+    """A ``tbf`` root qdisc of ``mbit`` on ``dev`` (what leaves through it), or none for 0."""
+    _run([*prefix, "qdisc", "del", "dev", dev, "root"], check=False)
+    if mbit:
+        burst = str(max(16 * 1024, int(mbit * 1_000_000 / 8 * 0.02)))  # 20 ms at the rate, 16 KiB at least
+        _run([*prefix, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit", "burst", burst,
+              "latency", "100ms"])
 
 
 def apply_caps(conn: Conn, vm_uuid: str, up_mbit: int, down_mbit: int) -> None:
-    """Cap what the VM sends (``up_mbit``) and receives (``down_mbit``); 0 lifts a cap."""
+    """Cap what the VM sends (``up_mbit``) and receives (``down_mbit``); 0 lifts a cap.
+
+    Both are token-bucket shapers on what leaves an interface: what the VM receives leaves the
+    host through its host-side veth; what it sends leaves its own ``eth0`` (shaped from the host
+    in the container's network namespace, where the container itself, without NET_ADMIN, cannot
+    undo it)."""
     if up_mbit < 0 or down_mbit < 0:
         raise errors.BadRequest("speed_u and speed_d must not be negative")
-    for veth in host_veths(conn, vm_uuid):
-        _tc("qdisc", "del", "dev", veth, "root", check=False)
-        if down_mbit:
-            _tc("qdisc", "replace", "dev", veth, "root", "tbf", "rate", f"{down_mbit}mbit",
-                "burst", _burst(down_mbit, 0.02), "latency", "100ms")
-        _tc("qdisc", "del", "dev", veth, "ingress", check=False)
-        if up_mbit:
-            _tc("qdisc", "add", "dev", veth, "handle", "ffff:", "ingress")
-            _tc("filter", "add", "dev", veth, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
-                "match", "u32", "0", "0", "police", "rate", f"{up_mbit}mbit", "burst", _burst(up_mbit, 0.1),
-                "drop", "flowid", ":1")
+    tc = _tool("tc")
+    pid, pairs = interfaces(conn, vm_uuid)
+    inside = [_tool("nsenter"), "-t", str(pid), "-n", tc]
+    for inner, veth in pairs:
+        _shape([tc], veth, down_mbit)
+        _shape(inside, inner, up_mbit)
