@@ -146,7 +146,8 @@ async def prometheus_metrics(ctx: Ctx) -> Any:
     a reverse proxy that is the proxy's address) or with ``Authorization: Bearer <metrics_token>``;
     otherwise 403. Series: request counts and latencies by route template, task counts and
     durations by kind and outcome, engine hook latencies by engine and hook, host up/down, VMs by
-    state. See ``idcs_core/ops/metrics.py``.
+    state, and per VM its traffic this period and its CPU / memory use where the host reports them.
+    See ``idcs_core/ops/metrics.py``.
     """
     metrics.check_access(ctx.core, ctx.source_ip, ctx.request.headers.get("authorization"))
     return Response(await ctx.core.ops.metrics.render(), media_type=metrics.CONTENT_TYPE)
