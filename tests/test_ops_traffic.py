@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from idcs_core.testing.server import LiveServer
 
@@ -152,6 +154,10 @@ def test_traffic_counted_once_across_a_restart(world: dict[str, Any]) -> None:
     traffic = detail["traffic_used"]
     assert traffic["used_bytes"] == traffic["rx_bytes"] + traffic["tx_bytes"]  # traffic_count "both"
     assert abs(detail["traffic_bytes"] - traffic["used_bytes"]) < 20_000  # the billing dialect's mirror
+    metrics = httpx.get(f"{world['server'].url}/metrics", timeout=30)
+    series = {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+              for family in text_string_to_metric_families(metrics.text) for smp in family.samples}
+    assert series[("idcs_vm_traffic_bytes", (("direction", "tx"), ("host", hs), ("vm", vm)))] >= got + again
     (today,) = traffic["days"]
     assert today["total_bytes"] == traffic["used_bytes"]
     assert traffic["months"][-1]["total_bytes"] == today["total_bytes"]
