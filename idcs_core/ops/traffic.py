@@ -276,7 +276,8 @@ class TrafficSampler:
                 vm = await s.get(VM, vm_id)
                 if vm is None or vm.host_id != host_id:
                     continue
-                row = await s.get(VMTraffic, vm_id)
+                # locked on PostgreSQL: two serving nodes sampling at once add each byte once
+                row = await s.get(VMTraffic, vm_id, with_for_update=True)
                 rx, tx, restarted = delta(row, counters)
                 item = _Follow(vm_id, vm.vm_uuid, caps=restarted)
                 if row is None:
