@@ -151,11 +151,16 @@ async def apply_caps(core: CoreContext, vm_id: int) -> bool:
             log.warning("%s on %s: speed caps set, but the %s engine cannot apply them", vm_uuid,
                         host.server_name, host.server_type)
         return False
+    retry = core.ops.traffic.retry_caps if core.ops is not None else set()
     try:
         await core.call(host, "vm_bandwidth", long=True, vm_uuid=vm_uuid, up_mbit=up, down_mbit=down)
     except errors.IDCSError as exc:
-        log.warning("caps %s/%s Mbit/s of %s on %s not applied: %s", up, down, vm_uuid, host.server_name, exc.msg)
+        log.warning("caps %s/%s Mbit/s of %s on %s not applied (tried again at the next sample): %s", up, down,
+                    vm_uuid, host.server_name, exc.msg)
+        if not isinstance(exc, errors.NotSupported):
+            retry.add(vm_id)
         return False
+    retry.discard(vm_id)
     return True
 
 
@@ -218,6 +223,7 @@ class TrafficSampler:
         self.core = core
         self.wake = asyncio.Event()
         self.rounds = 0
+        self.retry_caps: set[int] = set()  # VMs whose caps failed to apply: tried again at their next sample
 
     async def run(self) -> None:
         while True:
@@ -279,7 +285,7 @@ class TrafficSampler:
                 # locked on PostgreSQL: two serving nodes sampling at once add each byte once
                 row = await s.get(VMTraffic, vm_id, with_for_update=True)
                 rx, tx, restarted = delta(row, counters)
-                item = _Follow(vm_id, vm.vm_uuid, caps=restarted)
+                item = _Follow(vm_id, vm.vm_uuid, caps=restarted or vm_id in self.retry_caps)
                 if row is None:
                     row = VMTraffic(vm_id=vm_id, period_start=period, period_rx=0, period_tx=0, over_action="")
                     s.add(row)
