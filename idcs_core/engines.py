@@ -44,6 +44,7 @@ from idcs_core.types import (
     Progress,
     ProxyRule,
     TerminalChannel,
+    TrafficCounters,
     VMInfo,
     VMSpec,
 )
@@ -95,6 +96,8 @@ TIMEOUTS: dict[str, Timeout] = {
     "backup_restore": Timeout.LONG,
     "backup_delete": Timeout.LONG,
     "backup_list": Timeout.SHORT,
+    "vm_traffic": Timeout.LONG,
+    "vm_bandwidth": Timeout.LONG,
 }
 
 
@@ -232,6 +235,12 @@ class EngineFacade:
     async def nat_sync(self, vm: VM | VMTarget, rules: list[NatRule]) -> None:
         await self._vm("nat_sync", vm, rules=rules)
 
+    async def vm_traffic(self, host: Host | HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
+        return cast(dict[str, TrafficCounters], await self.invoke(host, "vm_traffic", vm_uuids=vm_uuids))
+
+    async def vm_bandwidth(self, vm: VM | VMTarget, up_mbit: int, down_mbit: int) -> None:
+        await self._vm("vm_bandwidth", vm, up_mbit=up_mbit, down_mbit=down_mbit)
+
     async def proxy_add(self, vm: VM | VMTarget, rule: ProxyRule) -> None:
         await self._vm("proxy_add", vm, rule=rule)
 
@@ -314,6 +323,8 @@ class EngineHooks(Protocol):
                        progress: Progress) -> VMInfo: ...
     def backup_delete(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str) -> None: ...
     def backup_list(self, host: HostSpec) -> list[BackupInfo]: ...
+    def vm_traffic(self, host: HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]: ...
+    def vm_bandwidth(self, host: HostSpec, vm_uuid: str, ref: str, up_mbit: int, down_mbit: int) -> None: ...
 
 
 HOOK_NAMES: tuple[str, ...] = tuple(

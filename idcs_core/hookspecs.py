@@ -59,6 +59,7 @@ from idcs_core.types import (
     Progress,
     ProxyRule,
     TerminalChannel,
+    TrafficCounters,
     VMInfo,
     VMSpec,
 )
@@ -288,6 +289,28 @@ class EngineSpec:
     def proxy_remove(self, host: HostSpec, vm_uuid: str, ref: str, rule: ProxyRule) -> None:
         """Remove a reverse-proxy entry added by ``proxy_add``. Idempotent."""
 
+    @hookspec(firstresult=True)
+    def vm_traffic(self, host: HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
+        """Return the network byte counters of the listed VMs of ``host`` (``vm_uuid`` -> ``TrafficCounters``).
+
+        Called for traffic accounting every ``traffic_sample_seconds``, once per host for all of its
+        VMs: answer in a constant number of round trips (or concurrent ones), not one call per VM in
+        a row. Leave out VMs that are stopped or unknown (they add nothing). The counters count up
+        from when the VM's network started; the core keeps the last sample and adds differences,
+        so a restart (a new ``epoch``, or counters that went down) is never counted twice.
+        """
+
+    @hookspec(firstresult=True)
+    def vm_bandwidth(self, host: HostSpec, vm_uuid: str, ref: str, up_mbit: int, down_mbit: int) -> None:
+        """Cap the VM's network rate: ``up_mbit`` for what it sends, ``down_mbit`` for what it
+        receives, in Mbit/s; 0 lifts that cap. Applying the same caps again must succeed.
+
+        Called after a create or update whose ``config`` has ``speed_u`` / ``speed_d``, when a
+        VM passes its traffic allowance and the ``traffic_over_action`` is ``throttle``, when a
+        new period lifts that, and after the counters' ``epoch`` changed (a restart may have given
+        the VM a new host-side interface). Raise ``NotSupported`` when this VM cannot be capped.
+        """
+
     # ------------------------------------------------------------------ storage
 
     @hookspec(firstresult=True)
@@ -394,3 +417,9 @@ class EventSpec:
     @hookspec
     def task_finished(self, task: dict[str, Any]) -> None:
         """A long operation ended (``task``: id, kind, state success/failed, message)."""
+
+    @hookspec
+    def vm_traffic_over(self, vm: dict[str, Any], used_bytes: int, limit_bytes: int, action: str) -> None:
+        """``vm`` passed its monthly traffic allowance (``flu_num``): ``used_bytes`` counted this
+        period against ``limit_bytes``; ``action`` is what the core did (none / throttle / suspend,
+        setting ``traffic_over_action``). Heard once per period."""

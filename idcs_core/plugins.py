@@ -64,6 +64,8 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "iso": ("iso_mount", "iso_unmount"),
     "backup": ("backup_create", "backup_restore", "backup_delete"),
     "backup_scan": ("backup_list",),
+    "traffic": ("vm_traffic",),
+    "bandwidth": ("vm_bandwidth",),
 }
 
 # One pool for all engine calls: a slow host ties up a thread, never the event loop.

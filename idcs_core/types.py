@@ -203,6 +203,23 @@ class DiskSpec:
     size_gb: int
 
 
+@dataclass(frozen=True)
+class TrafficCounters:
+    """A VM's network byte counters as its host reports them now, from the VM's side.
+
+    ``rx_bytes``: received by the VM (download); ``tx_bytes``: sent by the VM (upload); both
+    summed over the VM's NICs (loopback excluded) and counting up from when its network came up.
+    ``epoch`` names that start (the container's PID, its network endpoint, a boot id): a new
+    ``epoch`` means the counters began again from zero (a restart), so the core adds the new values
+    whole instead of a difference. Leave it "" when the back end has no such id; a counter that
+    went down is then taken as a restart too.
+    """
+
+    rx_bytes: int
+    tx_bytes: int
+    epoch: str = ""
+
+
 @dataclass
 class BackupInfo:
     """A backup as it exists on the host (or in the engine's store)."""

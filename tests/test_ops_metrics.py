@@ -78,6 +78,9 @@ def test_metrics_parse_and_move(metrics_server: LiveServer, lab: TestLabEngine) 
     assert ("idcs_host_up", (("engine", "TestLab"), ("host", "mxb"))) in after
     assert value(after, "idcs_host_up", host="mxb", engine="TestLab") == 0
     assert value(after, "idcs_vms", state="running") == 1
+    # per VM, as the host's vm_list reports them (TestLab: 1.5 % CPU, 20 % memory)
+    assert value(after, "idcs_vm_cpu_usage_percent", host="mxa", vm="mx1") == 1.5
+    assert value(after, "idcs_vm_memory_usage_percent", host="mxa", vm="mx1") == 20.0
 
     lab.faults.down.clear()
     admin.run_task("DELETE", "/api/client/delete/mxa/mx1")

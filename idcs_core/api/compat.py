@@ -49,7 +49,10 @@ async def temp_login(ctx: Ctx) -> Any:
 
 @router.post("/api/traffic/reset", auth=ADMIN, body=TrafficReset)
 async def traffic_reset(ctx: Ctx, body: TrafficReset) -> Any:
-    """Reset a VM's traffic counter (billing dialect; the monthly ``flu_num`` allowance starts again).
+    """Start a new traffic period for a VM now: its counted traffic (``traffic_bytes``,
+    ``traffic_used``) goes back to 0 and its ``flu_num`` allowance starts again; a throttle or a
+    suspension for passing it is lifted. Daily totals are kept. (Otherwise a period is a calendar
+    month, UTC.)
 
     ``hs_name`` may be left out (IDCSmart sends only ``?hostname=<vm_uuid>``): the VM is then
     found by its id; 400 when several hosts have a VM of that id."""

@@ -10,8 +10,9 @@ from starlette.responses import Response, StreamingResponse
 from idcs_core import errors
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Body, Empty, LimitQuery
-from idcs_core.ops import metrics, schedules, webhooks
+from idcs_core.ops import metrics, schedules, traffic, webhooks
 from idcs_core.ops.listener import EVENT_NAMES
+from idcs_core.services.lookup import get_vm
 from idcs_core.validation import Text
 
 router = Router("operations")
@@ -34,6 +35,32 @@ class ScheduleCreate(Body):
     cron: Annotated[str, Field(min_length=1, max_length=100)]
     retention: Annotated[int, Field(ge=1, le=schedules.MAX_RETENTION)]
     enabled: bool = True
+
+
+class TrafficQuery(Body):
+    days: Annotated[int, Field(ge=1, le=400)] = traffic.DAYS_SHOWN
+
+
+TRAFFIC_DAY = {"type": "object", "properties": {
+    "day": {"type": "string", "format": "date"}, "rx_bytes": {"type": "integer"}, "tx_bytes": {"type": "integer"},
+    "total_bytes": {"type": "integer"}}}
+TRAFFIC_USED = {"type": "object", "properties": {
+    "period_start": {"type": "string", "format": "date-time",
+                     "description": "start of the period: the 1st of the month (UTC) or the last reset"},
+    "rx_bytes": {"type": "integer", "description": "received by the VM this period"},
+    "tx_bytes": {"type": "integer", "description": "sent by the VM this period"},
+    "used_bytes": {"type": "integer", "description": "what counts against flu_num (setting traffic_count)"},
+    "count": {"type": "string", "enum": ["both", "out", "in"]},
+    "limit_bytes": {"type": "integer", "nullable": True, "description": "flu_num GiB in bytes; null: no limit"},
+    "over_action": {"type": "string", "description": "'' while under flu_num; else what was done: none, "
+                    "throttle, suspend"},
+    "sampled_at": {"type": "string", "format": "date-time", "nullable": True},
+    "days": {"type": "array", "items": TRAFFIC_DAY, "description": "daily totals, oldest first"},
+    "months": {"type": "array", "description": "calendar-month totals (UTC), oldest first, last 12",
+               "items": {"type": "object", "properties": {"month": {"type": "string", "example": "2026-12"},
+                                                          "rx_bytes": {"type": "integer"},
+                                                          "tx_bytes": {"type": "integer"},
+                                                          "total_bytes": {"type": "integer"}}}}}}
 
 
 def _id(name: str, value: str) -> int:
@@ -119,7 +146,8 @@ async def prometheus_metrics(ctx: Ctx) -> Any:
     a reverse proxy that is the proxy's address) or with ``Authorization: Bearer <metrics_token>``;
     otherwise 403. Series: request counts and latencies by route template, task counts and
     durations by kind and outcome, engine hook latencies by engine and hook, host up/down, VMs by
-    state. See ``idcs_core/ops/metrics.py``.
+    state, and per VM its traffic this period and its CPU / memory use where the host reports them.
+    See ``idcs_core/ops/metrics.py``.
     """
     metrics.check_access(ctx.core, ctx.source_ip, ctx.request.headers.get("authorization"))
     return Response(await ctx.core.ops.metrics.render(), media_type=metrics.CONTENT_TYPE)
@@ -158,4 +186,61 @@ async def delete_backup_schedule(ctx: Ctx, hs_name: str, vm_uuid: str, schedule_
     await schedules.delete_schedule(ctx.core, ctx.user, hs_name, vm_uuid, _id("schedule_id", schedule_id))
     await ctx.core.audit(ctx.user, "backup.schedule.delete", f"{hs_name}/{vm_uuid}", detail=schedule_id,
                          source_ip=ctx.source_ip)
+    return None
+
+
+@router.get("/api/client/traffic/{hs_name}/{vm_uuid}", body=TrafficQuery, vm_scoped=True, data=TRAFFIC_USED,
+            query={"days": "days of daily totals (1-400, default 31)"})
+async def vm_traffic(ctx: Ctx, hs_name: str, vm_uuid: str, body: TrafficQuery) -> Any:
+    """The VM's traffic: this period (month or since the last reset), by day and by month.
+
+    Also in the VM's detail as ``traffic_used``. Counted from the engine's counters every
+    ``traffic_sample_seconds`` (engines with the ``traffic`` capability); a restart of the VM is
+    neither lost nor counted twice. ``used_bytes`` (setting ``traffic_count``) is what counts
+    against ``flu_num``; past it, setting ``traffic_over_action`` decides what happens.
+    """
+    async with ctx.core.db.session() as s:
+        vm = await get_vm(s, ctx.user, hs_name, vm_uuid)
+        vm_id, config = vm.id, dict(vm.config or {})
+    return await traffic.usage_of(ctx.core, vm_id, config, body.days)
+
+
+@router.post("/api/traffic/sample", auth=ADMIN, body=Empty, data={"type": "object", "properties": {
+    "vms": {"type": "integer", "description": "VMs whose counters were read"}}})
+async def traffic_sample(ctx: Ctx, body: Empty) -> Any:
+    """Read every host's traffic counters now (as the ``traffic_sample_seconds`` loop does) and
+    answer when they are counted."""
+    return {"vms": await ctx.core.ops.traffic.sample_all()}
+
+
+HOST_SCHEDULE = "/api/server/backup/schedule/{hs_name}"
+
+
+@router.get(HOST_SCHEDULE, auth=ADMIN)
+async def list_host_backup_schedules(ctx: Ctx, hs_name: str) -> Any:
+    """The host's backup schedules (each backs up every VM on the host)."""
+    return await schedules.list_host_schedules(ctx.core, hs_name)
+
+
+@router.post(HOST_SCHEDULE, auth=ADMIN, body=ScheduleCreate)
+async def create_host_backup_schedule(ctx: Ctx, hs_name: str, body: ScheduleCreate) -> Any:
+    """Back up every VM of the host on a cron schedule (UTC), keeping each VM's newest ``retention``
+    backups of this schedule.
+
+    Each slot starts one ``backup_scheduled`` task per VM on the host then (busy VMs are skipped),
+    with the same rules as a VM's schedule (``/api/client/backup/schedule/...``): counted in each
+    owner's ``max_backups``, oldest beyond ``retention`` deleted, a failure fails that VM's task
+    (event ``task_finished``, state ``failed``) and shows in ``last_state`` / ``last_error``.
+    """
+    data = await schedules.create_host_schedule(ctx.core, hs_name, body.cron, body.retention, body.enabled)
+    await ctx.core.audit(ctx.user, "backup.schedule.create", hs_name, detail=f"{body.cron} keep {body.retention}",
+                         source_ip=ctx.source_ip)
+    return data
+
+
+@router.delete(HOST_SCHEDULE + "/{schedule_id}", auth=ADMIN, body=Empty)
+async def delete_host_backup_schedule(ctx: Ctx, hs_name: str, schedule_id: str, body: Empty) -> Any:
+    """Stop a host's backup schedule; the backups it made stay."""
+    await schedules.delete_host_schedule(ctx.core, hs_name, _id("schedule_id", schedule_id))
+    await ctx.core.audit(ctx.user, "backup.schedule.delete", hs_name, detail=schedule_id, source_ip=ctx.source_ip)
     return None

@@ -21,7 +21,10 @@ VM_ITEM = {"type": "object", "properties": {
     "power_state": {"type": "string", "description": "the engine's own word; 'unknown' when the host "
                     "does not answer, 'missing' when the VM is not on the host"},
     "config": {"type": "object", "description": "billing dialect limits: cpu_per, speed_u, speed_d, "
-               "flu_num, nat_num, web_num, nic_all, vc_port, ..."}}}
+               "flu_num, nat_num, web_num, nic_all, vc_port, ..."},
+    "traffic_bytes": {"type": "integer", "description": "traffic counted against flu_num this period"},
+    "traffic_used": {"type": "object", "description": "one VM's detail only: this period's traffic, daily and "
+                     "monthly totals, as GET /api/client/traffic/{hs_name}/{vm_uuid} answers"}}}
 TASK_STARTED = {"type": "object", "properties": {
     "task_id": {"type": "string"}, "vm_uuid": {"type": "string"}, "status": {"type": "string"},
     "task": {"type": "object", "description": "the finished task, when the call waited (?wait=seconds)"}}}

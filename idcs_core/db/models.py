@@ -7,13 +7,14 @@ NAT rules, quotas); the engines are the source of truth for live state
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -406,13 +407,16 @@ class WebhookDelivery(Base):
 
 
 class BackupSchedule(Base):
-    """A VM's backup schedule: a cron expression and how many of its backups to keep."""
+    """A backup schedule: a cron expression and how many backups to keep, of one VM (``vm_id``)
+    or of every VM on a host (``host_id``; the retention then counts per VM)."""
 
     __tablename__ = "backup_schedules"
     __table_args__ = (AUTOINCREMENT,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True, nullable=True)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True,
+                                                nullable=True)
     cron: Mapped[str] = mapped_column(String(100))
     retention: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -421,3 +425,35 @@ class BackupSchedule(Base):
     last_state: Mapped[str] = mapped_column(String(16), default="")
     last_error: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- traffic accounting
+
+
+class VMTraffic(Base):
+    """A VM's traffic accounting: the last counters its engine reported (``epoch``, ``rx_last``,
+    ``tx_last``) and what the current period (from ``period_start``) has counted."""
+
+    __tablename__ = "vm_traffic"
+
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(128), default="")
+    rx_last: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx_last: Mapped[int] = mapped_column(BigInteger, default=0)
+    sampled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    period_rx: Mapped[int] = mapped_column(BigInteger, default=0)
+    period_tx: Mapped[int] = mapped_column(BigInteger, default=0)
+    # what was done when the VM passed its flu_num this period ("" while under it): none/throttle/suspend
+    over_action: Mapped[str] = mapped_column(String(16), default="")
+
+
+class TrafficDay(Base):
+    """Bytes a VM received (``rx``) and sent (``tx``) on one UTC day: the traffic charts."""
+
+    __tablename__ = "traffic_daily"
+
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    rx: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx: Mapped[int] = mapped_column(BigInteger, default=0)

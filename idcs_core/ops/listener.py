@@ -21,7 +21,7 @@ log = logging.getLogger("idcs.ops")
 
 # every event hook an EventListener hears (the EventSpec hooks)
 EVENT_NAMES = ("idcs_startup", "user_logged_in", "host_changed", "vm_created", "vm_deleted", "vm_powered",
-               "task_finished")
+               "task_finished", "vm_traffic_over")
 
 # keys never passed on, whatever a hook hands over (the hooks promise no secrets; this makes sure)
 _SECRET_KEY = re.compile(r"pass|secret|token|private|key$", re.IGNORECASE)
@@ -119,3 +119,8 @@ class EventListener:
     @hookimpl
     def task_finished(self, task: dict[str, Any]) -> None:
         self._hear("task_finished", {"task": task})
+
+    @hookimpl
+    def vm_traffic_over(self, vm: dict[str, Any], used_bytes: int, limit_bytes: int, action: str) -> None:
+        self._hear("vm_traffic_over", {"vm": vm, "used_bytes": used_bytes, "limit_bytes": limit_bytes,
+                                       "action": action})

@@ -7,6 +7,10 @@
   ``task_finished`` event), ``idcs_tasks_active{kind}``.
 - ``idcs_engine_hook_duration_seconds{engine,hook,outcome}``: every engine hook call.
 - ``idcs_host_up{host,engine}`` (1 online, 0 offline) and ``idcs_vms{state}``: read when scraped.
+- ``idcs_vm_traffic_bytes{host,vm,direction}``: bytes a managed VM received (``rx``) and sent (``tx``)
+  this traffic period (``ops.traffic``), for hosts whose engine reports traffic.
+- ``idcs_vm_cpu_usage_percent{host,vm}`` and ``idcs_vm_memory_usage_percent{host,vm}``: from one
+  ``vm_list`` per online host at scrape time, for managed VMs whose engine reports them.
 
 Each server has its own ``CollectorRegistry`` (tests run several servers in one process). The
 per-request cost is two dict look-ups, a clock read and two increments.
@@ -26,7 +30,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Host, Task
+from idcs_core.db.models import VM, Host, Task, VMTraffic
 from idcs_core.ops.listener import Event, EventListener
 from idcs_core.security import constant_time_equal
 from idcs_core.tasks import ACTIVE_STATES
@@ -61,6 +65,12 @@ class Metrics(EventListener):
         self.host_up = Gauge("idcs_host_up", "1 when the host answers its status call, else 0",
                              ["host", "engine"], registry=r)
         self.vms = Gauge("idcs_vms", "Managed VMs by recorded state", ["state"], registry=r)
+        self.vm_traffic = Gauge("idcs_vm_traffic_bytes", "Bytes a VM moved this traffic period",
+                                ["host", "vm", "direction"], registry=r)
+        self.vm_cpu = Gauge("idcs_vm_cpu_usage_percent", "A VM's CPU use as its host reports it",
+                            ["host", "vm"], registry=r)
+        self.vm_memory = Gauge("idcs_vm_memory_usage_percent", "A VM's memory use as its host reports it",
+                               ["host", "vm"], registry=r)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # -- recording
@@ -94,10 +104,33 @@ class Metrics(EventListener):
             by_state = dict((await s.execute(select(VM.status, func.count()).group_by(VM.status))).all())
             active = dict((await s.execute(select(Task.kind, func.count()).where(Task.state.in_(ACTIVE_STATES))
                                            .group_by(Task.kind))).all())
+            traffic = (await s.execute(select(Host.server_name, VM.vm_uuid, VMTraffic.period_rx, VMTraffic.period_tx)
+                                       .join(VM, VM.id == VMTraffic.vm_id).join(Host, Host.id == VM.host_id))).all()
+            managed = {(h, v) for h, v in (await s.execute(select(Host.server_name, VM.vm_uuid)
+                                                           .join(VM, VM.host_id == Host.id))).all()}
         statuses = await self.core.hosts.status_many(hosts)
         self.host_up.clear()
         for host, (status, _error) in zip(hosts, statuses, strict=True):
             self.host_up.labels(host.server_name, host.server_type).set(1 if status is not None else 0)
+        self.vm_traffic.clear()
+        for hs_name, vm_uuid, rx, tx in traffic:
+            self.vm_traffic.labels(hs_name, vm_uuid, "rx").set(rx)
+            self.vm_traffic.labels(hs_name, vm_uuid, "tx").set(tx)
+        online = [h for h, (status, _e) in zip(hosts, statuses, strict=True)
+                  if status is not None and self.core.supports(h, "vm_list")]
+        lists = await asyncio.gather(*(self.core.engines.vm_list(h) for h in online), return_exceptions=True)
+        self.vm_cpu.clear()
+        self.vm_memory.clear()
+        for host, listed in zip(online, lists, strict=True):
+            if isinstance(listed, BaseException):
+                continue
+            for info in listed or []:
+                if (host.server_name, info.vm_uuid) not in managed:
+                    continue
+                if info.cpu_usage is not None:
+                    self.vm_cpu.labels(host.server_name, info.vm_uuid).set(info.cpu_usage)
+                if info.memory_usage is not None:
+                    self.vm_memory.labels(host.server_name, info.vm_uuid).set(info.memory_usage)
         self.vms.clear()
         for state in ("running", "stopped", "paused", "creating", "deleting", *by_state):
             self.vms.labels(state or "unknown").set(by_state.get(state, 0))

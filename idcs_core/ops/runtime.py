@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from idcs_core.ops.live import LiveEvents
 from idcs_core.ops.metrics import Metrics
 from idcs_core.ops.schedules import BackupScheduler
+from idcs_core.ops.traffic import TrafficSampler
 from idcs_core.ops.webhooks import WebhookDispatcher, prune_deliveries
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ PRUNE_SECONDS = 24 * 3600.0
 
 
 class Operations:
-    """Webhooks, live events, metrics and backup schedules of one server."""
+    """Webhooks, live events, metrics, backup schedules and traffic accounting of one server."""
 
     def __init__(self, core: CoreContext) -> None:
         loop = asyncio.get_running_loop()
@@ -30,6 +31,7 @@ class Operations:
         self.live = LiveEvents(core, loop)
         self.metrics = Metrics(core, loop)
         self.scheduler = BackupScheduler(core)
+        self.traffic = TrafficSampler(core)
         # names unique per core: tests run several servers in one process with one registry
         self._plugin_names: list[str] = []
 
@@ -40,6 +42,7 @@ class Operations:
         ops._register("live-events", ops.live)
         ops._register("metrics", ops.metrics)
         core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
+        core.spawn(ops.traffic.run())
         core.spawn(ops._prune_daily())
         resumed = await ops.webhooks.resume()
         if resumed:

@@ -1,4 +1,6 @@
-"""Scheduled backups: per VM a cron schedule and a retention count, run as tasks.
+"""Scheduled backups: per VM or per host a cron schedule and a retention count, run as tasks.
+
+A host's schedule starts one task per VM on the host at each slot; its retention counts per VM.
 
 A schedule's ``next_run_at`` is stored. ``BackupScheduler`` (one loop per serving core) sleeps
 until the earliest one, then *claims* each due schedule with one conditional UPDATE (``next_run_at``
@@ -27,10 +29,10 @@ from croniter import croniter
 from sqlalchemy import func, select, update
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Backup, BackupSchedule, Task, utcnow
+from idcs_core.db.models import VM, Backup, BackupSchedule, Host, Task, utcnow
 from idcs_core.services import quotas
 from idcs_core.services.backups import new_backup_name, settle_interrupted_backup
-from idcs_core.services.lookup import get_vm, vm_target
+from idcs_core.services.lookup import get_host, get_vm, vm_target
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import BackupInfo
 
@@ -61,8 +63,11 @@ def next_run(expr: str, after: datetime) -> datetime:
     return result
 
 
-def schedule_dict(sch: BackupSchedule, vm: VM) -> dict[str, Any]:
-    return {"id": sch.id, "server_name": vm.host.server_name if vm.host else None, "vm_uuid": vm.vm_uuid,
+def schedule_dict(sch: BackupSchedule, vm: VM | None, host: Host | None = None) -> dict[str, Any]:
+    """A schedule as the API shows it: of one VM (``vm_uuid`` set) or of a whole host (``vm_uuid`` null)."""
+    host = host if host is not None else vm.host if vm is not None else None
+    return {"id": sch.id, "server_name": host.server_name if host else None,
+            "vm_uuid": vm.vm_uuid if vm is not None else None, "scope": "vm" if vm is not None else "host",
             "cron": sch.cron, "retention": sch.retention, "enabled": sch.enabled, "next_run_at": sch.next_run_at,
             "last_run_at": sch.last_run_at, "last_state": sch.last_state, "last_error": sch.last_error,
             "created_at": sch.created_at}
@@ -92,6 +97,42 @@ async def create_schedule(core: CoreContext, principal: Principal, hs_name: str,
     if core.ops is not None:
         core.ops.scheduler.wake.set()
     return data
+
+
+async def list_host_schedules(core: CoreContext, hs_name: str) -> list[dict[str, Any]]:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        rows = (await s.execute(select(BackupSchedule).where(BackupSchedule.host_id == host.id)
+                                .order_by(BackupSchedule.id))).scalars()
+        return [schedule_dict(r, None, host) for r in rows]
+
+
+async def create_host_schedule(core: CoreContext, hs_name: str, cron: str, retention: int,
+                               enabled: bool) -> dict[str, Any]:
+    """A schedule that backs up every VM on the host at each slot (administrators)."""
+    cron = check_cron(cron)
+    if not 1 <= retention <= MAX_RETENTION:
+        raise errors.BadRequest(f"retention: must lie in 1..{MAX_RETENTION}")
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        core.require(host, "backup_create", "backups")
+        sch = BackupSchedule(host_id=host.id, cron=cron, retention=retention, enabled=enabled,
+                             next_run_at=next_run(cron, utcnow()), last_state="", last_error="")
+        s.add(sch)
+        await s.flush()
+        data = schedule_dict(sch, None, host)
+    if core.ops is not None:
+        core.ops.scheduler.wake.set()
+    return data
+
+
+async def delete_host_schedule(core: CoreContext, hs_name: str, schedule_id: int) -> None:
+    async with core.db.session() as s:
+        host = await get_host(s, hs_name)
+        sch = await s.get(BackupSchedule, schedule_id)
+        if sch is None or sch.host_id != host.id:
+            raise errors.NotFound(f"backup schedule {schedule_id} does not exist for host {hs_name}")
+        await s.delete(sch)
 
 
 async def delete_schedule(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
@@ -147,22 +188,46 @@ class BackupScheduler:
         return min(MAX_SLEEP_SECONDS, (earliest - utcnow()).total_seconds())
 
     async def _launch(self, schedule_id: int) -> None:
+        """One ``backup_scheduled`` task for the schedule's VM, or for each VM of its host."""
         async with self.core.db.session() as s:
             sch = await s.get(BackupSchedule, schedule_id)
-            vm = await s.get(VM, sch.vm_id) if sch is not None else None
-            if sch is None or vm is None or vm.host is None:
+            if sch is None:
                 return
-            task = self.core.tasks.add(s, "backup_scheduled", host_name=vm.host.server_name, vm_uuid=vm.vm_uuid,
-                                       user_id=vm.owner_id, params={"schedule_id": schedule_id, "vm_id": vm.id})
-            sch.last_state = "running"
-        self.core.tasks.launch(task.id)
+            if sch.host_id is not None:
+                vms = list((await s.execute(select(VM).where(VM.host_id == sch.host_id)
+                                            .order_by(VM.id))).scalars())
+            else:
+                vm = await s.get(VM, sch.vm_id) if sch.vm_id is not None else None
+                vms = [vm] if vm is not None else []
+            tasks, skipped = [], []
+            for vm in vms:
+                if vm.host is None:
+                    continue
+                if sch.host_id is not None and (vm.status in ("creating", "deleting")
+                                                or self.core.tasks.busy(vm.host.server_name, vm.vm_uuid)):
+                    skipped.append(vm.vm_uuid)
+                    continue
+                tasks.append(self.core.tasks.add(s, "backup_scheduled", host_name=vm.host.server_name,
+                                                 vm_uuid=vm.vm_uuid, user_id=vm.owner_id,
+                                                 params={"schedule_id": schedule_id, "vm_id": vm.id}))
+            sch.last_state = "running" if tasks else "success"
+            sch.last_error = f"busy, not backed up: {', '.join(skipped)}"[:500] if skipped else ""
+        for task in tasks:
+            self.core.tasks.launch(task.id)
 
 
 async def _finish_schedule(core: CoreContext, schedule_id: int, state: str, error: str = "") -> None:
     async with core.db.session() as s:
         sch = await s.get(BackupSchedule, schedule_id)
-        if sch is not None:
+        if sch is None:
+            return
+        if sch.host_id is None:
             sch.last_state, sch.last_error = state, error[:500]
+        elif state == "failed":  # a host's round: one VM's failure stays visible beside the others' success
+            sch.last_state = "failed"
+            sch.last_error = "; ".join(e for e in (sch.last_error, error) if e)[:500]
+        elif sch.last_state != "failed":
+            sch.last_state = state
 
 
 @task_handler("backup_scheduled")

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
+from idcs_core.ops import traffic
 from idcs_core.services.lookup import get_vm
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ async def reset_traffic(core: CoreContext, principal: Principal, hs_name: str | 
                 raise errors.BadRequest(f"several hosts have a VM {vm_uuid}: give hs_name")
             hs_name = hosts[0]
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        vm.traffic_bytes = 0
+        vm_id = vm.id
+    await traffic.reset_period(core, vm_id)  # a new period: counted from zero, any throttle lifted
     await core.audit(principal, "vm.traffic-reset", f"{hs_name}/{vm_uuid}", source_ip=source_ip)
     return hs_name

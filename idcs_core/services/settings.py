@@ -62,6 +62,13 @@ SETTINGS: dict[str, tuple[type, Any, str]] = {
                                                    "without a token; empty: none"),
     "metrics_token": (str, "", "bearer token that may read /metrics from anywhere; empty: none (write-only, "
                                "shown as ***)"),
+    "traffic_sample_seconds": (int, 300, "interval of traffic accounting: each host's VM network counters are "
+                                         "read this often"),
+    "traffic_count": (str, "both", "what counts against a VM's flu_num (GB per month): both directions, "
+                                   "only out (sent by the VM) or only in (received)"),
+    "traffic_over_action": (str, "none", "what happens when a VM passes its flu_num: none (event only), "
+                                         "throttle (capped at traffic_throttle_mbit) or suspend (S_PAUSE)"),
+    "traffic_throttle_mbit": (int, 1, "Mbit/s each way of a VM throttled for passing its flu_num"),
 }
 PRIVATE_KEYS = {"api_token"}
 WRITE_ONLY_KEYS = {"metrics_token"}  # stored, never shown
@@ -85,8 +92,12 @@ LIMITS: dict[str, tuple[float, float]] = {
     "webhook_max_attempts": (1, 30),
     "webhook_backoff_seconds": (0.05, 24 * 3600),
     "webhook_timeout_seconds": (0.5, 300),
+    "traffic_sample_seconds": (1, 24 * 3600),
+    "traffic_throttle_mbit": (1, 100000),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme"), "api_token_profile": tuple(PROFILES)}
+CHOICES: dict[str, tuple[str, ...]] = {"proxy_tls_issuer": ("internal", "acme"), "api_token_profile": tuple(PROFILES),
+                                       "traffic_count": ("both", "out", "in"),
+                                       "traffic_over_action": ("none", "throttle", "suspend")}
 QUOTA_KEYS = ("max_vms", "max_cpu", "max_ram", "max_hdd", "max_nat", "max_ips", "max_backups")
 QUOTA_MAX = 2**31 - 1  # the quota columns are 32-bit integers
 

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
+from idcs_core.ops import traffic
 from idcs_core.services import quotas
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import get_vm, task_vm
@@ -65,6 +66,8 @@ async def power(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: 
             raise
         raise errors.VMOperationFailed(f"{action.value} on {vm_uuid} failed: {exc.msg}") from exc
     await apply_live(core, vm.id, info)
+    if action in (PowerAction.START, PowerAction.RESET) and any(traffic.caps_of(vm.config)):
+        await traffic.apply_caps(core, vm.id)  # a (re)started container may have a new host-side interface
     await core.plugins.emit("vm_powered", vm={"server_name": hs_name, "vm_uuid": vm_uuid,
                                               "owner_id": vm.owner_id, "status": info.status},
                             action=action.value)

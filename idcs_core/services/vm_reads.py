@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Disk, Host, IsoMount, NatRuleRow
+from idcs_core.ops import traffic
 from idcs_core.services.lookup import get_host, get_vm, vm_dict
 from idcs_core.services.vms import BUSY_STATES, apply_live, live_fields, reconcile_vm
 from idcs_core.types import VMInfo
@@ -93,7 +94,7 @@ async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         live = {"power_state": "missing"}
     except errors.IDCSError as exc:
         live = {"power_state": "unknown", "host_error": exc.msg}
-    return vm_dict(vm, live) | extras
+    return vm_dict(vm, live) | extras | {"traffic_used": await traffic.usage_of(core, vm.id, vm.config)}
 
 
 async def _attachments(s: Any, vm: VM) -> dict[str, Any]:

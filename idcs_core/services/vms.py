@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
 from idcs_core.engines import VMTarget
+from idcs_core.ops import traffic
 from idcs_core.services import limits, quotas
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
@@ -158,7 +159,11 @@ async def _run_create(core: CoreContext, task: Task, progress: TaskProgress) -> 
         raise errors.VMCreateFailed(f"creating {vm.vm_uuid} failed: {exc.msg}") from exc
     finally:
         await _scrub_params(core, task.id)
-    return await _confirm_created(core, task, vm.id, info, password_set=bool(password))
+    result = await _confirm_created(core, task, vm.id, info, password_set=bool(password))
+    if any(traffic.caps_of(spec.config)):
+        progress(95, "applying the bandwidth caps")
+        await traffic.apply_caps(core, vm.id)
+    return result
 
 
 async def _confirm_created(core: CoreContext, task: Task, vm_id: int, info: VMInfo, *, password_set: bool,
@@ -328,6 +333,8 @@ async def _run_update(core: CoreContext, task: Task, progress: TaskProgress) -> 
                     setattr(row, key, value)
         raise
     await apply_live(core, vm.id, info)
+    if traffic.caps_of(spec.config) != traffic.caps_of(task.params["old"].get("config")):
+        await traffic.apply_caps(core, vm.id)
     return {"vm_uuid": vm.vm_uuid, "status": info.status}
 
 

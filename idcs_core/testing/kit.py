@@ -459,6 +459,27 @@ class KitTests:
         kit.api.delete(kit.vm_path("ipaddr/delete", vm, str(added["ip_index"])))
         assert [ip for ip in kit.api.get(path) if ip["managed"] or ip["address"] == added["address"]] == []
 
+    @exercises("vm_traffic", "vm_bandwidth")
+    def test_traffic_counted_and_caps_applied(self, kit: Kit) -> None:
+        vm = kit.shared_vm()
+        path = kit.vm_path("traffic", vm)
+        if "traffic" not in kit.capabilities:  # nothing reads counters: the VM shows none
+            mark = kit.hooks.mark()
+            kit.api.post("/api/traffic/sample", {})
+            used = kit.api.get(path)
+            assert (used["rx_bytes"], used["tx_bytes"], used["sampled_at"]) == (0, 0, None), used
+            assert "vm_traffic" not in kit.hooks.since(mark)
+        else:
+            assert kit.api.post("/api/traffic/sample", {})["vms"] >= 1
+            used = kit.api.get(path)
+            assert used["sampled_at"] and used["rx_bytes"] >= 0 and used["tx_bytes"] >= 0, used
+            assert kit.api.get(kit.vm_path("detail", vm))["traffic_used"]["period_start"] == used["period_start"]
+        if "bandwidth" not in kit.capabilities or "vm_update" not in kit.capabilities:
+            return
+        kit.wait(kit.api.put(kit.vm_path("update", vm), {"speed_u": 10, "speed_d": 10}))
+        assert kit.api.get(kit.vm_path("detail", vm))["config"]["speed_d"] == 10
+        kit.wait(kit.api.put(kit.vm_path("update", vm), {"speed_u": 0, "speed_d": 0}))
+
     @exercises("proxy_add", "proxy_remove")
     def test_reverse_proxy(self, kit: Kit) -> None:
         vm = kit.shared_vm()

@@ -30,6 +30,7 @@ from idcs_core.types import (
     Progress,
     ProxyRule,
     TerminalChannel,
+    TrafficCounters,
     VMInfo,
     VMSpec,
 )
@@ -197,6 +198,17 @@ class ExampleEngine:
     def vm_ip_list(self, host: HostSpec, vm_uuid: str) -> list[IPAddress]:
         with backend_errors(f"addresses of {vm_uuid}"):
             return [IPAddress(address=ip, version=4, nic="eth0") for ip in cloud(host).vm(vm_uuid).ips]
+
+    @hookimpl
+    def vm_traffic(self, host: HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
+        with backend_errors("traffic counters"):
+            return {name: TrafficCounters(rx_bytes=rx, tx_bytes=tx, epoch=f"boot-{boots}")
+                    for name, (rx, tx, boots) in cloud(host).traffic(vm_uuids).items()}
+
+    @hookimpl
+    def vm_bandwidth(self, host: HostSpec, vm_uuid: str, up_mbit: int, down_mbit: int) -> None:
+        with backend_errors(f"caps of {vm_uuid}"):
+            cloud(host).set_caps(vm_uuid, up_mbit, down_mbit)
 
     @hookimpl
     def vm_ip_add(self, host: HostSpec, vm_uuid: str, request: dict[str, Any]) -> IPAddress:

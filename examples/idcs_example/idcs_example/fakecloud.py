@@ -91,6 +91,10 @@ class FakeVM:
     iso: str | None = None
     ips: list[str] = field(default_factory=list)
     console_keys: list[int] = field(default_factory=list)  # X keysyms pressed on its VNC console
+    rx_bytes: int = 0  # bytes its forwards received for it since it started
+    tx_bytes: int = 0  # bytes its forwards answered with
+    boots: int = 0  # how many times it started: its counters begin again at each start
+    caps: tuple[int, int] = (0, 0)  # (up, down) Mbit/s
 
 
 @dataclass
@@ -153,9 +157,21 @@ class FakeCloud:
             vm = self.vm(name)
             if action in ("pause", "resume") and vm.state == "stopped":
                 raise InvalidState(f"{name} is stopped: cannot {action}")
+            if action == "reset" or (action == "start" and vm.state == "stopped"):
+                vm.rx_bytes, vm.tx_bytes, vm.boots = 0, 0, vm.boots + 1
             vm.state = {"start": "running", "stop": "stopped", "reset": "running", "pause": "paused",
                         "resume": "running"}[action]
             return vm
+
+    def traffic(self, names: list[str]) -> dict[str, tuple[int, int, int]]:
+        """(rx, tx, boots) of each running VM among ``names``."""
+        with self.lock:
+            return {n: (vm.rx_bytes, vm.tx_bytes, vm.boots) for n in names
+                    if (vm := self.vms.get(n)) is not None and vm.state == "running"}
+
+    def set_caps(self, name: str, up_mbit: int, down_mbit: int) -> None:
+        with self.lock:
+            self.vm(name).caps = (up_mbit, down_mbit)
 
     # ------------------------------------------------------------------ guest access
     def write_file(self, name: str, path: str, text: str) -> None:
@@ -382,7 +398,11 @@ def _forward_handler(cloud: FakeCloud, fwd: Forward) -> type[BaseHTTPRequestHand
             if vm is None or vm.state != "running" or fwd.vm_port != HTTP_PORT:
                 self.reply(502, f"nothing answers on {fwd.vm_name}:{fwd.vm_port}")
             else:
-                self.reply(200, f"{HTTP_BODY} ({vm.name})\n")
+                body = f"{HTTP_BODY} ({vm.name})\n"
+                with cloud.lock:
+                    vm.rx_bytes += len(self.requestline) + 2 + len(str(self.headers))
+                    vm.tx_bytes += len(body.encode())
+                self.reply(200, body)
 
     return ForwardHandler
 

@@ -30,10 +30,11 @@ from idcs_core.types import (
     PowerAction,
     Progress,
     TerminalChannel,
+    TrafficCounters,
     VMInfo,
     VMSpec,
 )
-from idcs_lxd import backups, guest, images, lifecycle, network, storage
+from idcs_lxd import backups, guest, images, lifecycle, network, storage, traffic
 from idcs_lxd import host as hostinfo
 from idcs_lxd.client import ClientCache, parse_addr, translated
 from idcs_lxd.terminal import Terminal
@@ -182,6 +183,16 @@ class LXDEngine:
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
         with self._on(host, f"sync NAT of {vm_uuid}") as client:
             network.nat_sync(client, host, vm_uuid, rules)
+
+    @hookimpl
+    def vm_traffic(self, host: HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
+        with self._on(host, "traffic counters") as client:
+            return traffic.counters(client, vm_uuids)
+
+    @hookimpl
+    def vm_bandwidth(self, host: HostSpec, vm_uuid: str, up_mbit: int, down_mbit: int) -> None:
+        with self._on(host, f"cap the bandwidth of {vm_uuid}") as client:
+            traffic.apply_caps(client, vm_uuid, up_mbit, down_mbit, parse_addr(host.addr).is_local)
 
     # ------------------------------------------------------------------ storage
 

@@ -30,6 +30,7 @@ from idcs_core.types import (
     PowerAction,
     Progress,
     TerminalChannel,
+    TrafficCounters,
     VMInfo,
     VMSpec,
 )
@@ -46,6 +47,7 @@ from idcs_oci import (
     network,
     power,
     terminal,
+    traffic,
 )
 from idcs_oci.client import OPTIONS, ClientCache, Conn
 from idcs_oci.errmap import translate
@@ -273,6 +275,16 @@ class OCIEngine:
     def nat_sync(self, host: HostSpec, vm_uuid: str, rules: list[NatRule]) -> None:
         self._on_vm(host, vm_uuid, f"sync ports of container {vm_uuid}", network.sync, vm_uuid, rules,
                     logged_progress(host, vm_uuid))
+
+    @hookimpl
+    def vm_traffic(self, host: HostSpec, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
+        with self._conn(host, "traffic counters") as conn:
+            return traffic.counters(conn, vm_uuids)
+
+    @hookimpl
+    def vm_bandwidth(self, host: HostSpec, vm_uuid: str, up_mbit: int, down_mbit: int) -> None:
+        self._on_vm(host, vm_uuid, f"cap the bandwidth of container {vm_uuid}", traffic.apply_caps, vm_uuid, up_mbit,
+                    down_mbit)
 
     # ------------------------------------------------------------------ storage
 
