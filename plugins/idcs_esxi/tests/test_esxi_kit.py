@@ -35,8 +35,8 @@ def idcs_engine(vcsim: testing.Vcsim, esxi_workdir: Path) -> Iterator[EngineUnde
             remove_foreign_vm=lambda name: testing.remove_vm(vcsim, name),
             # SIGSTOP freezes the simulator: it stops answering without losing anything
             take_down=lambda: os.kill(pid, signal.SIGSTOP), bring_up=lambda: os.kill(pid, signal.SIGCONT),
-            # the datastore alias form (the API refuses the spaces and brackets of "[LocalDS_0] iso/...")
-            iso_name="LocalDS_0:iso/debian-12.iso",
+            # the datastore path as os-images lists it (kind iso), brackets and space included
+            iso_name="[LocalDS_0] iso/debian-12.iso",
             vm_spec={"cpu_num": 1, "ram_num": 128, "hdd_num": 2}, host_timeout=5.0,
         )
     finally:
