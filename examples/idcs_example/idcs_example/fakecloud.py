@@ -179,6 +179,12 @@ class FakeCloud:
                 return disk, path.removeprefix(prefix)
         return None, path
 
+    def guest_resources(self, name: str) -> tuple[int, int]:
+        """What the guest itself sees: its CPU count and memory in MB (``nproc``, ``free -m``)."""
+        with self.lock:
+            vm = self.vm(name)
+            return vm.cpu, vm.ram_mb
+
     def set_password(self, name: str, user: str, password: str) -> None:
         salt = secrets.token_hex(4)
         digest = hashlib.sha256((salt + password).encode()).hexdigest()
