@@ -130,6 +130,10 @@ class EngineUnderTest:
     # Hold a host port with a program that is not OpenIDCS for the block: (port) -> context manager.
     # None: a socket listening on every address of this machine, when nat_address is a loopback address.
     hold_port: Callable[[int], AbstractContextManager[object]] | None = None
+    # (address, port) where an engine's own reverse proxy (proxy_add) serves HTTP; the kit sends a
+    # request for the rule's domain there and expects http_body. Engines without proxy_add are served
+    # by the core's Caddy instead, which the kit always checks.
+    proxy_http: tuple[str, int] | None = None
 
 
 def exercises(*hooks: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -574,8 +578,25 @@ class KitTests:
         added = kit.api.post(kit.vm_path("proxys/create", vm), proxy)
         assert kit.api.get(kit.vm_path("proxys/detail", vm))[0]["domain"] == domain
         kit.expect("POST", kit.vm_path("proxys/create", vm), 4002, proxy)
+        served = kit.eut.proxy_http is not None and bool(kit.eut.http_port and kit.eut.http_body)
+        if served:  # the engine's own proxy answers for the domain with the VM's page
+            address, port = kit.eut.proxy_http  # type: ignore[misc]
+            body = str(kit.eut.http_body)
+
+            def through_proxy() -> bool:
+                try:
+                    return body in httpx.get(f"http://{address}:{port}/", headers={"Host": domain}, timeout=3).text
+                except httpx.HTTPError:
+                    return False
+
+            assert settles(through_proxy, True), f"the engine's proxy at {address}:{port} does not serve {domain}"
         kit.api.delete(kit.vm_path("proxys/delete", vm, str(added["proxy_index"])))
         assert kit.api.get(kit.vm_path("proxys/detail", vm)) == []
+        if served:
+            assert settles(through_proxy, False), f"the engine's proxy still serves {domain} after the rule went"
+        else:
+            pytest.skip("the engine's proxy rule was recorded, but without proxy_http (and http_port/http_body) "
+                        "no request through it was proven")
 
     @staticmethod
     def _reverse_proxy_through_caddy(kit: Kit, vm: str, proxy: dict[str, Any]) -> None:

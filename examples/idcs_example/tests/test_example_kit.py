@@ -34,6 +34,7 @@ def idcs_engine() -> Iterator[EngineUnderTest]:
         # effects: the guest's view of its CPUs/memory (updates apply live), and a forward lost on the host
         guest_resources=cloud.guest_resources, update_applies="live",
         drop_forward=lambda _vm, port, protocol: cloud.unforward(port, protocol),
+        proxy_http=cloud.proxy_address(),
     )
     fakecloud.stop(ADDR)
 
