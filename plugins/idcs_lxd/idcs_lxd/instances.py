@@ -17,7 +17,8 @@ from pylxd import Client
 from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
-from idcs_lxd.client import OperationFailed, api_message, run_async
+from idcs_lxd.client import run_async
+from idcs_lxd.errors import OperationFailed, api_message
 
 # Fields of an instance that PUT accepts.
 WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")

@@ -336,7 +336,7 @@ def cleanup(backend: Backend, prefix: str) -> list[str]:
     """Delete instances and custom volumes whose names start with ``prefix`` (and the engine's
     helper instances of VMs whose ``vm_uuid`` does); return what was deleted."""
     from idcs_lxd.client import open_client, wait_operation
-    from idcs_lxd.names import KEY_VM_UUID, is_internal
+    from idcs_lxd.naming import KEY_VM_UUID, is_internal
 
     deleted: list[str] = []
     client = open_client(str(backend.socket_path))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from idcs_lxd import instances, names, network, replace, storage
-from idcs_lxd.client import OperationFailed, run_async
+from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
+from idcs_lxd.errors import OperationFailed
 from idcs_lxd.testing import free_port, http_get, unique_name
 
 from idcs_core import errors

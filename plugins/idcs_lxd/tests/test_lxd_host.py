@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from idcs_lxd import instances, testing, wsconn
-from idcs_lxd.client import run_async, translated
+from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
+from idcs_lxd.errors import translated
 from pylxd import Client
 
 from idcs_core import errors
