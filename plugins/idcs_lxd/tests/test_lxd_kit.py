@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from idcs_lxd import guest, network, testing
 from idcs_lxd.client import Client, open_client, wait_operation
-from idcs_lxd.names import instance_name
+from idcs_lxd.naming import instance_name
 
 from idcs_core.testing.kit import EngineUnderTest, KitTests
 from idcs_core.types import NatRule
