@@ -21,6 +21,11 @@ it, then reports itself skipped. Each case names the engine hooks it exercises
 (``@exercises``); after a passing case the kit checks the server really called
 each of them that the engine implements, and ``tests/test_hook_docs.py`` checks
 that together the cases exercise every hook of ``EngineSpec``.
+
+The cases prove effects, not status words: the workload answers or not after each power
+action, the guest sees an update, a forward lost on the back end comes back through
+``nat_sync``, a port held by another program is refused by the engine itself
+(``tests/test_kit_lazy_engine.py`` shows an engine that only reports what was asked fails).
 """
 
 from __future__ import annotations
