@@ -15,9 +15,10 @@ from idcs_lxd import instances, naming, network, replace, storage
 from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
 from idcs_lxd.errors import OperationFailed
-from idcs_lxd.testing import free_port, http_get, unique_name
+from idcs_lxd.testing import unique_name
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port, http_get
 from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 Shell = Callable[[str, str], str]

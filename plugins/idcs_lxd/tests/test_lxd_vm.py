@@ -10,10 +10,10 @@ import pytest
 from idcs_lxd import testing
 from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
-from idcs_lxd.testing import free_port, http_get
 from idcs_lxd.testing import unique_name as new_name
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port, http_get
 from idcs_core.types import HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 
