@@ -96,7 +96,7 @@ def idcs_engine(request):
         http_port=fakecloud.HTTP_PORT, http_body=fakecloud.HTTP_BODY,
         guest_resources=fake.guest_resources, update_applies="live",
         drop_forward=lambda _vm, port, protocol: fake.unforward(port, protocol),
-        host_timeout=2.0,
+        host_timeout=2.0, settle_timeout=4.0,  # FakeCloud's effects are immediate: fail fast
     )
     fakecloud.stop(addr)
 

@@ -139,6 +139,9 @@ class EngineUnderTest:
     # request for the rule's domain there and expects http_body. Engines without proxy_add are served
     # by the core's Caddy instead, which the kit always checks.
     proxy_http: tuple[str, int] | None = None
+    # How long the kit waits for an effect to show: a workload to answer or stop answering after a
+    # power action, the guest to see an update, a forward to stop or come back.
+    settle_timeout: float = 20.0
 
 
 def exercises(*hooks: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -403,7 +406,7 @@ class KitTests:
                 assert kit.listed_status(vm) == expected, action
                 if workload is not None:
                     serving = expected == "running"
-                    assert settles(workload, serving, timeout=30 if serving else 15), (
+                    assert settles(workload, serving, timeout=kit.eut.settle_timeout), (
                         f"after {action} the VM reports {expected!r}, but its workload "
                         f"{'does not answer' if serving else 'still answers'}: the action did not reach the back end")
         assert kit.api.get(kit.vm_path("detail", vm))["status"] == "running"
@@ -439,7 +442,7 @@ class KitTests:
         if seen is None:
             pytest.skip("the update was recorded, but without guest_resources the guest's view was not checked")
         expect = (wanted["cpu_num"], wanted["ram_num"])
-        assert settles(lambda: seen(vm) == expect, True, timeout=20), (
+        assert settles(lambda: seen(vm) == expect, True, timeout=eut.settle_timeout), (
             f"after the update ({'live' if live else 'and a restart'}) the guest sees (cpus, MB) {seen(vm)}, "
             f"not {expect}: the change did not reach the back end")
 
@@ -508,7 +511,7 @@ class KitTests:
             fetch_through(port, str(eut.http_body), eut.nat_address)
             assert eut.drop_forward is not None
             eut.drop_forward(vm, port, "tcp")
-            assert stops_serving(port, str(eut.http_body), eut.nat_address), \
+            assert stops_serving(port, str(eut.http_body), eut.nat_address, eut.settle_timeout), \
                 f"port {port} still forwards after drop_forward removed it on the back end"
         mark = kit.hooks.mark()
         kit.restart_server()
@@ -517,7 +520,7 @@ class KitTests:
         assert [r["host_port"] for r in kit.api.get(kit.vm_path("natget", vm))] == [port]
         if proven:
             try:
-                fetch_through(port, str(eut.http_body), eut.nat_address)
+                fetch_through(port, str(eut.http_body), eut.nat_address, eut.settle_timeout)
             except AssertionError as exc:
                 why = "nat_sync did not put back the forward removed behind the core's back" if dropped else \
                     "the forward does not work after a server restart"
