@@ -141,7 +141,7 @@ class EngineUnderTest:
     proxy_http: tuple[str, int] | None = None
     # How long the kit waits for an effect to show: a workload to answer or stop answering after a
     # power action, the guest to see an update, a forward to stop or come back.
-    settle_timeout: float = 20.0
+    settle_timeout: float = 30.0
 
 
 def exercises(*hooks: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
