@@ -95,8 +95,10 @@ def idcs_engine(backend: testing.Backend, workdir: Path) -> Iterator[EngineUnder
         # containers have no CD-ROM: LXD mounts ISOs only on virtual machines, which need KVM
         unsupported=frozenset({"iso"}),
         vm_spec={"cpu_num": 1, "ram_num": 128, "hdd_num": 1}, host_timeout=3.0,
-        # limits.cpu / limits.memory apply to a running container; the guest reads them from its cgroup
-        guest_resources=guest_resources, update_applies="live",
+        # limits.memory applies at once, but LXD pins a limits.cpu count to CPUs by its own balancer,
+        # which may leave a running container on its old CPU set: the guest is sure to see both
+        # after a restart
+        guest_resources=guest_resources, update_applies="restart",
         drop_forward=drop_forward,
     )
     testing.cleanup(backend, "kit-")  # whatever a failed case left behind
