@@ -21,6 +21,11 @@ it, then reports itself skipped. Each case names the engine hooks it exercises
 (``@exercises``); after a passing case the kit checks the server really called
 each of them that the engine implements, and ``tests/test_hook_docs.py`` checks
 that together the cases exercise every hook of ``EngineSpec``.
+
+The cases prove effects, not status words: the workload answers or not after each power
+action, the guest sees an update, a forward lost on the back end comes back through
+``nat_sync``, a port held by another program is refused by the engine itself
+(``tests/test_kit_lazy_engine.py`` shows an engine that only reports what was asked fails).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import functools
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +53,11 @@ from idcs_core.testing.kit_support import (
     encode_segment,
     fetch_through,
     fill_path,
+    hold_local_port,
     host_routes,
     open_console,
     sample_body,
+    settles,
     stops_serving,
     terminal_roundtrip,
 )
@@ -112,6 +120,29 @@ class EngineUnderTest:
     unsupported: frozenset[str] = frozenset()
     vm_spec: dict[str, int] = field(default_factory=lambda: {"cpu_num": 1, "ram_num": 128, "hdd_num": 1})
     host_timeout: float = 5.0
+    # --- effects: what proves that an action changed the back end, not only a status word.
+    # Does the VM's workload answer right now? (vm_uuid) -> bool, asked after each power action
+    # (True after start/reset/resume, False after stop, hard stop and while paused). None: the kit
+    # forwards a free host port to http_port through a NAT rule and asks for http_body there.
+    workload_answers: Callable[[str], bool] | None = None
+    # The CPU count and memory limit in MB the guest itself sees, (vm_uuid) -> (cpus, ram_mb) (None for
+    # one it cannot tell), read through the back end (nproc, cgroup files: see kit_support.cgroup_resources).
+    guest_resources: Callable[[str], tuple[int | None, int | None]] | None = None
+    # When the guest sees a vm_update: "live" (at once, while it runs) or "restart" (after a stop + start).
+    update_applies: str = "restart"
+    # Remove a NAT forward on the back end behind OpenIDCS's back: (vm_uuid, host_port, protocol). With
+    # it the kit proves nat_sync puts the forward back when the server restarts.
+    drop_forward: Callable[[str, int, str], None] | None = None
+    # Hold a host port with a program that is not OpenIDCS for the block: (port) -> context manager.
+    # None: a socket listening on every address of this machine, when nat_address is a loopback address.
+    hold_port: Callable[[int], AbstractContextManager[object]] | None = None
+    # (address, port) where an engine's own reverse proxy (proxy_add) serves HTTP; the kit sends a
+    # request for the rule's domain there and expects http_body. Engines without proxy_add are served
+    # by the core's Caddy instead, which the kit always checks.
+    proxy_http: tuple[str, int] | None = None
+    # How long the kit waits for an effect to show: a workload to answer or stop answering after a
+    # power action, the guest to see an update, a forward to stop or come back.
+    settle_timeout: float = 30.0
 
 
 def exercises(*hooks: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -320,6 +351,9 @@ class KitTests:
         spec = kit.eut.vm_spec
         kit.require("vm_create", "the engine cannot create VMs", "POST", f"/api/client/create/{kit.hs}",
                     kit.vm_body(f"{kit.prefix}-quota"))
+        if "vm_update" not in kit.capabilities:  # an optional capability: the API says so, nothing else
+            kit.require("vm_update", "the engine cannot change VMs", "PUT", kit.vm_path("update", kit.shared_vm()),
+                        {"cpu_num": spec["cpu_num"]})
         username, password = f"{kit.prefix}-user", f"Kit-{secrets.token_hex(6)}"
         quota = {"max_vms": 1, "max_cpu": spec["cpu_num"] + 1, "max_ram": spec["ram_num"] * 2,
                  "max_hdd": spec["hdd_num"] + 1}
@@ -358,6 +392,9 @@ class KitTests:
 
     @exercises("vm_power", "vm_status")
     def test_power_actions_and_status_afterwards(self, kit: Kit) -> None:
+        """Each power action reports its status (live, in the detail and the list) and has its effect:
+        the workload answers after start, reset and resume, and does not after stop, hard stop and
+        while paused (``workload_answers``, or HTTP through a NAT forward the kit adds)."""
         vm = kit.shared_vm()
         path = kit.vm_path("powers", vm)
         kit.require("power", "the engine has no power actions", "POST", path, {"action": "S_START"})
@@ -365,17 +402,59 @@ class KitTests:
         steps = [("S_START", "running"), ("H_CLOSE", "stopped"), ("H_CLOSE", "stopped"), ("S_START", "running"),
                  ("S_START", "running"), ("stop", "stopped"), ("S_START", "running"), ("S_RESET", "running"),
                  ("S_PAUSE", "paused"), ("S_RESUME", "running")]
-        for action, expected in steps:
-            if action in kit.eut.unsupported_actions:
-                kit.expect("POST", path, 1006, {"action": action})
-                continue
-            answer = kit.api.post(path, {"action": action})
-            assert answer["status"] == expected, (action, answer)
-            live = kit.api.get(kit.vm_path("status", vm))
-            assert live["status"] == expected and live["power_status"] == expected, (action, live)
-            assert kit.listed_status(vm) == expected, action
+        with kit.workload_probe(vm) as workload:
+            if workload is not None:
+                assert settles(workload, True), "the running VM's workload does not answer before any power action"
+            for action, expected in steps:
+                if action in kit.eut.unsupported_actions:
+                    kit.expect("POST", path, 1006, {"action": action})
+                    continue
+                answer = kit.api.post(path, {"action": action})
+                assert answer["status"] == expected, (action, answer)
+                live = kit.api.get(kit.vm_path("status", vm))
+                assert live["status"] == expected and live["power_status"] == expected, (action, live)
+                assert kit.listed_status(vm) == expected, action
+                if workload is not None:
+                    serving = expected == "running"
+                    assert settles(workload, serving, timeout=kit.eut.settle_timeout), (
+                        f"after {action} the VM reports {expected!r}, but its workload "
+                        f"{'does not answer' if serving else 'still answers'}: the action did not reach the back end")
         assert kit.api.get(kit.vm_path("detail", vm))["status"] == "running"
         kit.expect("POST", path, 400, {"action": "S_EXPLODE"})
+        if workload is None:
+            pytest.skip("status words checked, but without workload_answers or http_port/http_body and NAT "
+                        "no effect of a power action was proven")
+
+    @exercises("vm_update")
+    def test_update_reaches_the_guest(self, kit: Kit) -> None:
+        """After ``vm_update`` the guest itself sees the new CPU count and memory limit: at once when
+        the engine applies updates live (``update_applies="live"``), else after a stop and a start."""
+        vm = kit.shared_vm()
+        path = kit.vm_path("update", vm)
+        before = kit.api.get(kit.vm_path("detail", vm))
+        cpus, ram = before["cpu_num"], before["ram_num"]
+        wanted = {"cpu_num": cpus + 1, "ram_num": ram + 64}
+        kit.require("vm_update", "the engine cannot change VMs", "PUT", path, wanted)
+        eut = kit.eut
+        assert eut.update_applies in ("live", "restart"), f"update_applies: live or restart, not {eut.update_applies!r}"
+        seen = eut.guest_resources
+        if seen is not None:
+            assert seen(vm) == (cpus, ram), (
+                f"before the update the guest sees (cpus, MB) {seen(vm)}, not the VM's ({cpus}, {ram})")
+        live = eut.update_applies == "live"
+        if not live and "power" in kit.capabilities:
+            kit.api.post(kit.vm_path("powers", vm), {"action": "H_CLOSE"})
+        kit.wait(kit.api.put(path, wanted))
+        detail = kit.api.get(kit.vm_path("detail", vm))
+        assert (detail["cpu_num"], detail["ram_num"]) == (wanted["cpu_num"], wanted["ram_num"]), detail
+        if not live:
+            kit.ensure_running(vm)
+        if seen is None:
+            pytest.skip("the update was recorded, but without guest_resources the guest's view was not checked")
+        expect = (wanted["cpu_num"], wanted["ram_num"])
+        assert settles(lambda: seen(vm) == expect, True, timeout=eut.settle_timeout), (
+            f"after the update ({'live' if live else 'and a restart'}) the guest sees (cpus, MB) {seen(vm)}, "
+            f"not {expect}: the change did not reach the back end")
 
     @exercises("vm_list", "vm_delete")
     def test_scan_imports_a_foreign_vm_exactly_once(self, kit: Kit) -> None:
@@ -427,19 +506,65 @@ class KitTests:
 
     @exercises("nat_add", "nat_sync", "nat_remove")
     def test_nat_rules_survive_a_server_restart(self, kit: Kit) -> None:
+        """The rule is kept over a server restart; a forward removed on the back end behind the core's
+        back (``drop_forward``) is put back by ``nat_sync`` when the server starts again."""
         vm = kit.shared_vm()
-        vm_port = kit.eut.http_port or 80
+        eut = kit.eut
+        vm_port = eut.http_port or 80
         port = free_port()
         forward = {"host_port": port, "vm_port": vm_port, "protocol": "tcp"}
         kit.require("nat", "the engine has no NAT port forwarding", "POST", kit.vm_path("natadd", vm), forward)
         rule = kit.api.post(kit.vm_path("natadd", vm), forward)
+        proven = bool(eut.http_port and eut.http_body)
+        dropped = eut.drop_forward is not None and kit.engine.supports("nat_sync") and proven
+        if dropped:
+            fetch_through(port, str(eut.http_body), eut.nat_address)
+            assert eut.drop_forward is not None
+            eut.drop_forward(vm, port, "tcp")
+            assert stops_serving(port, str(eut.http_body), eut.nat_address, eut.settle_timeout), \
+                f"port {port} still forwards after drop_forward removed it on the back end"
         mark = kit.hooks.mark()
         kit.restart_server()
         if kit.engine.supports("nat_sync"):  # the core re-applies the rules of every VM at start-up
             assert kit.hooks.wait_for("nat_sync", mark), "the server did not call nat_sync after its restart"
         assert [r["host_port"] for r in kit.api.get(kit.vm_path("natget", vm))] == [port]
-        if kit.eut.http_port and kit.eut.http_body:
-            fetch_through(port, kit.eut.http_body, kit.eut.nat_address)
+        if proven:
+            try:
+                fetch_through(port, str(eut.http_body), eut.nat_address, eut.settle_timeout)
+            except AssertionError as exc:
+                why = "nat_sync did not put back the forward removed behind the core's back" if dropped else \
+                    "the forward does not work after a server restart"
+                raise AssertionError(f"{why}: {exc}") from None
+        kit.api.delete(kit.vm_path("natdel", vm, str(rule["rule_index"])))
+        if not dropped:
+            pytest.skip("the rule survived the restart, but without drop_forward (and nat_sync, http_port, "
+                        "http_body) no forward lost on the back end was shown to come back")
+
+    @exercises("nat_add", "nat_remove")
+    def test_nat_port_held_by_a_foreign_program_answers_4002(self, kit: Kit) -> None:
+        """A host port that no rule of OpenIDCS holds, but another program on the host does, is refused
+        by the engine itself (4002, the engine was asked), nothing is recorded, and once the program
+        lets it go the same rule works."""
+        vm = kit.shared_vm()
+        eut = kit.eut
+        port = free_port()
+        forward = {"host_port": port, "vm_port": eut.http_port or 80, "protocol": "tcp"}
+        kit.require("nat", "the engine has no NAT port forwarding", "POST", kit.vm_path("natadd", vm), forward)
+        hold = eut.hold_port
+        if hold is None:
+            if eut.nat_address not in ("127.0.0.1", "localhost", "::1"):
+                pytest.skip("the host's ports are not on this machine: give hold_port to occupy one")
+            hold = hold_local_port
+        before = kit.api.get(kit.vm_path("natget", vm))
+        with hold(port):
+            mark = kit.hooks.mark()
+            body = kit.expect("POST", kit.vm_path("natadd", vm), 4002, forward)
+            assert "nat_add" in kit.hooks.since(mark), "the core refused the port before asking the engine"
+            assert body["msg"], body
+            assert kit.api.get(kit.vm_path("natget", vm)) == before, "a refused rule was recorded"
+        rule = kit.api.post(kit.vm_path("natadd", vm), forward)
+        if eut.http_port and eut.http_body:
+            fetch_through(port, eut.http_body, eut.nat_address)
         kit.api.delete(kit.vm_path("natdel", vm, str(rule["rule_index"])))
 
     @exercises("vm_ip_list", "vm_ip_add", "vm_ip_remove")
@@ -492,8 +617,25 @@ class KitTests:
         added = kit.api.post(kit.vm_path("proxys/create", vm), proxy)
         assert kit.api.get(kit.vm_path("proxys/detail", vm))[0]["domain"] == domain
         kit.expect("POST", kit.vm_path("proxys/create", vm), 4002, proxy)
+        served = kit.eut.proxy_http is not None and bool(kit.eut.http_port and kit.eut.http_body)
+        if served:  # the engine's own proxy answers for the domain with the VM's page
+            address, port = kit.eut.proxy_http  # type: ignore[misc]
+            body = str(kit.eut.http_body)
+
+            def through_proxy() -> bool:
+                try:
+                    return body in httpx.get(f"http://{address}:{port}/", headers={"Host": domain}, timeout=3).text
+                except httpx.HTTPError:
+                    return False
+
+            assert settles(through_proxy, True), f"the engine's proxy at {address}:{port} does not serve {domain}"
         kit.api.delete(kit.vm_path("proxys/delete", vm, str(added["proxy_index"])))
         assert kit.api.get(kit.vm_path("proxys/detail", vm)) == []
+        if served:
+            assert settles(through_proxy, False), f"the engine's proxy still serves {domain} after the rule went"
+        else:
+            pytest.skip("the engine's proxy rule was recorded, but without proxy_http (and http_port/http_body) "
+                        "no request through it was proven")
 
     @staticmethod
     def _reverse_proxy_through_caddy(kit: Kit, vm: str, proxy: dict[str, Any]) -> None:

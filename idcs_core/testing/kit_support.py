@@ -9,10 +9,12 @@ HTTP request through a forwarded port, a shell command through the web terminal)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
@@ -248,6 +250,28 @@ class Kit:
     def vms_on_host(self) -> list[str]:
         return sorted(vm["vm_uuid"] for vm in self.api.get(f"/api/client/detail/{self.hs}"))
 
+    @contextlib.contextmanager
+    def workload_probe(self, vm: str) -> Iterator[Callable[[], bool] | None]:
+        """A check "does the VM's workload answer right now?" for the block: the engine's own
+        ``EngineUnderTest.workload_answers``, else an HTTP GET of ``http_body`` through a NAT
+        forward the kit adds for the block (needs ``http_port``/``http_body`` and NAT); None when
+        neither is possible."""
+        eut = self.eut
+        if eut.workload_answers is not None:
+            workload = eut.workload_answers
+            yield lambda: workload(vm)
+            return
+        if not (eut.http_port and eut.http_body) or "nat" not in self.capabilities or "nat" in eut.unsupported:
+            yield None
+            return
+        port, body, address = free_port(), eut.http_body, eut.nat_address
+        rule = self.api.post(self.vm_path("natadd", vm), {"host_port": port, "vm_port": eut.http_port,
+                                                          "protocol": "tcp"})
+        try:
+            yield lambda: answers(port, body, address)
+        finally:
+            self.api.delete(self.vm_path("natdel", vm, str(rule["rule_index"])))
+
     def guest(self) -> tuple[Callable[[str, str, str], None], Callable[[str, str], str | None]] | None:
         if self.eut.write_file is None or self.eut.read_file is None:
             return None
@@ -284,6 +308,90 @@ def stops_serving(port: int, expect: str, address: str = "127.0.0.1", timeout: f
             return True
         time.sleep(0.2)
     return False
+
+
+def answers(port: int, expect: str, address: str = "127.0.0.1", timeout: float = 2) -> bool:
+    """One GET of http://<address>:<port>/: True if it served ``expect`` within ``timeout`` seconds
+    (a refused, reset, hung or different answer is False)."""
+    try:
+        return expect in httpx.get(f"http://{address}:{port}/", timeout=timeout).text
+    except httpx.HTTPError:
+        return False
+
+
+def settles(check: Callable[[], bool], want: bool, timeout: float = 20, pause: float = 0.2) -> bool:
+    """Poll ``check`` until it returns ``want`` (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check() == want:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+
+
+def _read_int(read: Callable[[str], str | None], path: str) -> int | None:
+    text = (read(path) or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _cpuset_count(text: str) -> int | None:
+    """``0-3,6`` -> 5; None for an empty or unreadable set."""
+    count = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        count += int(last or first) - int(first) + 1
+    return count or None
+
+
+def cgroup_resources(read: Callable[[str], str | None]) -> tuple[int | None, int | None]:
+    """The CPU count and memory limit (MB) a Linux guest sees in its own cgroup, read with
+    ``read(path) -> text or None`` (e.g. ``EngineUnderTest.read_file`` bound to a VM).
+
+    CPUs: the CFS quota (``cpu.max``, v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``) rounded up,
+    else the size of the CPU set (``cpuset.cpus.effective``, v1 ``cpuset/cpuset.cpus``). Memory:
+    ``memory.max`` (v1 ``memory/memory.limit_in_bytes``); None where no limit is set. A helper for
+    ``EngineUnderTest.guest_resources`` of container engines."""
+    cpus: int | None = None
+    quota = period = None
+    v2 = (read("/sys/fs/cgroup/cpu.max") or "").split()
+    if len(v2) == 2 and v2[0].isdigit() and v2[1].isdigit():
+        quota, period = int(v2[0]), int(v2[1])
+    else:
+        quota = _read_int(read, "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        period = _read_int(read, "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if quota is not None and period and quota > 0:
+        cpus = -(-quota // period)
+    if cpus is None:
+        for path in ("/sys/fs/cgroup/cpuset.cpus.effective", "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+                     "/sys/fs/cgroup/cpuset/cpuset.cpus"):
+            text = read(path)
+            if text and (cpus := _cpuset_count(text)) is not None:
+                break
+    memory: int | None = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        value = _read_int(read, path)
+        if value is not None:
+            memory = value // 2**20 if value < 2**60 else None  # v1 shows "no limit" as a huge number
+            break
+    return cpus, memory
+
+
+@contextlib.contextmanager
+def hold_local_port(port: int) -> Iterator[None]:
+    """A foreign program holding host port ``port``: a TCP socket listening on every address of
+    this machine (so a bind to 0.0.0.0 or 127.0.0.1 of that port fails) for the block."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.listen(8)
+        yield
+    finally:
+        sock.close()
 
 
 def console_link(page_url: str, base_url: str) -> tuple[str, str, list[str]]:

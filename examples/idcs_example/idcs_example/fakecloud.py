@@ -7,6 +7,8 @@ and it does a few things for real so the conformance kit can prove them:
 
 - a port forward really listens on ``127.0.0.1:<host_port>`` and answers HTTP
   with the VM's web page while the VM runs and the forward targets port 80;
+- the host's reverse proxy really listens on a loopback port and serves each routed domain
+  from its VM's web page;
 - a terminal really runs a (very small) shell: ``echo``, ``cat``, ``hostname``, ``exit``;
 - the graphical console is a real (tiny) VNC server on a loopback port, one per VM,
   that shows a grey screen named after the VM and records the keys it receives.
@@ -117,6 +119,7 @@ class FakeCloud:
         self.backups: dict[tuple[str, str], tuple[str, FakeVM]] = {}  # (vm, name) -> (description, copy)
         self.forwards: dict[tuple[int, str], Forward] = {}
         self._consoles: dict[str, socketserver.ThreadingTCPServer] = {}  # VM name -> its VNC server
+        self._proxy: ThreadingHTTPServer | None = None  # the host's reverse proxy, once asked for
         self._next_ip = 10
 
     # ------------------------------------------------------------------ VMs
@@ -194,6 +197,12 @@ class FakeCloud:
             if disk.attached and path.startswith(prefix):
                 return disk, path.removeprefix(prefix)
         return None, path
+
+    def guest_resources(self, name: str) -> tuple[int, int]:
+        """What the guest itself sees: its CPU count and memory in MB (``nproc``, ``free -m``)."""
+        with self.lock:
+            vm = self.vm(name)
+            return vm.cpu, vm.ram_mb
 
     def set_password(self, name: str, user: str, password: str) -> None:
         salt = secrets.token_hex(4)
@@ -302,12 +311,34 @@ class FakeCloud:
                 self._consoles[name] = server
             return self._consoles[name].server_address[1]
 
+    # ------------------------------------------------------------------ the host's reverse proxy
+    def proxy_address(self) -> tuple[str, int]:
+        """Where the host's reverse proxy serves HTTP (started on first use): a request for a
+        domain routed to a running VM's port 80 (``/etc/fakecloud/proxy/<domain>`` in the VM, as
+        the engine's ``proxy_add`` writes it) gets the VM's web page; any other gets 404."""
+        with self.lock:
+            if self._proxy is None:
+                self._proxy = _serve(("127.0.0.1", 0), _proxy_handler(self))
+            return "127.0.0.1", self._proxy.server_address[1]
+
+    def proxied(self, domain: str) -> FakeVM | None:
+        """The running VM whose port 80 the reverse proxy serves ``domain`` from, if any."""
+        with self.lock:
+            for vm in self.vms.values():
+                if vm.files.get(f"/etc/fakecloud/proxy/{domain}") == str(HTTP_PORT) and vm.state == "running":
+                    return vm
+            return None
+
     def shutdown(self) -> None:
-        """Stop every listener (forwards, consoles)."""
+        """Stop every listener (forwards, consoles, the reverse proxy)."""
         for key in list(self.forwards):
             self.unforward(*key)
         with self.lock:
             consoles, self._consoles = list(self._consoles.values()), {}
+            proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            proxy.shutdown()
+            proxy.server_close()
         for server in consoles:
             server.shutdown()
             server.server_close()
@@ -405,6 +436,19 @@ def _forward_handler(cloud: FakeCloud, fwd: Forward) -> type[BaseHTTPRequestHand
                 self.reply(200, body)
 
     return ForwardHandler
+
+
+def _proxy_handler(cloud: FakeCloud) -> type[BaseHTTPRequestHandler]:
+    class ProxyHandler(_Quiet):
+        def do_GET(self) -> None:
+            domain = (self.headers.get("Host") or "").split(":")[0]
+            vm = cloud.proxied(domain)
+            if vm is None:
+                self.reply(404, f"no route for {domain}")
+            else:
+                self.reply(200, f"{HTTP_BODY} ({vm.name})\n")
+
+    return ProxyHandler
 
 
 VNC_SIZE = (64, 48)  # the fake screen, filled with grey

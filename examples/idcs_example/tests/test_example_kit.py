@@ -31,6 +31,10 @@ def idcs_engine() -> Iterator[EngineUnderTest]:
         http_port=fakecloud.HTTP_PORT, http_body=fakecloud.HTTP_BODY,
         make_foreign_vm=make_foreign_vm, remove_foreign_vm=cloud.delete_vm,
         take_down=lambda: setattr(cloud, "up", False), bring_up=lambda: setattr(cloud, "up", True),
+        # effects: the guest's view of its CPUs/memory (updates apply live), and a forward lost on the host
+        guest_resources=cloud.guest_resources, update_applies="live",
+        drop_forward=lambda _vm, port, protocol: cloud.unforward(port, protocol),
+        proxy_http=cloud.proxy_address(),
     )
     fakecloud.stop(ADDR)
 

@@ -47,9 +47,10 @@ from pylxd import exceptions as lxd_exc
 from idcs_core import errors
 from idcs_core.types import BackupInfo, HostSpec, Progress, VMInfo
 from idcs_lxd import instances, lifecycle, replace
-from idcs_lxd.client import OperationFailed, run_async
+from idcs_lxd.client import run_async
+from idcs_lxd.errors import OperationFailed
 from idcs_lxd.host import server_kind
-from idcs_lxd.names import (
+from idcs_lxd.naming import (
     KEY_BACKUP,
     check_vm_uuid,
     instance_name,

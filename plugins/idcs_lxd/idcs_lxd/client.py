@@ -29,7 +29,6 @@ exec websockets in ``wsconn``), not only at log-in.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import hashlib
 import json
@@ -39,7 +38,6 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +50,9 @@ from pylxd.client import _is_a_token
 from requests.adapters import HTTPAdapter
 
 from idcs_core import errors
+from idcs_core.enginekit import SessionCache, option_bool
 from idcs_core.types import HostSpec
+from idcs_lxd.errors import OperationFailed, api_message, short
 
 log = logging.getLogger("idcs.lxd")
 
@@ -99,22 +99,6 @@ def parse_addr(addr: str) -> Endpoint:
 
 
 # ------------------------------------------------------------------ client certificate
-
-
-def flag(value: Any, default: bool = False) -> bool:
-    """A yes/no host option: ``true/false``, ``yes/no``, ``on/off``, ``1/0`` (strings too)."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on", "y"):
-        return True
-    if text in ("0", "false", "no", "off", "n"):
-        return False
-    raise errors.BadRequest(f"not a yes/no value: {value!r} (use true or false)")
 
 
 def _cert_dir(options: dict[str, Any]) -> Path:
@@ -307,7 +291,7 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
         if options.get("server_cert"):
             expected = parse_pin(options["server_cert"])
             where = "the host option server_cert"
-        elif not flag(options.get("verify_tls")):
+        elif not option_bool("verify_tls", options.get("verify_tls")):
             record = pin_path(_cert_dir(options), endpoint)
             expected = _read_pin(record)
             where = f"{record} (recorded on the first connection)"
@@ -338,7 +322,7 @@ def open_client(addr: str, *, password: str = "", options: dict[str, Any] | None
         raise
     except (lxd_exc.ClientConnectionFailed, requests.RequestException, OSError) as exc:
         where = endpoint.target
-        raise errors.HostUnreachable(f"cannot connect to LXD at {where}: {_short(exc)}") from exc
+        raise errors.HostUnreachable(f"cannot connect to LXD at {where}: {short(exc)}") from exc
     except lxd_exc.LXDAPIException as exc:
         raise errors.HostUnreachable(f"LXD at {endpoint.target} refused the connection: "
                                      f"{api_message(exc)}") from exc
@@ -370,100 +354,23 @@ def _trust(client: Client, certs: tuple[str, str] | None, secret: str) -> None:
     client.host_info = client.api.get().json()["metadata"]
 
 
-class ClientCache:
-    """One pylxd ``Client`` per ``HostSpec`` (address and credentials), shared by threads."""
+class ClientCache(SessionCache[Client]):
+    """One pylxd ``Client`` per ``HostSpec`` (address and credentials), shared by threads: the
+    toolkit's ``SessionCache`` (a failed connection is not cached; ``drop(host)`` closes it)."""
 
     def __init__(self) -> None:
-        self._clients: dict[HostSpec, Client] = {}
-        self._lock = threading.Lock()
+        super().__init__(self._connect, lambda client: client.api.session.close())
 
-    def get(self, host: HostSpec) -> Client:
-        with self._lock:
-            client = self._clients.get(host)
-        if client is not None:
-            return client
+    @staticmethod
+    def _connect(host: HostSpec) -> Client:
         certs = None
         if parse_addr(host.addr).kind == "https":
             certs = ensure_client_cert(cert_dir(host))
-        client = open_client(host.addr, password=host.password, options=host.options, certs=certs)
-        with self._lock:
-            return self._clients.setdefault(host, client)
-
-    def drop(self, host: HostSpec) -> None:
-        with self._lock:
-            client = self._clients.pop(host, None)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.api.session.close()
+        return open_client(host.addr, password=host.password, options=host.options, certs=certs)
 
     def clear(self) -> None:
-        with self._lock:
-            hosts = list(self._clients)
-        for host in hosts:
-            self.drop(host)
-
-
-# ------------------------------------------------------------------ errors
-
-
-class OperationFailed(Exception):
-    """An LXD background operation ended in failure; ``str()`` is LXD's error text."""
-
-
-def api_message(exc: lxd_exc.LXDAPIException) -> str:
-    """LXD's own error text from an API exception."""
-    response = getattr(exc, "response", None)
-    if response is not None:
-        try:
-            body = response.json()
-            return str(body.get("error") or body.get("metadata", {}).get("err") or response.reason)
-        except ValueError:
-            return f"HTTP {response.status_code}: {response.text[:200]}"
-    return str(exc)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if "Fingerprints did not match" in text:
-        return "the server's TLS certificate changed: it is not the pinned one"
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"the server's TLS certificate is not trusted ({text[:200]})"
-    if "Connection refused" in text or isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if "No such file or directory" in text or isinstance(exc, FileNotFoundError):
-        return "socket not found"
-    return text[:300]
-
-
-@contextlib.contextmanager
-def translated(cache: ClientCache, host: HostSpec, what: str) -> Iterator[None]:
-    """Turn pylxd/requests failures inside the block into ``idcs_core.errors``.
-
-    A lost connection drops the cached client (the next call reconnects) and
-    becomes ``HostUnreachable``, and so does a refusal of our certificate (401/403:
-    the trust was revoked); a request LXD calls bad (400) becomes ``BadRequest``;
-    any other LXD error ``VMOperationFailed``.
-    """
-    try:
-        yield
-    except errors.IDCSError:
-        raise
-    except (lxd_exc.ClientConnectionFailed, requests.ConnectionError, requests.Timeout) as exc:
-        cache.drop(host)
-        raise errors.HostUnreachable(f"LXD host {host.name} ({host.addr}) unreachable during {what}: "
-                                     f"{_short(exc)}") from exc
-    except lxd_exc.LXDAPIException as exc:
-        status = exc.response.status_code if getattr(exc, "response", None) is not None else None
-        if status in (401, 403):
-            cache.drop(host)
-            raise errors.HostUnreachable(
-                f"LXD host {host.name} ({host.addr}) refused {what} (HTTP {status}: {api_message(exc)}): "
-                "is this engine's client certificate still trusted there?") from exc
-        if status == 400:
-            raise errors.BadRequest(f"{what}: {api_message(exc)}") from exc
-        raise errors.VMOperationFailed(f"{what}: {api_message(exc)}") from exc
-    except OperationFailed as exc:
-        raise errors.VMOperationFailed(f"{what}: {exc}") from exc
+        """Close every client (server shut-down)."""
+        self.close_all()
 
 
 # ------------------------------------------------------------------ operations

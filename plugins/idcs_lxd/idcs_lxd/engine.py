@@ -36,7 +36,8 @@ from idcs_core.types import (
 )
 from idcs_lxd import backups, guest, images, lifecycle, network, storage, traffic
 from idcs_lxd import host as hostinfo
-from idcs_lxd.client import ClientCache, parse_addr, translated
+from idcs_lxd.client import ClientCache, parse_addr
+from idcs_lxd.errors import translated
 from idcs_lxd.terminal import Terminal
 
 OPTIONS = {

@@ -15,8 +15,9 @@ from websockets.exceptions import ConnectionClosed
 
 from idcs_core import errors
 from idcs_lxd import instances, wsconn
-from idcs_lxd.client import OperationFailed, wait_operation
-from idcs_lxd.names import instance_name
+from idcs_lxd.client import wait_operation
+from idcs_lxd.errors import OperationFailed
+from idcs_lxd.naming import instance_name
 
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
 NOT_FOUND = 127

@@ -19,7 +19,7 @@ from pylxd import Client
 
 from idcs_core.types import HostSpec, HostStatus
 from idcs_lxd.client import parse_addr
-from idcs_lxd.names import is_internal
+from idcs_lxd.naming import is_internal
 from idcs_lxd.storage import default_pool
 
 

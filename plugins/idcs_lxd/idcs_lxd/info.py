@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from idcs_core.types import VMInfo, VMStatus
-from idcs_lxd.names import vm_uuid_of
+from idcs_lxd.naming import vm_uuid_of
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

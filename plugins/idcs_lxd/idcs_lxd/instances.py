@@ -17,7 +17,8 @@ from pylxd import Client
 from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
-from idcs_lxd.client import OperationFailed, api_message, run_async
+from idcs_lxd.client import run_async
+from idcs_lxd.errors import OperationFailed, api_message
 
 # Fields of an instance that PUT accepts.
 WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
@@ -76,12 +77,19 @@ def stop(client: Client, name: str, *, force: bool, timeout: int = STATE_TIMEOUT
     set_state(client, name, "stop", force=force, timeout=timeout)
 
 
+# LXD 5.0 refuses an edit while another update operation of the instance is being settled
+# ("Failed to create instance update operation: A matching non-reusable operation has now
+# succeeded"): a moment later the same edit goes through.
+_BUSY = "Failed to create instance update operation"
+
+
 def modify(client: Client, name: str, change: Callable[[dict[str, Any]], None], *,
            retries: int = 5) -> dict[str, Any]:
     """Edit the instance's writable fields with ``change(body)`` and PUT them back.
 
     The record is fetched right before the write and sent with ``If-Match``; if
-    someone else changed the instance in between, start over. Returns the new record.
+    someone else changed the instance in between (or LXD is still settling another update of
+    it), start over. Returns the new record.
     """
     for attempt in range(retries):
         inst, etag = get_with_etag(client, name)
@@ -94,8 +102,14 @@ def modify(client: Client, name: str, change: Callable[[dict[str, Any]], None], 
         try:
             run_async(client, client.api.instances[name].put(json=body, headers=headers), timeout=120)
         except lxd_exc.LXDAPIException as exc:
-            if exc.response is not None and exc.response.status_code == 412 and attempt < retries - 1:
-                time.sleep(0.05 * (attempt + 1))
+            changed = exc.response is not None and exc.response.status_code == 412
+            if (changed or _BUSY in api_message(exc)) and attempt < retries - 1:
+                time.sleep(0.05 * (attempt + 1) if changed else 0.5)
+                continue
+            raise
+        except OperationFailed as exc:
+            if _BUSY in str(exc) and attempt < retries - 1:
+                time.sleep(0.5)
                 continue
             raise
         return get(client, name)

@@ -18,9 +18,9 @@ from pylxd import exceptions as lxd_exc
 from idcs_core import errors
 from idcs_core.types import HostSpec, PowerAction, Progress, VMInfo, VMSpec
 from idcs_lxd import guest, images, instances, replace, storage
-from idcs_lxd.client import OperationFailed
+from idcs_lxd.errors import OperationFailed
 from idcs_lxd.info import KEY_OS_NAME, KEY_VM_NAME, disk_gb, parse_cpus, root_device, to_vminfo
-from idcs_lxd.names import KEY_BACKUP, KEY_VM_UUID, instance_name, is_internal, temp_name
+from idcs_lxd.naming import KEY_BACKUP, KEY_VM_UUID, instance_name, is_internal, temp_name
 
 CREATE_TIMEOUT = 900.0
 
@@ -131,7 +131,7 @@ def info_of(client: Client, host: HostSpec, sampler: CpuSampler, vm_uuid: str, *
 def vm_list(client: Client, host: HostSpec, sampler: CpuSampler) -> list[VMInfo]:
     """Every instance, with state, in one API call (``recursion=2``).
 
-    The engine's helper instances (``names.is_internal``: a reinstall's new system
+    The engine's helper instances (``naming.is_internal``: a reinstall's new system
     before it is swapped in, a holder of old backups...) are not VMs: never listed,
     so a scan never imports them."""
     drivers: dict[str, str] = {}

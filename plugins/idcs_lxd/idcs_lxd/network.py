@@ -13,20 +13,20 @@ NAT mode and a static address on a managed bridge (not supported here yet).
 
 from __future__ import annotations
 
-import errno
 import re
-import socket
 from typing import Any
 
 from pylxd import Client
 from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
+from idcs_core.enginekit import local_port_holder, normalise_nat_rule, port_bindable
 from idcs_core.types import HostSpec, IPAddress, NatRule
 from idcs_lxd import instances
-from idcs_lxd.client import OperationFailed, api_message, parse_addr
+from idcs_lxd.client import parse_addr
+from idcs_lxd.errors import OperationFailed, api_message
 from idcs_lxd.info import addresses
-from idcs_lxd.names import instance_name, is_internal, vm_uuid_of
+from idcs_lxd.naming import instance_name, is_internal, vm_uuid_of
 
 NAT_PREFIX = "idcs-nat-"
 _LISTEN = re.compile(r"^(tcp|udp):(.*):(\d+)$")
@@ -36,14 +36,7 @@ def device_name(rule: NatRule) -> str:
     return f"{NAT_PREFIX}{rule.protocol}-{rule.host_port}"
 
 
-def _check(rule: NatRule) -> NatRule:
-    proto = (rule.protocol or "tcp").lower()
-    if proto not in ("tcp", "udp"):
-        raise errors.BadRequest(f"protocol must be tcp or udp, not {rule.protocol!r}")
-    for label, port in (("host_port", rule.host_port), ("vm_port", rule.vm_port)):
-        if not isinstance(port, int) or not 1 <= port <= 65535:
-            raise errors.BadRequest(f"{label} must be a port number 1-65535, not {port!r}")
-    return NatRule(host_port=rule.host_port, vm_port=rule.vm_port, protocol=proto, lan_addr=rule.lan_addr)
+_check = normalise_nat_rule  # the toolkit's: protocol tcp/udp lower-cased, ports 1-65535
 
 
 def device_for(host: HostSpec, rule: NatRule) -> dict[str, str]:
@@ -90,29 +83,16 @@ def _port_owner(client: Client, rule: NatRule, skip: tuple[str, str]) -> str | N
     return None
 
 
-def _port_free_locally(host: HostSpec, rule: NatRule) -> bool:
-    """Try to bind the host port (only meaningful when the daemon runs on this machine)."""
-    listen = str(host.options.get("nat_listen") or "0.0.0.0")
-    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
-    kind = socket.SOCK_STREAM if rule.protocol == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(family, kind) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((listen.strip("[]"), rule.host_port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
 def _ensure_free(client: Client, host: HostSpec, name: str, rule: NatRule) -> None:
     owner = _port_owner(client, rule, skip=(name, device_name(rule)))
     if owner is not None:
         raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already forwarded to "
                               f"instance {owner}")
-    if parse_addr(host.addr).is_local and not _port_free_locally(host, rule):
-        raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on the host")
+    listen = str(host.options.get("nat_listen") or "0.0.0.0")
+    if parse_addr(host.addr).is_local and not port_bindable(rule.host_port, rule.protocol, listen):
+        holder = local_port_holder(rule.host_port, rule.protocol)
+        raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on the host"
+                              + (f" (by {holder})" if holder else ""))
 
 
 def _apply(client: Client, name: str, change: Any, ports: str) -> None:

@@ -31,8 +31,8 @@ from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
 from idcs_lxd import instances
-from idcs_lxd.client import OperationFailed
-from idcs_lxd.names import KEY_VM_UUID, holder_name, holder_prefix, is_internal, temp_name
+from idcs_lxd.errors import OperationFailed
+from idcs_lxd.naming import KEY_VM_UUID, holder_name, holder_prefix, is_internal, temp_name
 from idcs_lxd.network import NAT_PREFIX
 from idcs_lxd.storage import DISK_PREFIX, ISO_DEVICE
 

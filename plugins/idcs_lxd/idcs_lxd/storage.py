@@ -20,7 +20,7 @@ from idcs_core.types import DiskSpec, HostSpec
 from idcs_lxd import images, instances
 from idcs_lxd.client import run_async
 from idcs_lxd.info import root_device
-from idcs_lxd.names import instance_name
+from idcs_lxd.naming import instance_name
 
 DISK_PREFIX = "idcs-disk-"
 ISO_DEVICE = "idcs-iso"

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from idcs_core import errors
 from idcs_lxd import instances, wsconn
-from idcs_lxd.names import instance_name
+from idcs_lxd.naming import instance_name
 
 SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"]
 POLL = 0.2  # seconds read() waits between checks that the shell is still there

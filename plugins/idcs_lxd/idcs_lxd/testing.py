@@ -23,19 +23,18 @@ import hashlib
 import io
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
 import tarfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from idcs_core.testing.backends import log_tail, stop_pid
 from idcs_core.types import HostSpec
 
 KINDS = ("lxd", "incus")
@@ -142,14 +141,6 @@ class Backend:
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.logfile, lines)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def _env(flavour: Flavour, state_dir: Path) -> dict[str, str]:
@@ -336,7 +327,7 @@ def cleanup(backend: Backend, prefix: str) -> list[str]:
     """Delete instances and custom volumes whose names start with ``prefix`` (and the engine's
     helper instances of VMs whose ``vm_uuid`` does); return what was deleted."""
     from idcs_lxd.client import open_client, wait_operation
-    from idcs_lxd.names import KEY_VM_UUID, is_internal
+    from idcs_lxd.naming import KEY_VM_UUID, is_internal
 
     deleted: list[str] = []
     client = open_client(str(backend.socket_path))
@@ -365,55 +356,13 @@ def stop_daemon(backend: Backend, timeout: float = 30.0) -> None:
     """Stop a daemon started here, by its PID: SIGTERM, then SIGKILL after ``timeout`` seconds."""
     if backend.pid is None:
         return
-    try:
-        os.kill(backend.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        backend.pid = None
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if backend.proc is not None:
-            if backend.proc.poll() is not None:
-                break
-        else:
-            try:
-                os.kill(backend.pid, 0)
-            except ProcessLookupError:
-                break
-        time.sleep(0.1)
-    else:
-        try:
-            os.kill(backend.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if backend.proc is not None:
-            backend.proc.wait(timeout=10)
+    stop_pid(backend.pid, timeout, backend.proc)
     backend.pid = None
 
 
 def unique_name(prefix: str = "idcst-") -> str:
     """A fresh instance name (valid for LXD) starting with ``prefix``."""
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(port: int, address: str = "127.0.0.1", path: str = "/", timeout: float = 10.0) -> str:
-    """GET ``http://address:port/path`` for real, retrying while the forward comes up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def stop_backend(backend: Backend, prefix: str | None = None) -> None:

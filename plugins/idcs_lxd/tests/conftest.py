@@ -75,10 +75,10 @@ def vm(engine: LXDEngine, host: HostSpec, spec: VMSpec) -> Iterator[VMInfo]:
 @pytest.fixture
 def sh(engine: LXDEngine, host: HostSpec) -> object:
     """``sh(vm_uuid, script) -> stdout``: run a shell script in the guest, asserting success."""
-    from idcs_lxd import guest, names
+    from idcs_lxd import guest, naming
 
     def run(vm_uuid: str, script: str) -> str:
-        result = guest.run(engine.clients.get(host), names.instance_name(vm_uuid), ["/bin/sh", "-c", script])
+        result = guest.run(engine.clients.get(host), naming.instance_name(vm_uuid), ["/bin/sh", "-c", script])
         assert result.exit_code == 0, (script, result)
         return result.stdout.decode()
 

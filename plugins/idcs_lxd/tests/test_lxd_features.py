@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from idcs_lxd import instances, names, network, replace, storage
-from idcs_lxd.client import OperationFailed, run_async
+from idcs_lxd import instances, naming, network, replace, storage
+from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
-from idcs_lxd.testing import free_port, http_get, unique_name
+from idcs_lxd.errors import OperationFailed
+from idcs_lxd.testing import unique_name
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port, http_get
 from idcs_core.types import DiskSpec, HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 Shell = Callable[[str, str], str]
@@ -382,9 +384,9 @@ def test_terminal_needs_a_running_vm(engine: LXDEngine, host: HostSpec, vm: VMIn
 def _helpers_of(engine: LXDEngine, host: HostSpec, vm_uuid: str) -> list[str]:
     """The engine's hidden instances (holders, temporaries) of this VM."""
     client = engine.clients.get(host)
-    name = names.instance_name(vm_uuid)
+    name = naming.instance_name(vm_uuid)
     return [n for n in replace.names(client)
-            if n.startswith(names.holder_prefix(name)) or n in {names.temp_name(name, p) for p in names.PURPOSES}]
+            if n.startswith(naming.holder_prefix(name)) or n in {naming.temp_name(name, p) for p in naming.PURPOSES}]
 
 
 def test_reinstall_keeps_backups_restorable(engine: LXDEngine, host: HostSpec, vm: VMInfo, spec: VMSpec,
@@ -470,7 +472,7 @@ def _fail_renames_into_place(monkeypatch: pytest.MonkeyPatch, helper_prefix: str
     real, refused = instances.rename, []
 
     def rename(client: object, name: str, new_name: str) -> None:
-        if name.startswith(helper_prefix) and not names.is_internal(new_name):
+        if name.startswith(helper_prefix) and not naming.is_internal(new_name):
             refused.append(new_name)
             raise OperationFailed(f"injected failure renaming {name} to {new_name}")
         real(client, name, new_name)  # type: ignore[arg-type]

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 from idcs_lxd import instances, testing, wsconn
-from idcs_lxd.client import run_async, translated
+from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
+from idcs_lxd.errors import translated
 from pylxd import Client
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port
 from idcs_core.types import HostSpec
 
 
@@ -119,7 +121,7 @@ def https(engine: LXDEngine, host: HostSpec, backend: testing.Backend, tmp_path:
     """The daemon also listening on https on loopback, behind a ``TLSForwarder``."""
     client = engine.clients.get(host)
     trusted_before = _certificates(client)
-    port = testing.free_port()
+    port = free_port()
     config = {"core.https_address": f"127.0.0.1:{port}"}
     if backend.kind == "lxd":
         secret = "idcs-trust-pw"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from idcs_lxd import guest, names, testing
+from idcs_lxd import guest, naming, testing
 from idcs_lxd.client import open_client, run_async
 
 from idcs_core.testing.kit import EngineUnderTest
@@ -23,7 +23,7 @@ def kit(backend: testing.Backend, workdir: Path, tmp_path_factory: pytest.TempPa
     client = open_client(str(backend.socket_path))
 
     def run(vm: str, script: str) -> str:
-        result = guest.run(client, names.instance_name(vm), ["/bin/sh", "-c", script])
+        result = guest.run(client, naming.instance_name(vm), ["/bin/sh", "-c", script])
         assert result.exit_code == 0, (script, result)
         return result.stdout.decode()
 
@@ -66,7 +66,7 @@ def test_backups_across_a_reinstall(kit: Kit, backend: testing.Backend) -> None:
     used = _used_backups(kit)
     # the host loses one backup behind OpenIDCS's back (as an engine whose reinstall cannot keep them would)
     client = open_client(str(backend.socket_path))
-    run_async(client, client.api.instances[names.instance_name(vm)].snapshots[lost].delete())
+    run_async(client, client.api.instances[naming.instance_name(vm)].snapshots[lost].delete())
     assert _backups(kit, vm) == {kept: "ready", lost: "ready"}  # not known yet
 
     task = kit.wait(kit.api.post(kit.vm_path("reinstall", vm), {}))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
-from idcs_lxd import client, images, info, lifecycle, names, network
+from idcs_lxd import client, images, info, lifecycle, naming, network
 
 from idcs_core import errors
+from idcs_core.enginekit import option_bool
 from idcs_core.plugins import Engine
 from idcs_core.types import NatRule
 
@@ -86,26 +87,26 @@ def test_nat_device_round_trip() -> None:
 
 @pytest.mark.parametrize("vm_uuid", ["web-1", "a", "x" * 63])
 def test_valid_instance_names_are_kept(vm_uuid: str) -> None:
-    assert names.instance_name(vm_uuid) == vm_uuid
+    assert naming.instance_name(vm_uuid) == vm_uuid
 
 
 @pytest.mark.parametrize("vm_uuid", ["1abc", "a_b", "a-", "x" * 64, "my.vm", "-x", "_", "9"])
 def test_other_vm_uuids_are_mapped(vm_uuid: str) -> None:
-    name = names.instance_name(vm_uuid)
-    assert names.is_instance_name(name) and name != vm_uuid
-    assert names.instance_name(vm_uuid) == name  # deterministic
-    assert names.instance_name(name) == name  # a mapped name maps to itself
-    assert names.vm_uuid_of({"name": name, "config": {names.KEY_VM_UUID: vm_uuid}}) == vm_uuid
+    name = naming.instance_name(vm_uuid)
+    assert naming.is_instance_name(name) and name != vm_uuid
+    assert naming.instance_name(vm_uuid) == name  # deterministic
+    assert naming.instance_name(name) == name  # a mapped name maps to itself
+    assert naming.vm_uuid_of({"name": name, "config": {naming.KEY_VM_UUID: vm_uuid}}) == vm_uuid
 
 
 def test_mapped_names_differ() -> None:
-    assert names.instance_name("a_b") != names.instance_name("a.b")
+    assert naming.instance_name("a_b") != naming.instance_name("a.b")
 
 
 @pytest.mark.parametrize("vm_uuid", ["", "a b", "../x", "a/b", "x" * 65, "é"])
 def test_invalid_vm_uuids_rejected(vm_uuid: str) -> None:
     with pytest.raises(errors.BadRequest):
-        names.instance_name(vm_uuid)
+        naming.instance_name(vm_uuid)
 
 
 def test_cpu_sampler() -> None:
@@ -133,12 +134,12 @@ def test_entry_point_loads_engine() -> None:
     ("true", True), ("YES", True), ("1", True), ("on", True),
 ])
 def test_yes_no_options(value: object, expected: bool) -> None:
-    assert client.flag(value) is expected
+    assert option_bool("verify_tls", value) is expected
 
 
 def test_yes_no_option_rejects_other_words() -> None:
     with pytest.raises(errors.BadRequest):
-        client.flag("maybe")
+        option_bool("verify_tls", "maybe")
 
 
 def test_server_cert_forms(tmp_path: object) -> None:
@@ -152,10 +153,10 @@ def test_server_cert_forms(tmp_path: object) -> None:
 
 
 def test_helper_names_are_reserved() -> None:
-    name = names.instance_name("web-1")
-    for helper in (names.temp_name(name, "new"), names.temp_name(name, "rst"), names.temp_name(name, "exp"),
-                   names.holder_name(name)):
-        assert names.is_internal(helper) and names.instance_name(helper) != helper
-    assert names.holder_name(name) != names.holder_name(name)
-    assert names.is_holder(names.holder_name(name)) and not names.is_holder(names.temp_name(name, "new"))
-    assert not names.is_internal(name)
+    name = naming.instance_name("web-1")
+    for helper in (naming.temp_name(name, "new"), naming.temp_name(name, "rst"), naming.temp_name(name, "exp"),
+                   naming.holder_name(name)):
+        assert naming.is_internal(helper) and naming.instance_name(helper) != helper
+    assert naming.holder_name(name) != naming.holder_name(name)
+    assert naming.is_holder(naming.holder_name(name)) and not naming.is_holder(naming.temp_name(name, "new"))
+    assert not naming.is_internal(name)

@@ -10,10 +10,10 @@ import pytest
 from idcs_lxd import testing
 from idcs_lxd.client import run_async
 from idcs_lxd.engine import LXDEngine
-from idcs_lxd.testing import free_port, http_get
 from idcs_lxd.testing import unique_name as new_name
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port, http_get
 from idcs_core.types import HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 
@@ -235,21 +235,21 @@ def test_helper_instances_are_not_vms(engine: LXDEngine, host: HostSpec, vm: VMI
     """Instances the engine makes for itself (a reinstall's new system, a restore's import, a holder
     of old backups) are never listed, counted or scanned as VMs, even when one is left behind."""
     from idcs_lxd import instances as lxd_instances
-    from idcs_lxd import names
+    from idcs_lxd import naming
 
     client = engine.clients.get(host)
-    name = names.instance_name(spec.vm_uuid)
-    helpers = [names.temp_name(name, "new"), names.temp_name(name, "rst"), names.holder_name(name)]
+    name = naming.instance_name(spec.vm_uuid)
+    helpers = [naming.temp_name(name, "new"), naming.temp_name(name, "rst"), naming.holder_name(name)]
     for helper in helpers:  # what a crash half-way through would leave: a copy claiming to be the VM
         lxd_instances.create(client, {"name": helper, "source": {"type": "image", "alias": backend.image_alias},
-                                      "config": {names.KEY_VM_UUID: spec.vm_uuid}})
+                                      "config": {naming.KEY_VM_UUID: spec.vm_uuid}})
     try:
         run_async(client, client.api.instances[helpers[-1]].snapshots.post(json={"name": "old-backup"}))
         listed = [v.vm_uuid for v in engine.vm_list(host=host)]
         assert listed.count(spec.vm_uuid) == 1 and not set(helpers) & set(listed)
         assert engine.host_status(host=host).vms_count == len(listed)
         # a vm_uuid that looks like a helper's name is mapped to another instance name
-        assert names.instance_name(helpers[0]) != helpers[0]
+        assert naming.instance_name(helpers[0]) != helpers[0]
     finally:
         for helper in helpers:
             lxd_instances.delete(client, helper)

@@ -163,8 +163,27 @@ def delete(conn: Conn, vm_uuid: str, backup_name: str) -> None:
     except docker.errors.APIError as exc:
         if exc.status_code != 409:
             raise
-        # A container restored from this backup still runs on its layers: untag only.
-        conn.api.remove_image(ref, force=True)
+        # A container restored from this backup still runs on its layers. A forced removal would
+        # untag on Docker but remove that container too on Podman: the layers take the VM's state
+        # tag first (the filesystem its container runs on; dropped with the VM), then the backup's
+        # tag alone goes (an image with two tags is only untagged, on both).
+        _keep_as_state(conn, vm_uuid, ref)
+        conn.api.remove_image(ref)
+
+
+def _keep_as_state(conn: Conn, vm_uuid: str, ref: str) -> None:
+    """Tag the image of ``ref`` as the VM's state image (``naming.state_ref``); the image that tag
+    named before is pruned if nothing uses it any more."""
+    state = naming.state_ref(vm_uuid)
+    try:
+        previous: str | None = conn.api.inspect_image(state)["Id"]
+    except docker.errors.ImageNotFound:
+        previous = None
+    image_id = conn.api.inspect_image(ref)["Id"]
+    repo, tag = state.rsplit(":", 1)
+    conn.api.tag(image_id, repo, tag, force=True)
+    if previous and previous != image_id:
+        containers.prune_image(conn, previous)
 
 
 def list_all(conn: Conn) -> list[BackupInfo]:

@@ -20,8 +20,9 @@ import docker.errors
 import docker.tls
 
 from idcs_core import errors
+from idcs_core.enginekit import SessionCache, option_bool, option_number
 from idcs_core.types import HostSpec
-from idcs_oci.errmap import explain, root_cause
+from idcs_oci.errors import explain, root_cause
 
 # The options this engine understands (shown by ``engine_describe``).
 OPTIONS: dict[str, str] = {
@@ -42,31 +43,6 @@ OPTIONS: dict[str, str] = {
 }
 
 _PROBE_API = "1.24"  # the oldest API the SDK speaks; only used to ask the daemon for its own
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise errors.BadRequest(f"host option {name} must be true or false, not {value!r}")
-
-
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise errors.BadRequest(f"host option {name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise errors.BadRequest(f"host option {name} must be at least {minimum}")
-    return number
-
-
 @dataclass(frozen=True)
 class HostOptions:
     """The host's ``options``, parsed and checked."""
@@ -91,13 +67,13 @@ class HostOptions:
         o = options or {}
         kw: dict[str, Any] = {}
         if "timeout" in o:
-            kw["timeout"] = _number("timeout", o["timeout"], float, 1)
+            kw["timeout"] = option_number("timeout", o["timeout"], float, 1)
         if "long_timeout" in o:
-            kw["long_timeout"] = _number("long_timeout", o["long_timeout"], float, 1)
+            kw["long_timeout"] = option_number("long_timeout", o["long_timeout"], float, 1)
         if "stop_timeout" in o:
-            kw["stop_timeout"] = _number("stop_timeout", o["stop_timeout"], int, 0)
+            kw["stop_timeout"] = option_number("stop_timeout", o["stop_timeout"], int, 0)
         if "max_layers" in o:
-            kw["max_layers"] = _number("max_layers", o["max_layers"], int, 2)
+            kw["max_layers"] = option_number("max_layers", o["max_layers"], int, 2)
         if o.get("nat_bind"):
             raw = o["nat_bind"]
             addrs = raw if isinstance(raw, list | tuple) else str(raw).split(",")
@@ -107,7 +83,7 @@ class HostOptions:
                 kw[key] = str(o[key])
         for key in ("pull_missing", "tls", "tls_verify", "ssh_client"):
             if key in o:
-                kw[key] = _bool(key, o[key])
+                kw[key] = option_bool(key, o[key])
         return cls(**kw)
 
 
@@ -191,27 +167,22 @@ class Conn:
             self._slow.close()
 
 
-class ClientCache:
-    """One client per (host, options); thread-safe; a failed connection is not cached."""
+class ClientCache(SessionCache[Conn]):
+    """One connection per (host, options), from the toolkit's ``SessionCache``: thread-safe, a
+    failed connection is not cached, ``drop(host)`` closes the host's connections."""
 
     def __init__(self) -> None:
-        self._conns: dict[tuple[HostSpec, HostOptions], Conn] = {}
-        self._lock = threading.Lock()
+        super().__init__(self._connect, Conn.close, key=lambda host: (host, HostOptions.parse(host.options)))
 
     def connect(self, host: HostSpec) -> Conn:
+        """The host's connection, opened (and the daemon's API version negotiated) on first use."""
+        return self.get(host)
+
+    @classmethod
+    def _connect(cls, host: HostSpec) -> Conn:
         opts = HostOptions.parse(host.options)
-        key = (host, opts)
-        with self._lock:
-            conn = self._conns.get(key)
-        if conn is not None:
-            return conn
-        client, version = self._open(host, opts)
-        conn = Conn(host, client, opts, facts={"version": version})
-        with self._lock:
-            existing = self._conns.setdefault(key, conn)
-        if existing is not conn:  # another thread connected first
-            conn.close()
-        return existing
+        client, version = cls._open(host, opts)
+        return Conn(host, client, opts, facts={"version": version})
 
     @staticmethod
     def _open(host: HostSpec, opts: HostOptions) -> tuple[docker.DockerClient, dict[str, Any]]:
@@ -234,22 +205,6 @@ class ClientCache:
             raise errors.HostUnreachable(f"cannot connect to Docker at {host.addr}: {detail}") from exc
         client.api.trust_env = trust_env
         return client, answer
-
-    def drop(self, host: HostSpec) -> None:
-        """Close and forget every client of ``host``; never raises."""
-        with self._lock:
-            gone = [self._conns.pop(k) for k in list(self._conns) if k[0] == host]
-        for conn in gone:
-            try:
-                conn.close()
-            except Exception:  # closing a dead transport may fail; nothing to do about it
-                pass
-
-    def close_all(self) -> None:
-        with self._lock:
-            hosts = {k[0] for k in self._conns}
-        for host in hosts:
-            self.drop(host)
 
 
 def is_local_socket(conn: Conn) -> bool:

@@ -41,7 +41,7 @@ from idcs_core import errors
 from idcs_core.types import Progress
 from idcs_oci import naming
 from idcs_oci.client import Conn
-from idcs_oci.errmap import explain
+from idcs_oci.errors import explain
 
 log = logging.getLogger("idcs.oci")
 

@@ -1,9 +1,9 @@
 """The OCInterface engine: one hook implementation per capability, each a line or two.
 
 Each hook takes the host's cached connection, runs one function of a module
-that does one job (``lifecycle``, ``power``, ``network``, ``disks``,
-``backups``, ``guest``, ``terminal``, ``images``, ``hosts``), and lets
-``errmap.translate`` turn Docker's errors into OpenIDCS errors. A host found
+that does one job (``lifecycle``, ``network``, ``storage``,
+``backups``, ``guest``, ``terminal``, ``images``, ``host``), and lets
+``errors.translate`` turn Docker's errors into OpenIDCS errors. A host found
 unreachable loses its cached client, so the next call connects afresh.
 """
 
@@ -38,19 +38,18 @@ from idcs_oci import (
     __version__,
     backups,
     containers,
-    disks,
     guest,
-    hosts,
     images,
     lifecycle,
     naming,
     network,
-    power,
+    storage,
     terminal,
     traffic,
 )
+from idcs_oci import host as hosts  # the module; ``host`` is each hook's HostSpec
 from idcs_oci.client import OPTIONS, ClientCache, Conn
-from idcs_oci.errmap import translate
+from idcs_oci.errors import translate
 
 T = TypeVar("T")
 log = logging.getLogger("idcs.oci")
@@ -237,7 +236,7 @@ class OCIEngine:
             act = PowerAction(action)
         except ValueError:
             raise errors.BadRequest(f"unknown power action {action!r}") from None
-        return self._and_follow(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", power.apply, vm_uuid, act)
+        return self._and_follow(host, vm_uuid, f"{act.name.lower()} container {vm_uuid}", lifecycle.power, vm_uuid, act)
 
     @hookimpl
     def vm_status(self, host: HostSpec, vm_uuid: str) -> VMInfo:
@@ -290,17 +289,17 @@ class OCIEngine:
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, disk: DiskSpec, progress: Progress) -> None:
-        self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", disks.attach, vm_uuid,
+        self._and_follow(host, vm_uuid, f"attach disk {disk.name} to container {vm_uuid}", storage.attach, vm_uuid,
                          disk, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
         self._and_follow(host, vm_uuid, f"detach disk {disk_name} from container {vm_uuid}",
-                         disks.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid, progress))
+                         storage.detach, vm_uuid, disk_name, logged_progress(host, vm_uuid, progress))
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, disk_name: str, progress: Progress) -> None:
-        self._and_follow(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", disks.delete, vm_uuid,
+        self._and_follow(host, vm_uuid, f"delete disk {disk_name} of container {vm_uuid}", storage.delete, vm_uuid,
                          disk_name, logged_progress(host, vm_uuid, progress))
 
     # ------------------------------------------------------------------ backups

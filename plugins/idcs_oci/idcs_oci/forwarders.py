@@ -40,10 +40,11 @@ from typing import Any
 import docker.errors
 
 from idcs_core import errors
+from idcs_core.enginekit import local_port_holder
 from idcs_core.types import NatRule
 from idcs_oci import naming
-from idcs_oci.client import Conn
-from idcs_oci.errmap import explain
+from idcs_oci.client import Conn, is_local_socket
+from idcs_oci.errors import explain
 
 log = logging.getLogger("idcs.oci")
 
@@ -298,7 +299,10 @@ def _wait_bound(conn: Conn, cid: str, rule: NatRule) -> None:
                 time.sleep(_POLL)  # the message has no line end: it reaches the log when the proxy exits
                 continue
             if "address already in use" in detail:
-                raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use on host "
+                # on a daemon of this machine, name the program that holds it (the toolkit reads /proc)
+                holder = local_port_holder(rule.host_port, rule.protocol) if is_local_socket(conn) else None
+                by = f" by {holder}" if holder else ""
+                raise errors.Conflict(f"host port {rule.host_port}/{rule.protocol} is already in use{by} on host "
                                       f"{conn.host.name} ({detail})")
             raise errors.VMOperationFailed(f"the forwarder of port {rule.host_port}/{rule.protocol} failed: {detail}")
         if lines.count("0") >= wanted:

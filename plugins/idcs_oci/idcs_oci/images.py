@@ -10,7 +10,7 @@ from idcs_core import errors
 from idcs_core.types import OSImage
 from idcs_oci import naming
 from idcs_oci.client import Conn
-from idcs_oci.errmap import explain
+from idcs_oci.errors import explain
 
 # Family -> words that mark it in a repository's last path component.
 _FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -1,4 +1,4 @@
-"""VM lifecycle: create, update, reinstall, delete, status and list."""
+"""VM lifecycle: create, update, reinstall, delete, status, list and power actions."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import docker.errors
 
 from idcs_core import errors
-from idcs_core.types import Progress, VMInfo, VMSpec
+from idcs_core.types import PowerAction, Progress, VMInfo, VMSpec
 from idcs_oci import containers, forwarders, guest, images, naming, vminfo
 from idcs_oci.client import Conn
 from idcs_oci.containers import Blueprint, no_progress
-from idcs_oci.errmap import explain
+from idcs_oci.errors import explain
 
 _MB = 1024 * 1024
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "ksh", "mksh"}
@@ -255,3 +255,48 @@ def list_vms(conn: Conn, recover: Callable[[str], bool] | None = None,
             follow(vm)
     return [vminfo.from_summary(item) for item in items
             if not any(containers.PARKED in n for n in item.get("Names") or []) and not forwarders.is_forwarder(item)]
+
+
+# ------------------------------------------------------------------ power
+# Docker's answers when the container reached the wanted state on its own meanwhile.
+_ALREADY = ("is not running", "is not paused", "is already paused", "already in progress")
+
+
+def power(conn: Conn, vm_uuid: str, action: PowerAction) -> VMInfo:
+    """Apply a power action; repeating one ("start" a running VM, "power off" a stopped one)
+    succeeds without a call, as each first looks at the container's state."""
+    attrs = containers.inspect(conn, vm_uuid)
+    cid = attrs["Id"]
+    state = (attrs.get("State") or {}).get("Status", "")
+    running = state in containers.RUNNING_STATES
+    api = conn.api
+    try:
+        if action == PowerAction.START:
+            if state == "paused":
+                api.unpause(cid)
+            elif not running:
+                api.start(cid)
+        elif action == PowerAction.HARD_OFF:
+            if running:
+                api.kill(cid)
+        elif action == PowerAction.STOP:
+            if running:
+                api.stop(cid, timeout=conn.opts.stop_timeout)
+        elif action == PowerAction.RESET:
+            api.restart(cid, timeout=conn.opts.stop_timeout)
+        elif action == PowerAction.PAUSE:
+            if state in ("running", "restarting"):
+                api.pause(cid)
+            elif state != "paused":
+                raise errors.VMOperationFailed(f"{vm_uuid} is {state}: only a running VM can be paused")
+        elif action == PowerAction.RESUME:
+            if state == "paused":
+                api.unpause(cid)
+            elif not running:
+                raise errors.VMOperationFailed(f"{vm_uuid} is {state}, not paused: start it instead")
+        else:
+            raise errors.NotSupported(f"power action {action!r} is not supported by the OCInterface engine")
+    except docker.errors.APIError as exc:
+        if not any(p in explain(exc) for p in _ALREADY):
+            raise
+    return status(conn, vm_uuid, sample=False)

@@ -29,7 +29,7 @@ BACKUP_CREATED = "idcs.backup.created_at"
 BACKUP_HOST_CONFIG = "idcs.backup.host_config"
 BACKUP_LABELS = (BACKUP, BACKUP_VM, BACKUP_NAME, BACKUP_DESCRIPTION, BACKUP_CREATED, BACKUP_HOST_CONFIG)
 
-# Labels on extra-disk volumes (see disks.py).
+# Labels on extra-disk volumes (see storage.py).
 DISK_NAME = "idcs.disk_name"
 DISK_SIZE = "idcs.size_gb"
 

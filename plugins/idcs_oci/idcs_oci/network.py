@@ -20,6 +20,7 @@ from typing import Any
 import docker.errors
 
 from idcs_core import errors
+from idcs_core.enginekit import normalise_nat_rule
 from idcs_core.types import IPAddress, NatRule, Progress
 from idcs_oci import containers, forwarders, vminfo
 from idcs_oci.client import Conn
@@ -31,14 +32,7 @@ log = logging.getLogger("idcs.oci")
 Key = tuple[int, str]  # (host_port, protocol): what must be unique on the host
 
 
-def _check(rule: NatRule) -> NatRule:
-    proto = (rule.protocol or "tcp").lower()
-    if proto not in ("tcp", "udp"):
-        raise errors.BadRequest(f"protocol must be tcp or udp, not {rule.protocol!r}")
-    for name, port in (("host_port", rule.host_port), ("vm_port", rule.vm_port)):
-        if not isinstance(port, int) or not 1 <= port <= 65535:
-            raise errors.BadRequest(f"{name} must be a port number 1-65535, not {port!r}")
-    return NatRule(rule.host_port, rule.vm_port, proto, rule.lan_addr)
+_check = normalise_nat_rule  # the toolkit's: protocol tcp/udp lower-cased, ports 1-65535
 
 
 def _key(rule: NatRule) -> Key:

@@ -32,13 +32,10 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +43,8 @@ from typing import Any, ClassVar
 
 import docker
 
+from idcs_core.testing import backends
+from idcs_core.testing.backends import log_tail
 from idcs_core.types import HostSpec, VMInfo
 
 MakeVM = Callable[..., VMInfo]
@@ -73,13 +72,6 @@ done
 
 class DaemonError(RuntimeError):
     """The test daemon did not start (the message ends with its log)."""
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(no log: {exc})"
 
 
 @dataclass
@@ -110,7 +102,7 @@ class _Daemon:
         return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
-        return _log_tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
     @staticmethod
     def _remove_containers(c: docker.DockerClient) -> None:
@@ -238,7 +230,7 @@ def start_dockerd(timeout: float = 30, tls_port: int | None = None) -> DockerDae
     while True:
         if proc.poll() is not None:
             daemon.stop()
-            raise DaemonError(f"dockerd exited with code {proc.returncode} at start:\n{_log_tail(log_path)}")
+            raise DaemonError(f"dockerd exited with code {proc.returncode} at start:\n{log_tail(log_path)}")
         if daemon.socket.exists():
             try:
                 with contextlib.closing(daemon.client(timeout=5)) as c:
@@ -247,7 +239,7 @@ def start_dockerd(timeout: float = 30, tls_port: int | None = None) -> DockerDae
             except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            log_text = _log_tail(log_path)
+            log_text = log_tail(log_path)
             daemon.stop()
             raise DaemonError(f"dockerd did not answer within {timeout:g} s ({last_error}):\n{log_text}")
         time.sleep(0.1)
@@ -312,24 +304,13 @@ def build_busybox_image(client: docker.DockerClient, reference: str = TEST_IMAGE
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on every address of this machine (forwarders bind 0.0.0.0)."""
+    return backends.free_port("0.0.0.0")
 
 
 def http_get(port: int, path: str = "/", timeout: float = 8.0) -> str:
     """GET http://127.0.0.1:<port><path>, retrying while the service starts; raises on failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-                return str(r.read().decode())
-        except urllib.error.HTTPError:
-            raise  # the server answered: nothing to wait for
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    return backends.http_get(port, path=path, timeout=timeout)
 
 
 def sh(dc: docker.DockerClient, vm: str, script: str) -> str:

@@ -6,13 +6,13 @@ Docker's own explanation so an operator sees what the daemon said.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import docker.errors
 import requests.exceptions
 
 from idcs_core import errors
+from idcs_core.enginekit import translated
 
 _PORT_TAKEN = ("port is already allocated", "address already in use", "bind: address")
 _NAME_TAKEN = ("is already in use by container", "already exists")
@@ -76,12 +76,7 @@ def map_error(exc: BaseException, action: str) -> errors.IDCSError:
     return errors.VMOperationFailed(msg)
 
 
-@contextmanager
-def translate(action: str) -> Iterator[None]:
-    """Run SDK calls; re-raise whatever they raise as the matching business error."""
-    try:
-        yield
-    except errors.IDCSError:
-        raise
-    except Exception as exc:
-        raise map_error(exc, action) from exc
+def translate(action: str) -> AbstractContextManager[None]:
+    """Run SDK calls; re-raise whatever they raise as the matching business error (the toolkit's
+    ``translated`` with ``map_error`` for every exception)."""
+    return translated(action, {Exception: map_error})
