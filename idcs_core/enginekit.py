@@ -177,10 +177,10 @@ def translated(action: str, mapping: Mapping[type[BaseException] | tuple[type[Ba
         for types, factory in mapping.items():
             if not isinstance(exc, types):
                 continue
-            if isinstance(factory, type) and issubclass(factory, errors.IDCSError):
+            if isinstance(factory, type):
                 error = factory(f"{action}: {explain(exc)}")
             else:
-                error = factory(exc, action)  # type: ignore[call-arg]
+                error = factory(exc, action)
             if error is not None:
                 break
         if error is None:

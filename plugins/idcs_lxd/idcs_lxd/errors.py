@@ -14,6 +14,7 @@ import requests
 from pylxd import exceptions as lxd_exc
 
 from idcs_core import errors
+from idcs_core.enginekit import ErrorFactory
 from idcs_core.enginekit import translated as kit_translated
 from idcs_core.types import HostSpec
 
@@ -75,6 +76,7 @@ def translated(cache: ClientCache, host: HostSpec, what: str) -> AbstractContext
             return errors.BadRequest(f"{what}: {api_message(exc)}")
         return errors.VMOperationFailed(f"{what}: {api_message(exc)}")
 
-    mapping = {(lxd_exc.ClientConnectionFailed, requests.ConnectionError, requests.Timeout): lost,
+    mapping: dict[type[BaseException] | tuple[type[BaseException], ...], ErrorFactory] = {
+        (lxd_exc.ClientConnectionFailed, requests.ConnectionError, requests.Timeout): lost,
                lxd_exc.LXDAPIException: refused, OperationFailed: errors.VMOperationFailed}
     return kit_translated(what, mapping, default=None, on_unreachable=lambda: cache.drop(host))

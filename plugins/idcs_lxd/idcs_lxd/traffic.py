@@ -21,14 +21,14 @@ from pylxd import Client
 
 from idcs_core import errors
 from idcs_core.types import TrafficCounters
-from idcs_lxd import instances, names
+from idcs_lxd import instances, naming
 
 LIMIT_KEYS = {"limits.egress": 0, "limits.ingress": 1}  # -> index in (up, down)
 
 
 def counters(client: Client, vm_uuids: list[str]) -> dict[str, TrafficCounters]:
     """The counters of the running instances among ``vm_uuids``, from one API call."""
-    wanted = {names.instance_name(v): v for v in vm_uuids}
+    wanted = {naming.instance_name(v): v for v in vm_uuids}
     found: dict[str, TrafficCounters] = {}
     for inst in instances.list_all(client, recursion=2):
         vm_uuid = wanted.get(inst.get("name", ""))
@@ -91,7 +91,7 @@ def apply_caps(client: Client, vm_uuid: str, up_mbit: int, down_mbit: int, local
     (applied again by the core after a restart, when the counters' epoch changes)."""
     if up_mbit < 0 or down_mbit < 0:
         raise errors.BadRequest("speed_u and speed_d must not be negative")
-    name = names.instance_name(vm_uuid)
+    name = naming.instance_name(vm_uuid)
     inst = instances.get(client, name)
     nics = {dev: dict(conf) for dev, conf in (inst.get("expanded_devices") or {}).items() if conf.get("type") == "nic"}
     if not nics:

@@ -181,11 +181,11 @@ class ClientCache(SessionCache[Conn]):
     @classmethod
     def _connect(cls, host: HostSpec) -> Conn:
         opts = HostOptions.parse(host.options)
-        client, version = cls._open(host, opts)
+        client, version = cls._open_client(host, opts)
         return Conn(host, client, opts, facts={"version": version})
 
     @staticmethod
-    def _open(host: HostSpec, opts: HostOptions) -> tuple[docker.DockerClient, dict[str, Any]]:
+    def _open_client(host: HostSpec, opts: HostOptions) -> tuple[docker.DockerClient, dict[str, Any]]:
         """A client at the daemon's own API version, and its ``/version`` answer."""
         kwargs = _client_kwargs(host, opts, opts.timeout)
         trust_env = _trust_env(kwargs["base_url"], opts)
