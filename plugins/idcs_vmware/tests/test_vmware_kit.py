@@ -32,7 +32,7 @@ def idcs_engine(vmrest: StandIn) -> Iterator[EngineUnderTest]:
     yield EngineUnderTest(
         server_type="VmwareWork", server_addr=vmrest.url, server_user=vmrest.user, server_pass=vmrest.password,
         bad_password="not-the-password", image=TEMPLATE, unreachable_addr=f"http://127.0.0.1:{free_port()}",
-        options={"vnc_ports": "47100-47199", "timeout": 3},
+        options={"vnc_ports": "47100-47199", "timeout": 10},
         # the stand-in's VM disk is a folder: the reinstall case proves a fresh system disk with it
         write_file=vmrest.write_file, read_file=vmrest.read_file,
         http_port=GUEST_HTTP_PORT, http_body=GUEST_BODY,
