@@ -41,11 +41,11 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     for vm in vms:
         info = live.get(vm.vm_uuid)
         extra: dict[str, Any] = {}
-        if info is not None and info.ref and info.ref != vm.ref:
-            changed.append((vm.id, info))  # the engine's ref of the VM is new or changed: stored
+        if info is not None and ((info.ref and info.ref != vm.ref)  # the engine's ref is new or changed
+                                 or (vm.status not in BUSY_STATES
+                                     and (vm.status, vm.power_state) != (info.status, info.power_state))):
+            changed.append((vm.id, info))  # stored once: apply_live writes the ref and the status together
         if info is not None and vm.status not in BUSY_STATES:
-            if (vm.status, vm.power_state) != (info.status, info.power_state):
-                changed.append((vm.id, info))
             extra = {"status": info.status, "power_state": info.power_state, "ip_addresses": info.ip_addresses}
         elif host_error:
             extra = {"power_state": "unknown", "host_error": host_error}

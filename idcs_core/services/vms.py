@@ -90,9 +90,6 @@ async def apply_live(core: CoreContext, vm_id: int, info: VMInfo) -> None:
             vm.status, vm.power_state = info.status, info.power_state
 
 
-# ---------------------------------------------------------------------- reading
-
-
 # ---------------------------------------------------------------------- create
 
 
