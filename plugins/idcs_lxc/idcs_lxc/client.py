@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncssh
 
-from idcs_core import errors
+from idcs_core import enginekit, errors
 from idcs_core.types import HostSpec
 from idcs_lxc.host import Options, options_of
 
@@ -300,35 +300,14 @@ class Session:
             self.loop.run(self.transport.close(), 10)
 
 
-class SessionCache:
-    """One ``Session`` per host record (keyed on everything that decides how to connect)."""
+class SessionCache(enginekit.SessionCache[Session]):
+    """One ``Session`` per host and options (the toolkit's cache), all on one ``EngineLoop``:
+    ``drop(host)`` closes the host's SSH connection, the next call connects afresh."""
 
     def __init__(self) -> None:
         self.loop = EngineLoop()
-        self._sessions: dict[tuple[str, ...], Session] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(host: HostSpec) -> tuple[str, ...]:
-        return (host.name, host.addr, host.user, host.password, json.dumps(host.options, sort_keys=True, default=str))
-
-    def get(self, host: HostSpec) -> Session:
-        key = self._key(host)
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
-                stale = [k for k in self._sessions if k[0] == host.name]
-                for k in stale:
-                    self._sessions.pop(k).close()
-                session = self._sessions[key] = Session(host, self.loop)
-            return session
-
-    def drop(self, host: HostSpec) -> None:
-        with self._lock:
-            stale = [k for k in self._sessions if k[0] == host.name]
-            gone = [self._sessions.pop(k) for k in stale]
-        for session in gone:
-            session.close()
+        super().__init__(lambda host: Session(host, self.loop), Session.close,
+                         key=lambda host: (host, options_of(host)))
 
 
 def _as_bytes(data: bytes | str | None) -> bytes:

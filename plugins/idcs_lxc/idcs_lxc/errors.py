@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import asyncssh
 
 from idcs_core import errors
+from idcs_core.enginekit import ErrorFactory, translated
 
 
-@contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Let business errors through; turn SSH and OS faults into 1003 and anything else into 1005."""
-    try:
-        yield
-    except errors.IDCSError:
-        raise
-    except (asyncssh.Error, ConnectionError, OSError) as exc:
-        raise errors.HostUnreachable(f"{what}: the host cannot be reached ({exc})") from exc
-    except Exception as exc:  # every other fault is the operation failing
-        raise errors.VMOperationFailed(f"{what} failed: {exc}") from exc
+def _unreachable(exc: BaseException, action: str) -> errors.IDCSError:
+    return errors.HostUnreachable(f"{action}: the host cannot be reached ({exc or type(exc).__name__})")
+
+
+# SSH and OS faults are the host out of reach (1003); anything else is the operation failing (1005).
+FAULTS: dict[type[BaseException] | tuple[type[BaseException], ...], ErrorFactory] = {
+    (asyncssh.Error, ConnectionError, OSError): _unreachable,
+}
+
+
+def translate(action: str, on_unreachable: Callable[[], None] | None = None) -> AbstractContextManager[None]:
+    """Business errors pass; SSH and OS faults become 1003 (after ``on_unreachable``), the rest 1005."""
+    return translated(action, FAULTS, on_unreachable=on_unreachable)
 
 
 def not_found_in(text: str) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from idcs_core import errors
+from idcs_core.enginekit import option_number
 from idcs_core.types import HostOption, HostSpec, HostStatus, OptionType
 
 if TYPE_CHECKING:
@@ -67,14 +68,11 @@ def options_of(host: HostSpec) -> Options:
     values: dict[str, Any] = {}
     for option in OPTIONS:
         value = raw[option.name]
-        if option.type == OptionType.INT:
-            try:
-                value = int(value)
-            except (TypeError, ValueError) as exc:
-                raise errors.BadRequest(f"host option {option.name} must be a whole number") from exc
+        if option.type == OptionType.INT:  # a stop may be forced at once; a command needs a second
+            least = 0 if option.name == "stop_timeout" else 1
+            values[option.name] = option_number(option.name, value, int, minimum=least)
         else:
-            value = str(value)
-        values[option.name] = value
+            values[option.name] = str(value)
     for name in ("lxcpath", "image_dir", "backup_dir", "disk_dir"):
         if not values[name].startswith("/") or ".." in values[name].split("/"):
             raise errors.BadRequest(f"host option {name} must be an absolute path")

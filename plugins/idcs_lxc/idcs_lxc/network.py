@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.enginekit import local_port_holder, normalise_nat_rule
 from idcs_core.types import IPAddress, NatRule
 from idcs_lxc import naming
 from idcs_lxc.client import Session
@@ -106,14 +107,17 @@ def _add_lines(session: Session, vm: str, protocol: str, host_port: int, vm_port
             f'dnat to {target}:{vm_port} comment "{comment}"' for chain in CHAINS]
 
 
-def _port_in_use(session: Session, protocol: str, port: int) -> bool:
-    """Whether a program on the host listens on ``port`` (``ss``)."""
+def _port_holder(session: Session, protocol: str, port: int) -> str | None:
+    """Who listens on ``port`` of the host: the toolkit's ``local_port_holder`` on this machine
+    (it names the program), ``ss`` over SSH; None when nothing does."""
+    if session.addr.local:
+        return local_port_holder(port, protocol)
     result = session.run(["ss", "-H", "-l", "-n", "-t" if protocol == "tcp" else "-u"])
     for line in result.out.splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[3].rsplit(":", 1)[-1] == str(port):
-            return True
-    return False
+            return "a program on the host"
+    return None
 
 
 def vm_address(session: Session, name: str, wait: float = 20.0) -> str:
@@ -140,24 +144,19 @@ def _is_v4(text: str) -> bool:
         return False
 
 
-def _protocol(rule: NatRule) -> str:
-    protocol = (rule.protocol or "tcp").lower()
-    if protocol not in ("tcp", "udp"):
-        raise errors.BadRequest(f"protocol must be tcp or udp, not {rule.protocol!r}")
-    return protocol
-
-
 def nat_add(session: Session, name: str, rule: NatRule) -> NatRule:
     """Forward ``rule.host_port`` to the container; 4002 if the port is taken on the host."""
-    protocol = _protocol(rule)
+    rule = normalise_nat_rule(rule)
+    protocol = rule.protocol
     ensure_table(session)
     existing = forwards(session)
     mine = [f for f in existing if (f.vm, f.protocol, f.host_port, f.vm_port) ==
             (name, protocol, rule.host_port, rule.vm_port)]
     if any(f.protocol == protocol and f.host_port == rule.host_port for f in existing if f not in mine):
         raise errors.Conflict(f"host port {rule.host_port}/{protocol} is already forwarded to another container")
-    if not mine and _port_in_use(session, protocol, rule.host_port):
-        raise errors.Conflict(f"host port {rule.host_port}/{protocol} is held by a program on the host")
+    holder = None if mine else _port_holder(session, protocol, rule.host_port)
+    if holder is not None:
+        raise errors.Conflict(f"host port {rule.host_port}/{protocol} is held by a program on the host ({holder})")
     target = vm_address(session, name)
     if mine and all(f.target == target for f in mine):
         return NatRule(rule.host_port, rule.vm_port, protocol, target)
@@ -168,7 +167,8 @@ def nat_add(session: Session, name: str, rule: NatRule) -> NatRule:
 
 
 def nat_remove(session: Session, name: str, rule: NatRule) -> None:
-    protocol = _protocol(rule)
+    rule = normalise_nat_rule(rule)
+    protocol = rule.protocol
     _delete(session, [f for f in forwards(session) if (f.vm, f.protocol, f.host_port, f.vm_port) ==
                       (name, protocol, rule.host_port, rule.vm_port)])
 
@@ -176,7 +176,7 @@ def nat_remove(session: Session, name: str, rule: NatRule) -> None:
 def nat_sync(session: Session, name: str, rules: list[NatRule]) -> None:
     """Make the container's forwards exactly ``rules`` (pointing at its current address)."""
     ensure_table(session)
-    wanted = {(_protocol(r), r.host_port, r.vm_port): r for r in rules}
+    wanted = {(r.protocol, r.host_port, r.vm_port): r for r in map(normalise_nat_rule, rules)}
     current = [f for f in forwards(session) if f.vm == name]
     target = ""
     if wanted:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from idcs_core.testing.backends import free_port, log_tail, start_process, stop_pid
 from idcs_core.types import HostSpec
 
 PREFIX = "lxct-"  # every container the tests make is named so
@@ -132,12 +133,6 @@ def stop_bridge() -> None:
     subprocess.run(["/usr/libexec/lxc/lxc-net", "stop"], capture_output=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Sshd:
     """An sshd of the test's own on a loopback port, with a generated host key and client key."""
@@ -175,9 +170,8 @@ class Sshd:
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         if not Path(sshd).exists():
             raise RuntimeError("sshd is not installed: run scripts/backends/lxc.sh (openssh-server)")
-        log = open(self.folder / "sshd.log", "ab")  # the daemon keeps it open
-        self.process = subprocess.Popen([sshd, "-D", "-e", "-f", str(self.folder / "sshd_config")],
-                                        stdout=log, stderr=log)
+        log = self.folder / "sshd.log"
+        self.process = start_process([sshd, "-D", "-e", "-f", str(self.folder / "sshd_config")], log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -185,17 +179,16 @@ class Sshd:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"sshd did not start: {(self.folder / 'sshd.log').read_text()[-800:]}")
+        raise RuntimeError(f"sshd did not start:\n{log_tail(log)}")
 
     def stop(self) -> None:
         """Stop the daemon and every session it started (by PID), as a host going down would."""
         if self.process is None:
             return
-        pids = [*descendants(self.process.pid), self.process.pid]
-        for pid in pids:
+        for pid in descendants(self.process.pid):  # its sessions die at once, like the host's power
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.process.wait(10)
+        stop_pid(self.process.pid, timeout=10, proc=self.process)
         self.process = None
 
 

@@ -62,5 +62,6 @@ def test_one_connection_reused_and_reopened_after_the_host_returns(backend: Back
             engine.host_status(host=host)
     finally:
         backend.sshd.start()
-    assert engine.host_status(host=host).online  # reconnected by itself
-    assert transport.connects == 2
+    assert engine.host_status(host=host).online  # reconnected by itself: the dead session was dropped
+    assert engine.sessions.get(host).transport is not transport
+    assert engine.sessions.get(host).transport.connects == 1
