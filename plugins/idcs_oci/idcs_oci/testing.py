@@ -83,8 +83,11 @@ class _Daemon:
     log_path: Path
     tls: dict[str, str] = field(default_factory=dict)
     tls_port: int | None = None
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     _stopped: bool = field(default=False, repr=False)
     SOCKET: ClassVar[str] = "d.sock"
+    WHAT: ClassVar[str] = "dockerd"
 
     @property
     def socket(self) -> Path:
@@ -104,6 +107,22 @@ class _Daemon:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 
+    def launch(self) -> None:
+        """Start ``cmd`` in the background (``backends.start_process``), its output appended to the log."""
+        self.proc = backends.start_process(self.cmd, self.log_path, self.env)
+
+    def end_process(self) -> None:
+        """Stop the daemon by its PID (``backends.stop_pid``: SIGTERM, SIGKILL after 30 s)."""
+        if self.proc.poll() is None:
+            backends.stop_pid(self.proc.pid, timeout=30, proc=self.proc)
+
+    def restart(self, timeout: float = 30) -> None:
+        """Stop the daemon by its PID, as at a host shutdown, start it again on the same files and
+        wait until it answers (``wait_answering``)."""
+        self.end_process()
+        self.launch()
+        wait_answering(self, timeout)
+
     @staticmethod
     def _remove_containers(c: docker.DockerClient) -> None:
         """Remove every container with its anonymous volumes (their shims outlive the daemon otherwise)."""
@@ -113,20 +132,8 @@ class _Daemon:
 
 @dataclass
 class DockerDaemon(_Daemon):
-    """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files."""
-
-    cmd: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-
-    def restart(self, timeout: float = 30) -> None:
-        """Stop dockerd by its PID, as at a host shutdown (its containers stop with it), and start it
-        again on the same files; containers with a restart policy come back as Docker brings them."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, start_new_session=True)
-        _wait_answering(self, timeout, "dockerd")
+    """One dockerd started by ``start_dockerd``; ``stop()`` ends it and removes its files. After
+    ``restart()`` its containers with a restart policy come back as Docker brings them."""
 
     def stop(self) -> None:
         """Remove every container (dockerd leaves shims running otherwise), then stop dockerd by PID."""
@@ -136,12 +143,7 @@ class DockerDaemon(_Daemon):
         if self.proc.poll() is None:
             with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=30)) as c:
                 self._remove_containers(c)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        self.end_process()
         _unmount_below(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -221,28 +223,14 @@ def start_dockerd(timeout: float = 30, tls_port: int | None = None) -> DockerDae
                 "--tlscert", tls["server_cert"], "--tlskey", tls["server_key"]]
     env = dict(os.environ, PATH=os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin")
     env.pop("DOCKER_HOST", None)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-    daemon = DockerDaemon(base, proc, log_path, tls=tls, tls_port=tls_port, cmd=cmd, env=env)
-    deadline = time.monotonic() + timeout
-    last_error = "socket not created"
-    while True:
-        if proc.poll() is not None:
-            daemon.stop()
-            raise DaemonError(f"dockerd exited with code {proc.returncode} at start:\n{log_tail(log_path)}")
-        if daemon.socket.exists():
-            try:
-                with contextlib.closing(daemon.client(timeout=5)) as c:
-                    c.ping()
-                return daemon
-            except Exception as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() > deadline:
-            log_text = log_tail(log_path)
-            daemon.stop()
-            raise DaemonError(f"dockerd did not answer within {timeout:g} s ({last_error}):\n{log_text}")
-        time.sleep(0.1)
+    daemon = DockerDaemon(base, backends.start_process(cmd, log_path, env), log_path, tls=tls, tls_port=tls_port,
+                          cmd=cmd, env=env)
+    try:
+        wait_answering(daemon, timeout)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
 
 
 def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
@@ -356,26 +344,10 @@ class PodmanService(_Daemon):
     """One ``podman system service`` started by ``start_podman``; ``stop()`` ends it and removes its
     files. Serves ``DockerBackend`` like a ``DockerDaemon`` (no TLS port)."""
 
-    env: dict[str, str] = field(default_factory=dict)
     iptables_before: dict[str, set[str]] = field(default_factory=dict)
     SOCKET: ClassVar[str] = "p.sock"
-
-    def _end_process(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def restart(self, timeout: float = 30) -> None:
-        """Stop the service by its PID and start it again on the same files (Podman has no daemon
-        of its containers: they keep running under their conmon meanwhile)."""
-        self._end_process()
-        exe = shutil.which("podman", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "podman"
-        self.proc = _start_podman_process(self.base, exe, self.env, self.log_path)
-        _wait_answering(self, timeout)
+    WHAT: ClassVar[str] = "podman system service"
+    # Podman has no daemon of its containers: they keep running under their conmon over a restart().
 
     def stop(self) -> None:
         """Remove every container (their conmon processes outlive the service otherwise) and the test
@@ -388,7 +360,7 @@ class PodmanService(_Daemon):
                 self._remove_containers(c)
                 for net in c.networks.list(names=[TEST_NETWORK]):
                     net.remove()
-        self._end_process()
+        self.end_process()
         _end_processes_using(self.base)
         _drop_cni_chains(self.iptables_before)
         _unmount_below(self.base)
@@ -481,27 +453,25 @@ graphroot = "{base}/root"
 """)
 
 
-def _start_podman_process(base: Path, exe: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([exe, "system", "service", "--time=0", f"unix://{base}/p.sock"], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-
-def _wait_answering(service: _Daemon, timeout: float, what: str = "podman system service") -> None:
+def wait_answering(daemon: _Daemon, timeout: float) -> None:
+    """Wait until the daemon answers a ping on its socket; DaemonError (ending with its log) if it
+    exits or does not answer within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_error = "socket not created"
     while True:
-        if service.proc.poll() is not None:
-            raise DaemonError(f"{what} exited with code {service.proc.returncode} at start:\n{service.log_tail()}")
-        if service.socket.exists():
+        if daemon.proc.poll() is not None:
+            raise DaemonError(f"{daemon.WHAT} exited with code {daemon.proc.returncode} at start:\n"
+                              f"{daemon.log_tail()}")
+        if daemon.socket.exists():
             try:
-                with contextlib.closing(service.client(timeout=5)) as c:
+                with contextlib.closing(daemon.client(timeout=5)) as c:
                     c.ping()
                 return
             except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise DaemonError(f"{what} did not answer within {timeout:g} s ({last_error}):\n{service.log_tail()}")
+            raise DaemonError(f"{daemon.WHAT} did not answer within {timeout:g} s ({last_error}):\n"
+                              f"{daemon.log_tail()}")
         time.sleep(0.1)
 
 
@@ -524,18 +494,17 @@ def start_podman(timeout: float = 30) -> PodmanService:
     env.pop("DOCKER_HOST", None)
     env.pop("CONTAINER_HOST", None)
     log_path = base / "podman.log"
-    service = PodmanService(base, _start_podman_process(base, exe, env, log_path), log_path, env=env,
+    cmd = [exe, "system", "service", "--time=0", f"unix://{base}/p.sock"]
+    service = PodmanService(base, backends.start_process(cmd, log_path, env), log_path, cmd=cmd, env=env,
                             iptables_before=_iptables_chains())
     try:
-        _wait_answering(service, timeout)
+        wait_answering(service, timeout)
         # Podman lowers some of its own limits at start (RLIMIT_NPROC to 32768 on this machine kind):
         # the containers' limits must not exceed the service's, so they follow it.
         actual = _hard_limits(service.pid)
         if any(actual.get(k, v) < v for k, v in limits.items()):
             _write_podman_conf(base, {k: min(v, actual.get(k, v)) for k, v in limits.items()})
-            service._end_process()
-            service.proc = _start_podman_process(base, exe, env, log_path)
-            _wait_answering(service, timeout)
+            service.restart(timeout)
     except BaseException:
         service.stop()
         raise

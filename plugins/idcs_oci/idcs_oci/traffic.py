@@ -122,9 +122,13 @@ def _run(args: list[str], check: bool = True) -> None:
 
 
 def _shape(prefix: list[str], dev: str, mbit: int) -> None:
-    """A ``tbf`` root qdisc of ``mbit`` on ``dev`` (what leaves through it), or none for 0."""
-    _run([*prefix, "qdisc", "del", "dev", dev, "root"], check=False)
-    if mbit:
+    """A ``tbf`` root qdisc of ``mbit`` on ``dev`` (what leaves through it), or none for 0.
+
+    ``replace`` changes a cap in place: deleting it first would leave the interface uncapped for a
+    moment each time a cap is applied again (after every power action and new epoch)."""
+    if not mbit:
+        _run([*prefix, "qdisc", "del", "dev", dev, "root"], check=False)
+    else:
         burst = str(max(16 * 1024, int(mbit * 1_000_000 / 8 * 0.02)))  # 20 ms at the rate, 16 KiB at least
         _run([*prefix, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit", "burst", burst,
               "latency", "100ms"])
