@@ -93,6 +93,7 @@ def _create_with_disk_limit(conn: Conn, bp: Blueprint, hdd_gb: int) -> str:
 
 def create_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> VMInfo:
     naming.check_vm_uuid(spec.vm_uuid)
+    spec = images.with_canonical_image(spec)
     image = images.resolve(conn, spec.os_name)
     progress(10, "image found")
     bp = new_blueprint(conn, spec, image)
@@ -164,6 +165,7 @@ def update_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> VMI
 
 def reinstall_vm(conn: Conn, spec: VMSpec, progress: Progress = no_progress) -> VMInfo:
     """A fresh container from ``spec.os_name`` with the old name, hostname, ports, networks and disks."""
+    spec = images.with_canonical_image(spec)
     attrs = containers.inspect(conn, spec.vm_uuid)
     image = images.resolve(conn, spec.os_name)
     old_hc = attrs.get("HostConfig") or {}

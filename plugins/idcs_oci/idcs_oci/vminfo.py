@@ -7,6 +7,7 @@ from typing import Any
 
 from idcs_core.types import IPAddress, VMInfo, VMStatus
 from idcs_oci import naming
+from idcs_oci.images import canonical
 
 _MB = 1024 * 1024
 
@@ -21,7 +22,10 @@ def status_word(docker_state: str) -> str:
 
 
 def _os_name(labels: dict[str, str], image: str) -> str:
-    return labels.get(naming.OS_NAME) or image
+    """The image the VM was made from, by its one name (``images.canonical``: Podman's ``docker.io/...``
+    and a label of an earlier release read as Docker's short name)."""
+    name = labels.get(naming.OS_NAME) or image
+    return canonical(name) if name and not name.startswith("sha256:") else name
 
 
 def _hdd(labels: dict[str, str], storage_opt: dict[str, str] | None) -> tuple[int | None, dict[str, Any]]:
