@@ -50,7 +50,7 @@ def run(client: Client, name: str, command: list[str], stdin: bytes = b"", timeo
     })
     body = response.json()
     operation, fds = body["operation"], body["metadata"]["metadata"]["fds"]
-    conns = {fd: wsconn.open_fd(client, operation, fds[fd]) for fd in ("control", "0", "1", "2")}
+    conns = wsconn.open_fds(client, operation, fds, ("control", "0", "1", "2"))
     out, err = bytearray(), bytearray()
     readers = [threading.Thread(target=_drain, args=(conns["1"], out), daemon=True),
                threading.Thread(target=_drain, args=(conns["2"], err), daemon=True)]

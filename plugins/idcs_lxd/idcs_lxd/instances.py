@@ -125,16 +125,34 @@ def create(client: Client, body: dict[str, Any], timeout: float = 600.0) -> None
     run_async(client, client.api.instances.post(json=body), timeout=timeout)
 
 
-def delete(client: Client, name: str) -> bool:
-    """Stop (force) and delete the instance; False if it was not there."""
-    try:
-        stop(client, name, force=True)
-        run_async(client, client.api.instances[name].delete(), timeout=300)
-    except errors.VMNotFound:
-        return False
-    except lxd_exc.NotFound:
-        return False
-    return True
+# LXD refuses to stop or delete an instance while another operation of it holds the instance's
+# lock ("Instance is busy running a "stop" operation"): a graceful stop waiting for its guest, a
+# restart still settling. A delete waits for it (polling), this long at the most.
+BUSY_WAIT = 60.0
+
+
+def _busy(exc: Exception) -> bool:
+    return "is busy" in lxd_error(exc).lower()
+
+
+def delete(client: Client, name: str, busy_wait: float = BUSY_WAIT) -> bool:
+    """Stop (force) and delete the instance; False if it was not there. While another operation
+    of the instance holds it ("busy"), try again, for ``busy_wait`` seconds at the most."""
+    deadline = time.monotonic() + busy_wait
+    while True:
+        try:
+            stop(client, name, force=True)
+            run_async(client, client.api.instances[name].delete(), timeout=300)
+        except errors.VMNotFound:
+            return False
+        except lxd_exc.NotFound:
+            return False
+        except (lxd_exc.LXDAPIException, OperationFailed) as exc:
+            if not _busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        return True
 
 
 def rename(client: Client, name: str, new_name: str) -> None:

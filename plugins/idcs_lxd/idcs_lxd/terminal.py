@@ -40,12 +40,8 @@ class Terminal:
         body = response.json()
         self.operation = body["operation"]
         fds = body["metadata"]["metadata"]["fds"]
-        self._data = wsconn.open_fd(client, self.operation, fds["0"])
-        try:
-            self._control = wsconn.open_fd(client, self.operation, fds["control"])
-        except Exception:
-            self._data.close()
-            raise
+        conns = wsconn.open_fds(client, self.operation, fds, ("0", "control"))
+        self._data, self._control = conns["0"], conns["control"]
         self._exited = threading.Event()
         self._closed = threading.Event()
         self._watcher = threading.Thread(target=self._watch_control, name=f"lxd-term-{name}", daemon=True)

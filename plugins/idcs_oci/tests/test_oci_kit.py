@@ -42,8 +42,7 @@ def idcs_engine(request: pytest.FixtureRequest) -> Iterator[EngineUnderTest]:
         """The rule's forwarder container removed behind OpenIDCS's back (as by ``docker rm -f``)."""
         dc.containers.get(forwarders.container_name(host_port, protocol)).remove(force=True)
 
-    # Podman lists (and names) the short name it imported with the registry in front
-    image = oci_backend.image if request.param == "docker" else f"docker.io/{oci_backend.image}"
+    image = oci_backend.image  # one name on both: the engine lists Podman's docker.io/... by its short name
     pid = oci_backend.daemon.pid
     yield EngineUnderTest(
         server_type="OCInterface", server_addr=spec.addr, server_user="", server_pass="",
