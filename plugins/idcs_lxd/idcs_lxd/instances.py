@@ -125,20 +125,24 @@ def create(client: Client, body: dict[str, Any], timeout: float = 600.0) -> None
     run_async(client, client.api.instances.post(json=body), timeout=timeout)
 
 
-# LXD refuses to stop or delete an instance while another operation of it holds the instance's
-# lock ("Instance is busy running a "stop" operation"): a graceful stop waiting for its guest, a
-# restart still settling. A delete waits for it (polling), this long at the most.
-BUSY_WAIT = 60.0
+# A delete racing another state change of the instance (a stop or restart a user or the guest
+# started a moment earlier) meets answers that only mean "not settled yet": the instance's lock
+# held ("Instance is busy running a "stop" operation"), a force stop of an instance that stopped
+# meanwhile ("The instance is already stopped", Incus: "container is not running"), a delete of
+# one a restart brought back ("Instance is running"). The delete looks again, this long at the most.
+SETTLE_WAIT = 60.0
+_SETTLING = ("is busy", "already stopped", "is not running", "instance is running")
 
 
-def _busy(exc: Exception) -> bool:
-    return "is busy" in lxd_error(exc).lower()
+def _settling(exc: Exception) -> bool:
+    text = lxd_error(exc).lower()
+    return any(words in text for words in _SETTLING)
 
 
-def delete(client: Client, name: str, busy_wait: float = BUSY_WAIT) -> bool:
-    """Stop (force) and delete the instance; False if it was not there. While another operation
-    of the instance holds it ("busy"), try again, for ``busy_wait`` seconds at the most."""
-    deadline = time.monotonic() + busy_wait
+def delete(client: Client, name: str, settle_wait: float = SETTLE_WAIT) -> bool:
+    """Stop (force) and delete the instance; False if it was not there. While another state change
+    of the instance is settling (``_SETTLING``), look again, for ``settle_wait`` seconds at the most."""
+    deadline = time.monotonic() + settle_wait
     while True:
         try:
             stop(client, name, force=True)
@@ -148,7 +152,7 @@ def delete(client: Client, name: str, busy_wait: float = BUSY_WAIT) -> bool:
         except lxd_exc.NotFound:
             return False
         except (lxd_exc.LXDAPIException, OperationFailed) as exc:
-            if not _busy(exc) or time.monotonic() > deadline:
+            if not _settling(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
             continue
