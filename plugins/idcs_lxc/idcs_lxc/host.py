@@ -36,6 +36,16 @@ OPTIONS: list[HostOption] = [
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
 
+def describe() -> dict[str, Any]:
+    """What ``engine_describe`` says of the engine: title, one paragraph, homepage, typed options."""
+    return {"title": "LXC containers",
+            "description": "Plain LXC 5 containers (no LXD daemon) on this machine (server_addr 'local') or on "
+                           "a Linux host over SSH (server_addr 'ssh://user@host[:port]', password or key, host "
+                           "key pinned); NAT through an nftables table of the engine's own.",
+            "homepage": "https://linuxcontainers.org/lxc/",
+            "options": list(OPTIONS)}
+
+
 @dataclass(frozen=True)
 class Options:
     """The engine's options for one host, defaults applied."""
