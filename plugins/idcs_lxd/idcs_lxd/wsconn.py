@@ -133,13 +133,16 @@ def open_websocket(connect_socket: Callable[[], socket.socket], uri: str, tls: s
     # shutdown(2) acts on the socket, not the descriptor: a duplicate lets us end it under any wrapper
     waker = socket.socket(fileno=os.dup(raw.fileno()))
     outcome: list[ClientConnection | BaseException] = []
+    phase = ["the websocket upgrade"]  # what was waited for, named in the error (a diagnosis)
 
     def handshake() -> None:
         try:
             sock: socket.socket = raw
             if tls is not None:
+                phase[0] = "the TLS handshake"
                 sock = tls.wrap_socket(raw, server_hostname=parse.urlsplit(uri).hostname)
             sock.settimeout(None)  # websockets waits on its own (select) from here
+            phase[0] = "the websocket upgrade"
             outcome.append(connect(uri, sock=sock, max_size=None, compression=None, origin=None,
                                    open_timeout=max(deadline - time.monotonic(), 0.1),
                                    close_timeout=CLOSE_TIMEOUT, **_LEGACY))
@@ -155,7 +158,8 @@ def open_websocket(connect_socket: Callable[[], socket.socket], uri: str, tls: s
                 waker.shutdown(socket.SHUT_RDWR)  # whatever the thread waits on returns now
             worker.join(CLOSE_TIMEOUT + 1)
             _close_late(worker, outcome)
-            raise errors.HostUnreachable(f"{where} did not answer a websocket open within {timeout:g} s")
+            raise errors.HostUnreachable(f"{where} did not answer a websocket open within {timeout:g} s "
+                                         f"(no answer to {phase[0]})")
     finally:
         waker.close()
     result = outcome[0]
@@ -166,7 +170,8 @@ def open_websocket(connect_socket: Callable[[], socket.socket], uri: str, tls: s
         raise errors.HostUnreachable(f"the TLS certificate of {where} changed: {result}; "
                                      "refusing to connect") from result
     if isinstance(result, TimeoutError):
-        raise errors.HostUnreachable(f"{where} did not answer a websocket open within {timeout:g} s") from result
+        raise errors.HostUnreachable(f"{where} did not answer a websocket open within {timeout:g} s "
+                                     f"(no answer to {phase[0]})") from result
     raise result
 
 

@@ -83,6 +83,7 @@ def test_no_tls_handshake_answer(tcp: socket.socket) -> None:
     finally:
         server.close()
     assert isinstance(exc, errors.HostUnreachable) and "silent host" in str(exc), exc
+    assert "TLS handshake" in str(exc), exc
 
 
 def test_no_websocket_upgrade_answer_over_tls(tcp: socket.socket, tmp_path: Path) -> None:
@@ -100,6 +101,7 @@ def test_no_websocket_upgrade_answer_over_tls(tcp: socket.socket, tmp_path: Path
     finally:
         server.close()
     assert isinstance(exc, errors.HostUnreachable) and "did not answer" in str(exc), exc
+    assert "websocket upgrade" in str(exc), exc
 
 
 def test_no_websocket_upgrade_answer_on_a_unix_socket(tmp_path: Path) -> None:
