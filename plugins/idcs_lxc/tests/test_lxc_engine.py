@@ -4,6 +4,7 @@ refused on a port a foreign program holds), and bad input."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -11,9 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from idcs_lxc.engine import LXCEngine
-from idcs_lxc.testing import HTTP_BODY, IMAGE, PREFIX, Backend, free_port
+from idcs_lxc.testing import HTTP_BODY, IMAGE, PREFIX, Backend
 
 from idcs_core import errors
+from idcs_core.testing.backends import free_port
 from idcs_core.types import HostSpec, NatRule, PowerAction, VMSpec
 
 
@@ -104,8 +106,9 @@ def test_port_held_by_a_foreign_program_is_a_conflict(engine: LXCEngine, host: H
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        with pytest.raises(errors.Conflict, match="held by a program"):
+        with pytest.raises(errors.Conflict, match="held by a program") as caught:
             engine.nat_add(host=host, vm_uuid=web, ref=web, rule=NatRule(port, 80), progress=progress)
+        assert f"pid {os.getpid()} (" in caught.value.msg  # a local host names the program to stop
 
 
 def test_missing_container_answers_1002(engine: LXCEngine, host: HostSpec) -> None:
