@@ -1,7 +1,7 @@
 """Crash points for real engines: a server process that stops at a chosen point of an engine call.
 
 ``PausingOCI`` and ``PausingLXD`` are the real Docker/Podman and LXD/Incus engines with the hooks
-that change things (vm_create, vm_delete, nat_add, backup_create) wrapped: when the file
+that change things (vm_create, vm_delete, vm_power, vm_set_password, nat_add, backup_create) wrapped: when the file
 ``<CRASHLAB_DIR>/points.json`` names a call (``"<hook>:<vm_uuid>": "before" | "during" | "after"``),
 the call stops there for good, after writing ``reached/<hook>:<vm_uuid>``, so a test can SIGKILL the
 server at a known point:
@@ -32,7 +32,7 @@ from idcs_lxd.engine import LXDEngine
 from idcs_oci.engine import OCIEngine
 
 from idcs_core.hookspecs import hookimpl
-from idcs_core.types import BackupInfo, HostSpec, NatRule, VMInfo, VMSpec
+from idcs_core.types import BackupInfo, HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 ENV = "CRASHLAB_DIR"
 POINTS = ("before", "during", "after")
@@ -102,6 +102,23 @@ class Pausing:
         stops = _Stops("vm_delete", vm_uuid)
         stops.before()
         super().vm_delete(host=host, vm_uuid=vm_uuid, progress=stops.progress(progress))  # type: ignore[misc]
+        stops.after()
+
+    @hookimpl
+    def vm_power(self, host: HostSpec, vm_uuid: str, action: PowerAction) -> VMInfo:
+        stops = _Stops("vm_power", vm_uuid)
+        stops.before()
+        base = super().vm_power  # type: ignore[misc]  # a mixin: the engine class after it has the hook
+        info: VMInfo = base(host=host, vm_uuid=vm_uuid, action=action)
+        stops.after()
+        return info
+
+    @hookimpl
+    def vm_set_password(self, host: HostSpec, vm_uuid: str, username: str, password: str) -> None:
+        stops = _Stops("vm_set_password", vm_uuid)
+        stops.before()
+        base = super().vm_set_password  # type: ignore[misc]  # a mixin: the engine class after it has the hook
+        base(host=host, vm_uuid=vm_uuid, username=username, password=password)
         stops.after()
 
     @hookimpl

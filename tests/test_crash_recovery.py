@@ -253,6 +253,73 @@ def test_kill_a_burst_mid_flight_then_restart(docker: Backend, tmp_path: Path) -
         backend.cleanup(prefix)
 
 
+def test_kill_during_power_and_password_then_restart(docker: Backend, tmp_path: Path) -> None:
+    """Power actions and a password change that wait for their tasks, the server SIGKILLed with each
+    stopped before or after its engine call: at the next start each power task agrees with the
+    container (the stop that reached Docker succeeds, the one that did not fails) and the recorded
+    status is Docker's; the password task fails ("set it again": it was never stored); each outcome
+    is audited and heard once."""
+    backend, prefix, lab = docker, f"{PREFIX}{uuid.uuid4().hex[:6]}", tmp_path / "lab"
+    lab.mkdir()
+    spec = {"os_name": backend.image, "cpu_num": 1, "ram_num": backend.ram_num, "hdd_num": 1}
+    stop_before, stop_after, password = (f"{prefix}-{n}" for n in ("pb", "pa", "pw"))
+    calls = {stop_before: ("powers", {"action": "H_CLOSE"}), stop_after: ("powers", {"action": "H_CLOSE"}),
+             password: ("password", {"password": "Crash-Pass-5521"})}
+    srv = CrashServer(tmp_path / "data", backend.engine, lab).start()
+    try:
+        admin = srv.admin()
+        admin.post("/api/server/create", {"server_name": "h", "server_type": backend.spec.server_type,
+                                          "server_addr": backend.spec.addr, "server_user": "", "server_pass": "",
+                                          "options": backend.spec.options})
+        for name in calls:
+            admin.run_task("POST", "/api/client/create/h", {"vm_uuid": name, **spec}, timeout=120)
+        points = {f"vm_power:{stop_before}": "before", f"vm_power:{stop_after}": "after",
+                  f"vm_set_password:{password}": "before"}
+        (lab / "points.json").write_text(json.dumps(points))
+        unanswered: list[str] = []
+
+        def call(name: str) -> None:
+            route, body = calls[name]
+            try:  # the call waits for its task: it never answers, the server dies first
+                httpx.post(f"{srv.url}/api/client/{route}/h/{name}", json=body, timeout=120,
+                           headers={"Authorization": f"Bearer {admin.token}"})
+            except httpx.HTTPError:
+                unanswered.append(name)
+
+        callers = [threading.Thread(target=call, args=(name,)) for name in calls]
+        for t in callers:
+            t.start()
+        _wait_for("every request to reach its point",
+                  lambda: {f.name for f in (lab / "reached").glob("*")} >= set(points) if (lab / "reached").exists()
+                  else False)
+        srv.kill()
+        for t in callers:
+            t.join(30)
+        assert sorted(unanswered) == sorted(calls)
+    finally:
+        srv.stop()
+
+    (lab / "points.json").unlink()
+    srv = CrashServer(tmp_path / "data", backend.engine, lab).start()  # same data; recovery before serving
+    try:
+        admin = srv.admin()
+        ended = {t["vm_uuid"]: t for t in admin.get("/api/tasks", params={"limit": 100})
+                 if t["kind"] in ("vm_power", "vm_password")}
+        assert ended[stop_after]["state"] == "success" and RECOVERED in ended[stop_after]["message"], ended
+        assert ended[stop_before]["state"] == "failed" and "running on the host" in ended[stop_before]["message"]
+        assert ended[password]["state"] == "failed" and "set it again" in ended[password]["message"], ended
+        records = {v["vm_uuid"]: v["status"] for v in admin.get("/api/client/detail")}
+        on_host = backend.vms(prefix)
+        assert (records[stop_before], records[stop_after]) == ("running", "stopped"), records
+        assert (on_host[stop_before], on_host[stop_after]) == ("running", "stopped"), on_host
+        _check_heard_once(admin, lab)
+        stored = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir() if p.name.startswith("idcs.db"))
+        assert b"Crash-Pass-5521" not in stored and "Crash-Pass-5521" not in srv.log_tail(100000)
+    finally:
+        srv.stop()
+        backend.cleanup(prefix)
+
+
 def _check_outcomes(admin: ApiClient, backend: Backend, prefix: str, creates: dict[str, str],
                     deletes: dict[str, str], nats: dict[str, str], nat_ports: dict[str, int],
                     backups: dict[str, str], backup_names: dict[str, str], tasks: dict[str, str]) -> None:

@@ -9,12 +9,15 @@ restart; a removed rule answers 404 from Caddy; a rule Caddy refuses leaves no r
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,3 +325,51 @@ def test_a_crashed_server_takes_its_caddy_over(oci_backend: Any, tmp_path: Path)
         if left is not None:  # never leave it behind, even when the test failed
             os.kill(left, signal.SIGKILL)
     assert left is None, "the server did not stop the Caddy it took over"
+
+
+def _interrupt(db: Path, kind: str, hs_name: str, vm_uuid: str, params: dict[str, Any]) -> str:
+    """Make the database say what a process killed during a ``kind`` task leaves: the task running."""
+    task_id = str(uuid.uuid4())
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO tasks (id, kind, host_name, vm_uuid, user_id, state, progress, message, params, "
+                    "result, created_at, updated_at) VALUES (?, ?, ?, ?, 1, 'running', 40, '', ?, '{}', "
+                    "'2026-12-02 06:00:00.000000', '2026-12-02 06:00:00.000000')",
+                    (task_id, kind, hs_name, vm_uuid, json.dumps(params)))
+    return task_id
+
+
+def test_proxy_changes_are_tasks_audited_once_and_settled_after_a_crash(world: World) -> None:
+    """proxy_add / proxy_delete show in /api/tasks and are audited once, when they end; a task a dead
+    process left running is settled at the next start: an add is undone (the caller never had an
+    answer), a removal finished."""
+    w = world
+    admin = w.admin
+    assert admin is not None
+    vm = make_vm(w, "tasks")
+    kept, cut, going = (f"{name}-{w.tag}.example.test" for name in ("kept", "cut", "going"))
+    added = {d: admin.post(w.vm_path("proxys/create", vm), {"domain": d, "lan_port": 80}) for d in (kept, cut, going)}
+    admin.delete(w.vm_path("proxys/delete", vm, str(added[kept]["proxy_index"])))
+    admin.post(w.vm_path("proxys/create", vm), {"domain": kept, "lan_port": 80})  # the domain is free again
+    mine = [t for t in admin.get("/api/tasks", params={"limit": 500}) if t["vm_uuid"] == vm]
+    assert sorted((t["kind"], t["state"], t["progress"]) for t in mine if t["kind"].startswith("proxy")) == [
+        *[("proxy_add", "success", 100)] * 4, ("proxy_delete", "success", 100)], mine
+    log = [e for e in admin.get("/api/system/logger/detail", params={"limit": 500}) if e["target"] == f"{w.hs}/{vm}"]
+    assert [e["action"] for e in log].count("proxy.add") == 4, log
+    assert [e["action"] for e in log].count("proxy.delete") == 1, log
+
+    w.stop()  # as if killed while adding ``cut`` (already served) and removing ``going``
+    db = w.data_dir / "idcs.db"
+    with sqlite3.connect(db) as con:
+        ids = dict(con.execute("SELECT domain, id FROM proxies").fetchall())
+    started = {"add": _interrupt(db, "proxy_add", w.hs, vm, {"proxy_id": ids[cut], "native": False}),
+               "delete": _interrupt(db, "proxy_delete", w.hs, vm, {"proxy_id": ids[going], "native": False})}
+    admin = w.start()
+    add, delete = (admin.wait_task(started[k], 60) for k in ("add", "delete"))
+    assert add["state"] == "failed" and "taken off and its domain released" in add["message"], add
+    assert delete["state"] == "success" and delete["message"].startswith("recovered after a restart"), delete
+    assert [p["domain"] for p in admin.get(w.vm_path("proxys/detail", vm))] == [kept]
+    got = until(lambda: w.http(kept), "the kept rule after the restart")
+    assert (got.status, got.body.strip()) == (200, BODY), got
+    for gone in (cut, going):
+        got = w.http(gone)
+        assert got is not None and got.status == 404, (gone, got)

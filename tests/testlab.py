@@ -53,6 +53,7 @@ class LabVM:
     disks: dict[str, bool] = field(default_factory=dict)
     password: str | None = None
     cdrom: str | None = None  # the ISO in the CD-ROM drive
+    ips: dict[str, IPAddress] = field(default_factory=dict)  # addresses vm_ip_add gave, by address
 
 
 @dataclass
@@ -197,7 +198,7 @@ class TestLabEngine:
             lab.vms.pop(vm.spec.vm_uuid, None)
 
     @hookimpl
-    async def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
+    def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
         vm = self._vm(host, vm_uuid, "vm_power", ref)
         vm.status = {PowerAction.START: "running", PowerAction.HARD_OFF: "stopped", PowerAction.STOP: "stopped",
                      PowerAction.RESET: "running", PowerAction.PAUSE: "paused",
@@ -220,12 +221,14 @@ class TestLabEngine:
 
     @hookimpl
     def vm_ip_add(self, host: HostSpec, vm_uuid: str, ref: str, request: dict[str, Any]) -> IPAddress:
-        self._vm(host, vm_uuid, "vm_ip_add", ref)
-        return IPAddress(request.get("ip4_addr") or "10.9.0.3", 4, "eth1")
+        vm = self._vm(host, vm_uuid, "vm_ip_add", ref)
+        ip = IPAddress(request.get("ip4_addr") or "10.9.0.3", 4, "eth1")
+        vm.ips[ip.address] = ip
+        return ip
 
     @hookimpl
     def vm_ip_remove(self, host: HostSpec, vm_uuid: str, ref: str, address: IPAddress) -> None:
-        self._vm(host, vm_uuid, "vm_ip_remove", ref)
+        self._vm(host, vm_uuid, "vm_ip_remove", ref).ips.pop(address.address, None)
 
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule) -> NatRule:

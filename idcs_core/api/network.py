@@ -6,7 +6,7 @@ from typing import Any
 
 from idcs_core.api.routing import ADMIN, Ctx, Router
 from idcs_core.api.schemas import DomainCheck, IPAdd, NatAdd, PortCheck, ProxyAdd
-from idcs_core.services import network
+from idcs_core.services import network, reverse_proxies, vm_ips
 
 router = Router("network")
 
@@ -22,22 +22,19 @@ NAT_ITEM = {"type": "object", "properties": {
 async def list_ips(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """The VM's addresses: those assigned through OpenIDCS (with ``ip_index``) and those
     the engine reports (``managed: false``)."""
-    return await network.list_ips(ctx.core, ctx.user, hs_name, vm_uuid)
+    return await vm_ips.list_ips(ctx.core, ctx.user, hs_name, vm_uuid)
 
 
 @router.post("/api/client/ipaddr/create/{hs_name}/{vm_uuid}", body=IPAdd)
 async def add_ip(ctx: Ctx, hs_name: str, vm_uuid: str, body: IPAdd) -> Any:
     """Add an address (optional nic_type nat/pub, ip4_addr, ip6_addr, mac_addr, nic_tips)."""
-    result = await network.add_ip(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
-    await ctx.core.audit(ctx.user, "ip.add", f"{hs_name}/{vm_uuid}", detail=result["address"], source_ip=ctx.source_ip)
-    return result
+    return await vm_ips.add_ip(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())  # task ip_add: audited
 
 
 @router.delete("/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}")
 async def delete_ip(ctx: Ctx, hs_name: str, vm_uuid: str, ip_index: str) -> Any:
     """Remove an address added through OpenIDCS."""
-    await network.delete_ip(ctx.core, ctx.user, hs_name, vm_uuid, int(ip_index))
-    await ctx.core.audit(ctx.user, "ip.delete", f"{hs_name}/{vm_uuid}", detail=ip_index, source_ip=ctx.source_ip)
+    await vm_ips.delete_ip(ctx.core, ctx.user, hs_name, vm_uuid, int(ip_index))  # task ip_delete: audited
     return None
 
 
@@ -71,7 +68,7 @@ async def delete_nat(ctx: Ctx, hs_name: str, vm_uuid: str, rule_index: str) -> A
 @router.get("/api/client/proxys/detail/{hs_name}/{vm_uuid}", vm_scoped=True)
 async def list_proxies(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """The VM's reverse-proxy (web domain) entries."""
-    return await network.list_proxies(ctx.core, ctx.user, hs_name, vm_uuid)
+    return await reverse_proxies.list_proxies(ctx.core, ctx.user, hs_name, vm_uuid)
 
 
 @router.post("/api/client/proxys/create/{hs_name}/{vm_uuid}", body=ProxyAdd, vm_scoped=True)
@@ -86,18 +83,14 @@ async def add_proxy(ctx: Ctx, hs_name: str, vm_uuid: str, body: ProxyAdd) -> Any
     plus the host port of a NAT rule forwarding TCP to ``lan_port``, else the VM's own
     address; none: 400. Domain taken: 4002; Caddy refusing or unreachable: 1005 / 1003,
     and nothing is recorded."""
-    result = await network.add_proxy(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
-    await ctx.core.audit(ctx.user, "proxy.add", f"{hs_name}/{vm_uuid}", detail=result["domain"],
-                         source_ip=ctx.source_ip)
-    return result
+    # a task of kind proxy_add, waited on: its audit entry says how it ended
+    return await reverse_proxies.add_proxy(ctx.core, ctx.user, hs_name, vm_uuid, body.model_dump())
 
 
 @router.delete("/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}", vm_scoped=True)
 async def delete_proxy(ctx: Ctx, hs_name: str, vm_uuid: str, proxy_index: str) -> Any:
     """Remove a reverse-proxy entry by its proxy_index."""
-    await network.delete_proxy(ctx.core, ctx.user, hs_name, vm_uuid, int(proxy_index))
-    await ctx.core.audit(ctx.user, "proxy.delete", f"{hs_name}/{vm_uuid}", detail=proxy_index,
-                         source_ip=ctx.source_ip)
+    await reverse_proxies.delete_proxy(ctx.core, ctx.user, hs_name, vm_uuid, int(proxy_index))  # task: audited
     return None
 
 
@@ -112,5 +105,5 @@ async def nat_check(ctx: Ctx, body: PortCheck) -> Any:
 @router.get("/api/proxy/check", auth=ADMIN, body=DomainCheck, query={"domain": "the domain"})
 async def proxy_check(ctx: Ctx, body: DomainCheck) -> Any:
     """Is this domain free for a new reverse proxy? (billing dialect)"""
-    used = await network.domain_in_use(ctx.core, body.domain)
+    used = await reverse_proxies.domain_in_use(ctx.core, body.domain)
     return {"domain": body.domain, "available": not used, "in_use": used}

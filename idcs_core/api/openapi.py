@@ -76,8 +76,11 @@ Decisions where API.md is silent (kept consistently across the API):
   does): a create whose VM is complete, a delete, an update, reinstall or restore run again,
   and a backup the host holds whole succeed with a message starting "recovered after a
   restart"; a create that never reached the host or was half made (removed), a backup not
-  made (its remains removed) and a NAT add that never answered (undone, so a retry finds
-  the port free) fail with the reason. No VM stays `creating`/`deleting` once its task ended;
+  made (its remains removed) and a NAT, IP or proxy add that never answered (undone, so a
+  retry finds the port, address or domain free) fail with the reason. ISO mounts/unmounts and
+  NAT/IP/proxy removals are finished; a power action succeeds if the VM is in the state it
+  asked for (its recorded status is the host's either way); a password change fails (the
+  password is never stored: set it again). No VM stays `creating`/`deleting` once its task ended;
   the audit log and `task_finished` hear each outcome once.
 * `*_index` of IPs, NAT rules and proxies are stable per VM and do not shift.
 * Security (issue 10): every integer field is bounded by what its column holds (32-bit;

@@ -6,7 +6,7 @@ from typing import Any
 
 from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import DiskMount, DiskPick, IsoMount
-from idcs_core.services import storage
+from idcs_core.services import iso_mounts, storage
 
 router = Router("storage")
 
@@ -46,14 +46,12 @@ async def delete(ctx: Ctx, hs_name: str, vm_uuid: str, body: DiskPick) -> Any:
 @router.post("/api/client/iso/mount/{hs_name}/{vm_uuid}", body=IsoMount)
 async def iso_mount(ctx: Ctx, hs_name: str, vm_uuid: str, body: IsoMount) -> Any:
     """Insert an ISO image (one of the host's os-images) into the VM's CD-ROM."""
-    await storage.mount_iso(ctx.core, ctx.user, hs_name, vm_uuid, body.iso_name)
-    await ctx.core.audit(ctx.user, "iso.mount", f"{hs_name}/{vm_uuid}", detail=body.iso_name, source_ip=ctx.source_ip)
+    await iso_mounts.mount_iso(ctx.core, ctx.user, hs_name, vm_uuid, body.iso_name)  # task iso_mount: audited
     return None
 
 
 @router.delete("/api/client/iso/unmount/{hs_name}/{vm_uuid}/{iso_name:path}")
 async def iso_unmount(ctx: Ctx, hs_name: str, vm_uuid: str, iso_name: str) -> Any:
     """Eject an ISO image."""
-    await storage.unmount_iso(ctx.core, ctx.user, hs_name, vm_uuid, iso_name)
-    await ctx.core.audit(ctx.user, "iso.unmount", f"{hs_name}/{vm_uuid}", detail=iso_name, source_ip=ctx.source_ip)
+    await iso_mounts.unmount_iso(ctx.core, ctx.user, hs_name, vm_uuid, iso_name)  # task iso_unmount: audited
     return None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from idcs_core import errors
 from idcs_core.api.common import finish
 from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import HistoryQuery, PasswordBody, PowerBody, ReinstallBody, VMCreate, VMUpdate
-from idcs_core.services import vm_actions, vm_reads, vms
+from idcs_core.services import guest_password, vm_actions, vm_power, vm_reads, vms
 
 router = Router("vms")
 
@@ -94,8 +93,8 @@ async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any
     if body.config().get("nic_all"):
         await vms.map_bridge_nics(ctx.core, hs_name, body.config())
     if body.password and not any(v is not None for v in (body.cpu_num, body.ram_num, body.hdd_num)):
-        await vm_actions.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password)
-        await ctx.core.audit(ctx.user, "vm.password", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+        # a task of kind vm_password: its audit entry says how it ended
+        await guest_password.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password)
         return {"vm_uuid": vm_uuid}
     fields = body.model_dump(include={"cpu_num", "ram_num", "hdd_num", "vm_name"}, exclude_none=True)
     if body.config():
@@ -121,14 +120,8 @@ async def power(ctx: Ctx, hs_name: str, vm_uuid: str, body: PowerBody) -> Any:
 
     Also accepted (billing dialect): S_RESUME, start, stop (graceful), hard_stop, reset,
     hard_reset, pause, resume."""
-    try:
-        result = await vm_actions.power(ctx.core, ctx.user, hs_name, vm_uuid, body.action)
-    except errors.IDCSError as exc:
-        await ctx.core.audit(ctx.user, "vm.power", f"{hs_name}/{vm_uuid}", "failed", f"{body.action}: {exc.msg}",
-                             ctx.source_ip)
-        raise
-    await ctx.core.audit(ctx.user, "vm.power", f"{hs_name}/{vm_uuid}", detail=body.action, source_ip=ctx.source_ip)
-    return result
+    # a task of kind vm_power, waited on: its audit entry says how it ended
+    return await vm_power.power(ctx.core, ctx.user, hs_name, vm_uuid, body.action)
 
 
 @router.get("/api/client/status/{hs_name}/{vm_uuid}", body=HistoryQuery, vm_scoped=True,
@@ -160,8 +153,8 @@ async def remote(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 @router.post("/api/client/password/{hs_name}/{vm_uuid}", body=PasswordBody, vm_scoped=True)
 async def password(ctx: Ctx, hs_name: str, vm_uuid: str, body: PasswordBody) -> Any:
     """Set the guest's root (or ``username``) password. The password is never logged."""
-    await vm_actions.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password, body.username)
-    await ctx.core.audit(ctx.user, "vm.password", f"{hs_name}/{vm_uuid}", source_ip=ctx.source_ip)
+    # a task of kind vm_password (the password itself never stored): its audit entry says how it ended
+    await guest_password.set_password(ctx.core, ctx.user, hs_name, vm_uuid, body.password, body.username)
     return {"vm_uuid": vm_uuid}
 
 

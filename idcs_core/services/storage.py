@@ -1,4 +1,4 @@
-"""Extra disks and ISO images of a VM.
+"""Extra disks of a VM (ISO images: ``iso_mounts``).
 
 Attaching, detaching and deleting a disk are tasks (kinds ``disk_add``, ``disk_remove``,
 ``disk_delete``): recorded with the change they make, run at once (the request answers when the
@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, Disk, IsoMount, Task
+from idcs_core.db.models import VM, Disk, Task
 from idcs_core.services import limits, quotas
-from idcs_core.services.images import ISO_KINDS
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
@@ -242,26 +241,3 @@ async def list_disks(core: CoreContext, principal: Principal, hs_name: str, vm_u
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         return [disk_dict(d) for d in (await s.execute(select(Disk).where(Disk.vm_id == vm.id))).scalars()]
-
-
-async def mount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, iso_name: str) -> None:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-    core.require(vm.host, "iso_mount", "mounting ISO images")
-    await core.images.require(vm.host, iso_name, ISO_KINDS, "iso_name")  # only an ISO the host lists
-    await core.engines.iso_mount(vm, iso_name)
-    async with core.db.session() as s:
-        exists = (await s.execute(select(IsoMount.id).where(IsoMount.vm_id == vm.id,
-                                                            IsoMount.iso_name == iso_name))).first()
-        if not exists:
-            s.add(IsoMount(vm_id=vm.id, iso_name=iso_name))
-
-
-async def unmount_iso(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, iso_name: str) -> None:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-    await core.engines.iso_unmount(vm, iso_name)
-    async with core.db.session() as s:
-        for row in (await s.execute(select(IsoMount).where(IsoMount.vm_id == vm.id,
-                                                           IsoMount.iso_name == iso_name))).scalars():
-            await s.delete(row)

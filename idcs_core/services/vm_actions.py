@@ -1,4 +1,5 @@
-"""Things done to a VM that exists: power, live status, guest password, consoles, reinstall."""
+"""Things done to a VM that exists: live status, consoles, reinstall (power: ``vm_power``; the guest's
+password: ``guest_password``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from sqlalchemy import delete, select
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
-from idcs_core.ops import traffic
 from idcs_core.services import quotas
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import get_vm, task_vm
@@ -24,7 +24,7 @@ from idcs_core.services.vms import (
     spec_of,
 )
 from idcs_core.tasks import task_handler, task_recovery
-from idcs_core.types import BackupInfo, PowerAction, VMInfo, VMStatus
+from idcs_core.types import BackupInfo, VMInfo, VMStatus
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -32,47 +32,6 @@ if TYPE_CHECKING:
     from idcs_core.tasks import TaskProgress
 
 log = logging.getLogger("idcs.vms")
-
-# Every word a client may send for a power action: the contract's four, then the
-# billing dialect's (S_RESUME and plain words).
-POWER_WORDS: dict[str, PowerAction] = {
-    "S_START": PowerAction.START, "H_CLOSE": PowerAction.HARD_OFF, "S_RESET": PowerAction.RESET,
-    "S_PAUSE": PowerAction.PAUSE, "S_RESUME": PowerAction.RESUME, "S_CLOSE": PowerAction.STOP,
-    "H_RESET": PowerAction.RESET,
-    "start": PowerAction.START, "stop": PowerAction.STOP, "hard_stop": PowerAction.HARD_OFF,
-    "reset": PowerAction.RESET, "hard_reset": PowerAction.RESET, "restart": PowerAction.RESET,
-    "pause": PowerAction.PAUSE, "suspend": PowerAction.PAUSE, "resume": PowerAction.RESUME,
-    "unpause": PowerAction.RESUME,
-}
-
-
-def power_action(word: str) -> PowerAction:
-    try:
-        return POWER_WORDS[word]
-    except KeyError:
-        raise errors.BadRequest(
-            f"unknown power action {word!r:.40}: use S_START, H_CLOSE, S_RESET or S_PAUSE") from None
-
-
-async def power(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, word: str) -> dict[str, Any]:
-    action = power_action(word)
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-    ensure_idle(core, vm)
-    try:
-        info: VMInfo = await core.engines.vm_power(vm, action)
-    except errors.IDCSError as exc:
-        if isinstance(exc, KEEP_CODES):
-            raise
-        raise errors.VMOperationFailed(f"{action.value} on {vm_uuid} failed: {exc.msg}") from exc
-    await apply_live(core, vm.id, info)
-    if action in (PowerAction.START, PowerAction.RESET) and any(traffic.caps_of(vm.config)):
-        await traffic.apply_caps(core, vm.id)  # a (re)started container may have a new host-side interface
-    await core.plugins.emit("vm_powered", vm={"server_name": hs_name, "vm_uuid": vm_uuid,
-                                              "owner_id": vm.owner_id, "status": info.status},
-                            action=action.value)
-    return {"vm_uuid": vm_uuid, "action": action.value, "status": info.status, "power_state": info.power_state}
-
 
 async def live_status(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                       history_minutes: int) -> dict[str, Any]:
@@ -109,14 +68,6 @@ async def _sample(core: CoreContext, vm_id: int, info: VMInfo) -> None:
                           status=info.status))
         await s.execute(delete(UsageSample).where(UsageSample.vm_id == vm_id,
                                                   UsageSample.ts < now - timedelta(days=1)))
-
-
-async def set_password(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
-                       password: str, username: str = "root") -> None:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-    ensure_idle(core, vm)
-    await core.engines.vm_set_password(vm, username, password)
 
 
 async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
