@@ -50,9 +50,7 @@ async def logout(ctx: Ctx) -> Any:
     With the global API token (a billing panel that logged in with ``login_type: token``)
     there is no session to end: the answer is success and the token stays valid until it
     is reset (``/api/token/reset``)."""
-    ended = await ctx.core.auth.logout(ctx.user)
-    await ctx.core.audit(ctx.user, "logout", ctx.user.username, detail="" if ended else "API token: nothing to end",
-                         source_ip=ctx.source_ip)
+    await ctx.core.auth.logout(ctx.user)
     return None
 
 
@@ -81,14 +79,12 @@ async def token_current(ctx: Ctx) -> Any:
 @router.post("/api/token/set", auth=ADMIN, body=TokenSet)
 async def token_set(ctx: Ctx, body: TokenSet) -> Any:
     """Set the global API token (16-256 URL-safe characters)."""
-    await ctx.core.auth.set_api_token(body.token)
-    await ctx.core.audit(ctx.user, "token.set", "api-token", source_ip=ctx.source_ip)
+    await ctx.core.auth.set_api_token(body.token, by=ctx.user)
     return {"token": body.token}
 
 
 @router.post("/api/token/reset", auth=ADMIN, body=Empty)
 async def token_reset(ctx: Ctx, body: Empty) -> Any:
     """Generate a new global API token; the old one stops working at once."""
-    token = await ctx.core.auth.set_api_token(generate_api_token())
-    await ctx.core.audit(ctx.user, "token.reset", "api-token", source_ip=ctx.source_ip)
+    token = await ctx.core.auth.set_api_token(generate_api_token(), by=ctx.user, action="token.reset")
     return {"token": token}

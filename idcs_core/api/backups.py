@@ -23,8 +23,6 @@ async def list_backups(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 async def create(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupCreate) -> Any:
     """Back the VM up (a task; the backup's name is returned at once)."""
     started = await backups.create_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.description)
-    await ctx.core.audit(ctx.user, "backup.create", f"{hs_name}/{vm_uuid}", "started", started["backup_name"],
-                         source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -33,8 +31,6 @@ async def restore(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupRestore) -> 
     """Bring the VM back to a backup (a task); power_on_after_restore starts it afterwards."""
     started = await backups.restore_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.backup_name,
                                            body.power_on_after_restore)
-    await ctx.core.audit(ctx.user, "backup.restore", f"{hs_name}/{vm_uuid}", "started", body.backup_name,
-                         source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -42,6 +38,4 @@ async def restore(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupRestore) -> 
 async def delete(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupPick) -> Any:
     """Delete a backup named by backup_name (or vm_back) in the JSON body or query string."""
     await backups.delete_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.backup_name)
-    await ctx.core.audit(ctx.user, "backup.delete", f"{hs_name}/{vm_uuid}", detail=body.backup_name,
-                         source_ip=ctx.source_ip)
     return None

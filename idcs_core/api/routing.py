@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -74,10 +74,11 @@ class Ctx:
         """The query string's parameters (parsed on first use: most routes never look)."""
         return dict(self.request.query_params)
 
-    @property
+    @functools.cached_property
     def user(self) -> Principal:
+        """Who asks, with the request's source address (services audit with it)."""
         assert self.principal is not None
-        return self.principal
+        return replace(self.principal, source_ip=self.source_ip)
 
     @property
     def source_ip(self) -> str:

@@ -47,9 +47,7 @@ async def set_settings(ctx: Ctx, body: SettingsBody) -> Any:
     changes = body.model_extra or {}
     if not changes:
         raise errors.BadRequest("give at least one setting")
-    result = await ctx.core.settings.update(changes)
-    await ctx.core.audit(ctx.user, "settings.update", ", ".join(sorted(changes)), source_ip=ctx.source_ip)
-    return {"settings": result}
+    return {"settings": await ctx.core.settings.update(changes, by=ctx.user)}
 
 
 @router.get("/api/system/engine", auth=USER)
@@ -78,9 +76,7 @@ async def plugins(ctx: Ctx) -> Any:
 @router.post("/api/system/recalculate-quotas", auth=ADMIN, body=Empty)
 async def recalculate_quotas(ctx: Ctx, body: Empty) -> Any:
     """Recount every user's used quota from what actually exists."""
-    result = await users.recalculate_quotas(ctx.core)
-    await ctx.core.audit(ctx.user, "quotas.recalculate", f"{len(result)} users", source_ip=ctx.source_ip)
-    return result
+    return await users.recalculate_quotas(ctx.core, by=ctx.user)
 
 
 @router.get("/api/server/status", auth=ADMIN)

@@ -59,9 +59,7 @@ async def create_token(ctx: Ctx, body: TokenCreate) -> Any:
     is in this answer only: it is stored as a SHA-256 hash. The token acts as administrator,
     narrowed by ``scopes`` (``read-only``: GET only; ``hosts`` / ``vms``: those areas only),
     and speaks its ``profile``'s dialect. 409 when the name is taken."""
-    data = await ctx.core.auth.named.create(body.name, body.profile, body.scopes, body.expires_in_days)
-    await ctx.core.audit(ctx.user, "token.create", body.name, detail=body.profile, source_ip=ctx.source_ip)
-    return data
+    return await ctx.core.auth.named.create(body.name, body.profile, body.scopes, body.expires_in_days, by=ctx.user)
 
 
 @router.delete("/api/tokens/{token_id}", auth=ADMIN, data=TOKEN_ITEM)
@@ -69,9 +67,7 @@ async def revoke_token(ctx: Ctx, token_id: str) -> Any:
     """Revoke a named API token: it stops working at once (the record stays, listed as revoked)."""
     if not token_id.isdigit() or len(token_id) > 9:
         raise errors.BadRequest("token_id: must be a token's id (an integer)")
-    data = await ctx.core.auth.named.revoke(int(token_id))
-    await ctx.core.audit(ctx.user, "token.revoke", data["name"], source_ip=ctx.source_ip)
-    return data
+    return await ctx.core.auth.named.revoke(int(token_id), by=ctx.user)
 
 
 @router.post("/api/tokens/{token_id}/revoke", auth=ADMIN, body=Empty, alias_of="/api/tokens/{token_id}")

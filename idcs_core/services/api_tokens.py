@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from idcs_core import errors
 from idcs_core.db.models import ApiToken, utcnow
 from idcs_core.profiles import PROFILES
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -73,8 +74,15 @@ class NamedTokens:
         self._known: dict[str, tuple[Principal, float, float]] = {}  # hash -> (who, expires, recheck at)
         self._last_use: dict[int, datetime] = {}
 
-    async def create(self, name: str, profile: str, scopes: Sequence[str],
-                     expires_in_days: int | None) -> dict[str, Any]:
+    async def create(self, name: str, profile: str, scopes: Sequence[str], expires_in_days: int | None, *,
+                     by: Principal | None = None) -> dict[str, Any]:
+        """A new token, with its secret (shown this once); ``by`` is the administrator asking
+        (audited), None for the CLI."""
+        async with recorded(self.core, by, "token.create", name, profile):
+            return await self._create(name, profile, scopes, expires_in_days)
+
+    async def _create(self, name: str, profile: str, scopes: Sequence[str],
+                      expires_in_days: int | None) -> dict[str, Any]:
         if profile not in PROFILES:
             raise errors.BadRequest(f"profile must be one of {', '.join(PROFILES)}")
         unknown = sorted(set(scopes) - set(SCOPES))
@@ -97,14 +105,17 @@ class NamedTokens:
         async with self.core.db.session() as s:
             return [token_dict(r) for r in (await s.execute(select(ApiToken).order_by(ApiToken.id))).scalars()]
 
-    async def revoke(self, token_id: int) -> dict[str, Any]:
-        async with self.core.db.session() as s:
+    async def revoke(self, token_id: int, *, by: Principal | None = None) -> dict[str, Any]:
+        """Revoke a token at once; ``by`` is the administrator asking (audited), None for the CLI."""
+        async with recorded(self.core, by, "token.revoke", f"token {token_id}") as done, \
+                self.core.db.session() as s:
             row = await s.get(ApiToken, token_id)
             if row is None:
                 raise errors.NotFound(f"API token {token_id} does not exist")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             data = token_dict(row)
+            done.target = row.name
         self._known = {h: v for h, v in self._known.items() if v[0].token_id != token_id}
         return data
 

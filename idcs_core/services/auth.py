@@ -27,7 +27,7 @@ from sqlalchemy import CursorResult, func, select, update
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Session, Setting, User, utcnow
 from idcs_core.security import constant_time_equal
-from idcs_core.services import throttle
+from idcs_core.services import audit, throttle
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -53,6 +53,7 @@ class Principal:
     profile: str | None = None
     scopes: tuple[str, ...] = ()  # a named API token's scopes (services.api_tokens.SCOPES)
     token_id: int | None = None  # the named API token's id
+    source_ip: str = ""  # where the request came from (set per request, for the audit log)
 
 
 API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialect="billing", profile="openidcs")
@@ -272,14 +273,17 @@ class AuthService:
         return token, expire, vm_id
 
     async def logout(self, principal: Principal) -> bool:
-        """End the session; False for the global API token, which has none (reset it to end it)."""
-        if principal.jti is None:
-            return False
-        async with self.core.db.session() as s:
-            sess = await s.get(Session, principal.jti)
-            if sess is not None:
-                sess.revoked = True
-        self._forget(lambda p: p.jti == principal.jti)
+        """End the session (audited); False for the global API token, which has none (reset it to
+        end it)."""
+        async with audit.recorded(self.core, principal, "logout", principal.username) as done:
+            if principal.jti is None:
+                done.detail = "API token: nothing to end"
+                return False
+            async with self.core.db.session() as s:
+                sess = await s.get(Session, principal.jti)
+                if sess is not None:
+                    sess.revoked = True
+            self._forget(lambda p: p.jti == principal.jti)
         return True
 
     async def revoke_user_sessions(self, user_id: int) -> None:
@@ -295,8 +299,10 @@ class AuthService:
         assert self._api_token is not None
         return self._api_token
 
-    async def set_api_token(self, token: str) -> str:
-        async with self.core.db.session() as s:
+    async def set_api_token(self, token: str, *, by: Principal | None = None, action: str = "token.set") -> str:
+        """Replace the global API token; ``by`` is the administrator asking (audited as ``action``:
+        ``token.set``, or ``token.reset`` for a generated one), None for the CLI."""
+        async with audit.recorded(self.core, by, action, "api-token"), self.core.db.session() as s:
             row = await s.get(Setting, API_TOKEN_KEY)
             if row is None:
                 s.add(Setting(key=API_TOKEN_KEY, value=self.core.keys.encrypt(token)))

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Backup, Disk, IPAddr, NatRuleRow, Quota, User
 from idcs_core.db.session import touch_user
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 log = logging.getLogger("idcs")
 
@@ -43,7 +45,15 @@ async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -
 
 
 async def create_user(core: CoreContext, username: str, password: str, email: str = "",
-                      is_admin: bool = False, quota: dict[str, int] | None = None) -> User:
+                      is_admin: bool = False, quota: dict[str, int] | None = None, *,
+                      by: Principal | None = None) -> User:
+    """Create a user; ``by`` is the administrator asking (audited), None for the CLI and start-up."""
+    async with recorded(core, by, "user.create", username):
+        return await _create_user(core, username, password, email, is_admin, quota)
+
+
+async def _create_user(core: CoreContext, username: str, password: str, email: str,
+                       is_admin: bool, quota: dict[str, int] | None) -> User:
     password_hash = await core.run_sync(security.hash_password, password)
     # default_quota is the customers' starting point; administrators start unlimited (their own quota
     # still applies when one is given)
@@ -61,7 +71,15 @@ async def create_user(core: CoreContext, username: str, password: str, email: st
     return user
 
 
-async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
+async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any], *,
+                      by: Principal | None = None) -> User:
+    """Apply ``changes`` (username, email, is_admin, password, quota); ``by`` is the administrator
+    asking (audited with the changed fields' names), None for the CLI and the user's own changes."""
+    async with recorded(core, by, "user.update", str(user_id), ", ".join(sorted(changes))):
+        return await _update_user(core, user_id, changes)
+
+
+async def _update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
     async with core.db.session() as s:
         user = await get_user(s, user_id, for_update=True)
         if "username" in changes and changes["username"] != user.username:
@@ -90,25 +108,34 @@ async def show_user(core: CoreContext, user_id: int) -> dict[str, Any]:
         return user_dict(await get_user(s, user_id))
 
 
-async def change_own_password(core: CoreContext, user_id: int, old_password: str, new_password: str) -> str:
-    """Change a user's password after checking the old one (``WrongPassword``); their other
-    sessions end. Returns the user name."""
-    async with core.db.session() as s:
-        user = await get_user(s, user_id)
-    if not await core.run_sync(security.verify_password, user.password_hash, old_password):
-        raise errors.WrongPassword("the old password is wrong")
-    await update_user(core, user.id, {"password": new_password})
+async def change_own_password(core: CoreContext, principal: Principal, old_password: str,
+                              new_password: str) -> str:
+    """Change the principal's own password after checking the old one (``WrongPassword``); their
+    other sessions end. Returns the user name."""
+    if principal.user_id is None:
+        raise errors.BadRequest("the global API token has no password")
+    async with recorded(core, principal, "user.change-password", principal.username) as done:
+        async with core.db.session() as s:
+            user = await get_user(s, principal.user_id)
+        done.target = user.username
+        if not await core.run_sync(security.verify_password, user.password_hash, old_password):
+            raise errors.WrongPassword("the old password is wrong")
+        await _update_user(core, user.id, {"password": new_password})
     return user.username
 
 
-async def delete_user(core: CoreContext, user_id: int) -> None:
-    async with core.db.session() as s:
-        user = await get_user(s, user_id, for_update=True)
-        admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
-        if user.is_admin and admins <= 1:
-            raise errors.BadRequest("the last administrator cannot be deleted")
-        await s.delete(user)
-    core.auth.forget_user(user_id)
+async def delete_user(core: CoreContext, principal: Principal, user_id: int) -> None:
+    """Delete a user (not oneself, not the last administrator); their VMs stay, with no owner."""
+    async with recorded(core, principal, "user.delete", str(user_id)):
+        if principal.user_id == user_id:
+            raise errors.BadRequest("you cannot delete your own account")
+        async with core.db.session() as s:
+            user = await get_user(s, user_id, for_update=True)
+            admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
+            if user.is_admin and admins <= 1:
+                raise errors.BadRequest("the last administrator cannot be deleted")
+            await s.delete(user)
+        core.auth.forget_user(user_id)
 
 
 async def list_users(core: CoreContext) -> list[dict[str, Any]]:
@@ -134,8 +161,16 @@ async def ensure_first_admin(core: CoreContext) -> str | None:
     return password
 
 
-async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
-    """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that exist."""
+async def recalculate_quotas(core: CoreContext, *, by: Principal | None = None) -> list[dict[str, Any]]:
+    """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that
+    exist; ``by`` is the administrator asking (audited), None when the core recounts by itself."""
+    async with recorded(core, by, "quotas.recalculate", "all users") as done:
+        result = await _recount(core)
+        done.target = f"{len(result)} users"
+    return result
+
+
+async def _recount(core: CoreContext) -> list[dict[str, Any]]:
     async with core.db.session() as s:
         users = list((await s.execute(select(User))).scalars())
         sums = {row.owner_id: row for row in (await s.execute(
