@@ -103,8 +103,8 @@ def test_hosts_area(admin: ApiClient, host: str) -> None:
 
 def test_tokens_and_settings(admin: ApiClient) -> None:
     made: dict[str, object] = {}
-    entry = _only(_new(admin, lambda: made.update(admin.post("/api/tokens", {"name": "audited", "profile": "swapidc"}))),
-                  "token.create")
+    body = {"name": "audited", "profile": "swapidc"}
+    entry = _only(_new(admin, lambda: made.update(admin.post("/api/tokens", body))), "token.create")
     assert (entry["target"], entry["detail"]) == ("audited", "swapidc") and str(made["token"]) not in str(entry)
     entry = _only(_new(admin, lambda: admin.delete(f"/api/tokens/{made['id']}")), "token.revoke")
     assert (entry["target"], entry["result"]) == ("audited", "success")

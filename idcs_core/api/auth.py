@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from idcs_core.api.presenters import users as present_users
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LoginBody, TokenSet
 from idcs_core.security import generate_api_token
@@ -67,7 +68,7 @@ async def current_user(ctx: Ctx) -> Any:
     if p.user_id is None:  # the global API token, or a one-VM token of a VM without owner
         return {"id": None, "username": p.username, "email": "", "is_admin": p.is_admin, "created_at": None,
                 "via": p.via, "scope_vm_id": p.vm_id}
-    return await ctx.core.auth.user_data(p.user_id) | {"scope_vm_id": p.vm_id}
+    return present_users.user(await ctx.core.auth.user_data(p.user_id)) | {"scope_vm_id": p.vm_id}
 
 
 @router.get("/api/token/current", auth=ADMIN)

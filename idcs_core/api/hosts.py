@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.api.presenters import hosts as present
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, HistoryQuery, HostCreate, HostPlan, HostPower, HostUpdate
 from idcs_core.services import backups, host_history, hosts, network, plans, vms
@@ -35,26 +36,23 @@ async def list_hosts(ctx: Ctx) -> Any:
     The billing dialect reads an object keyed by server_name: callers using the global
     API token or a token from ``/api/login`` get that; ``?format=list|map`` chooses.
     """
-    result = await hosts.list_hosts(ctx.core)
     fmt = ctx.query.get("format") or ("map" if ctx.user.dialect == "billing" else "list")
     if fmt not in ("list", "map"):
         raise errors.BadRequest("format must be list or map")
-    if fmt == "map":
-        return {h["server_name"]: h for h in result}
-    return result
+    return present.hosts(await hosts.list_hosts(ctx.core), keyed=fmt == "map")
 
 
 @router.get("/api/server/detail/{hs_name}", auth=ADMIN, data=HOST_ITEM)
 async def host_detail(ctx: Ctx, hs_name: str) -> Any:
     """One host with live status."""
-    return await hosts.host_detail(ctx.core, hs_name)
+    return present.host(await hosts.host_detail(ctx.core, hs_name))
 
 
 @router.post("/api/server/create", auth=ADMIN, body=HostCreate)
 async def create_host(ctx: Ctx, body: HostCreate) -> Any:
     """Add a host. The engine connects first: unreachable or bad credentials give 1003
     and nothing is saved. ``server_pass`` is stored encrypted and never returned."""
-    return await hosts.create_host(ctx.core, ctx.user, body.model_dump())
+    return present.host(await hosts.create_host(ctx.core, ctx.user, body.model_dump()))
 
 
 @router.put("/api/server/update/{hs_name}", auth=ADMIN, body=HostUpdate)
@@ -66,7 +64,7 @@ async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
     fields = body.model_dump(exclude_none=True)
     if not fields:
         raise errors.BadRequest("nothing to change")
-    return await hosts.update_host(ctx.core, ctx.user, hs_name, fields)
+    return present.host(await hosts.update_host(ctx.core, ctx.user, hs_name, fields))
 
 
 @router.delete("/api/server/delete/{hs_name}", auth=ADMIN, query={"force": "true: also forget its VM records"})
@@ -88,13 +86,13 @@ async def power_host(ctx: Ctx, hs_name: str, body: HostPower) -> Any:
         await hosts.power_host(ctx.core, ctx.user, hs_name, body.action)
     if body.enable is not None:
         await hosts.set_enabled(ctx.core, ctx.user, hs_name, body.enable)
-    return await hosts.host_detail(ctx.core, hs_name)
+    return present.host(await hosts.host_detail(ctx.core, hs_name))
 
 
 @router.get("/api/server/status/{hs_name}", auth=ADMIN, data=HOST_ITEM)
 async def host_status(ctx: Ctx, hs_name: str) -> Any:
     """Live status and usage, asked now (not from the short cache)."""
-    return await hosts.host_detail(ctx.core, hs_name, fresh=True)
+    return present.host(await hosts.host_detail(ctx.core, hs_name, fresh=True))
 
 
 HOST_SAMPLE = {"type": "object", "properties": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.api.presenters import users as present
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import ChangeEmail, ChangePassword, Empty, UserCreate, UserUpdate
 from idcs_core.services import limits, users
@@ -15,7 +16,7 @@ router = Router("users")
 @router.get("/api/users", auth=ADMIN)
 async def list_users(ctx: Ctx) -> Any:
     """All users with their quotas."""
-    return await users.list_users(ctx.core)
+    return present.users(await users.list_users(ctx.core))
 
 
 @router.post("/api/users", auth=ADMIN, body=UserCreate)
@@ -24,13 +25,13 @@ async def create_user(ctx: Ctx, body: UserCreate) -> Any:
     quota = body.quota.model_dump(exclude_none=True) if body.quota else None
     user = await users.create_user(ctx.core, body.username, body.password, body.email, body.is_admin, quota,
                                    by=ctx.user)
-    return await users.show_user(ctx.core, user.id)
+    return present.user(await users.show_user(ctx.core, user.id))
 
 
 @router.get("/api/users/{user_id}", auth=ADMIN)
 async def get_user(ctx: Ctx, user_id: str) -> Any:
     """One user."""
-    return await users.show_user(ctx.core, int(user_id))
+    return present.user(await users.show_user(ctx.core, int(user_id)))
 
 
 @router.put("/api/users/{user_id}", auth=ADMIN, body=UserUpdate)
@@ -42,7 +43,7 @@ async def update_user(ctx: Ctx, user_id: str, body: UserUpdate) -> Any:
     if "quota" in changes:
         changes["quota"] = body.quota.model_dump(exclude_none=True) if body.quota else {}
     await users.update_user(ctx.core, int(user_id), changes, by=ctx.user)
-    return await users.show_user(ctx.core, int(user_id))
+    return present.user(await users.show_user(ctx.core, int(user_id)))
 
 
 @router.delete("/api/users/{user_id}", auth=ADMIN)

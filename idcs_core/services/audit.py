@@ -6,7 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -83,9 +84,24 @@ def entry(username: str, action: str, target: str = "", result: str = "success",
                     result=result[:16], detail=detail[:4000], source_ip=source_ip[:64])
 
 
-async def latest(core: CoreContext, limit: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class AuditEntry:
+    """One stored audit entry."""
+
+    id: int
+    time: datetime
+    level: str  # INFO, or WARNING for a failure
+    username: str
+    action: str
+    target: str
+    result: str
+    detail: str
+    source_ip: str
+
+
+async def latest(core: CoreContext, limit: int) -> list[AuditEntry]:
+    """The newest ``limit`` entries, newest first."""
     async with core.db.session() as s:
         rows = (await s.execute(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit))).scalars()
-        return [{"id": r.id, "time": r.ts, "level": r.level, "username": r.username, "action": r.action,
-                 "target": r.target, "result": r.result, "detail": r.detail, "source_ip": r.source_ip}
+        return [AuditEntry(r.id, r.ts, r.level, r.username, r.action, r.target, r.result, r.detail, r.source_ip)
                 for r in rows]

@@ -31,6 +31,7 @@ from idcs_core.services import audit, throttle
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.users import UserRecord
 
 API_TOKEN_KEY = "api_token"
 MAX_REMEMBERED = 100_000  # verified tokens kept in memory (cleared when full)
@@ -65,7 +66,7 @@ class AuthService:
         self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, recheck at)
         self._checking: dict[str, asyncio.Future[Principal]] = {}  # token -> its check under way
         self._api_token: str | None = None
-        self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
+        self._users: dict[int, UserRecord] = {}  # user id -> what /api/users/current shows
         self.throttle = throttle.Throttle(core)
         core.db.user_listeners.append(self.forget_users)
         core.db.vm_listeners.append(self.forget_vms)
@@ -177,14 +178,14 @@ class AuthService:
         for user_id in user_ids:
             self._users.pop(user_id, None)
 
-    async def user_data(self, user_id: int) -> dict[str, Any]:
+    async def user_data(self, user_id: int) -> UserRecord:
         """The user as ``/api/users/current`` shows it, remembered until the user changes."""
         data = self._users.get(user_id)
         if data is None:
-            from idcs_core.services.users import get_user, user_dict
+            from idcs_core.services.users import UserRecord, get_user
 
             async with self.core.db.session() as s:
-                data = user_dict(await get_user(s, user_id))
+                data = UserRecord.of(await get_user(s, user_id))
             self._users[user_id] = data
         return data
 

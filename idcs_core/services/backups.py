@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,26 +24,44 @@ if TYPE_CHECKING:
     from idcs_core.tasks import TaskProgress
 
 
-def backup_dict(b: Backup) -> dict[str, Any]:
-    return {"backup_name": b.backup_name, "vm_back": b.backup_name, "vm_uuid": b.vm_uuid,
-            "description": b.description, "vm_tips": b.description, "size_bytes": b.size_bytes,
-            "status": b.status, "created_at": b.created_at}
+@dataclass(frozen=True)
+class BackupRecord:
+    """A VM's backup as recorded here."""
+
+    backup_name: str
+    vm_uuid: str
+    description: str
+    size_bytes: int | None
+    status: str  # creating / ready / failed
+    created_at: datetime
+
+    @classmethod
+    def of(cls, b: Backup) -> BackupRecord:
+        return cls(b.backup_name, b.vm_uuid, b.description, b.size_bytes, b.status, b.created_at)
+
+
+@dataclass(frozen=True)
+class BackupStarted:
+    """A backup or restore under way: its task, and the backup it makes or brings back."""
+
+    task_id: str
+    backup_name: str
 
 
 def new_backup_name() -> str:
     return f"bk-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-async def list_backups(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+async def list_backups(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[BackupRecord]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         rows = (await s.execute(select(Backup).where(Backup.host_id == vm.host_id, Backup.vm_uuid == vm_uuid)
                                 .order_by(Backup.created_at))).scalars()
-        return [backup_dict(b) for b in rows]
+        return [BackupRecord.of(b) for b in rows]
 
 
 async def create_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
-                        description: str) -> dict[str, Any]:
+                        description: str) -> BackupStarted:
     async with recorded(core, principal, "backup.create", f"{hs_name}/{vm_uuid}", result="started") as done:
         async with core.db.session() as s:
             vm = await get_vm(s, principal, hs_name, vm_uuid)
@@ -57,7 +76,7 @@ async def create_backup(core: CoreContext, principal: Principal, hs_name: str, v
                                      user_id=principal.user_id,
                                      params={"backup_id": backup.id, "owner_id": vm.owner_id})
         done.detail = backup.backup_name
-        return {"task_id": task.id, "backup_name": backup.backup_name, "vm_back": backup.backup_name}
+        return BackupStarted(task.id, backup.backup_name)
 
 
 @task_handler("backup_create")
@@ -138,7 +157,7 @@ async def settle_interrupted_backup(core: CoreContext, backup_id: int, host_name
 
 
 async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str,
-                         power_on: bool | None) -> dict[str, Any]:
+                         power_on: bool | None) -> BackupStarted:
     async with recorded(core, principal, "backup.restore", f"{hs_name}/{vm_uuid}", backup_name, result="started"):
         async with core.db.session() as s:
             vm = await get_vm(s, principal, hs_name, vm_uuid)
@@ -149,7 +168,7 @@ async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, 
             task = core.tasks.submit(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid,
                                      user_id=principal.user_id,
                                      params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
-        return {"task_id": task.id, "backup_name": backup_name}
+        return BackupStarted(task.id, backup_name)
 
 
 @task_handler("backup_restore")

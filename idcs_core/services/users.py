@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -23,16 +25,53 @@ log = logging.getLogger("idcs")
 QUOTA_FIELDS = ("vms", "cpu", "ram", "hdd", "nat", "ips", "backups")
 
 
-def quota_dict(q: Quota | None) -> dict[str, Any]:
-    if q is None:
-        return {}
-    return {f"max_{f}": getattr(q, f"max_{f}") for f in QUOTA_FIELDS} | {
-        f"used_{f}": getattr(q, f"used_{f}") for f in QUOTA_FIELDS}
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A user's limit (``max_*``, 0 = unlimited) and use (``used_*``) of each ``QUOTA_FIELDS``."""
+
+    max_vms: int
+    max_cpu: int
+    max_ram: int
+    max_hdd: int
+    max_nat: int
+    max_ips: int
+    max_backups: int
+    used_vms: int
+    used_cpu: int
+    used_ram: int
+    used_hdd: int
+    used_nat: int
+    used_ips: int
+    used_backups: int
+
+    @classmethod
+    def of(cls, q: Quota) -> QuotaUsage:
+        return cls(**{f"{kind}_{f}": getattr(q, f"{kind}_{f}") for kind in ("max", "used") for f in QUOTA_FIELDS})
 
 
-def user_dict(u: User) -> dict[str, Any]:
-    return {"id": u.id, "username": u.username, "email": u.email, "is_admin": u.is_admin,
-            "created_at": u.created_at, "quota": quota_dict(u.quota)}
+@dataclass(frozen=True)
+class UserRecord:
+    """A user account as the services hand it out (never its password hash)."""
+
+    id: int
+    username: str
+    email: str
+    is_admin: bool
+    created_at: datetime
+    quota: QuotaUsage | None
+
+    @classmethod
+    def of(cls, u: User) -> UserRecord:
+        return cls(u.id, u.username, u.email, u.is_admin, u.created_at, QuotaUsage.of(u.quota) if u.quota else None)
+
+
+@dataclass(frozen=True)
+class RecountedQuota:
+    """One user's quota after ``recalculate_quotas``."""
+
+    user_id: int
+    username: str
+    quota: QuotaUsage
 
 
 async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -> User:
@@ -102,10 +141,10 @@ async def _update_user(core: CoreContext, user_id: int, changes: dict[str, Any])
     return user
 
 
-async def show_user(core: CoreContext, user_id: int) -> dict[str, Any]:
+async def show_user(core: CoreContext, user_id: int) -> UserRecord:
     """One user with their quota; 404 for an unknown id."""
     async with core.db.session() as s:
-        return user_dict(await get_user(s, user_id))
+        return UserRecord.of(await get_user(s, user_id))
 
 
 async def change_own_password(core: CoreContext, principal: Principal, old_password: str,
@@ -138,9 +177,9 @@ async def delete_user(core: CoreContext, principal: Principal, user_id: int) -> 
         core.auth.forget_user(user_id)
 
 
-async def list_users(core: CoreContext) -> list[dict[str, Any]]:
+async def list_users(core: CoreContext) -> list[UserRecord]:
     async with core.db.session() as s:
-        return [user_dict(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
+        return [UserRecord.of(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
 
 
 async def ensure_first_admin(core: CoreContext) -> str | None:
@@ -161,7 +200,7 @@ async def ensure_first_admin(core: CoreContext) -> str | None:
     return password
 
 
-async def recalculate_quotas(core: CoreContext, *, by: Principal | None = None) -> list[dict[str, Any]]:
+async def recalculate_quotas(core: CoreContext, *, by: Principal | None = None) -> list[RecountedQuota]:
     """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that
     exist; ``by`` is the administrator asking (audited), None when the core recounts by itself."""
     async with recorded(core, by, "quotas.recalculate", "all users") as done:
@@ -170,7 +209,7 @@ async def recalculate_quotas(core: CoreContext, *, by: Principal | None = None) 
     return result
 
 
-async def _recount(core: CoreContext) -> list[dict[str, Any]]:
+async def _recount(core: CoreContext) -> list[RecountedQuota]:
     async with core.db.session() as s:
         users = list((await s.execute(select(User))).scalars())
         sums = {row.owner_id: row for row in (await s.execute(
@@ -201,5 +240,5 @@ async def _recount(core: CoreContext) -> list[dict[str, Any]]:
             q.used_nat = int(nat.get(user.id, 0))
             q.used_ips = int(ips.get(user.id, 0))
             q.used_backups = int(backups.get(user.id, 0))
-            result.append({"user_id": user.id, "username": user.username} | quota_dict(q))
+            result.append(RecountedQuota(user.id, user.username, QuotaUsage.of(q)))
     return result

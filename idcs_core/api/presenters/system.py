@@ -1,0 +1,35 @@
+"""System figures, the audit log, engines and the overall status as the contract shows them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from idcs_core.plugins import Engine
+from idcs_core.services.audit import AuditEntry
+from idcs_core.services.host_options import EngineOptions
+from idcs_core.services.hosts import HostView
+from idcs_core.services.system import SystemStats
+
+
+def stats(s: SystemStats) -> dict[str, Any]:
+    """Counts, then usage (cpu, memory, disk percent) and where the usage comes from."""
+    return asdict(s)
+
+
+def audit_entries(entries: list[AuditEntry]) -> list[dict[str, Any]]:
+    return [asdict(e) for e in entries]
+
+
+def engine(e: Engine, options: EngineOptions) -> dict[str, Any]:
+    """An installed engine: version, capabilities, title/description, and the host options it declares."""
+    return {"name": e.name, "distribution": e.dist, "version": e.version, "capabilities": e.capabilities,
+            **{k: v for k, v in e.description.items() if k in ("title", "description")},
+            "options": options.public(), "options_typed": options.typed}
+
+
+def overall_status(hosts: list[HostView]) -> dict[str, Any]:
+    """The billing dialect's connection test: this server is up; its hosts online and offline."""
+    online = sum(1 for h in hosts if h.online)
+    return {"status": "online", "hosts_count": len(hosts), "hosts_online": online,
+            "hosts_offline": len(hosts) - online}
