@@ -192,17 +192,21 @@ async def _recover_restore(core: CoreContext, task: Task, progress: TaskProgress
 
 async def delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:
     async with recorded(core, principal, "backup.delete", f"{hs_name}/{vm_uuid}", backup_name):
-        async with core.db.session() as s:
-            vm = await get_vm(s, principal, hs_name, vm_uuid)
-            backup = await _get_backup(s, vm, backup_name)
-            if backup.status == "creating":
-                raise errors.Conflict(f"backup {backup_name} is still being made")
-        await core.engines.backup_delete(vm, backup_name)
-        async with core.db.session() as s:
-            row = await s.get(Backup, backup.id)
-            if row is not None:
-                await s.delete(row)
-                await quotas.charge(s, vm.owner_id, backups=-1)
+        await _delete_backup(core, principal, hs_name, vm_uuid, backup_name)
+
+
+async def _delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        backup = await _get_backup(s, vm, backup_name)
+        if backup.status == "creating":
+            raise errors.Conflict(f"backup {backup_name} is still being made")
+    await core.engines.backup_delete(vm, backup_name)
+    async with core.db.session() as s:
+        row = await s.get(Backup, backup.id)
+        if row is not None:
+            await s.delete(row)
+            await quotas.charge(s, vm.owner_id, backups=-1)
 
 
 async def _get_backup(s: Any, vm: VM, backup_name: str) -> Backup:

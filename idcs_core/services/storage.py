@@ -168,15 +168,23 @@ async def unmount_disk(core: CoreContext, principal: Principal, hs_name: str, vm
                        name: str | None) -> dict[str, Any]:
     """Detach the disk, keeping its data: a task of kind ``disk_remove``, run at once."""
     async with recorded(core, principal, "disk.unmount", f"{hs_name}/{vm_uuid}", name or "") as done:
-        async with core.db.session() as s:
-            vm = await get_vm(s, principal, hs_name, vm_uuid)
-            core.require(vm.host, "disk_detach", "extra disks")
-            _check_idle(vm)
-            disk = await _pick_disk(s, vm.id, name)
-            task = core.tasks.add(s, "disk_remove", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                  params={"disk_id": disk.id})
-            done.detail = disk.name
-        return _answer(await core.tasks.run(task.id))
+        task_id, done.detail = await _add_disk_task(core, principal, hs_name, vm_uuid, name, "disk_remove",
+                                                    "disk_detach")
+        return _answer(await core.tasks.run(task_id))
+
+
+async def _add_disk_task(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, name: str | None,
+                         kind: str, hook: str) -> tuple[str, str]:
+    """Record a task of ``kind`` on the VM's disk ``name`` (the only one when None), whose engine
+    needs ``hook``; returns the task's id and the disk's name."""
+    async with core.db.session() as s:
+        vm = await get_vm(s, principal, hs_name, vm_uuid)
+        core.require(vm.host, hook, "extra disks")
+        _check_idle(vm)
+        disk = await _pick_disk(s, vm.id, name)
+        task = core.tasks.add(s, kind, host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                              params={"disk_id": disk.id})
+    return task.id, disk.name
 
 
 @task_handler("disk_remove")
@@ -206,14 +214,8 @@ async def delete_disk(core: CoreContext, principal: Principal, hs_name: str, vm_
                       name: str | None) -> None:
     """Destroy the disk and its data, then its record: a task of kind ``disk_delete``, run at once."""
     async with recorded(core, principal, "disk.delete", f"{hs_name}/{vm_uuid}", name or ""):
-        async with core.db.session() as s:
-            vm = await get_vm(s, principal, hs_name, vm_uuid)
-            core.require(vm.host, "disk_delete", "extra disks")
-            _check_idle(vm)
-            disk = await _pick_disk(s, vm.id, name)
-            task = core.tasks.add(s, "disk_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                  params={"disk_id": disk.id})
-        await core.tasks.run(task.id)
+        task_id, _name = await _add_disk_task(core, principal, hs_name, vm_uuid, name, "disk_delete", "disk_delete")
+        await core.tasks.run(task_id)
 
 
 @task_handler("disk_delete")
