@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpers import create_vm
 
-from idcs_core.testing.server import ApiClient
+from idcs_core.testing.server import ApiClient, LiveServer
 
 API = Path(__file__).resolve().parents[1] / "idcs_core" / "api"
 # Handlers that helper tasks20 turns into tasks at the same time (audited from the task outcomes
@@ -130,6 +130,9 @@ def test_vm_areas(admin: ApiClient, host: str) -> None:
     entry = _only(_new(admin, lambda: admin.post(f"/api/client/hdd/mount/{host}/aud-s1",
                                                  {"hdd_name": "data", "hdd_size": 1})), "disk.mount")
     assert (entry["detail"], entry["result"]) == ("data", "success")
+    entry = _only(_new(admin, lambda: admin.call("POST", f"/api/client/hdd/mount/{host}/aud-none",
+                                                 json={"hdd_name": "data", "hdd_size": 1})), "disk.mount")
+    assert (entry["target"], entry["result"]) == (f"{host}/aud-none", "failed")
     entry = _only(_new(admin, lambda: admin.post(f"/api/client/hdd/unmount/{host}/aud-s1", {})), "disk.unmount")
     assert entry["detail"] == "data", "the disk the service picked is named"
     entry = _only(_new(admin, lambda: admin.call("DELETE", f"/api/client/backup/delete/{host}/aud-s1",
@@ -159,3 +162,9 @@ def test_webhooks_and_api_token(admin: ApiClient) -> None:
     entry = _only(_new(admin, lambda: admin.post("/api/token/set", {"token": "audited-token-0123456789"})),
                   "token.set")
     assert entry["target"] == "api-token" and "audited-token" not in str(entry)
+
+
+def test_logout_is_audited_once(admin: ApiClient, server: LiveServer) -> None:
+    leaving = server.admin()
+    entry = _only(_new(admin, lambda: leaving.post("/logout", {})), "logout")
+    assert (entry["target"], entry["detail"], entry["result"]) == ("admin", "", "success")
