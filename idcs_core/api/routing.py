@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -78,7 +78,7 @@ class Ctx:
     def user(self) -> Principal:
         """Who asks, with the request's source address (services audit with it)."""
         assert self.principal is not None
-        return replace(self.principal, source_ip=self.source_ip)
+        return self.principal.from_address(self.source_ip)
 
     @property
     def source_ip(self) -> str:

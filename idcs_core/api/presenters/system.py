@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from idcs_core.plugins import Engine
@@ -21,7 +20,7 @@ def stats(s: SystemStats) -> dict[str, Any]:
 
 
 def audit_entries(entries: list[AuditEntry]) -> list[dict[str, Any]]:
-    return [asdict(e) for e in entries]
+    return [dict(vars(e)) for e in entries]  # fields in order, all plain values
 
 
 def engine(e: Engine, options: EngineOptions) -> dict[str, Any]:

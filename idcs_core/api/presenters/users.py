@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from idcs_core.services.users import QuotaUsage, RecountedQuota, UserRecord
@@ -10,7 +9,7 @@ from idcs_core.services.users import QuotaUsage, RecountedQuota, UserRecord
 
 def quota(q: QuotaUsage | None) -> dict[str, Any]:
     """``max_*`` then ``used_*`` of each quota field; ``{}`` for a user without a quota row."""
-    return {} if q is None else asdict(q)
+    return {} if q is None else dict(vars(q))  # its fields in order (all plain ints: no asdict copy)
 
 
 def user(u: UserRecord) -> dict[str, Any]:
