@@ -91,7 +91,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
         if args.action == "list":
             for u in await users.list_users(core):
-                print(f"{u['id']:>4}  {u['username']:<24} {'admin' if u['is_admin'] else 'user ':<6} {u['email']}")
+                print(f"{u.id:>4}  {u.username:<24} {'admin' if u.is_admin else 'user ':<6} {u.email}")
             return 0
         if args.action == "create":
             user = await users.create_user(core, args.username, _read_password(args), args.email or "", args.admin)
@@ -123,18 +123,18 @@ def cmd_token(args: argparse.Namespace) -> int:
         named = core.auth.named
         if args.action == "create":
             data = await named.create(args.name, args.profile, args.scope or [], args.expires_days)
-            print(f"created API token {data['name']} (id {data['id']}, profile {data['profile']}); "
+            print(f"created API token {data.record.name} (id {data.record.id}, profile {data.record.profile}); "
                   "its secret, shown only now:")
-            print(data["token"])
+            print(data.secret)
             return 0
         if args.action == "revoke":
-            data = await named.revoke(args.id)
-            print(f"revoked API token {data['name']} (id {data['id']})")
+            revoked = await named.revoke(args.id)
+            print(f"revoked API token {revoked.name} (id {revoked.id})")
             return 0
         for t in await named.list():
-            state = "revoked" if t["revoked"] else "active"
-            print(f"{t['id']:>4}  {t['name']:<24} {t['profile']:<10} {state:<8} {','.join(t['scopes']) or '-':<18} "
-                  f"expires {t['expires_at'] or 'never'}  last used {t['last_used_at'] or 'never'}")
+            state = "revoked" if t.revoked_at is not None else "active"
+            print(f"{t.id:>4}  {t.name:<24} {t.profile:<10} {state:<8} {','.join(t.scopes) or '-':<18} "
+                  f"expires {t.expires_at or 'never'}  last used {t.last_used_at or 'never'}")
         return 0
 
     try:

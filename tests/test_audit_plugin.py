@@ -23,11 +23,11 @@ async def test_entries_come_from_the_audit_log_plugin(tmp_path: Path, kind: str)
         names = [n for n, _p in registry.events.list_name_plugin() if n.startswith("audit-log@")]
         assert len(names) == 1
         await core.audit("alice", "thing.do", "target-1", detail="first")
-        assert [(e["username"], e["action"], e["target"], e["detail"]) for e in await audit.latest(core, 5)] == [
+        assert [(e.username, e.action, e.target, e.detail) for e in await audit.latest(core, 5)] == [
             ("alice", "thing.do", "target-1", "first")]
         registry.events.unregister(name=names[0])  # without the plugin, an action leaves no entry
         await core.audit("alice", "thing.do", "target-2")
-        assert [e["target"] for e in await audit.latest(core, 5)] == ["target-1"]
+        assert [e.target for e in await audit.latest(core, 5)] == ["target-1"]
     finally:
         await core.stop()
         if kind == "postgresql":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from idcs_core.api.presenters import users as present_users
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LoginBody, TokenSet
 from idcs_core.security import generate_api_token
@@ -50,9 +51,7 @@ async def logout(ctx: Ctx) -> Any:
     With the global API token (a billing panel that logged in with ``login_type: token``)
     there is no session to end: the answer is success and the token stays valid until it
     is reset (``/api/token/reset``)."""
-    ended = await ctx.core.auth.logout(ctx.user)
-    await ctx.core.audit(ctx.user, "logout", ctx.user.username, detail="" if ended else "API token: nothing to end",
-                         source_ip=ctx.source_ip)
+    await ctx.core.auth.logout(ctx.user)
     return None
 
 
@@ -69,7 +68,7 @@ async def current_user(ctx: Ctx) -> Any:
     if p.user_id is None:  # the global API token, or a one-VM token of a VM without owner
         return {"id": None, "username": p.username, "email": "", "is_admin": p.is_admin, "created_at": None,
                 "via": p.via, "scope_vm_id": p.vm_id}
-    return await ctx.core.auth.user_data(p.user_id) | {"scope_vm_id": p.vm_id}
+    return present_users.user(await ctx.core.auth.user_data(p.user_id)) | {"scope_vm_id": p.vm_id}
 
 
 @router.get("/api/token/current", auth=ADMIN)
@@ -81,14 +80,12 @@ async def token_current(ctx: Ctx) -> Any:
 @router.post("/api/token/set", auth=ADMIN, body=TokenSet)
 async def token_set(ctx: Ctx, body: TokenSet) -> Any:
     """Set the global API token (16-256 URL-safe characters)."""
-    await ctx.core.auth.set_api_token(body.token)
-    await ctx.core.audit(ctx.user, "token.set", "api-token", source_ip=ctx.source_ip)
+    await ctx.core.auth.set_api_token(body.token, by=ctx.user)
     return {"token": body.token}
 
 
 @router.post("/api/token/reset", auth=ADMIN, body=Empty)
 async def token_reset(ctx: Ctx, body: Empty) -> Any:
     """Generate a new global API token; the old one stops working at once."""
-    token = await ctx.core.auth.set_api_token(generate_api_token())
-    await ctx.core.audit(ctx.user, "token.reset", "api-token", source_ip=ctx.source_ip)
+    token = await ctx.core.auth.set_api_token(generate_api_token(), by=ctx.user, action="token.reset")
     return {"token": token}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core.api.common import finish
+from idcs_core.api.presenters import backups as present
 from idcs_core.api.routing import Ctx, Router
 from idcs_core.api.schemas import BackupCreate, BackupPick, BackupRestore
 from idcs_core.services import backups
@@ -16,16 +17,14 @@ WAIT = {"wait": "seconds to wait for the task to finish (default 0; 300 for the 
 @router.get("/api/client/backup/detail/{hs_name}/{vm_uuid}", vm_scoped=True)
 async def list_backups(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """The VM's backups (backup_name, also as vm_back; description, also as vm_tips)."""
-    return await backups.list_backups(ctx.core, ctx.user, hs_name, vm_uuid)
+    return present.backups(await backups.list_backups(ctx.core, ctx.user, hs_name, vm_uuid))
 
 
 @router.post("/api/client/backup/create/{hs_name}/{vm_uuid}", body=BackupCreate, query=WAIT, vm_scoped=True)
 async def create(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupCreate) -> Any:
     """Back the VM up (a task; the backup's name is returned at once)."""
     started = await backups.create_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.description)
-    await ctx.core.audit(ctx.user, "backup.create", f"{hs_name}/{vm_uuid}", "started", started["backup_name"],
-                         source_ip=ctx.source_ip)
-    return await finish(ctx, started)
+    return await finish(ctx, present.create_started(started))
 
 
 @router.post("/api/client/backup/restore/{hs_name}/{vm_uuid}", body=BackupRestore, query=WAIT, vm_scoped=True)
@@ -33,15 +32,11 @@ async def restore(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupRestore) -> 
     """Bring the VM back to a backup (a task); power_on_after_restore starts it afterwards."""
     started = await backups.restore_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.backup_name,
                                            body.power_on_after_restore)
-    await ctx.core.audit(ctx.user, "backup.restore", f"{hs_name}/{vm_uuid}", "started", body.backup_name,
-                         source_ip=ctx.source_ip)
-    return await finish(ctx, started)
+    return await finish(ctx, present.restore_started(started))
 
 
 @router.delete("/api/client/backup/delete/{hs_name}/{vm_uuid}", body=BackupPick, vm_scoped=True)
 async def delete(ctx: Ctx, hs_name: str, vm_uuid: str, body: BackupPick) -> Any:
     """Delete a backup named by backup_name (or vm_back) in the JSON body or query string."""
     await backups.delete_backup(ctx.core, ctx.user, hs_name, vm_uuid, body.backup_name)
-    await ctx.core.audit(ctx.user, "backup.delete", f"{hs_name}/{vm_uuid}", detail=body.backup_name,
-                         source_ip=ctx.source_ip)
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.api.presenters import hosts as present
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, HistoryQuery, HostCreate, HostPlan, HostPower, HostUpdate
 from idcs_core.services import backups, host_history, hosts, network, plans, vms
@@ -35,32 +36,23 @@ async def list_hosts(ctx: Ctx) -> Any:
     The billing dialect reads an object keyed by server_name: callers using the global
     API token or a token from ``/api/login`` get that; ``?format=list|map`` chooses.
     """
-    result = await hosts.list_hosts(ctx.core)
     fmt = ctx.query.get("format") or ("map" if ctx.user.dialect == "billing" else "list")
     if fmt not in ("list", "map"):
         raise errors.BadRequest("format must be list or map")
-    if fmt == "map":
-        return {h["server_name"]: h for h in result}
-    return result
+    return present.hosts(await hosts.list_hosts(ctx.core), keyed=fmt == "map")
 
 
 @router.get("/api/server/detail/{hs_name}", auth=ADMIN, data=HOST_ITEM)
 async def host_detail(ctx: Ctx, hs_name: str) -> Any:
     """One host with live status."""
-    return await hosts.host_detail(ctx.core, hs_name)
+    return present.host(await hosts.host_detail(ctx.core, hs_name))
 
 
 @router.post("/api/server/create", auth=ADMIN, body=HostCreate)
 async def create_host(ctx: Ctx, body: HostCreate) -> Any:
     """Add a host. The engine connects first: unreachable or bad credentials give 1003
     and nothing is saved. ``server_pass`` is stored encrypted and never returned."""
-    try:
-        result = await hosts.create_host(ctx.core, ctx.user, body.model_dump())
-    except errors.IDCSError as exc:
-        await ctx.core.audit(ctx.user, "host.create", body.server_name, "failed", exc.msg, ctx.source_ip)
-        raise
-    await ctx.core.audit(ctx.user, "host.create", body.server_name, source_ip=ctx.source_ip)
-    return result
+    return present.host(await hosts.create_host(ctx.core, ctx.user, body.model_dump()))
 
 
 @router.put("/api/server/update/{hs_name}", auth=ADMIN, body=HostUpdate)
@@ -72,9 +64,7 @@ async def update_host(ctx: Ctx, hs_name: str, body: HostUpdate) -> Any:
     fields = body.model_dump(exclude_none=True)
     if not fields:
         raise errors.BadRequest("nothing to change")
-    result = await hosts.update_host(ctx.core, hs_name, fields)
-    await ctx.core.audit(ctx.user, "host.update", hs_name, detail=", ".join(sorted(fields)), source_ip=ctx.source_ip)
-    return result
+    return present.host(await hosts.update_host(ctx.core, ctx.user, hs_name, fields))
 
 
 @router.delete("/api/server/delete/{hs_name}", auth=ADMIN, query={"force": "true: also forget its VM records"})
@@ -84,8 +74,7 @@ async def delete_host(ctx: Ctx, hs_name: str) -> Any:
     force = ctx.query.get("force", "false").lower()
     if force not in ("1", "true", "yes", "0", "false", "no", ""):
         raise errors.BadRequest("force must be true or false")
-    await hosts.delete_host(ctx.core, hs_name, force in ("1", "true", "yes"))
-    await ctx.core.audit(ctx.user, "host.delete", hs_name, source_ip=ctx.source_ip)
+    await hosts.delete_host(ctx.core, ctx.user, hs_name, force in ("1", "true", "yes"))
     return None
 
 
@@ -94,19 +83,16 @@ async def power_host(ctx: Ctx, hs_name: str, body: HostPower) -> Any:
     """``action`` start / stop / restart powers the host (where the engine can);
     ``enable`` true / false opens or closes the host for new VMs (billing dialect)."""
     if body.action is not None:
-        await hosts.power_host(ctx.core, hs_name, body.action)
-        await ctx.core.audit(ctx.user, "host.power", hs_name, detail=body.action, source_ip=ctx.source_ip)
+        await hosts.power_host(ctx.core, ctx.user, hs_name, body.action)
     if body.enable is not None:
-        await hosts.set_enabled(ctx.core, hs_name, body.enable)
-        await ctx.core.audit(ctx.user, "host.enable" if body.enable else "host.disable", hs_name,
-                             source_ip=ctx.source_ip)
-    return await hosts.host_detail(ctx.core, hs_name)
+        await hosts.set_enabled(ctx.core, ctx.user, hs_name, body.enable)
+    return present.host(await hosts.host_detail(ctx.core, hs_name))
 
 
 @router.get("/api/server/status/{hs_name}", auth=ADMIN, data=HOST_ITEM)
 async def host_status(ctx: Ctx, hs_name: str) -> Any:
     """Live status and usage, asked now (not from the short cache)."""
-    return await hosts.host_detail(ctx.core, hs_name, fresh=True)
+    return present.host(await hosts.host_detail(ctx.core, hs_name, fresh=True))
 
 
 HOST_SAMPLE = {"type": "object", "properties": {
@@ -131,18 +117,13 @@ async def host_status_history(ctx: Ctx, hs_name: str, body: HistoryQuery) -> Any
 @router.post("/api/server/backup/scan/{hs_name}", auth=ADMIN, body=Empty)
 async def scan_host(ctx: Ctx, hs_name: str, body: Empty) -> Any:
     """Scan the host: record VMs and backups found there but not here."""
-    result = await backups.scan_host(ctx.core, hs_name)
-    await ctx.core.audit(ctx.user, "host.scan", hs_name, source_ip=ctx.source_ip)
-    return result
+    return await backups.scan_host(ctx.core, ctx.user, hs_name)
 
 
 @router.post("/api/client/scaner/{hs_name}", auth=ADMIN, body=Empty)
 async def scan_vms(ctx: Ctx, hs_name: str, body: Empty) -> Any:
     """Record VMs that exist on the host but not here (imported without an owner)."""
-    result = await vms.scan_vms(ctx.core, hs_name)
-    await ctx.core.audit(ctx.user, "vm.scan", hs_name, detail=f"{result['added_count']} added",
-                         source_ip=ctx.source_ip)
-    return result
+    return await vms.scan_vms(ctx.core, hs_name, by=ctx.user)
 
 
 @router.get("/api/client/os-images/{hs_name}", auth=USER)
@@ -169,32 +150,19 @@ async def set_plan(ctx: Ctx, hs_name: str, body: HostPlan) -> Any:
     one plan by name: ``{"plan_name": "S", "plan_config": {"cpu_num", "mem_num" (MB), "hdd_num",
     "speed_u", "speed_d", "flu_num", "nat_num", "gpu_mem"}}`` (xiaoheiFS UpsertPlan; hdd_num and
     flu_num in the caller's profile unit, stored in GB)."""
-    if body.plan_name is not None and body.plan_config is None:
-        raise errors.BadRequest("plan_config is required with plan_name")
-
-    def change(current: list[dict[str, Any]]) -> list[Any]:
-        if body.plan_name is not None and body.plan_config is not None:
-            plan = {"name": body.plan_name} | body.plan_config.model_dump()
-            return [p for p in current if p.get("name") != body.plan_name] + [plan]
-        return body.plans if body.plans is not None else [body.model_extra or {}]
-
-    stored = await plans.change_plans(ctx.core, hs_name, change)
-    await ctx.core.audit(ctx.user, "host.plans", hs_name, detail=body.plan_name or "all", source_ip=ctx.source_ip)
-    return stored
+    if body.plan_name is not None:
+        if body.plan_config is None:
+            raise errors.BadRequest("plan_config is required with plan_name")
+        plan = {"name": body.plan_name} | body.plan_config.model_dump()
+        return await plans.put_plan(ctx.core, ctx.user, hs_name, plan)
+    return await plans.replace_plans(ctx.core, ctx.user, hs_name,
+                                     body.plans if body.plans is not None else [body.model_extra or {}])
 
 
 @router.delete("/api/server/plan/{hs_name}/{plan_name}", auth=ADMIN)
 async def delete_plan(ctx: Ctx, hs_name: str, plan_name: str) -> Any:
     """Remove one sale plan by name (xiaoheiFS DeletePlan); 404 when the host has no such plan."""
-    def change(current: list[dict[str, Any]]) -> list[Any]:
-        kept = [p for p in current if p.get("name") != plan_name]
-        if len(kept) == len(current):
-            raise errors.NotFound(f"host {hs_name} has no plan {plan_name}")
-        return kept
-
-    kept = await plans.change_plans(ctx.core, hs_name, change)
-    await ctx.core.audit(ctx.user, "host.plan-delete", hs_name, detail=plan_name, source_ip=ctx.source_ip)
-    return kept
+    return await plans.delete_plan(ctx.core, ctx.user, hs_name, plan_name)
 
 
 @router.get("/api/server/ports/{hs_name}", auth=USER)

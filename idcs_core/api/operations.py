@@ -86,9 +86,7 @@ async def create_webhook(ctx: Ctx, body: WebhookCreate) -> Any:
     ``webhook_backoff_seconds`` x 2^(try-1), up to ``webhook_max_attempts`` tries. Events carry
     no secrets.
     """
-    data = await webhooks.create_webhook(ctx.core, body.url, body.events, body.description)
-    await ctx.core.audit(ctx.user, "webhook.create", f"webhook {data['id']}", source_ip=ctx.source_ip)
-    return data
+    return await webhooks.create_webhook(ctx.core, ctx.user, body.url, body.events, body.description)
 
 
 @router.get("/api/webhooks", auth=ADMIN)
@@ -100,9 +98,7 @@ async def list_webhooks(ctx: Ctx) -> Any:
 @router.delete("/api/webhooks/{webhook_id}", auth=ADMIN, body=Empty)
 async def delete_webhook(ctx: Ctx, webhook_id: str, body: Empty) -> Any:
     """Delete a webhook and its delivery log; tries still pending stop."""
-    wid = _webhook_id(webhook_id)
-    await webhooks.delete_webhook(ctx.core, wid)
-    await ctx.core.audit(ctx.user, "webhook.delete", f"webhook {wid}", source_ip=ctx.source_ip)
+    await webhooks.delete_webhook(ctx.core, ctx.user, _webhook_id(webhook_id))
     return None
 
 
@@ -173,19 +169,14 @@ async def create_backup_schedule(ctx: Ctx, hs_name: str, vm_uuid: str, body: Sch
     is made once when it is back. A failure fails the task (event ``task_finished``) and shows in
     ``last_state`` / ``last_error``.
     """
-    data = await schedules.create_schedule(ctx.core, ctx.user, hs_name, vm_uuid, body.cron, body.retention,
+    return await schedules.create_schedule(ctx.core, ctx.user, hs_name, vm_uuid, body.cron, body.retention,
                                            body.enabled)
-    await ctx.core.audit(ctx.user, "backup.schedule.create", f"{hs_name}/{vm_uuid}",
-                         detail=f"{body.cron} keep {body.retention}", source_ip=ctx.source_ip)
-    return data
 
 
 @router.delete(SCHEDULE + "/{schedule_id}", body=Empty, vm_scoped=True)
 async def delete_backup_schedule(ctx: Ctx, hs_name: str, vm_uuid: str, schedule_id: str, body: Empty) -> Any:
     """Stop a backup schedule; the backups it made stay."""
     await schedules.delete_schedule(ctx.core, ctx.user, hs_name, vm_uuid, _id("schedule_id", schedule_id))
-    await ctx.core.audit(ctx.user, "backup.schedule.delete", f"{hs_name}/{vm_uuid}", detail=schedule_id,
-                         source_ip=ctx.source_ip)
     return None
 
 
@@ -232,15 +223,12 @@ async def create_host_backup_schedule(ctx: Ctx, hs_name: str, body: ScheduleCrea
     owner's ``max_backups``, oldest beyond ``retention`` deleted, a failure fails that VM's task
     (event ``task_finished``, state ``failed``) and shows in ``last_state`` / ``last_error``.
     """
-    data = await schedules.create_host_schedule(ctx.core, hs_name, body.cron, body.retention, body.enabled)
-    await ctx.core.audit(ctx.user, "backup.schedule.create", hs_name, detail=f"{body.cron} keep {body.retention}",
-                         source_ip=ctx.source_ip)
-    return data
+    return await schedules.create_host_schedule(ctx.core, ctx.user, hs_name, body.cron, body.retention,
+                                                body.enabled)
 
 
 @router.delete(HOST_SCHEDULE + "/{schedule_id}", auth=ADMIN, body=Empty)
 async def delete_host_backup_schedule(ctx: Ctx, hs_name: str, schedule_id: str, body: Empty) -> Any:
     """Stop a host's backup schedule; the backups it made stay."""
-    await schedules.delete_host_schedule(ctx.core, hs_name, _id("schedule_id", schedule_id))
-    await ctx.core.audit(ctx.user, "backup.schedule.delete", hs_name, detail=schedule_id, source_ip=ctx.source_ip)
+    await schedules.delete_host_schedule(ctx.core, ctx.user, hs_name, _id("schedule_id", schedule_id))
     return None

@@ -74,10 +74,11 @@ class Ctx:
         """The query string's parameters (parsed on first use: most routes never look)."""
         return dict(self.request.query_params)
 
-    @property
+    @functools.cached_property
     def user(self) -> Principal:
+        """Who asks, with the request's source address (services audit with it)."""
         assert self.principal is not None
-        return self.principal
+        return self.principal.from_address(self.source_ip)
 
     @property
     def source_ip(self) -> str:

@@ -20,26 +20,19 @@ async def list_disks(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
 @router.post("/api/client/hdd/mount/{hs_name}/{vm_uuid}", body=DiskMount)
 async def mount(ctx: Ctx, hs_name: str, vm_uuid: str, body: DiskMount) -> Any:
     """Create (if new; hdd_size GB counts against the disk quota) and attach disk hdd_name."""
-    result = await storage.mount_disk(ctx.core, ctx.user, hs_name, vm_uuid, body.hdd_name, body.hdd_size)
-    await ctx.core.audit(ctx.user, "disk.mount", f"{hs_name}/{vm_uuid}", detail=body.hdd_name, source_ip=ctx.source_ip)
-    return result
+    return await storage.mount_disk(ctx.core, ctx.user, hs_name, vm_uuid, body.hdd_name, body.hdd_size)
 
 
 @router.post("/api/client/hdd/unmount/{hs_name}/{vm_uuid}", body=DiskPick)
 async def unmount(ctx: Ctx, hs_name: str, vm_uuid: str, body: DiskPick) -> Any:
     """Detach a disk, keeping its data. hdd_name may be left out when the VM has one extra disk."""
-    result = await storage.unmount_disk(ctx.core, ctx.user, hs_name, vm_uuid, body.hdd_name)
-    await ctx.core.audit(ctx.user, "disk.unmount", f"{hs_name}/{vm_uuid}", detail=result["hdd_name"],
-                         source_ip=ctx.source_ip)
-    return result
+    return await storage.unmount_disk(ctx.core, ctx.user, hs_name, vm_uuid, body.hdd_name)
 
 
 @router.delete("/api/client/hdd/delete/{hs_name}/{vm_uuid}", body=DiskPick)
 async def delete(ctx: Ctx, hs_name: str, vm_uuid: str, body: DiskPick) -> Any:
     """Destroy a disk and its data (hdd_name in the body or query; optional with one disk)."""
     await storage.delete_disk(ctx.core, ctx.user, hs_name, vm_uuid, body.hdd_name)
-    await ctx.core.audit(ctx.user, "disk.delete", f"{hs_name}/{vm_uuid}", detail=body.hdd_name or "",
-                         source_ip=ctx.source_ip)
     return None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.api.presenters import system as present
+from idcs_core.api.presenters import users as present_users
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LimitQuery, SettingsBody
 from idcs_core.services import audit, system, users
@@ -20,19 +22,19 @@ STATS_DATA = {"type": "object", "properties": {
 @router.get("/api/system/stats", auth=ADMIN, data=STATS_DATA)
 async def stats(ctx: Ctx) -> Any:
     """Counts and average usage (of the online hosts, else of this server)."""
-    return await system.stats(ctx.core)
+    return present.stats(await system.stats(ctx.core))
 
 
 @router.get("/api/system/statis", auth=ADMIN, alias_of="/api/system/stats", data=STATS_DATA)
 async def statis(ctx: Ctx) -> Any:
     """System stats (billing dialect spelling; carries running_vm_count)."""
-    return await system.stats(ctx.core)
+    return present.stats(await system.stats(ctx.core))
 
 
 @router.get("/api/system/logger/detail", auth=ADMIN, body=LimitQuery, query={"limit": "integer 1-1000, default 100"})
 async def logger_detail(ctx: Ctx, body: LimitQuery) -> Any:
     """The latest audit log entries: who did what, when, with what result."""
-    return await audit.latest(ctx.core, body.limit)
+    return present.audit_entries(await audit.latest(ctx.core, body.limit))
 
 
 @router.get("/api/system/settings", auth=ADMIN)
@@ -47,9 +49,7 @@ async def set_settings(ctx: Ctx, body: SettingsBody) -> Any:
     changes = body.model_extra or {}
     if not changes:
         raise errors.BadRequest("give at least one setting")
-    result = await ctx.core.settings.update(changes)
-    await ctx.core.audit(ctx.user, "settings.update", ", ".join(sorted(changes)), source_ip=ctx.source_ip)
-    return {"settings": result}
+    return {"settings": await ctx.core.settings.update(changes, by=ctx.user)}
 
 
 @router.get("/api/system/engine", auth=USER)
@@ -62,11 +62,7 @@ async def engines(ctx: Ctx) -> Any:
 async def engine_detail(ctx: Ctx) -> Any:
     """Each installed engine with its version, capabilities and host options (name, type, default,
     help, secret, required, choices; ``options_typed`` false for an engine of the first contract)."""
-    return [{"name": e.name, "distribution": e.dist, "version": e.version, "capabilities": e.capabilities,
-             **{k: v for k, v in e.description.items() if k in ("title", "description")},
-             "options": ctx.core.engine_options(e.name).public(),
-             "options_typed": ctx.core.engine_options(e.name).typed}
-            for e in ctx.core.plugins.engines.values()]
+    return [present.engine(e, ctx.core.engine_options(e.name)) for e in ctx.core.plugins.engines.values()]
 
 
 @router.get("/api/system/plugins", auth=ADMIN)
@@ -78,18 +74,13 @@ async def plugins(ctx: Ctx) -> Any:
 @router.post("/api/system/recalculate-quotas", auth=ADMIN, body=Empty)
 async def recalculate_quotas(ctx: Ctx, body: Empty) -> Any:
     """Recount every user's used quota from what actually exists."""
-    result = await users.recalculate_quotas(ctx.core)
-    await ctx.core.audit(ctx.user, "quotas.recalculate", f"{len(result)} users", source_ip=ctx.source_ip)
-    return result
+    return present_users.recounted(await users.recalculate_quotas(ctx.core, by=ctx.user))
 
 
 @router.get("/api/server/status", auth=ADMIN)
 async def overall_status(ctx: Ctx) -> Any:
     """Overall health (billing dialect's connection test): server up, hosts online/offline."""
-    hosts = await list_hosts(ctx.core)
-    online = sum(1 for h in hosts if h["status"] == "online")
-    return {"status": "online", "hosts_count": len(hosts), "hosts_online": online,
-            "hosts_offline": len(hosts) - online}
+    return present.overall_status(await list_hosts(ctx.core))
 
 
 @router.get("/health", auth=PUBLIC)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field
 
 from idcs_core import errors
+from idcs_core.api.presenters import tokens as present
 from idcs_core.api.routing import ADMIN, Ctx, Router
 from idcs_core.api.schemas import Body, Empty, SafeName
 from idcs_core.profiles import PROFILES
@@ -42,15 +43,13 @@ class TokenCreate(Body):
 async def profiles(ctx: Ctx) -> Any:
     """The client profiles a token may have: what each module's dialect changes, and the
     scopes a token may be narrowed to."""
-    return [{"name": p.name, "wait_seconds": p.wait_seconds, "hdd_unit": "MB" if p.hdd_in_mb else "GB",
-             "flu_unit": "MB" if p.flu_in_mb else "GB", "description": p.description,
-             "scopes": SCOPES} for p in PROFILES.values()]
+    return [present.profile(p, SCOPES) for p in PROFILES.values()]
 
 
 @router.get("/api/tokens", auth=ADMIN, data={"type": "array", "items": TOKEN_ITEM})
 async def list_tokens(ctx: Ctx) -> Any:
     """Named API tokens with their profile, scopes, expiry and last use (never the secret)."""
-    return await ctx.core.auth.named.list()
+    return present.tokens(await ctx.core.auth.named.list())
 
 
 @router.post("/api/tokens", auth=ADMIN, body=TokenCreate, data=TOKEN_ITEM)
@@ -59,9 +58,8 @@ async def create_token(ctx: Ctx, body: TokenCreate) -> Any:
     is in this answer only: it is stored as a SHA-256 hash. The token acts as administrator,
     narrowed by ``scopes`` (``read-only``: GET only; ``hosts`` / ``vms``: those areas only),
     and speaks its ``profile``'s dialect. 409 when the name is taken."""
-    data = await ctx.core.auth.named.create(body.name, body.profile, body.scopes, body.expires_in_days)
-    await ctx.core.audit(ctx.user, "token.create", body.name, detail=body.profile, source_ip=ctx.source_ip)
-    return data
+    return present.created(await ctx.core.auth.named.create(body.name, body.profile, body.scopes, body.expires_in_days,
+                                                            by=ctx.user))
 
 
 @router.delete("/api/tokens/{token_id}", auth=ADMIN, data=TOKEN_ITEM)
@@ -69,9 +67,7 @@ async def revoke_token(ctx: Ctx, token_id: str) -> Any:
     """Revoke a named API token: it stops working at once (the record stays, listed as revoked)."""
     if not token_id.isdigit() or len(token_id) > 9:
         raise errors.BadRequest("token_id: must be a token's id (an integer)")
-    data = await ctx.core.auth.named.revoke(int(token_id))
-    await ctx.core.audit(ctx.user, "token.revoke", data["name"], source_ip=ctx.source_ip)
-    return data
+    return present.token(await ctx.core.auth.named.revoke(int(token_id), by=ctx.user))
 
 
 @router.post("/api/tokens/{token_id}/revoke", auth=ADMIN, body=Empty, alias_of="/api/tokens/{token_id}")

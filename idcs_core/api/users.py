@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.api.presenters import users as present
 from idcs_core.api.routing import ADMIN, USER, Ctx, Router
 from idcs_core.api.schemas import ChangeEmail, ChangePassword, Empty, UserCreate, UserUpdate
 from idcs_core.services import limits, users
@@ -15,22 +16,22 @@ router = Router("users")
 @router.get("/api/users", auth=ADMIN)
 async def list_users(ctx: Ctx) -> Any:
     """All users with their quotas."""
-    return await users.list_users(ctx.core)
+    return present.users(await users.list_users(ctx.core))
 
 
 @router.post("/api/users", auth=ADMIN, body=UserCreate)
 async def create_user(ctx: Ctx, body: UserCreate) -> Any:
     """Create a user (username, password, email; optional is_admin and quota limits)."""
     quota = body.quota.model_dump(exclude_none=True) if body.quota else None
-    user = await users.create_user(ctx.core, body.username, body.password, body.email, body.is_admin, quota)
-    await ctx.core.audit(ctx.user, "user.create", body.username, source_ip=ctx.source_ip)
-    return await users.show_user(ctx.core, user.id)
+    user = await users.create_user(ctx.core, body.username, body.password, body.email, body.is_admin, quota,
+                                   by=ctx.user)
+    return present.user(await users.show_user(ctx.core, user.id))
 
 
 @router.get("/api/users/{user_id}", auth=ADMIN)
 async def get_user(ctx: Ctx, user_id: str) -> Any:
     """One user."""
-    return await users.show_user(ctx.core, int(user_id))
+    return present.user(await users.show_user(ctx.core, int(user_id)))
 
 
 @router.put("/api/users/{user_id}", auth=ADMIN, body=UserUpdate)
@@ -41,19 +42,14 @@ async def update_user(ctx: Ctx, user_id: str, body: UserUpdate) -> Any:
         raise errors.BadRequest("nothing to change")
     if "quota" in changes:
         changes["quota"] = body.quota.model_dump(exclude_none=True) if body.quota else {}
-    await users.update_user(ctx.core, int(user_id), changes)
-    await ctx.core.audit(ctx.user, "user.update", user_id, detail=", ".join(sorted(changes)),
-                         source_ip=ctx.source_ip)
-    return await users.show_user(ctx.core, int(user_id))
+    await users.update_user(ctx.core, int(user_id), changes, by=ctx.user)
+    return present.user(await users.show_user(ctx.core, int(user_id)))
 
 
 @router.delete("/api/users/{user_id}", auth=ADMIN)
 async def delete_user(ctx: Ctx, user_id: str) -> Any:
     """Delete a user. Their VMs stay, with no owner; the last administrator cannot go."""
-    if ctx.user.user_id == int(user_id):
-        raise errors.BadRequest("you cannot delete your own account")
-    await users.delete_user(ctx.core, int(user_id))
-    await ctx.core.audit(ctx.user, "user.delete", user_id, source_ip=ctx.source_ip)
+    await users.delete_user(ctx.core, ctx.user, int(user_id))
     return None
 
 
@@ -71,8 +67,7 @@ async def list_host_grants(ctx: Ctx, user_id: str) -> Any:
 async def grant_host(ctx: Ctx, user_id: str, hs_name: str, body: Empty) -> Any:
     """Let this user create virtual machines on host ``hs_name`` (granting twice is harmless).
     Answers the user's granted hosts."""
-    await limits.grant_host(ctx.core, int(user_id), hs_name)
-    await ctx.core.audit(ctx.user, "user.grant-host", f"{user_id}/{hs_name}", source_ip=ctx.source_ip)
+    await limits.grant_host(ctx.core, ctx.user, int(user_id), hs_name)
     return await limits.granted_hosts(ctx.core, int(user_id))
 
 
@@ -81,18 +76,14 @@ async def grant_host(ctx: Ctx, user_id: str, hs_name: str, body: Empty) -> Any:
 async def revoke_host(ctx: Ctx, user_id: str, hs_name: str) -> Any:
     """Take host ``hs_name`` back: the user's VMs there stay, new ones are refused (403).
     Answers the user's granted hosts."""
-    await limits.revoke_host(ctx.core, int(user_id), hs_name)
-    await ctx.core.audit(ctx.user, "user.revoke-host", f"{user_id}/{hs_name}", source_ip=ctx.source_ip)
+    await limits.revoke_host(ctx.core, ctx.user, int(user_id), hs_name)
     return await limits.granted_hosts(ctx.core, int(user_id))
 
 
 @router.post("/api/users/change-password", auth=USER, body=ChangePassword)
 async def change_password(ctx: Ctx, body: ChangePassword) -> Any:
     """Change your own password (old_password, new_password). Other sessions are logged out."""
-    if ctx.user.user_id is None:
-        raise errors.BadRequest("the global API token has no password")
-    username = await users.change_own_password(ctx.core, ctx.user.user_id, body.old_password, body.new_password)
-    await ctx.core.audit(ctx.user, "user.change-password", username, source_ip=ctx.source_ip)
+    await users.change_own_password(ctx.core, ctx.user, body.old_password, body.new_password)
     return None
 
 

@@ -70,12 +70,9 @@ async def create_vm(ctx: Ctx, hs_name: str, body: VMCreate) -> Any:
         earlier = await vms.earlier_create(ctx.core, ctx.user, hs_name, body.vm_uuid if body.uuid_was_given else None,
                                            body.vm_name)
         if earlier is not None:
-            await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{earlier['vm_uuid']}", "retried",
-                                 source_ip=ctx.source_ip)
             return await finish(ctx, earlier) if earlier.get("task_id") else earlier
     await vms.map_bridge_nics(ctx.core, hs_name, fields["config"])
     started = await vms.create_vm(ctx.core, ctx.user, hs_name, fields)
-    await ctx.core.audit(ctx.user, "vm.create", f"{hs_name}/{started['vm_uuid']}", "started", source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -100,8 +97,6 @@ async def update_vm(ctx: Ctx, hs_name: str, vm_uuid: str, body: VMUpdate) -> Any
     if body.config():
         fields["config"] = body.config()
     started = await vms.update_vm(ctx.core, ctx.user, hs_name, vm_uuid, fields)
-    await ctx.core.audit(ctx.user, "vm.update", f"{hs_name}/{vm_uuid}", "started", ", ".join(sorted(fields)),
-                         source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -110,7 +105,6 @@ async def delete_vm(ctx: Ctx, hs_name: str, vm_uuid: str) -> Any:
     """Delete a VM with its disks, NAT rules and backups: returns a task id; the VM shows
     ``deleting`` until it is gone. If the engine fails, the VM stays with its real status."""
     started = await vms.delete_vm(ctx.core, ctx.user, hs_name, vm_uuid)
-    await ctx.core.audit(ctx.user, "vm.delete", f"{hs_name}/{vm_uuid}", "started", source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 
@@ -160,8 +154,6 @@ async def password(ctx: Ctx, hs_name: str, vm_uuid: str, body: PasswordBody) -> 
 
 async def _reinstall(ctx: Ctx, hs_name: str, vm_uuid: str, os_name: str | None, os_pass: str | None) -> Any:
     started = await vm_actions.reinstall(ctx.core, ctx.user, hs_name, vm_uuid, os_name, os_pass)
-    await ctx.core.audit(ctx.user, "vm.reinstall", f"{hs_name}/{vm_uuid}", "started", os_name or "",
-                         source_ip=ctx.source_ip)
     return await finish(ctx, started)
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import func, select, update
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, BackupSchedule, Host, Task, utcnow
 from idcs_core.services import quotas
+from idcs_core.services.audit import recorded
 from idcs_core.services.backups import new_backup_name, settle_interrupted_backup
 from idcs_core.services.lookup import get_host, get_vm, vm_target
 from idcs_core.tasks import task_handler, task_recovery
@@ -83,20 +84,22 @@ async def list_schedules(core: CoreContext, principal: Principal, hs_name: str, 
 
 async def create_schedule(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, cron: str,
                           retention: int, enabled: bool) -> dict[str, Any]:
-    cron = check_cron(cron)
-    if not 1 <= retention <= MAX_RETENTION:
-        raise errors.BadRequest(f"retention: must lie in 1..{MAX_RETENTION}")
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        core.require(vm.host, "backup_create", "backups")
-        sch = BackupSchedule(vm_id=vm.id, cron=cron, retention=retention, enabled=enabled,
-                             next_run_at=next_run(cron, utcnow()), last_state="", last_error="")
-        s.add(sch)
-        await s.flush()
-        data = schedule_dict(sch, vm)
-    if core.ops is not None:
-        core.ops.scheduler.wake.set()
-    return data
+    async with recorded(core, principal, "backup.schedule.create", f"{hs_name}/{vm_uuid}",
+                        f"{cron} keep {retention}"):
+        cron = check_cron(cron)
+        if not 1 <= retention <= MAX_RETENTION:
+            raise errors.BadRequest(f"retention: must lie in 1..{MAX_RETENTION}")
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+            core.require(vm.host, "backup_create", "backups")
+            sch = BackupSchedule(vm_id=vm.id, cron=cron, retention=retention, enabled=enabled,
+                                 next_run_at=next_run(cron, utcnow()), last_state="", last_error="")
+            s.add(sch)
+            await s.flush()
+            data = schedule_dict(sch, vm)
+        if core.ops is not None:
+            core.ops.scheduler.wake.set()
+        return data
 
 
 async def list_host_schedules(core: CoreContext, hs_name: str) -> list[dict[str, Any]]:
@@ -107,43 +110,46 @@ async def list_host_schedules(core: CoreContext, hs_name: str) -> list[dict[str,
         return [schedule_dict(r, None, host) for r in rows]
 
 
-async def create_host_schedule(core: CoreContext, hs_name: str, cron: str, retention: int,
+async def create_host_schedule(core: CoreContext, principal: Principal, hs_name: str, cron: str, retention: int,
                                enabled: bool) -> dict[str, Any]:
     """A schedule that backs up every VM on the host at each slot (administrators)."""
-    cron = check_cron(cron)
-    if not 1 <= retention <= MAX_RETENTION:
-        raise errors.BadRequest(f"retention: must lie in 1..{MAX_RETENTION}")
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        core.require(host, "backup_create", "backups")
-        sch = BackupSchedule(host_id=host.id, cron=cron, retention=retention, enabled=enabled,
-                             next_run_at=next_run(cron, utcnow()), last_state="", last_error="")
-        s.add(sch)
-        await s.flush()
-        data = schedule_dict(sch, None, host)
-    if core.ops is not None:
-        core.ops.scheduler.wake.set()
-    return data
+    async with recorded(core, principal, "backup.schedule.create", hs_name, f"{cron} keep {retention}"):
+        cron = check_cron(cron)
+        if not 1 <= retention <= MAX_RETENTION:
+            raise errors.BadRequest(f"retention: must lie in 1..{MAX_RETENTION}")
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            core.require(host, "backup_create", "backups")
+            sch = BackupSchedule(host_id=host.id, cron=cron, retention=retention, enabled=enabled,
+                                 next_run_at=next_run(cron, utcnow()), last_state="", last_error="")
+            s.add(sch)
+            await s.flush()
+            data = schedule_dict(sch, None, host)
+        if core.ops is not None:
+            core.ops.scheduler.wake.set()
+        return data
 
 
-async def delete_host_schedule(core: CoreContext, hs_name: str, schedule_id: int) -> None:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        sch = await s.get(BackupSchedule, schedule_id)
-        if sch is None or sch.host_id != host.id:
-            raise errors.NotFound(f"backup schedule {schedule_id} does not exist for host {hs_name}")
-        await s.delete(sch)
+async def delete_host_schedule(core: CoreContext, principal: Principal, hs_name: str, schedule_id: int) -> None:
+    async with recorded(core, principal, "backup.schedule.delete", hs_name, str(schedule_id)):
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            sch = await s.get(BackupSchedule, schedule_id)
+            if sch is None or sch.host_id != host.id:
+                raise errors.NotFound(f"backup schedule {schedule_id} does not exist for host {hs_name}")
+            await s.delete(sch)
 
 
 async def delete_schedule(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                           schedule_id: int) -> None:
     """Stop the schedule; the backups it made stay (delete them one by one if wanted)."""
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        sch = await s.get(BackupSchedule, schedule_id)
-        if sch is None or sch.vm_id != vm.id:
-            raise errors.NotFound(f"backup schedule {schedule_id} does not exist for {vm_uuid}")
-        await s.delete(sch)
+    async with recorded(core, principal, "backup.schedule.delete", f"{hs_name}/{vm_uuid}", str(schedule_id)):
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+            sch = await s.get(BackupSchedule, schedule_id)
+            if sch is None or sch.vm_id != vm.id:
+                raise errors.NotFound(f"backup schedule {schedule_id} does not exist for {vm_uuid}")
+            await s.delete(sch)
 
 
 class BackupScheduler:

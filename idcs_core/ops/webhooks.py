@@ -25,9 +25,11 @@ from idcs_core import errors
 from idcs_core.db.models import Webhook, WebhookDelivery, utcnow
 from idcs_core.ops import signing
 from idcs_core.ops.listener import EVENT_NAMES, Event, EventListener
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 log = logging.getLogger("idcs.webhooks")
 
@@ -68,16 +70,19 @@ def check_events(events: list[str]) -> list[str]:
     return sorted(set(events))
 
 
-async def create_webhook(core: CoreContext, url: str, events: list[str], description: str) -> dict[str, Any]:
+async def create_webhook(core: CoreContext, principal: Principal, url: str, events: list[str],
+                         description: str) -> dict[str, Any]:
     """Subscribe ``url``; the answer holds the signing secret, shown this once only."""
-    url, events = check_url(url), check_events(events)
-    secret = "whsec_" + secrets.token_urlsafe(32)
-    async with core.db.session() as s:
-        hook = Webhook(url=url, events=events, description=description, secret_enc=core.keys.encrypt(secret))
-        s.add(hook)
-        await s.flush()
-        data = webhook_dict(hook)
-    return data | {"secret": secret}
+    async with recorded(core, principal, "webhook.create", "webhook") as done:
+        url, events = check_url(url), check_events(events)
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        async with core.db.session() as s:
+            hook = Webhook(url=url, events=events, description=description, secret_enc=core.keys.encrypt(secret))
+            s.add(hook)
+            await s.flush()
+            data = webhook_dict(hook)
+        done.target = f"webhook {hook.id}"
+        return data | {"secret": secret}
 
 
 async def list_webhooks(core: CoreContext) -> list[dict[str, Any]]:
@@ -85,13 +90,14 @@ async def list_webhooks(core: CoreContext) -> list[dict[str, Any]]:
         return [webhook_dict(h) for h in (await s.execute(select(Webhook).order_by(Webhook.id))).scalars()]
 
 
-async def delete_webhook(core: CoreContext, webhook_id: int) -> None:
-    async with core.db.session() as s:
-        hook = await s.get(Webhook, webhook_id)
-        if hook is None:
-            raise errors.NotFound(f"webhook {webhook_id} does not exist")
-        await s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id))
-        await s.delete(hook)
+async def delete_webhook(core: CoreContext, principal: Principal, webhook_id: int) -> None:
+    async with recorded(core, principal, "webhook.delete", f"webhook {webhook_id}"):
+        async with core.db.session() as s:
+            hook = await s.get(Webhook, webhook_id)
+            if hook is None:
+                raise errors.NotFound(f"webhook {webhook_id} does not exist")
+            await s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id))
+            await s.delete(hook)
 
 
 async def list_deliveries(core: CoreContext, webhook_id: int, limit: int) -> list[dict[str, Any]]:

@@ -13,9 +13,9 @@ import hashlib
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from idcs_core import errors
 from idcs_core.db.models import ApiToken, utcnow
 from idcs_core.profiles import PROFILES
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -48,12 +49,32 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def token_dict(row: ApiToken) -> dict[str, Any]:
-    """A token as listed: never its secret or hash."""
-    return {"id": row.id, "name": row.name, "profile": row.profile, "scopes": list(row.scopes or []),
-            "prefix": row.prefix, "created_at": row.created_at, "expires_at": row.expires_at,
-            "last_used_at": row.last_used_at, "revoked": row.revoked_at is not None,
-            "revoked_at": row.revoked_at}
+@dataclass(frozen=True)
+class TokenRecord:
+    """A named token as listed: never its secret or hash."""
+
+    id: int
+    name: str
+    profile: str
+    scopes: tuple[str, ...]
+    prefix: str  # the secret's first characters, to recognise it
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> TokenRecord:
+        return cls(row.id, row.name, row.profile, tuple(row.scopes or ()), row.prefix, row.created_at,
+                   row.expires_at, row.last_used_at, row.revoked_at)
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just created, with its secret (``idcst_...``), which is never available again."""
+
+    record: TokenRecord
+    secret: str
 
 
 def allowed(principal: Principal, method: str, path: str) -> bool:
@@ -73,8 +94,15 @@ class NamedTokens:
         self._known: dict[str, tuple[Principal, float, float]] = {}  # hash -> (who, expires, recheck at)
         self._last_use: dict[int, datetime] = {}
 
-    async def create(self, name: str, profile: str, scopes: Sequence[str],
-                     expires_in_days: int | None) -> dict[str, Any]:
+    async def create(self, name: str, profile: str, scopes: Sequence[str], expires_in_days: int | None, *,
+                     by: Principal | None = None) -> NewToken:
+        """A new token, with its secret (shown this once); ``by`` is the administrator asking
+        (audited), None for the CLI."""
+        async with recorded(self.core, by, "token.create", name, profile):
+            return await self._create(name, profile, scopes, expires_in_days)
+
+    async def _create(self, name: str, profile: str, scopes: Sequence[str],
+                      expires_in_days: int | None) -> NewToken:
         if profile not in PROFILES:
             raise errors.BadRequest(f"profile must be one of {', '.join(PROFILES)}")
         unknown = sorted(set(scopes) - set(SCOPES))
@@ -88,25 +116,28 @@ class NamedTokens:
             async with self.core.db.session() as s:
                 s.add(row)
                 await s.flush()
-                data = token_dict(row)
+                record = TokenRecord.of(row)
         except IntegrityError:
             raise errors.Conflict(f"an API token named {name} already exists") from None
-        return data | {"token": secret}
+        return NewToken(record, secret)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> list[TokenRecord]:
         async with self.core.db.session() as s:
-            return [token_dict(r) for r in (await s.execute(select(ApiToken).order_by(ApiToken.id))).scalars()]
+            return [TokenRecord.of(r) for r in (await s.execute(select(ApiToken).order_by(ApiToken.id))).scalars()]
 
-    async def revoke(self, token_id: int) -> dict[str, Any]:
-        async with self.core.db.session() as s:
+    async def revoke(self, token_id: int, *, by: Principal | None = None) -> TokenRecord:
+        """Revoke a token at once; ``by`` is the administrator asking (audited), None for the CLI."""
+        async with recorded(self.core, by, "token.revoke", f"token {token_id}") as done, \
+                self.core.db.session() as s:
             row = await s.get(ApiToken, token_id)
             if row is None:
                 raise errors.NotFound(f"API token {token_id} does not exist")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-            data = token_dict(row)
+            record = TokenRecord.of(row)
+            done.target = row.name
         self._known = {h: v for h, v in self._known.items() if v[0].token_id != token_id}
-        return data
+        return record
 
     async def authenticate(self, secret: str) -> Principal:
         digest = secret_hash(secret)

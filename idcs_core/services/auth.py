@@ -27,10 +27,11 @@ from sqlalchemy import CursorResult, func, select, update
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Session, Setting, User, utcnow
 from idcs_core.security import constant_time_equal
-from idcs_core.services import throttle
+from idcs_core.services import audit, throttle
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.users import UserRecord
 
 API_TOKEN_KEY = "api_token"
 MAX_REMEMBERED = 100_000  # verified tokens kept in memory (cleared when full)
@@ -53,6 +54,19 @@ class Principal:
     profile: str | None = None
     scopes: tuple[str, ...] = ()  # a named API token's scopes (services.api_tokens.SCOPES)
     token_id: int | None = None  # the named API token's id
+    source_ip: str = ""  # where the request came from (set per request, for the audit log)
+
+    def from_address(self, source_ip: str) -> Principal:
+        """This caller, making a request from ``source_ip``.
+
+        Every field copied as it is (a field added later comes along), without
+        ``dataclasses.replace``, whose re-validation costs more than the rest of a cheap read's auth.
+        """
+        if source_ip == self.source_ip:
+            return self
+        caller = object.__new__(Principal)
+        caller.__dict__.update(self.__dict__, source_ip=source_ip)
+        return caller
 
 
 API_TOKEN_PRINCIPAL = Principal(None, "api-token", True, via="api_token", dialect="billing", profile="openidcs")
@@ -64,7 +78,7 @@ class AuthService:
         self._tokens: dict[str, tuple[Principal, float]] = {}  # verified token -> (who, recheck at)
         self._checking: dict[str, asyncio.Future[Principal]] = {}  # token -> its check under way
         self._api_token: str | None = None
-        self._users: dict[int, dict[str, Any]] = {}  # user id -> what /api/users/current shows
+        self._users: dict[int, UserRecord] = {}  # user id -> what /api/users/current shows
         self.throttle = throttle.Throttle(core)
         core.db.user_listeners.append(self.forget_users)
         core.db.vm_listeners.append(self.forget_vms)
@@ -176,14 +190,14 @@ class AuthService:
         for user_id in user_ids:
             self._users.pop(user_id, None)
 
-    async def user_data(self, user_id: int) -> dict[str, Any]:
+    async def user_data(self, user_id: int) -> UserRecord:
         """The user as ``/api/users/current`` shows it, remembered until the user changes."""
         data = self._users.get(user_id)
         if data is None:
-            from idcs_core.services.users import get_user, user_dict
+            from idcs_core.services.users import UserRecord, get_user
 
             async with self.core.db.session() as s:
-                data = user_dict(await get_user(s, user_id))
+                data = UserRecord.of(await get_user(s, user_id))
             self._users[user_id] = data
         return data
 
@@ -272,14 +286,17 @@ class AuthService:
         return token, expire, vm_id
 
     async def logout(self, principal: Principal) -> bool:
-        """End the session; False for the global API token, which has none (reset it to end it)."""
-        if principal.jti is None:
-            return False
-        async with self.core.db.session() as s:
-            sess = await s.get(Session, principal.jti)
-            if sess is not None:
-                sess.revoked = True
-        self._forget(lambda p: p.jti == principal.jti)
+        """End the session (audited); False for the global API token, which has none (reset it to
+        end it)."""
+        async with audit.recorded(self.core, principal, "logout", principal.username) as done:
+            if principal.jti is None:
+                done.detail = "API token: nothing to end"
+                return False
+            async with self.core.db.session() as s:
+                sess = await s.get(Session, principal.jti)
+                if sess is not None:
+                    sess.revoked = True
+            self._forget(lambda p: p.jti == principal.jti)
         return True
 
     async def revoke_user_sessions(self, user_id: int) -> None:
@@ -295,8 +312,10 @@ class AuthService:
         assert self._api_token is not None
         return self._api_token
 
-    async def set_api_token(self, token: str) -> str:
-        async with self.core.db.session() as s:
+    async def set_api_token(self, token: str, *, by: Principal | None = None, action: str = "token.set") -> str:
+        """Replace the global API token; ``by`` is the administrator asking (audited as ``action``:
+        ``token.set``, or ``token.reset`` for a generated one), None for the CLI."""
+        async with audit.recorded(self.core, by, action, "api-token"), self.core.db.session() as s:
             row = await s.get(Setting, API_TOKEN_KEY)
             if row is None:
                 s.add(Setting(key=API_TOKEN_KEY, value=self.core.keys.encrypt(token)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task
 from idcs_core.services import quotas
+from idcs_core.services.audit import recorded
 from idcs_core.services.lookup import get_host, get_vm, task_vm, vm_target
 from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle, scan_vms
 from idcs_core.tasks import task_handler, task_recovery
@@ -22,38 +24,59 @@ if TYPE_CHECKING:
     from idcs_core.tasks import TaskProgress
 
 
-def backup_dict(b: Backup) -> dict[str, Any]:
-    return {"backup_name": b.backup_name, "vm_back": b.backup_name, "vm_uuid": b.vm_uuid,
-            "description": b.description, "vm_tips": b.description, "size_bytes": b.size_bytes,
-            "status": b.status, "created_at": b.created_at}
+@dataclass(frozen=True)
+class BackupRecord:
+    """A VM's backup as recorded here."""
+
+    backup_name: str
+    vm_uuid: str
+    description: str
+    size_bytes: int | None
+    status: str  # creating / ready / failed
+    created_at: datetime
+
+    @classmethod
+    def of(cls, b: Backup) -> BackupRecord:
+        return cls(b.backup_name, b.vm_uuid, b.description, b.size_bytes, b.status, b.created_at)
+
+
+@dataclass(frozen=True)
+class BackupStarted:
+    """A backup or restore under way: its task, and the backup it makes or brings back."""
+
+    task_id: str
+    backup_name: str
 
 
 def new_backup_name() -> str:
     return f"bk-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-async def list_backups(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:
+async def list_backups(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[BackupRecord]:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         rows = (await s.execute(select(Backup).where(Backup.host_id == vm.host_id, Backup.vm_uuid == vm_uuid)
                                 .order_by(Backup.created_at))).scalars()
-        return [backup_dict(b) for b in rows]
+        return [BackupRecord.of(b) for b in rows]
 
 
 async def create_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
-                        description: str) -> dict[str, Any]:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        ensure_idle(core, vm)
-        core.require(vm.host, "backup_create", "backups")
-        await quotas.charge(s, vm.owner_id, backups=1)
-        backup = Backup(host_id=vm.host_id, vm_uuid=vm_uuid, backup_name=new_backup_name(),
-                        description=description, status="creating")
-        s.add(backup)
-        await s.flush()
-        task = core.tasks.submit(s, "backup_create", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                 params={"backup_id": backup.id, "owner_id": vm.owner_id})
-    return {"task_id": task.id, "backup_name": backup.backup_name, "vm_back": backup.backup_name}
+                        description: str) -> BackupStarted:
+    async with recorded(core, principal, "backup.create", f"{hs_name}/{vm_uuid}", result="started") as done:
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+            ensure_idle(core, vm)
+            core.require(vm.host, "backup_create", "backups")
+            await quotas.charge(s, vm.owner_id, backups=1)
+            backup = Backup(host_id=vm.host_id, vm_uuid=vm_uuid, backup_name=new_backup_name(),
+                            description=description, status="creating")
+            s.add(backup)
+            await s.flush()
+            task = core.tasks.submit(s, "backup_create", host_name=hs_name, vm_uuid=vm_uuid,
+                                     user_id=principal.user_id,
+                                     params={"backup_id": backup.id, "owner_id": vm.owner_id})
+        done.detail = backup.backup_name
+        return BackupStarted(task.id, backup.backup_name)
 
 
 @task_handler("backup_create")
@@ -134,16 +157,18 @@ async def settle_interrupted_backup(core: CoreContext, backup_id: int, host_name
 
 
 async def restore_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str,
-                         power_on: bool | None) -> dict[str, Any]:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        ensure_idle(core, vm)
-        backup = await _get_backup(s, vm, backup_name)
-        if backup.status != "ready":
-            raise errors.Conflict(f"backup {backup_name} is not ready ({backup.status})")
-        task = core.tasks.submit(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                 params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
-    return {"task_id": task.id, "backup_name": backup_name}
+                         power_on: bool | None) -> BackupStarted:
+    async with recorded(core, principal, "backup.restore", f"{hs_name}/{vm_uuid}", backup_name, result="started"):
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+            ensure_idle(core, vm)
+            backup = await _get_backup(s, vm, backup_name)
+            if backup.status != "ready":
+                raise errors.Conflict(f"backup {backup_name} is not ready ({backup.status})")
+            task = core.tasks.submit(s, "backup_restore", host_name=hs_name, vm_uuid=vm_uuid,
+                                     user_id=principal.user_id,
+                                     params={"vm_id": vm.id, "backup_name": backup_name, "power_on": power_on})
+        return BackupStarted(task.id, backup_name)
 
 
 @task_handler("backup_restore")
@@ -166,6 +191,11 @@ async def _recover_restore(core: CoreContext, task: Task, progress: TaskProgress
 
 
 async def delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:
+    async with recorded(core, principal, "backup.delete", f"{hs_name}/{vm_uuid}", backup_name):
+        await _delete_backup(core, principal, hs_name, vm_uuid, backup_name)
+
+
+async def _delete_backup(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, backup_name: str) -> None:
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
         backup = await _get_backup(s, vm, backup_name)
@@ -187,24 +217,25 @@ async def _get_backup(s: Any, vm: VM, backup_name: str) -> Backup:
     return backup
 
 
-async def scan_host(core: CoreContext, hs_name: str) -> dict[str, Any]:
+async def scan_host(core: CoreContext, principal: Principal, hs_name: str) -> dict[str, Any]:
     """Find the host's VMs and its backups and record those not yet known."""
-    result = await scan_vms(core, hs_name)
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-    added: list[str] = []
-    total = 0
-    if core.supports(host, "backup_list"):
-        found: list[BackupInfo] = await core.engines.backup_list(host)
-        total = len(found)
+    async with recorded(core, principal, "host.scan", hs_name):
+        result = await scan_vms(core, hs_name)
         async with core.db.session() as s:
-            known = {(b.vm_uuid, b.backup_name) for b in (await s.execute(
-                select(Backup).where(Backup.host_id == host.id))).scalars()}
-            for info in found:
-                if (info.vm_uuid, info.backup_name) in known:
-                    continue
-                s.add(Backup(host_id=host.id, vm_uuid=info.vm_uuid, backup_name=info.backup_name,
-                             description=info.description, size_bytes=info.size_bytes, status="ready"))
-                known.add((info.vm_uuid, info.backup_name))
-                added.append(f"{info.vm_uuid}/{info.backup_name}")
-    return {"vms": result, "backups": {"added": added, "added_count": len(added), "total": total}}
+            host = await get_host(s, hs_name)
+        added: list[str] = []
+        total = 0
+        if core.supports(host, "backup_list"):
+            found: list[BackupInfo] = await core.engines.backup_list(host)
+            total = len(found)
+            async with core.db.session() as s:
+                known = {(b.vm_uuid, b.backup_name) for b in (await s.execute(
+                    select(Backup).where(Backup.host_id == host.id))).scalars()}
+                for info in found:
+                    if (info.vm_uuid, info.backup_name) in known:
+                        continue
+                    s.add(Backup(host_id=host.id, vm_uuid=info.vm_uuid, backup_name=info.backup_name,
+                                 description=info.description, size_bytes=info.size_bytes, status="ready"))
+                    known.add((info.vm_uuid, info.backup_name))
+                    added.append(f"{info.vm_uuid}/{info.backup_name}")
+        return {"vms": result, "backups": {"added": added, "added_count": len(added), "total": total}}

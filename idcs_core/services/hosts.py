@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from idcs_core import errors
 from idcs_core.db.models import VM, Host
 from idcs_core.services import host_options
+from idcs_core.services.audit import recorded
 from idcs_core.services.host_history import HostHistory
 from idcs_core.services.host_options import EngineOptions
 from idcs_core.services.images import kind_of
@@ -84,33 +87,38 @@ class HostMonitor:
         return list(await asyncio.gather(*(self.status(h) for h in hosts)))
 
 
-def host_dict(host: Host, status: HostStatus | None, error: str, vms_count: int,
-              declared: EngineOptions | None = None) -> dict[str, Any]:
-    """A host as answers show it: the core's settings in ``config``, the engine's in ``options``
-    (with their defaults when ``declared`` is given; secret ones only as "set" or "")."""
-    online = status is not None and status.online
+@dataclass(frozen=True)
+class HostView:
+    """A host with its live status (never its password)."""
+
+    server_name: str
+    server_type: str
+    server_addr: str
+    server_user: str
+    server_area: str
+    enabled: bool
+    status: HostStatus | None  # None: the host did not answer (``error`` says why, when known)
+    error: str
+    vms_count: int  # the VMs recorded here
+    config: dict[str, Any]  # the core's settings of the host (HOST_CONFIG_KEYS, enabled, token_any_port)
+    options: dict[str, Any]  # the engine's options, with their defaults; secret ones only as "set" or ""
+    created_at: datetime
+
+    @property
+    def online(self) -> bool:
+        return self.status is not None and self.status.online
+
+
+def host_view(host: Host, status: HostStatus | None, error: str, vms_count: int,
+              declared: EngineOptions | None = None) -> HostView:
+    """``host`` with its status; the engine's options with their defaults when ``declared`` is given."""
     opts = dict(host.options or {})
-    return {
-        "server_name": host.server_name,
-        "server_type": host.server_type,
-        "server_addr": host.server_addr,
-        "server_user": host.server_user,
-        "server_area": host.server_area,
-        "enabled": host.enabled,
-        "status": "online" if online else "offline",
-        "error": error or None,
-        "vms_count": vms_count,
-        "engine_vms_count": status.vms_count if status else None,
-        "cpu_usage": status.cpu_usage if status else None,
-        "memory_usage": status.memory_usage if status else None,
-        "disk_usage": status.disk_usage if status else None,
-        "version": status.version if status else None,
-        "config": {k: opts.get(k) for k in HOST_CONFIG_KEYS} | {"enabled": host.enabled}
-        | ({"token_any_port": opts["token_any_port"]} if "token_any_port" in opts else {}),
-        "options": host_options.for_answer(declared or EngineOptions(host.server_type, {}, typed=False),
-                                           host.engine_options or {}),
-        "created_at": host.created_at,
-    }
+    config = {k: opts.get(k) for k in HOST_CONFIG_KEYS} | {"enabled": host.enabled} | (
+        {"token_any_port": opts["token_any_port"]} if "token_any_port" in opts else {})
+    options = host_options.for_answer(declared or EngineOptions(host.server_type, {}, typed=False),
+                                      host.engine_options or {})
+    return HostView(host.server_name, host.server_type, host.server_addr, host.server_user, host.server_area,
+                    host.enabled, status, error, vms_count, config, options, host.created_at)
 
 
 async def _hosts_and_counts(core: CoreContext) -> tuple[list[Host], dict[int, int]]:
@@ -125,19 +133,19 @@ async def host_rows(core: CoreContext) -> tuple[list[Host], dict[int, int]]:
     return await core.reads.get("hosts", lambda: _hosts_and_counts(core))
 
 
-async def list_hosts(core: CoreContext) -> list[dict[str, Any]]:
+async def list_hosts(core: CoreContext) -> list[HostView]:
     hosts, counts = await host_rows(core)  # the live status is asked anew
     statuses = await core.hosts.status_many(hosts)
-    return [host_dict(h, st, err, counts.get(h.id, 0), core.engine_options(h.server_type))
+    return [host_view(h, st, err, counts.get(h.id, 0), core.engine_options(h.server_type))
             for h, (st, err) in zip(hosts, statuses, strict=True)]
 
 
-async def host_detail(core: CoreContext, hs_name: str, fresh: bool = False) -> dict[str, Any]:
+async def host_detail(core: CoreContext, hs_name: str, fresh: bool = False) -> HostView:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
         count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
     status, error = await core.hosts.status(host, fresh=fresh)
-    return host_dict(host, status, error, count, core.engine_options(host.server_type))
+    return host_view(host, status, error, count, core.engine_options(host.server_type))
 
 
 def _check_engine(core: CoreContext, server_type: str) -> None:
@@ -170,81 +178,84 @@ def _engine_options(core: CoreContext, server_type: str, stored: dict[str, Any],
     return host_options.validate(declared, stored, given, core.keys)
 
 
-async def create_host(core: CoreContext, principal: Principal, fields: dict[str, Any]) -> dict[str, Any]:
-    _check_engine(core, fields["server_type"])
-    host = Host(server_name=fields["server_name"], server_type=fields["server_type"],
-                server_addr=fields["server_addr"], server_user=fields["server_user"],
-                server_pass_enc=core.keys.encrypt(fields["server_pass"]),
-                server_area=fields.get("server_area") or "", options=_merge_options(None, fields),
-                engine_options=_engine_options(core, fields["server_type"], {}, fields),
-                enabled=fields.get("enabled", True))
-    async with core.db.session() as s:
-        if (await s.execute(select(Host.id).where(Host.server_name == host.server_name))).first():
-            raise errors.Conflict(f"a host named {host.server_name} already exists")
-    # prove the address and credentials before anything is saved
-    status = await core.engines.host_connect(host)
-    try:
+async def create_host(core: CoreContext, principal: Principal, fields: dict[str, Any]) -> HostView:
+    async with recorded(core, principal, "host.create", fields["server_name"]):
+        _check_engine(core, fields["server_type"])
+        host = Host(server_name=fields["server_name"], server_type=fields["server_type"],
+                    server_addr=fields["server_addr"], server_user=fields["server_user"],
+                    server_pass_enc=core.keys.encrypt(fields["server_pass"]),
+                    server_area=fields.get("server_area") or "", options=_merge_options(None, fields),
+                    engine_options=_engine_options(core, fields["server_type"], {}, fields),
+                    enabled=fields.get("enabled", True))
         async with core.db.session() as s:
-            s.add(host)
-    except IntegrityError as exc:
-        raise errors.Conflict(f"a host named {host.server_name} already exists") from exc
-    core.hosts.forget(host.server_name)
-    await core.hosts.history.observe(host, status)  # its status history starts now
-    await core.plugins.emit("host_changed", host=_event(host), change="created")
-    return host_dict(host, status, "", 0, core.engine_options(host.server_type))
+            if (await s.execute(select(Host.id).where(Host.server_name == host.server_name))).first():
+                raise errors.Conflict(f"a host named {host.server_name} already exists")
+        # prove the address and credentials before anything is saved
+        status = await core.engines.host_connect(host)
+        try:
+            async with core.db.session() as s:
+                s.add(host)
+        except IntegrityError as exc:
+            raise errors.Conflict(f"a host named {host.server_name} already exists") from exc
+        core.hosts.forget(host.server_name)
+        await core.hosts.history.observe(host, status)  # its status history starts now
+        await core.plugins.emit("host_changed", host=_event(host), change="created")
+        return host_view(host, status, "", 0, core.engine_options(host.server_type))
 
 
-async def update_host(core: CoreContext, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        if fields.get("server_addr") not in (None, host.server_addr) and fields.get("server_pass") is None:
-            # the stored password must never be sent to an address it was not given for
-            raise errors.BadRequest("server_pass is required when server_addr changes")
-        old_spec = core.host_spec(host)
-        if "server_type" in fields:
-            _check_engine(core, fields["server_type"])
-        if fields.get("server_name") and fields["server_name"] != host.server_name:
-            if (await s.execute(select(Host.id).where(Host.server_name == fields["server_name"]))).first():
-                raise errors.Conflict(f"a host named {fields['server_name']} already exists")
-            host.server_name = fields["server_name"]
-        for key in ("server_type", "server_addr", "server_user", "server_area", "enabled"):
-            if fields.get(key) is not None:
-                setattr(host, key, fields[key])
-        if fields.get("server_pass") is not None:
-            host.server_pass_enc = core.keys.encrypt(fields["server_pass"])
-        host.options = _merge_options(host, fields)
-        host.engine_options = _engine_options(core, host.server_type, dict(host.engine_options or {}), fields)
-        reconnect = any(fields.get(k) is not None for k in CONNECT_FIELDS)
-        if reconnect:  # prove the new settings work before they are committed
-            await core.engines.host_connect(host)
-    if reconnect:
-        await _close(core, old_spec)
-    core.hosts.forget(hs_name)
-    core.hosts.forget(host.server_name)
-    core.images.forget(host.id)
-    await core.plugins.emit("host_changed", host=_event(host), change="updated")
-    return await host_detail(core, host.server_name, fresh=True)
+async def update_host(core: CoreContext, principal: Principal, hs_name: str, fields: dict[str, Any]) -> HostView:
+    async with recorded(core, principal, "host.update", hs_name, ", ".join(sorted(fields))):
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            if fields.get("server_addr") not in (None, host.server_addr) and fields.get("server_pass") is None:
+                # the stored password must never be sent to an address it was not given for
+                raise errors.BadRequest("server_pass is required when server_addr changes")
+            old_spec = core.host_spec(host)
+            if "server_type" in fields:
+                _check_engine(core, fields["server_type"])
+            if fields.get("server_name") and fields["server_name"] != host.server_name:
+                if (await s.execute(select(Host.id).where(Host.server_name == fields["server_name"]))).first():
+                    raise errors.Conflict(f"a host named {fields['server_name']} already exists")
+                host.server_name = fields["server_name"]
+            for key in ("server_type", "server_addr", "server_user", "server_area", "enabled"):
+                if fields.get(key) is not None:
+                    setattr(host, key, fields[key])
+            if fields.get("server_pass") is not None:
+                host.server_pass_enc = core.keys.encrypt(fields["server_pass"])
+            host.options = _merge_options(host, fields)
+            host.engine_options = _engine_options(core, host.server_type, dict(host.engine_options or {}), fields)
+            reconnect = any(fields.get(k) is not None for k in CONNECT_FIELDS)
+            if reconnect:  # prove the new settings work before they are committed
+                await core.engines.host_connect(host)
+        if reconnect:
+            await _close(core, old_spec)
+        core.hosts.forget(hs_name)
+        core.hosts.forget(host.server_name)
+        core.images.forget(host.id)
+        await core.plugins.emit("host_changed", host=_event(host), change="updated")
+        return await host_detail(core, host.server_name, fresh=True)
 
 
-async def delete_host(core: CoreContext, hs_name: str, force: bool) -> None:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
-        if count and not force:
-            raise errors.BadRequest(
-                f"host {hs_name} still has {count} managed VM(s): delete them first, or pass force=true "
-                "to forget the host and its VM records (the VMs on the host are left untouched)")
-        spec = core.host_spec(host)
-        event = _event(host)
-        await s.delete(host)
-    await _close(core, spec)
-    core.hosts.forget(hs_name)
-    core.images.forget(host.id)
-    if count:
-        from idcs_core.services.users import recalculate_quotas
+async def delete_host(core: CoreContext, principal: Principal, hs_name: str, force: bool) -> None:
+    async with recorded(core, principal, "host.delete", hs_name):
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            count = (await s.execute(select(func.count(VM.id)).where(VM.host_id == host.id))).scalar_one()
+            if count and not force:
+                raise errors.BadRequest(
+                    f"host {hs_name} still has {count} managed VM(s): delete them first, or pass force=true "
+                    "to forget the host and its VM records (the VMs on the host are left untouched)")
+            spec = core.host_spec(host)
+            event = _event(host)
+            await s.delete(host)
+        await _close(core, spec)
+        core.hosts.forget(hs_name)
+        core.images.forget(host.id)
+        if count:
+            from idcs_core.services.users import recalculate_quotas
 
-        await recalculate_quotas(core)
-    await core.plugins.emit("host_changed", host=event, change="deleted")
+            await recalculate_quotas(core)
+        await core.plugins.emit("host_changed", host=event, change="deleted")
 
 
 async def _close(core: CoreContext, spec: Any) -> None:
@@ -258,18 +269,20 @@ def _event(host: Host) -> dict[str, Any]:
     return {"server_name": host.server_name, "server_type": host.server_type, "server_addr": host.server_addr}
 
 
-async def power_host(core: CoreContext, hs_name: str, action: str) -> None:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-    await core.engines.host_power(host, action)
-    core.hosts.forget(hs_name)
+async def power_host(core: CoreContext, principal: Principal, hs_name: str, action: str) -> None:
+    async with recorded(core, principal, "host.power", hs_name, action):
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+        await core.engines.host_power(host, action)
+        core.hosts.forget(hs_name)
 
 
-async def set_enabled(core: CoreContext, hs_name: str, enabled: bool) -> dict[str, Any]:
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        host.enabled = enabled
-    return await host_detail(core, hs_name)
+async def set_enabled(core: CoreContext, principal: Principal, hs_name: str, enabled: bool) -> HostView:
+    async with recorded(core, principal, "host.enable" if enabled else "host.disable", hs_name):
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            host.enabled = enabled
+        return await host_detail(core, hs_name)
 
 
 async def os_images(core: CoreContext, hs_name: str) -> dict[str, list[dict[str, str]]]:

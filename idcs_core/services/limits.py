@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Host, HostGrant, IPAddr, ProxyRow
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -104,11 +105,12 @@ async def check_lan_addr(core: CoreContext, s: AsyncSession, principal: Principa
                                f"(its addresses: {', '.join(sorted(own)) or 'none known'})")
 
 
-async def grant_host(core: CoreContext, user_id: int, hs_name: str) -> None:
+async def grant_host(core: CoreContext, principal: Principal, user_id: int, hs_name: str) -> None:
+    """Let the user create VMs on the host (granting twice is harmless)."""
     from idcs_core.services.lookup import get_host
     from idcs_core.services.users import get_user
 
-    async with core.db.session() as s:
+    async with recorded(core, principal, "user.grant-host", f"{user_id}/{hs_name}"), core.db.session() as s:
         await get_user(s, user_id)
         host = await get_host(s, hs_name)
         exists = await s.get(HostGrant, (user_id, host.id))
@@ -116,12 +118,12 @@ async def grant_host(core: CoreContext, user_id: int, hs_name: str) -> None:
             s.add(HostGrant(user_id=user_id, host_id=host.id))
 
 
-async def revoke_host(core: CoreContext, user_id: int, hs_name: str) -> None:
+async def revoke_host(core: CoreContext, principal: Principal, user_id: int, hs_name: str) -> None:
     """Take a grant back: the user's existing VMs there stay; new ones are refused."""
     from idcs_core.services.lookup import get_host
     from idcs_core.services.users import get_user
 
-    async with core.db.session() as s:
+    async with recorded(core, principal, "user.revoke-host", f"{user_id}/{hs_name}"), core.db.session() as s:
         await get_user(s, user_id)
         host = await get_host(s, hs_name)
         grant = await s.get(HostGrant, (user_id, host.id))

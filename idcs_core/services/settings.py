@@ -17,9 +17,11 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import Setting
 from idcs_core.profiles import PROFILES
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 # what a new user may use until an administrator says otherwise (small: a customer is one VM plan)
 DEFAULT_QUOTA = {"max_vms": 3, "max_cpu": 8, "max_ram": 16384, "max_hdd": 200, "max_nat": 20, "max_ips": 2,
@@ -164,11 +166,16 @@ class SettingsService:
             coerced = _cidrs(coerced)
         return coerced
 
-    async def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, changes: dict[str, Any], *, by: Principal | None = None) -> dict[str, Any]:
         """Validate every change first, then store them all (nothing changes on bad input).
 
         A write-only key sent back as shown (``***``) keeps its value (a settings form posted whole).
+        ``by`` is the administrator asking (audited with the settings' names), None for the core.
         """
+        async with recorded(self.core, by, "settings.update", ", ".join(sorted(changes))):
+            return await self._update(changes)
+
+    async def _update(self, changes: dict[str, Any]) -> dict[str, Any]:
         changes = {k: v for k, v in changes.items() if not (k in WRITE_ONLY_KEYS and v == "***")}
         coerced = {k: self.coerce(k, v) for k, v in changes.items()}
         merged = self._values | coerced

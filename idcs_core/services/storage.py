@@ -15,6 +15,7 @@ from sqlalchemy import select
 from idcs_core import errors
 from idcs_core.db.models import VM, Disk, Task
 from idcs_core.services import limits, quotas
+from idcs_core.services.audit import recorded
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
@@ -48,23 +49,24 @@ async def mount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_u
 
     The attach is a task of kind ``disk_add``, recorded with the disk's row and run at once
     (the call answers when it ends), so a crash half-way is settled at the next start."""
-    limits.check_disk_size(core, size_gb)
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        core.require(vm.host, "disk_attach", "extra disks")
-        _check_idle(vm)
-        disk = (await s.execute(select(Disk).where(Disk.vm_id == vm.id, Disk.name == name))).scalar_one_or_none()
-        created = disk is None
-        if disk is None:
-            await quotas.charge(s, vm.owner_id, hdd=size_gb)
-            disk = Disk(vm_id=vm.id, name=name, size_gb=size_gb, mounted=False)
-            s.add(disk)
-            await s.flush()
-        elif disk.mounted:
-            return disk_dict(disk)
-        task = core.tasks.add(s, "disk_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"disk_id": disk.id, "created": created})
-    return _answer(await core.tasks.run(task.id))
+    async with recorded(core, principal, "disk.mount", f"{hs_name}/{vm_uuid}", name):
+        limits.check_disk_size(core, size_gb)
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid)
+            core.require(vm.host, "disk_attach", "extra disks")
+            _check_idle(vm)
+            disk = (await s.execute(select(Disk).where(Disk.vm_id == vm.id, Disk.name == name))).scalar_one_or_none()
+            created = disk is None
+            if disk is None:
+                await quotas.charge(s, vm.owner_id, hdd=size_gb)
+                disk = Disk(vm_id=vm.id, name=name, size_gb=size_gb, mounted=False)
+                s.add(disk)
+                await s.flush()
+            elif disk.mounted:
+                return disk_dict(disk)
+            task = core.tasks.add(s, "disk_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                  params={"disk_id": disk.id, "created": created})
+        return _answer(await core.tasks.run(task.id))
 
 
 def _check_idle(vm: VM) -> None:
@@ -164,14 +166,24 @@ async def _recover_disk_add(core: CoreContext, task: Task, progress: TaskProgres
 async def unmount_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                        name: str | None) -> dict[str, Any]:
     """Detach the disk, keeping its data: a task of kind ``disk_remove``, run at once."""
+    async with recorded(core, principal, "disk.unmount", f"{hs_name}/{vm_uuid}", name or "") as done:
+        task_id, done.detail = await _add_disk_task(core, principal, hs_name, vm_uuid, name, "disk_remove",
+                                                    "disk_detach")
+        return _answer(await core.tasks.run(task_id))
+
+
+async def _add_disk_task(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, name: str | None,
+                         kind: str, hook: str) -> tuple[str, str]:
+    """Record a task of ``kind`` on the VM's disk ``name`` (the only one when None), whose engine
+    needs ``hook``; returns the task's id and the disk's name."""
     async with core.db.session() as s:
         vm = await get_vm(s, principal, hs_name, vm_uuid)
-        core.require(vm.host, "disk_detach", "extra disks")
+        core.require(vm.host, hook, "extra disks")
         _check_idle(vm)
         disk = await _pick_disk(s, vm.id, name)
-        task = core.tasks.add(s, "disk_remove", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+        task = core.tasks.add(s, kind, host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
                               params={"disk_id": disk.id})
-    return _answer(await core.tasks.run(task.id))
+    return task.id, disk.name
 
 
 @task_handler("disk_remove")
@@ -200,14 +212,9 @@ async def _recover_disk_remove(core: CoreContext, task: Task, progress: TaskProg
 async def delete_disk(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str,
                       name: str | None) -> None:
     """Destroy the disk and its data, then its record: a task of kind ``disk_delete``, run at once."""
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid)
-        core.require(vm.host, "disk_delete", "extra disks")
-        _check_idle(vm)
-        disk = await _pick_disk(s, vm.id, name)
-        task = core.tasks.add(s, "disk_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                              params={"disk_id": disk.id})
-    await core.tasks.run(task.id)
+    async with recorded(core, principal, "disk.delete", f"{hs_name}/{vm_uuid}", name or ""):
+        task_id, _name = await _add_disk_task(core, principal, hs_name, vm_uuid, name, "disk_delete", "disk_delete")
+        await core.tasks.run(task_id)
 
 
 @task_handler("disk_delete")

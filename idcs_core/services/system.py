@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 from sqlalchemy import func, select
@@ -67,21 +68,36 @@ async def _counts(core: CoreContext) -> dict[str, int]:
     return {"running_vm_count": running, "users_count": users_count}
 
 
-async def stats(core: CoreContext) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SystemStats:
+    """Counts, and usage in percent averaged over the online hosts (``usage_source`` ``hosts``) or,
+    with none reporting, this server's own (``server``)."""
+
+    hosts_count: int
+    hosts_online: int
+    vms_count: int
+    running_vm_count: int
+    users_count: int
+    cpu_usage: float
+    memory_usage: float
+    disk_usage: float
+    usage_source: str
+
+
+async def stats(core: CoreContext) -> SystemStats:
     """Counts from the database; usage averaged over online hosts, else this machine's."""
     # the rows and counts come from memory until something is written; host usage is asked anew
     hosts, per_host = await host_rows(core)
     counts = await core.reads.get("stats", lambda: _counts(core)) | {"vms_count": sum(per_host.values())}
     statuses = [st for st, _err in await core.hosts.status_many(hosts) if st is not None]
-    usage: dict[str, Any] = {
+    usage: dict[str, float | None] = {
         "cpu_usage": _mean([st.cpu_usage for st in statuses]),
         "memory_usage": _mean([st.memory_usage for st in statuses]),
         "disk_usage": _mean([st.disk_usage for st in statuses]),
-        "usage_source": "hosts",
     }
+    source = "hosts"
     if usage["cpu_usage"] is None and usage["memory_usage"] is None:
-        usage = await core.machine.get() | {"usage_source": "server"}
-    for key in ("cpu_usage", "memory_usage", "disk_usage"):
-        usage[key] = float(usage[key]) if usage.get(key) is not None else 0.0
-    return {"hosts_count": len(hosts), "hosts_online": len(statuses), "vms_count": counts["vms_count"],
-            "running_vm_count": counts["running_vm_count"], "users_count": counts["users_count"], **usage}
+        usage, source = dict(await core.machine.get()), "server"
+    cpu, memory, disk = (float(usage.get(k) or 0.0) for k in ("cpu_usage", "memory_usage", "disk_usage"))
+    return SystemStats(len(hosts), len(statuses), counts["vms_count"], counts["running_vm_count"],
+                       counts["users_count"], cpu, memory, disk, source)

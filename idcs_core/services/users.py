@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -12,25 +14,64 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Backup, Disk, IPAddr, NatRuleRow, Quota, User
 from idcs_core.db.session import touch_user
+from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
+    from idcs_core.services.auth import Principal
 
 log = logging.getLogger("idcs")
 
 QUOTA_FIELDS = ("vms", "cpu", "ram", "hdd", "nat", "ips", "backups")
 
 
-def quota_dict(q: Quota | None) -> dict[str, Any]:
-    if q is None:
-        return {}
-    return {f"max_{f}": getattr(q, f"max_{f}") for f in QUOTA_FIELDS} | {
-        f"used_{f}": getattr(q, f"used_{f}") for f in QUOTA_FIELDS}
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A user's limit (``max_*``, 0 = unlimited) and use (``used_*``) of each ``QUOTA_FIELDS``."""
+
+    max_vms: int
+    max_cpu: int
+    max_ram: int
+    max_hdd: int
+    max_nat: int
+    max_ips: int
+    max_backups: int
+    used_vms: int
+    used_cpu: int
+    used_ram: int
+    used_hdd: int
+    used_nat: int
+    used_ips: int
+    used_backups: int
+
+    @classmethod
+    def of(cls, q: Quota) -> QuotaUsage:
+        return cls(**{f"{kind}_{f}": getattr(q, f"{kind}_{f}") for kind in ("max", "used") for f in QUOTA_FIELDS})
 
 
-def user_dict(u: User) -> dict[str, Any]:
-    return {"id": u.id, "username": u.username, "email": u.email, "is_admin": u.is_admin,
-            "created_at": u.created_at, "quota": quota_dict(u.quota)}
+@dataclass(frozen=True)
+class UserRecord:
+    """A user account as the services hand it out (never its password hash)."""
+
+    id: int
+    username: str
+    email: str
+    is_admin: bool
+    created_at: datetime
+    quota: QuotaUsage | None
+
+    @classmethod
+    def of(cls, u: User) -> UserRecord:
+        return cls(u.id, u.username, u.email, u.is_admin, u.created_at, QuotaUsage.of(u.quota) if u.quota else None)
+
+
+@dataclass(frozen=True)
+class RecountedQuota:
+    """One user's quota after ``recalculate_quotas``."""
+
+    user_id: int
+    username: str
+    quota: QuotaUsage
 
 
 async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -> User:
@@ -43,7 +84,15 @@ async def get_user(s: AsyncSession, user_id: int, *, for_update: bool = False) -
 
 
 async def create_user(core: CoreContext, username: str, password: str, email: str = "",
-                      is_admin: bool = False, quota: dict[str, int] | None = None) -> User:
+                      is_admin: bool = False, quota: dict[str, int] | None = None, *,
+                      by: Principal | None = None) -> User:
+    """Create a user; ``by`` is the administrator asking (audited), None for the CLI and start-up."""
+    async with recorded(core, by, "user.create", username):
+        return await _create_user(core, username, password, email, is_admin, quota)
+
+
+async def _create_user(core: CoreContext, username: str, password: str, email: str,
+                       is_admin: bool, quota: dict[str, int] | None) -> User:
     password_hash = await core.run_sync(security.hash_password, password)
     # default_quota is the customers' starting point; administrators start unlimited (their own quota
     # still applies when one is given)
@@ -61,7 +110,15 @@ async def create_user(core: CoreContext, username: str, password: str, email: st
     return user
 
 
-async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
+async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any], *,
+                      by: Principal | None = None) -> User:
+    """Apply ``changes`` (username, email, is_admin, password, quota); ``by`` is the administrator
+    asking (audited with the changed fields' names), None for the CLI and the user's own changes."""
+    async with recorded(core, by, "user.update", str(user_id), ", ".join(sorted(changes))):
+        return await _update_user(core, user_id, changes)
+
+
+async def _update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) -> User:
     async with core.db.session() as s:
         user = await get_user(s, user_id, for_update=True)
         if "username" in changes and changes["username"] != user.username:
@@ -84,36 +141,45 @@ async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) 
     return user
 
 
-async def show_user(core: CoreContext, user_id: int) -> dict[str, Any]:
+async def show_user(core: CoreContext, user_id: int) -> UserRecord:
     """One user with their quota; 404 for an unknown id."""
     async with core.db.session() as s:
-        return user_dict(await get_user(s, user_id))
+        return UserRecord.of(await get_user(s, user_id))
 
 
-async def change_own_password(core: CoreContext, user_id: int, old_password: str, new_password: str) -> str:
-    """Change a user's password after checking the old one (``WrongPassword``); their other
-    sessions end. Returns the user name."""
-    async with core.db.session() as s:
-        user = await get_user(s, user_id)
-    if not await core.run_sync(security.verify_password, user.password_hash, old_password):
-        raise errors.WrongPassword("the old password is wrong")
-    await update_user(core, user.id, {"password": new_password})
+async def change_own_password(core: CoreContext, principal: Principal, old_password: str,
+                              new_password: str) -> str:
+    """Change the principal's own password after checking the old one (``WrongPassword``); their
+    other sessions end. Returns the user name."""
+    if principal.user_id is None:
+        raise errors.BadRequest("the global API token has no password")
+    async with recorded(core, principal, "user.change-password", principal.username) as done:
+        async with core.db.session() as s:
+            user = await get_user(s, principal.user_id)
+        done.target = user.username
+        if not await core.run_sync(security.verify_password, user.password_hash, old_password):
+            raise errors.WrongPassword("the old password is wrong")
+        await _update_user(core, user.id, {"password": new_password})
     return user.username
 
 
-async def delete_user(core: CoreContext, user_id: int) -> None:
-    async with core.db.session() as s:
-        user = await get_user(s, user_id, for_update=True)
-        admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
-        if user.is_admin and admins <= 1:
-            raise errors.BadRequest("the last administrator cannot be deleted")
-        await s.delete(user)
-    core.auth.forget_user(user_id)
+async def delete_user(core: CoreContext, principal: Principal, user_id: int) -> None:
+    """Delete a user (not oneself, not the last administrator); their VMs stay, with no owner."""
+    async with recorded(core, principal, "user.delete", str(user_id)):
+        if principal.user_id == user_id:
+            raise errors.BadRequest("you cannot delete your own account")
+        async with core.db.session() as s:
+            user = await get_user(s, user_id, for_update=True)
+            admins = (await s.execute(select(func.count()).select_from(User).where(User.is_admin))).scalar_one()
+            if user.is_admin and admins <= 1:
+                raise errors.BadRequest("the last administrator cannot be deleted")
+            await s.delete(user)
+        core.auth.forget_user(user_id)
 
 
-async def list_users(core: CoreContext) -> list[dict[str, Any]]:
+async def list_users(core: CoreContext) -> list[UserRecord]:
     async with core.db.session() as s:
-        return [user_dict(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
+        return [UserRecord.of(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
 
 
 async def ensure_first_admin(core: CoreContext) -> str | None:
@@ -134,8 +200,16 @@ async def ensure_first_admin(core: CoreContext) -> str | None:
     return password
 
 
-async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
-    """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that exist."""
+async def recalculate_quotas(core: CoreContext, *, by: Principal | None = None) -> list[RecountedQuota]:
+    """Recount every user's ``used_*`` from the VMs, extra disks, rules, addresses and backups that
+    exist; ``by`` is the administrator asking (audited), None when the core recounts by itself."""
+    async with recorded(core, by, "quotas.recalculate", "all users") as done:
+        result = await _recount(core)
+        done.target = f"{len(result)} users"
+    return result
+
+
+async def _recount(core: CoreContext) -> list[RecountedQuota]:
     async with core.db.session() as s:
         users = list((await s.execute(select(User))).scalars())
         sums = {row.owner_id: row for row in (await s.execute(
@@ -166,5 +240,5 @@ async def recalculate_quotas(core: CoreContext) -> list[dict[str, Any]]:
             q.used_nat = int(nat.get(user.id, 0))
             q.used_ips = int(ips.get(user.id, 0))
             q.used_backups = int(backups.get(user.id, 0))
-            result.append({"user_id": user.id, "username": user.username} | quota_dict(q))
+            result.append(RecountedQuota(user.id, user.username, QuotaUsage.of(q)))
     return result

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Task, UsageSample, utcnow
 from idcs_core.services import quotas
+from idcs_core.services.audit import recorded
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import get_vm, task_vm
 from idcs_core.services.vms import (
@@ -97,24 +98,25 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
 
 async def reinstall(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str, os_name: str | None,
                     os_pass: str | None) -> dict[str, Any]:
-    if os_name:  # one of the host's images or templates, checked before anything is recorded
+    async with recorded(core, principal, "vm.reinstall", f"{hs_name}/{vm_uuid}", os_name or "", result="started"):
+        if os_name:  # one of the host's images or templates, checked before anything is recorded
+            async with core.db.session() as s:
+                vm = await get_vm(s, principal, hs_name, vm_uuid)
+            await core.images.require(vm.host, os_name, CREATE_KINDS, "os_name")
         async with core.db.session() as s:
-            vm = await get_vm(s, principal, hs_name, vm_uuid)
-        await core.images.require(vm.host, os_name, CREATE_KINDS, "os_name")
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
-        ensure_idle(core, vm)
-        engine = core.engine_for(vm.host)
-        if not (engine.supports("vm_reinstall") or (engine.supports("vm_delete") and engine.supports("vm_create"))):
-            raise errors.NotSupported(f"reinstalling is not supported by the {engine.name} engine")
-        previous = vm.os_name
-        if os_name:
-            vm.os_name = os_name
-        vm.status = VMStatus.CREATING
-        task = core.tasks.submit(s, "vm_reinstall", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                 params={"vm_id": vm.id, "previous_os": previous,
-                                         "os_pass": core.keys.encrypt(os_pass or "")})
-    return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.CREATING}
+            vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
+            ensure_idle(core, vm)
+            engine = core.engine_for(vm.host)
+            if not (engine.supports("vm_reinstall") or (engine.supports("vm_delete") and engine.supports("vm_create"))):
+                raise errors.NotSupported(f"reinstalling is not supported by the {engine.name} engine")
+            previous = vm.os_name
+            if os_name:
+                vm.os_name = os_name
+            vm.status = VMStatus.CREATING
+            task = core.tasks.submit(s, "vm_reinstall", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                     params={"vm_id": vm.id, "previous_os": previous,
+                                             "os_pass": core.keys.encrypt(os_pass or "")})
+        return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.CREATING}
 
 
 @task_handler("vm_reinstall")

@@ -21,6 +21,7 @@ from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task
 from idcs_core.engines import VMTarget
 from idcs_core.ops import traffic
 from idcs_core.services import limits, quotas
+from idcs_core.services.audit import record, recorded
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
 from idcs_core.services.network import nat_rule
@@ -95,43 +96,45 @@ async def apply_live(core: CoreContext, vm_id: int, info: VMInfo) -> None:
 
 async def create_vm(core: CoreContext, principal: Principal, hs_name: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Record the VM as ``creating``, charge the owner's quota, start the create task."""
-    require_limit_rights(principal, fields.get("config"))
-    limits.check_vm_size(core, fields)
-    async with core.db.session() as s:  # os_name: one of the host's images or templates, before anything is written
-        host = await get_host(s, hs_name)
-        if not host.enabled:
-            raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
-        await limits.require_host_grant(s, principal, host)
-    core.require(host, "vm_create", "creating virtual machines")
-    await core.images.require(host, fields["os_name"], CREATE_KINDS, "os_name")
-    async with core.db.session() as s:
-        host = await get_host(s, hs_name)
-        if not host.enabled:  # closed meanwhile
-            raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
-        owner_id = principal.user_id
-        if fields.get("owner_id") is not None:
-            if not principal.is_admin:
-                raise errors.Forbidden("only administrators may create VMs for other users")
-            owner_id = int(fields["owner_id"])
-            from idcs_core.services.users import get_user
+    async with recorded(core, principal, "vm.create", f"{hs_name}/{fields['vm_uuid']}", result="started"):
+        require_limit_rights(principal, fields.get("config"))
+        limits.check_vm_size(core, fields)
+        async with core.db.session() as s:  # os_name: one of the host's images or templates, before anything is written
+            host = await get_host(s, hs_name)
+            if not host.enabled:
+                raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
+            await limits.require_host_grant(s, principal, host)
+        core.require(host, "vm_create", "creating virtual machines")
+        await core.images.require(host, fields["os_name"], CREATE_KINDS, "os_name")
+        async with core.db.session() as s:
+            host = await get_host(s, hs_name)
+            if not host.enabled:  # closed meanwhile
+                raise errors.BadRequest(f"host {hs_name} is closed for new virtual machines")
+            owner_id = principal.user_id
+            if fields.get("owner_id") is not None:
+                if not principal.is_admin:
+                    raise errors.Forbidden("only administrators may create VMs for other users")
+                owner_id = int(fields["owner_id"])
+                from idcs_core.services.users import get_user
 
-            await get_user(s, owner_id)
-        taken = (await s.execute(select(VM.id).where(VM.host_id == host.id, VM.vm_uuid == fields["vm_uuid"]))).first()
-        if taken:
-            raise errors.Conflict(f"virtual machine {fields['vm_uuid']} already exists on host {hs_name}")
-        await quotas.charge(s, owner_id, vms=1, cpu=fields["cpu_num"], ram=fields["ram_num"], hdd=fields["hdd_num"])
-        vm = VM(host_id=host.id, vm_uuid=fields["vm_uuid"], vm_name=fields.get("vm_name") or fields["vm_uuid"],
-                owner_id=owner_id, os_name=fields["os_name"], cpu_num=fields["cpu_num"],
-                ram_num=fields["ram_num"], hdd_num=fields["hdd_num"], status=VMStatus.CREATING,
-                config=dict(fields.get("config") or {}))
-        s.add(vm)
-        await s.flush()
-        # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
-        secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
-        task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
-                                 params={"vm_id": vm.id, "caller": caller_key(principal),
-                                         "vm_name": fields.get("vm_name"), **secrets})
-    return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
+                await get_user(s, owner_id)
+            taken = (await s.execute(select(VM.id).where(VM.host_id == host.id,
+                                                         VM.vm_uuid == fields["vm_uuid"]))).first()
+            if taken:
+                raise errors.Conflict(f"virtual machine {fields['vm_uuid']} already exists on host {hs_name}")
+            await quotas.charge(s, owner_id, vms=1, cpu=fields["cpu_num"], ram=fields["ram_num"], hdd=fields["hdd_num"])
+            vm = VM(host_id=host.id, vm_uuid=fields["vm_uuid"], vm_name=fields.get("vm_name") or fields["vm_uuid"],
+                    owner_id=owner_id, os_name=fields["os_name"], cpu_num=fields["cpu_num"],
+                    ram_num=fields["ram_num"], hdd_num=fields["hdd_num"], status=VMStatus.CREATING,
+                    config=dict(fields.get("config") or {}))
+            s.add(vm)
+            await s.flush()
+            # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
+            secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
+            task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
+                                     params={"vm_id": vm.id, "caller": caller_key(principal),
+                                             "vm_name": fields.get("vm_name"), **secrets})
+        return {"task_id": task.id, "vm_uuid": vm.vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_create")
@@ -289,27 +292,29 @@ async def update_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uu
                     fields: dict[str, Any]) -> dict[str, Any]:
     """Change CPU/RAM/disk/limits (limits: administrators only): quota charged now, engine
     applies in a task."""
-    require_limit_rights(principal, fields.get("config"))
-    limits.check_vm_size(core, fields)
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
-        ensure_idle(core, vm)
-        core.require(vm.host, "vm_update", "changing virtual machines")
-        old = {"cpu_num": vm.cpu_num, "ram_num": vm.ram_num, "hdd_num": vm.hdd_num, "os_name": vm.os_name,
-               "vm_name": vm.vm_name, "config": dict(vm.config or {})}
-        new = {k: fields[k] for k in ("cpu_num", "ram_num", "hdd_num", "vm_name") if fields.get(k) is not None}
-        if fields.get("config"):
-            new["config"] = old["config"] | fields["config"]
-        if not new:
-            raise errors.BadRequest("nothing to change: give cpu_num, ram_num, hdd_num, vm_name or limits")
-        await quotas.charge(s, vm.owner_id, cpu=new.get("cpu_num", vm.cpu_num) - vm.cpu_num,
-                            ram=new.get("ram_num", vm.ram_num) - vm.ram_num,
-                            hdd=new.get("hdd_num", vm.hdd_num) - vm.hdd_num)
-        for key, value in new.items():
-            setattr(vm, key, value)
-        task = core.tasks.submit(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                 params={"vm_id": vm.id, "old": old})
-    return {"task_id": task.id, "vm_uuid": vm_uuid, "status": vm.status}
+    async with recorded(core, principal, "vm.update", f"{hs_name}/{vm_uuid}", ", ".join(sorted(fields)),
+                        result="started"):
+        require_limit_rights(principal, fields.get("config"))
+        limits.check_vm_size(core, fields)
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
+            ensure_idle(core, vm)
+            core.require(vm.host, "vm_update", "changing virtual machines")
+            old = {"cpu_num": vm.cpu_num, "ram_num": vm.ram_num, "hdd_num": vm.hdd_num, "os_name": vm.os_name,
+                   "vm_name": vm.vm_name, "config": dict(vm.config or {})}
+            new = {k: fields[k] for k in ("cpu_num", "ram_num", "hdd_num", "vm_name") if fields.get(k) is not None}
+            if fields.get("config"):
+                new["config"] = old["config"] | fields["config"]
+            if not new:
+                raise errors.BadRequest("nothing to change: give cpu_num, ram_num, hdd_num, vm_name or limits")
+            await quotas.charge(s, vm.owner_id, cpu=new.get("cpu_num", vm.cpu_num) - vm.cpu_num,
+                                ram=new.get("ram_num", vm.ram_num) - vm.ram_num,
+                                hdd=new.get("hdd_num", vm.hdd_num) - vm.hdd_num)
+            for key, value in new.items():
+                setattr(vm, key, value)
+            task = core.tasks.submit(s, "vm_update", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                     params={"vm_id": vm.id, "old": old})
+        return {"task_id": task.id, "vm_uuid": vm_uuid, "status": vm.status}
 
 
 @task_handler("vm_update")
@@ -348,16 +353,17 @@ async def _recover_update(core: CoreContext, task: Task, progress: TaskProgress)
 
 
 async def delete_vm(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> dict[str, Any]:
-    async with core.db.session() as s:
-        vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
-        if vm.status == VMStatus.DELETING or core.tasks.busy(hs_name, vm_uuid):
-            raise errors.Conflict(f"virtual machine {vm_uuid} is busy ({vm.status})")
-        core.require(vm.host, "vm_delete", "deleting virtual machines")
-        previous = vm.status
-        vm.status = VMStatus.DELETING
-        task = core.tasks.submit(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
-                                 params={"vm_id": vm.id, "previous": previous})
-    return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.DELETING}
+    async with recorded(core, principal, "vm.delete", f"{hs_name}/{vm_uuid}", result="started"):
+        async with core.db.session() as s:
+            vm = await get_vm(s, principal, hs_name, vm_uuid, for_update=True)
+            if vm.status == VMStatus.DELETING or core.tasks.busy(hs_name, vm_uuid):
+                raise errors.Conflict(f"virtual machine {vm_uuid} is busy ({vm.status})")
+            core.require(vm.host, "vm_delete", "deleting virtual machines")
+            previous = vm.status
+            vm.status = VMStatus.DELETING
+            task = core.tasks.submit(s, "vm_delete", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
+                                     params={"vm_id": vm.id, "previous": previous})
+        return {"task_id": task.id, "vm_uuid": vm_uuid, "status": VMStatus.DELETING}
 
 
 @task_handler("vm_delete")
@@ -423,8 +429,16 @@ async def _restore_status(core: CoreContext, host: Host, vm_id: int, fallback: s
 # ---------------------------------------------------------------------- scan and recovery
 
 
-async def scan_vms(core: CoreContext, hs_name: str) -> dict[str, Any]:
-    """Record VMs that exist on the host but not here (owner: none; admins assign them)."""
+async def scan_vms(core: CoreContext, hs_name: str, *, by: Principal | None = None) -> dict[str, Any]:
+    """Record VMs that exist on the host but not here (owner: none; admins assign them). ``by`` is
+    the administrator asking (audited ``vm.scan``), None within a host scan."""
+    async with recorded(core, by, "vm.scan", hs_name) as done:
+        result = await _scan_vms(core, hs_name)
+        done.detail = f"{result['added_count']} added"
+    return result
+
+
+async def _scan_vms(core: CoreContext, hs_name: str) -> dict[str, Any]:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
     found: list[VMInfo] = await core.engines.vm_list(host)
@@ -507,11 +521,20 @@ def caller_key(principal: Principal) -> str:
 
 async def earlier_create(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str | None,
                          vm_name: str | None) -> dict[str, Any] | None:
-    """The VM a retried create means, as a create's answer; None when it is a new VM.
+    """The VM a retried create means, as a create's answer (audited ``retried``); None when it
+    is a new VM.
 
     ``vm_uuid`` given: that VM if it exists on the host (with its latest create task).
     Without it: the VM the same caller created on this host with the same ``vm_name``
     within ``RETRY_WINDOW``, unless that create failed."""
+    found = await _earlier_create(core, principal, hs_name, vm_uuid, vm_name)
+    if found is not None:
+        await record(core, principal, "vm.create", f"{hs_name}/{found['vm_uuid']}", "retried")
+    return found
+
+
+async def _earlier_create(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str | None,
+                          vm_name: str | None) -> dict[str, Any] | None:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
         if vm_uuid is None:
