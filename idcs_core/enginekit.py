@@ -4,7 +4,8 @@ Import it beside ``idcs_core.hookspecs``, ``idcs_core.types`` and ``idcs_core.er
 depends on nothing else of the core and never sees the database or HTTP.
 
 - ``SessionCache``: one client/session per host, opened on first use, shared by threads,
-  reopened after ``ttl`` seconds idle, closed on ``drop(host)`` (``host_close``) and ``close_all``.
+  reopened after ``ttl`` seconds idle, closed on ``drop(host)`` (``host_close``) and ``close_all``;
+  ``discard(host, session)`` drops one that failed, ``take(host)`` hands them over for an async close.
 - ``option_bool`` / ``option_number``: host options typed the same way in every engine.
 - ``translated``: a context manager turning back-end exceptions into business errors by a mapping.
 - ``normalise_nat_rule``: a ``NatRule`` checked (ports 1-65535) with its protocol lower-cased.
@@ -85,6 +86,24 @@ class SessionCache(Generic[S]):
             gone = [self._entries.pop(k) for k, e in list(self._entries.items()) if e.host == host]
         for entry in gone:
             self._quietly_close(entry.session)
+
+    def discard(self, host: HostSpec, session: S) -> None:
+        """Close and forget ``session`` if it is still the one cached for ``host`` (it failed
+        mid-call, or the engine found it dead); one another thread opened since stays. Never raises."""
+        key = self._key(host)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.session is not session:
+                return
+            del self._entries[key]
+        self._quietly_close(session)
+
+    def take(self, host: HostSpec) -> list[S]:
+        """Forget every session of ``host`` without closing them, and hand them to the caller
+        (an async engine awaits their close; ``drop`` can only close synchronously)."""
+        with self._lock:
+            gone = [self._entries.pop(k) for k, e in list(self._entries.items()) if e.host == host]
+        return [entry.session for entry in gone]
 
     def close_all(self) -> None:
         """Close every session (server shut-down)."""

@@ -66,6 +66,20 @@ def test_session_cache_open_failure_is_not_cached() -> None:
     assert isinstance(cache.get(HOST), Session) and calls == 2
 
 
+def test_session_cache_discards_only_the_current_session_and_hands_sessions_over() -> None:
+    cache = SessionCache(Session, lambda s: setattr(s, "closed", True))
+    failed = cache.get(HOST)
+    cache.discard(HOST, failed)
+    assert failed.closed and len(cache) == 0, "the failed session was kept"
+    fresh = cache.get(HOST)
+    cache.discard(HOST, failed)  # a late report about the old session leaves the new one alone
+    assert cache.get(HOST) is fresh and not fresh.closed
+    other = HostSpec(name="h2", server_type="X", addr="x://2", user="u", password="p")
+    kept = cache.get(other)
+    assert cache.take(HOST) == [fresh] and not fresh.closed, "take closed what it handed over"
+    assert len(cache) == 1 and cache.get(other) is kept and cache.take(HOST) == []
+
+
 @pytest.mark.parametrize(("value", "expected"), [(True, True), ("yes", True), ("ON", True), (1, True), ("0", False),
                                                  ("no", False), (None, False), ("", False)])
 def test_option_bool(value: object, expected: bool) -> None:

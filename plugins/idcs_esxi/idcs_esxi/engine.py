@@ -28,7 +28,7 @@ from idcs_core.types import (
 )
 from idcs_esxi import backups, console, images, lifecycle, naming, network, storage
 from idcs_esxi import host as host_status
-from idcs_esxi.client import Connection, SessionCache
+from idcs_esxi.client import Connection, Sessions
 from idcs_esxi.errors import backend_errors
 from idcs_esxi.options import OPTIONS
 
@@ -39,7 +39,7 @@ class ESXiEngine:
     """VMware ESXi hosts and vCenter servers, through pyvmomi."""
 
     def __init__(self) -> None:
-        self.sessions = SessionCache()
+        self.sessions = Sessions()
 
     def _run(self, host: HostSpec, what: str, fn: Callable[[Connection], T]) -> T:
         def guarded(conn: Connection) -> T:

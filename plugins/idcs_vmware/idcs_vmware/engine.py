@@ -7,6 +7,8 @@ password or terminal calls (see the README's capability table).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from idcs_core.hookspecs import hookimpl
@@ -23,19 +25,21 @@ from idcs_core.types import (
     VMSpec,
 )
 from idcs_vmware import client, console, images, lifecycle, network
+from idcs_vmware import host as hostinfo
+from idcs_vmware.client import Vmrest
 from idcs_vmware.errors import translated
-from idcs_vmware.host import OPTIONS, status_from_list
-
-
-async def _host_status(spec: HostSpec) -> HostStatus:
-    api = client.connect(spec)
-    with translated(f"host {spec.name}"):
-        listing = await api.list_vms()
-    return status_from_list(listing, api.settings.template_prefix)
+from idcs_vmware.host import OPTIONS
 
 
 class VmwareEngine:
     """Registered under the engine type ``VmwareWork`` (see pyproject.toml)."""
+
+    @contextlib.asynccontextmanager
+    async def _on(self, host: HostSpec, what: str) -> AsyncIterator[Vmrest]:
+        with translated(what):
+            yield client.connect(host)
+
+    # ------------------------------------------------------------------ host
 
     @hookimpl
     def engine_describe(self) -> dict[str, Any]:
@@ -47,11 +51,13 @@ class VmwareEngine:
 
     @hookimpl
     async def host_connect(self, host: HostSpec) -> HostStatus:
-        return await _host_status(host)
+        async with self._on(host, f"host {host.name}") as api:
+            return await hostinfo.host_status(api)
 
     @hookimpl
     async def host_status(self, host: HostSpec) -> HostStatus:
-        return await _host_status(host)
+        async with self._on(host, f"host {host.name}") as api:
+            return await hostinfo.host_status(api)
 
     @hookimpl
     async def host_close(self, host: HostSpec) -> None:
@@ -59,65 +65,71 @@ class VmwareEngine:
 
     @hookimpl
     async def os_images(self, host: HostSpec) -> list[OSImage]:
-        with translated(f"images of {host.name}"):
-            return await images.os_images(client.connect(host))
+        async with self._on(host, f"images of {host.name}") as api:
+            return await images.os_images(api)
+
+    # ------------------------------------------------------------------ VMs
 
     @hookimpl
     async def vm_list(self, host: HostSpec) -> list[VMInfo]:
-        with translated(f"VMs of {host.name}"):
-            return await lifecycle.list_vms(client.connect(host))
+        async with self._on(host, f"VMs of {host.name}") as api:
+            return await lifecycle.list_vms(api)
 
     @hookimpl
     async def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with translated(f"create {spec.vm_uuid}"):
-            return await lifecycle.create(client.connect(host), spec, progress)
+        async with self._on(host, f"create {spec.vm_uuid}") as api:
+            return await lifecycle.create(api, spec, progress)
 
     @hookimpl
     async def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with translated(f"reinstall {spec.vm_uuid}"):
-            return await lifecycle.reinstall(client.connect(host), spec, progress)
+        async with self._on(host, f"reinstall {spec.vm_uuid}") as api:
+            return await lifecycle.reinstall(api, spec, progress)
 
     @hookimpl
     async def vm_update(self, host: HostSpec, spec: VMSpec) -> VMInfo:
-        with translated(f"update {spec.vm_uuid}"):
-            return await lifecycle.update(client.connect(host), spec)
+        async with self._on(host, f"update {spec.vm_uuid}") as api:
+            return await lifecycle.update(api, spec)
 
     @hookimpl
     async def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str) -> None:
-        with translated(f"delete {vm_uuid}"):
-            await lifecycle.delete(client.connect(host), vm_uuid, ref)
+        async with self._on(host, f"delete {vm_uuid}") as api:
+            await lifecycle.delete(api, vm_uuid, ref)
 
     @hookimpl
     async def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
-        with translated(f"{action.value} {vm_uuid}"):
-            return await lifecycle.power(client.connect(host), vm_uuid, ref, action)
+        async with self._on(host, f"{action.value} {vm_uuid}") as api:
+            return await lifecycle.power(api, vm_uuid, ref, action)
 
     @hookimpl
     async def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
-        with translated(f"status of {vm_uuid}"):
-            return await lifecycle.status(client.connect(host), vm_uuid, ref)
+        async with self._on(host, f"status of {vm_uuid}") as api:
+            return await lifecycle.status(api, vm_uuid, ref)
+
+    # ------------------------------------------------------------------ console
 
     @hookimpl
     async def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
-        with translated(f"console of {vm_uuid}"):
-            return await console.endpoint(client.connect(host), vm_uuid, ref)
+        async with self._on(host, f"console of {vm_uuid}") as api:
+            return await console.endpoint(api, vm_uuid, ref)
+
+    # ------------------------------------------------------------------ network
 
     @hookimpl
     async def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
-        with translated(f"addresses of {vm_uuid}"):
-            return await network.ip_list(client.connect(host), vm_uuid, ref)
+        async with self._on(host, f"addresses of {vm_uuid}") as api:
+            return await network.ip_list(api, vm_uuid, ref)
 
     @hookimpl
     async def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule) -> NatRule:
-        with translated(f"forward port {rule.host_port} to {vm_uuid}"):
-            return await network.nat_add(client.connect(host), vm_uuid, ref, rule)
+        async with self._on(host, f"forward port {rule.host_port} to {vm_uuid}") as api:
+            return await network.nat_add(api, vm_uuid, ref, rule)
 
     @hookimpl
     async def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        with translated(f"remove port {rule.host_port} of {vm_uuid}"):
-            await network.nat_remove(client.connect(host), vm_uuid, rule)
+        async with self._on(host, f"remove port {rule.host_port} of {vm_uuid}") as api:
+            await network.nat_remove(api, vm_uuid, rule)
 
     @hookimpl
     async def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
-        with translated(f"sync the forwards of {vm_uuid}"):
-            await network.nat_sync(client.connect(host), vm_uuid, ref, rules)
+        async with self._on(host, f"sync the forwards of {vm_uuid}") as api:
+            await network.nat_sync(api, vm_uuid, ref, rules)
