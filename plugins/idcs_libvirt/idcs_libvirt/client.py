@@ -7,17 +7,35 @@ connection; ``open_connection`` gives a caller one of its own (long-lived consol
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import libvirt
 
 from idcs_core.enginekit import SessionCache
-from idcs_core.errors import HostUnreachable
+from idcs_core.errors import BadRequest, HostUnreachable
 from idcs_core.types import HostSpec
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed
 
 Connections = SessionCache[libvirt.virConnect]
+
+
+Started = TypeVar("Started", libvirt.virStoragePool, libvirt.virNetwork)
+
+
+def active(lookup: Callable[[str], Started], name: str, missing: int, what: str, option: str) -> Started:
+    """The pool or network ``name`` (by ``lookup``), started if it was not; a ``BadRequest``
+    naming the host ``option`` when libvirt answers ``missing`` (it has none of that name)."""
+    try:
+        found = lookup(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == missing:
+            raise BadRequest(f"the host has no {what} {name!r} (host option {option!r})") from None
+        raise
+    if not found.isActive():
+        found.create()
+    return found
 
 
 def _auth_callback(host: HostSpec) -> list[Any]:

@@ -17,6 +17,7 @@ from idcs_core.enginekit import local_port_holder, normalise_nat_rule, port_bind
 from idcs_core.errors import BadRequest, Conflict, NotSupported, VMOperationFailed
 from idcs_core.types import IPAddress, NatRule, Progress
 from idcs_libvirt import domainxml, naming
+from idcs_libvirt.client import active
 from idcs_libvirt.host import Settings
 
 # ---------------------------------------------------------------------- addresses
@@ -27,15 +28,7 @@ def new_mac() -> str:
 
 
 def _network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
-    try:
-        net = conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            raise BadRequest(f"the host has no libvirt network {name!r} (host option 'network')") from None
-        raise
-    if not net.isActive():
-        net.create()
-    return net
+    return active(conn.networkLookupByName, name, libvirt.VIR_ERR_NO_NETWORK, "libvirt network", "network")
 
 
 def reserve(conn: libvirt.virConnect, network: str, vm_uuid: str, mac: str) -> str:

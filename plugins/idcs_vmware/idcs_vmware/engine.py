@@ -7,9 +7,8 @@ password or terminal calls (see the README's capability table).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
@@ -30,14 +29,19 @@ from idcs_vmware.client import Vmrest
 from idcs_vmware.errors import translated
 from idcs_vmware.host import OPTIONS
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
 
 class VmwareEngine:
     """Registered under the engine type ``VmwareWork`` (see pyproject.toml)."""
 
-    @contextlib.asynccontextmanager
-    async def _on(self, host: HostSpec, what: str) -> AsyncIterator[Vmrest]:
+    async def _call(self, host: HostSpec, what: str, fn: Callable[Concatenate[Vmrest, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await fn(api, *args)`` with the host's cached pool, vmrest's error answers turned
+        into business errors naming ``what``."""
         with translated(what):
-            yield client.connect(host)
+            return await fn(client.connect(host), *args, **kwargs)
 
     # ------------------------------------------------------------------ host
 
@@ -51,13 +55,11 @@ class VmwareEngine:
 
     @hookimpl
     async def host_connect(self, host: HostSpec) -> HostStatus:
-        async with self._on(host, f"host {host.name}") as api:
-            return await hostinfo.host_status(api)
+        return await self._call(host, f"host {host.name}", hostinfo.host_status)
 
     @hookimpl
     async def host_status(self, host: HostSpec) -> HostStatus:
-        async with self._on(host, f"host {host.name}") as api:
-            return await hostinfo.host_status(api)
+        return await self._call(host, f"host {host.name}", hostinfo.host_status)
 
     @hookimpl
     async def host_close(self, host: HostSpec) -> None:
@@ -65,71 +67,59 @@ class VmwareEngine:
 
     @hookimpl
     async def os_images(self, host: HostSpec) -> list[OSImage]:
-        async with self._on(host, f"images of {host.name}") as api:
-            return await images.os_images(api)
+        return await self._call(host, f"images of {host.name}", images.os_images)
 
     # ------------------------------------------------------------------ VMs
 
     @hookimpl
     async def vm_list(self, host: HostSpec) -> list[VMInfo]:
-        async with self._on(host, f"VMs of {host.name}") as api:
-            return await lifecycle.list_vms(api)
+        return await self._call(host, f"VMs of {host.name}", lifecycle.list_vms)
 
     @hookimpl
     async def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        async with self._on(host, f"create {spec.vm_uuid}") as api:
-            return await lifecycle.create(api, spec, progress)
+        return await self._call(host, f"create {spec.vm_uuid}", lifecycle.create, spec, progress)
 
     @hookimpl
     async def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        async with self._on(host, f"reinstall {spec.vm_uuid}") as api:
-            return await lifecycle.reinstall(api, spec, progress)
+        return await self._call(host, f"reinstall {spec.vm_uuid}", lifecycle.reinstall, spec, progress)
 
     @hookimpl
     async def vm_update(self, host: HostSpec, spec: VMSpec) -> VMInfo:
-        async with self._on(host, f"update {spec.vm_uuid}") as api:
-            return await lifecycle.update(api, spec)
+        return await self._call(host, f"update {spec.vm_uuid}", lifecycle.update, spec)
 
     @hookimpl
     async def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str) -> None:
-        async with self._on(host, f"delete {vm_uuid}") as api:
-            await lifecycle.delete(api, vm_uuid, ref)
+        await self._call(host, f"delete {vm_uuid}", lifecycle.delete, vm_uuid, ref)
 
     @hookimpl
     async def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
-        async with self._on(host, f"{action.value} {vm_uuid}") as api:
-            return await lifecycle.power(api, vm_uuid, ref, action)
+        return await self._call(host, f"{action.value} {vm_uuid}", lifecycle.power, vm_uuid, ref, action)
 
     @hookimpl
     async def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
-        async with self._on(host, f"status of {vm_uuid}") as api:
-            return await lifecycle.status(api, vm_uuid, ref)
+        return await self._call(host, f"status of {vm_uuid}", lifecycle.status, vm_uuid, ref)
 
     # ------------------------------------------------------------------ console
 
     @hookimpl
     async def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
-        async with self._on(host, f"console of {vm_uuid}") as api:
-            return await console.endpoint(api, vm_uuid, ref)
+        return await self._call(host, f"console of {vm_uuid}", console.endpoint, vm_uuid, ref)
 
     # ------------------------------------------------------------------ network
 
     @hookimpl
     async def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
-        async with self._on(host, f"addresses of {vm_uuid}") as api:
-            return await network.ip_list(api, vm_uuid, ref)
+        return await self._call(host, f"addresses of {vm_uuid}", network.ip_list, vm_uuid, ref)
 
     @hookimpl
     async def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule) -> NatRule:
-        async with self._on(host, f"forward port {rule.host_port} to {vm_uuid}") as api:
-            return await network.nat_add(api, vm_uuid, ref, rule)
+        return await self._call(host, f"forward port {rule.host_port} to {vm_uuid}", network.nat_add, vm_uuid, ref,
+                                rule)
 
     @hookimpl
     async def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        async with self._on(host, f"remove port {rule.host_port} of {vm_uuid}") as api:
-            await network.nat_remove(api, vm_uuid, rule)
+        await self._call(host, f"remove port {rule.host_port} of {vm_uuid}", network.nat_remove, vm_uuid, rule)
 
     @hookimpl
     async def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
-        async with self._on(host, f"sync the forwards of {vm_uuid}") as api:
-            await network.nat_sync(api, vm_uuid, ref, rules)
+        await self._call(host, f"sync the forwards of {vm_uuid}", network.nat_sync, vm_uuid, ref, rules)
