@@ -199,6 +199,16 @@ class Sessions(SessionCache[Connection]):
 
     def __init__(self) -> None:
         super().__init__(connect, Connection.close, key=lambda host: (host, read_options(host)))
+        self._logins: dict[HostSpec, threading.Lock] = {}
+        self._logins_guard = threading.Lock()
+
+    def get(self, host: HostSpec) -> Connection:
+        """The host's session; one login at a time per host (a burst of hooks on a cold cache
+        logs in once, not once per thread: vCenter limits sessions)."""
+        with self._logins_guard:
+            login = self._logins.setdefault(host, threading.Lock())
+        with login:
+            return super().get(host)
 
     def run(self, host: HostSpec, fn: Callable[[Connection], T]) -> T:
         """Call ``fn`` with the host's session; log in again once if the session expired."""

@@ -239,7 +239,7 @@ def nat_sync(settings: Settings, vm_uuid: str, rules: list[NatRule], target: Tar
     """Make the VM's forwards exactly ``rules``: others removed, these re-made (the VM's address
     may have changed); the VM is only looked up when it has forwards."""
     nft = Nft(settings)
-    wanted = {(r.protocol.lower(), r.host_port): r for r in rules}
+    wanted = {(r.protocol, r.host_port): r for r in map(normalise_nat_rule, rules)}
     for key in set(nft.forwards(vm_uuid)) - set(wanted):
         nft.remove(vm_uuid, *key)
     if not wanted:
