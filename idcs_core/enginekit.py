@@ -6,7 +6,8 @@ depends on nothing else of the core and never sees the database or HTTP.
 - ``SessionCache``: one client/session per host, opened on first use, shared by threads,
   reopened after ``ttl`` seconds idle, closed on ``drop(host)`` (``host_close``) and ``close_all``;
   ``discard(host, session)`` drops one that failed, ``take(host)`` hands them over for an async close.
-- ``option_bool`` / ``option_number``: host options typed the same way in every engine.
+- ``option_bool`` / ``option_number``: host options typed the same way in every engine;
+  ``option_values``: a host's options with the declared defaults filled in.
 - ``translated``: a context manager turning back-end exceptions into business errors by a mapping.
 - ``normalise_nat_rule``: a ``NatRule`` checked (ports 1-65535) with its protocol lower-cased.
 - ``port_bindable`` / ``local_port_holder``: is a host port free on this machine, and who holds it.
@@ -20,15 +21,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from idcs_core import errors
-from idcs_core.types import HostSpec, NatRule
+from idcs_core.types import HostOption, HostSpec, NatRule
 
 __all__ = ["SessionCache", "local_port_holder", "normalise_nat_rule", "option_bool", "option_number",
-           "port_bindable", "translated"]
+           "option_values", "port_bindable", "translated"]
 
 S = TypeVar("S")
 N = TypeVar("N", int, float)
@@ -156,6 +157,17 @@ def option_number(name: str, value: Any, kind: type[N], minimum: float | None = 
     if minimum is not None and number < minimum:
         raise errors.BadRequest(f"host option {name} must be at least {minimum}")
     return number
+
+
+def option_values(declared: Iterable[HostOption], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The host's options with each declared option's ``default`` where the value is missing,
+    None or "" (the core fills defaults in on save; a host saved before an option existed, or a
+    test's bare ``HostSpec``, may still lack them). Keys not declared are kept as given."""
+    values = dict(given or {})
+    for option in declared:
+        if values.get(option.name) in (None, ""):
+            values[option.name] = option.default
+    return values
 
 
 # ---------------------------------------------------------------------- errors

@@ -15,11 +15,12 @@ from idcs_core.enginekit import (
     normalise_nat_rule,
     option_bool,
     option_number,
+    option_values,
     port_bindable,
     translated,
 )
 from idcs_core.testing.server import free_port
-from idcs_core.types import HostSpec, NatRule
+from idcs_core.types import HostOption, HostSpec, NatRule, OptionType
 
 HOST = HostSpec(name="h1", server_type="X", addr="x://1", user="u", password="p")
 
@@ -98,6 +99,15 @@ def test_option_bool_and_number_refuse_nonsense_naming_the_option() -> None:
 
 class GoneError(Exception):
     pass
+
+
+def test_option_values_fill_declared_defaults_and_keep_the_rest() -> None:
+    declared = [HostOption("pool", OptionType.STR, "default"), HostOption("timeout", OptionType.INT, 30),
+                HostOption("verify_tls", OptionType.BOOL, True)]
+    given = {"pool": "", "timeout": 0, "verify_tls": False, "extra": "kept"}
+    assert option_values(declared, given) == {"pool": "default", "timeout": 0, "verify_tls": False, "extra": "kept"}
+    assert option_values(declared, None) == {"pool": "default", "timeout": 30, "verify_tls": True}
+    assert given["pool"] == "", "the host's own options were changed"
 
 
 def test_translated_maps_in_order_and_calls_on_unreachable() -> None:

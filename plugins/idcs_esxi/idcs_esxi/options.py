@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from idcs_core.enginekit import option_bool, option_number
+from idcs_core.enginekit import option_bool, option_number, option_values
 from idcs_core.types import HostOption, HostSpec, OptionType
 
 OPTIONS: list[HostOption] = [
@@ -40,14 +40,14 @@ class Options:
 def read_options(host: HostSpec) -> Options:
     """The host's options, defaults filled in; a yes/no or number option that is neither is a
     ``BadRequest`` naming it (the core validates typed options before they get here)."""
-    raw = host.options or {}
+    raw = option_values(OPTIONS, host.options)
 
     def text(name: str) -> str:
         value = raw.get(name)
         return str(value).strip() if value is not None else ""
 
-    timeout = option_number("timeout", raw.get("timeout") or 15, int)
-    return Options(verify_tls=option_bool("verify_tls", raw.get("verify_tls"), True), datacenter=text("datacenter"),
+    timeout = option_number("timeout", raw["timeout"] or 15, int)  # 0 meant the default before
+    return Options(verify_tls=option_bool("verify_tls", raw["verify_tls"], True), datacenter=text("datacenter"),
                    resource_pool=text("resource_pool"), datastore=text("datastore"), network=text("network"),
                    timeout=max(1, timeout), console_address=text("console_address"),
                    vnc_ports=port_range(text("vnc_ports")))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
 
-from idcs_core.enginekit import option_number
+from idcs_core.enginekit import option_number, option_values
 from idcs_core.types import HostOption, HostSpec, HostStatus, OptionType
 
 OPTIONS = [
@@ -23,7 +22,6 @@ OPTIONS = [
     HostOption("nat_table", OptionType.STR, "idcs_libvirt", "nftables table (family ip) the engine owns for "
                "port forwards (local hosts only)"),
 ]
-DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def is_local_uri(uri: str) -> bool:
 def settings(host: HostSpec) -> Settings:
     """Read ``host.options``: unknown keys ignored, defaults applied, a stop_timeout that is no number
     a ``BadRequest`` naming it (the core validates typed options before they get here)."""
-    opts = {**DEFAULTS, **{k: v for k, v in (host.options or {}).items() if v not in (None, "")}}
+    opts = option_values(OPTIONS, host.options)
     local = is_local_uri(host.addr)
     console = str(opts["console_address"]) or ("127.0.0.1" if local else (urlsplit(host.addr).hostname or ""))
     stop_timeout = option_number("stop_timeout", opts["stop_timeout"], int)

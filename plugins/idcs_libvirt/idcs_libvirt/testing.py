@@ -144,7 +144,9 @@ class Backend:
     def kill_libvirtd(self) -> None:
         """Kill libvirtd (SIGKILL): its guests keep running; the host answers nothing."""
         pid = self.libvirtd_pid
-        assert pid, "libvirtd was not started by this session"
+        # a libvirtd this session reused (another session's, a bench's) is never killed
+        assert pid and pid == self.started.get("libvirtd"), \
+            f"libvirtd (pid {pid}) was not started by this session: it is not killed"
         os.kill(pid, signal.SIGKILL)
         proc = self.processes.get("libvirtd")
         if proc is not None and proc.pid == pid:
