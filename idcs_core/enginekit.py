@@ -4,8 +4,10 @@ Import it beside ``idcs_core.hookspecs``, ``idcs_core.types`` and ``idcs_core.er
 depends on nothing else of the core and never sees the database or HTTP.
 
 - ``SessionCache``: one client/session per host, opened on first use, shared by threads,
-  reopened after ``ttl`` seconds idle, closed on ``drop(host)`` (``host_close``) and ``close_all``.
-- ``option_bool`` / ``option_number``: host options typed the same way in every engine.
+  reopened after ``ttl`` seconds idle, closed on ``drop(host)`` (``host_close``) and ``close_all``;
+  ``discard(host, session)`` drops one that failed, ``take(host)`` hands them over for an async close.
+- ``option_bool`` / ``option_number``: host options typed the same way in every engine;
+  ``option_values``: a host's options with the declared defaults filled in.
 - ``translated``: a context manager turning back-end exceptions into business errors by a mapping.
 - ``normalise_nat_rule``: a ``NatRule`` checked (ports 1-65535) with its protocol lower-cased.
 - ``port_bindable`` / ``local_port_holder``: is a host port free on this machine, and who holds it.
@@ -19,15 +21,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from idcs_core import errors
-from idcs_core.types import HostSpec, NatRule
+from idcs_core.types import HostOption, HostSpec, NatRule
 
 __all__ = ["SessionCache", "local_port_holder", "normalise_nat_rule", "option_bool", "option_number",
-           "port_bindable", "translated"]
+           "option_values", "port_bindable", "translated"]
 
 S = TypeVar("S")
 N = TypeVar("N", int, float)
@@ -86,6 +88,24 @@ class SessionCache(Generic[S]):
         for entry in gone:
             self._quietly_close(entry.session)
 
+    def discard(self, host: HostSpec, session: S) -> None:
+        """Close and forget ``session`` if it is still the one cached for ``host`` (it failed
+        mid-call, or the engine found it dead); one another thread opened since stays. Never raises."""
+        key = self._key(host)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.session is not session:
+                return
+            del self._entries[key]
+        self._quietly_close(session)
+
+    def take(self, host: HostSpec) -> list[S]:
+        """Forget every session of ``host`` without closing them, and hand them to the caller
+        (an async engine awaits their close; ``drop`` can only close synchronously)."""
+        with self._lock:
+            gone = [self._entries.pop(k) for k, e in list(self._entries.items()) if e.host == host]
+        return [entry.session for entry in gone]
+
     def close_all(self) -> None:
         """Close every session (server shut-down)."""
         with self._lock:
@@ -137,6 +157,17 @@ def option_number(name: str, value: Any, kind: type[N], minimum: float | None = 
     if minimum is not None and number < minimum:
         raise errors.BadRequest(f"host option {name} must be at least {minimum}")
     return number
+
+
+def option_values(declared: Iterable[HostOption], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The host's options with each declared option's ``default`` where the value is missing,
+    None or "" (the core fills defaults in on save; a host saved before an option existed, or a
+    test's bare ``HostSpec``, may still lack them). Keys not declared are kept as given."""
+    values = dict(given or {})
+    for option in declared:
+        if values.get(option.name) in (None, ""):
+            values[option.name] = option.default
+    return values
 
 
 # ---------------------------------------------------------------------- errors

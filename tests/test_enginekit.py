@@ -15,11 +15,12 @@ from idcs_core.enginekit import (
     normalise_nat_rule,
     option_bool,
     option_number,
+    option_values,
     port_bindable,
     translated,
 )
 from idcs_core.testing.server import free_port
-from idcs_core.types import HostSpec, NatRule
+from idcs_core.types import HostOption, HostSpec, NatRule, OptionType
 
 HOST = HostSpec(name="h1", server_type="X", addr="x://1", user="u", password="p")
 
@@ -66,6 +67,20 @@ def test_session_cache_open_failure_is_not_cached() -> None:
     assert isinstance(cache.get(HOST), Session) and calls == 2
 
 
+def test_session_cache_discards_only_the_current_session_and_hands_sessions_over() -> None:
+    cache = SessionCache(Session, lambda s: setattr(s, "closed", True))
+    failed = cache.get(HOST)
+    cache.discard(HOST, failed)
+    assert failed.closed and len(cache) == 0, "the failed session was kept"
+    fresh = cache.get(HOST)
+    cache.discard(HOST, failed)  # a late report about the old session leaves the new one alone
+    assert cache.get(HOST) is fresh and not fresh.closed
+    other = HostSpec(name="h2", server_type="X", addr="x://2", user="u", password="p")
+    kept = cache.get(other)
+    assert cache.take(HOST) == [fresh] and not fresh.closed, "take closed what it handed over"
+    assert len(cache) == 1 and cache.get(other) is kept and cache.take(HOST) == []
+
+
 @pytest.mark.parametrize(("value", "expected"), [(True, True), ("yes", True), ("ON", True), (1, True), ("0", False),
                                                  ("no", False), (None, False), ("", False)])
 def test_option_bool(value: object, expected: bool) -> None:
@@ -84,6 +99,15 @@ def test_option_bool_and_number_refuse_nonsense_naming_the_option() -> None:
 
 class GoneError(Exception):
     pass
+
+
+def test_option_values_fill_declared_defaults_and_keep_the_rest() -> None:
+    declared = [HostOption("pool", OptionType.STR, "default"), HostOption("timeout", OptionType.INT, 30),
+                HostOption("verify_tls", OptionType.BOOL, True)]
+    given = {"pool": "", "timeout": 0, "verify_tls": False, "extra": "kept"}
+    assert option_values(declared, given) == {"pool": "default", "timeout": 0, "verify_tls": False, "extra": "kept"}
+    assert option_values(declared, None) == {"pool": "default", "timeout": 30, "verify_tls": True}
+    assert given["pool"] == "", "the host's own options were changed"
 
 
 def test_translated_maps_in_order_and_calls_on_unreachable() -> None:

@@ -2,9 +2,9 @@
 
 ``Connection`` holds the logged-in ServiceInstance with what every call needs: the
 scope the host record names (datacenter, resource pool, datastore, network) and two
-container views (VMs, ESXi hosts) that property reads go through. ``SessionCache``
-keeps one per ``HostSpec``; ``SessionCache.run`` retries once with a fresh login when
-the server says the session is no longer valid. Passwords and session cookies are
+container views (VMs, ESXi hosts) that property reads go through. ``Sessions`` (the
+toolkit's ``SessionCache``) keeps one per host and options; ``Sessions.run`` retries once
+with a fresh login when the server says the session is no longer valid. Passwords and session cookies are
 never logged.
 """
 
@@ -23,6 +23,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from idcs_core import errors
+from idcs_core.enginekit import SessionCache
 from idcs_core.types import HostSpec
 from idcs_esxi.errors import connection_error
 from idcs_esxi.options import Options, read_options
@@ -192,38 +193,22 @@ def session_alive(conn: Connection) -> bool:
         return False
 
 
-class SessionCache:
-    """One ``Connection`` per host, thread-safe; a dead or expired one is replaced."""
+class Sessions(SessionCache[Connection]):
+    """One ``Connection`` per host and options (the toolkit's ``SessionCache``), thread-safe;
+    ``run`` replaces a session the server no longer knows."""
 
     def __init__(self) -> None:
-        self._conns: dict[HostSpec, Connection] = {}
-        self._lock = threading.Lock()
-        self._host_locks: dict[HostSpec, threading.Lock] = {}
+        super().__init__(connect, Connection.close, key=lambda host: (host, read_options(host)))
+        self._logins: dict[HostSpec, threading.Lock] = {}
+        self._logins_guard = threading.Lock()
 
     def get(self, host: HostSpec) -> Connection:
-        """The host's session, logging in when there is none."""
-        with self._lock:
-            conn = self._conns.get(host)
-            if conn is not None:
-                return conn
-            host_lock = self._host_locks.setdefault(host, threading.Lock())
-        with host_lock:  # one login at a time per host
-            with self._lock:
-                conn = self._conns.get(host)
-            if conn is None:
-                conn = connect(host)
-                with self._lock:
-                    self._conns[host] = conn
-            return conn
-
-    def drop(self, host: HostSpec, conn: Connection | None = None) -> None:
-        """Forget (and log out of) the host's session, or only ``conn`` if it is still the one."""
-        with self._lock:
-            current = self._conns.get(host)
-            if current is None or (conn is not None and current is not conn):
-                return
-            del self._conns[host]
-        current.close()
+        """The host's session; one login at a time per host (a burst of hooks on a cold cache
+        logs in once, not once per thread: vCenter limits sessions)."""
+        with self._logins_guard:
+            login = self._logins.setdefault(host, threading.Lock())
+        with login:
+            return super().get(host)
 
     def run(self, host: HostSpec, fn: Callable[[Connection], T]) -> T:
         """Call ``fn`` with the host's session; log in again once if the session expired."""
@@ -232,23 +217,14 @@ class SessionCache:
             return fn(conn)
         except vim.fault.NotAuthenticated:
             log.info("session on %s expired: logging in again", conn.endpoint.display)
-            self.drop(host, conn)
+            self.discard(host, conn)
             return fn(self.get(host))
         except vmodl.fault.ManagedObjectNotFound:
             if session_alive(conn):
                 raise
             log.info("session on %s is gone (its views with it): logging in again", conn.endpoint.display)
-            self.drop(host, conn)
+            self.discard(host, conn)
             return fn(self.get(host))
-        except errors.HostUnreachable:
-            self.drop(host, conn)
+        except (errors.HostUnreachable, ConnectionError, TimeoutError, OSError, http.client.HTTPException):
+            self.discard(host, conn)
             raise
-        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException):
-            self.drop(host, conn)
-            raise
-
-    def close_all(self) -> None:
-        with self._lock:
-            conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            conn.close()

@@ -14,10 +14,10 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from idcs_core import errors
+from idcs_core.enginekit import option_bool
 from idcs_core.types import ConsoleEndpoint, ConsoleKind
 from idcs_esxi import naming
 from idcs_esxi.client import Connection
-from idcs_esxi.options import as_bool
 from idcs_esxi.props import option_dict, read_one, read_view
 
 TICKET_LIFETIME = 30.0
@@ -45,13 +45,21 @@ def _vnc_address(conn: Connection, runtime_host: Any) -> str:
     return conn.endpoint.hostname
 
 
+def _vnc_enabled(settings: dict[str, str]) -> bool:
+    """The VM's ``RemoteDisplay.vnc.enabled`` (a VMX value: anything but yes/no is no)."""
+    try:
+        return option_bool(VNC_ENABLED, settings.get(VNC_ENABLED))
+    except errors.BadRequest:
+        return False
+
+
 def vm_console(conn: Connection, vm_uuid: str, ref: str | None) -> ConsoleEndpoint:
     """VNC where the VM's ``RemoteDisplay.vnc.*`` settings enable it (an explicit choice of the
     operator, and what the core bridges today), else a WebMKS ticket, else 1006."""
     vm = naming.resolve(conn, vm_uuid, ref)
     row = read_one(conn, vm, vim.VirtualMachine, ["config.extraConfig", "runtime.host", "runtime.powerState"])
     settings = option_dict(row.get("config.extraConfig"))
-    if as_bool(settings.get(VNC_ENABLED), False) and settings.get(VNC_PORT):
+    if _vnc_enabled(settings) and settings.get(VNC_PORT):
         if row.get("runtime.powerState") != "poweredOn":
             raise errors.VMOperationFailed(f"{vm_uuid} is not running: its console is off")
         try:

@@ -1,14 +1,14 @@
 """The vSphereESXi engine: the ``@hookimpl`` class, each hook delegating to one module.
 
 Every hook is a plain ``def`` (pyvmomi is synchronous; the core runs it in a worker
-thread). ``_run`` takes the host's session from the cache (logging in again once if it
+thread). ``_call`` takes the host's session from the cache (logging in again once if it
 expired) and turns vSphere faults into business errors in one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyVmomi import vmodl
 
@@ -27,32 +27,36 @@ from idcs_core.types import (
     VMSpec,
 )
 from idcs_esxi import backups, console, images, lifecycle, naming, network, storage
-from idcs_esxi import host as host_status
-from idcs_esxi.client import Connection, SessionCache
+from idcs_esxi import host as hostinfo
+from idcs_esxi.client import Connection, Sessions
 from idcs_esxi.errors import backend_errors
 from idcs_esxi.options import OPTIONS
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class ESXiEngine:
     """VMware ESXi hosts and vCenter servers, through pyvmomi."""
 
     def __init__(self) -> None:
-        self.sessions = SessionCache()
+        self.sessions = Sessions()
 
-    def _run(self, host: HostSpec, what: str, fn: Callable[[Connection], T]) -> T:
+    def _call(self, host: HostSpec, what: str, fn: Callable[Concatenate[Connection, P], T],
+              *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(conn, *args)`` with the host's session (logged in again once if it expired, the
+        VM looked up again once if it was replaced), vSphere faults turned into business errors."""
         def guarded(conn: Connection) -> T:
             try:
-                return fn(conn)
+                return fn(conn, *args, **kwargs)
             except vmodl.fault.ManagedObjectNotFound:
                 naming.index(conn, refresh=True)  # a VM replaced behind our back: look it up again
-                return fn(conn)
+                return fn(conn, *args, **kwargs)
 
         with backend_errors(f"{what} on {host.name}"):
             return self.sessions.run(host, guarded)
 
-    # ------------------------------------------------------------------ engine and host
+    # ------------------------------------------------------------------ host
 
     @hookimpl
     def engine_describe(self) -> dict[str, Any]:
@@ -66,11 +70,11 @@ class ESXiEngine:
     @hookimpl
     def host_connect(self, host: HostSpec) -> HostStatus:
         self.sessions.drop(host)  # prove the credentials with a fresh login
-        return self._run(host, "connect", host_status.status)
+        return self._call(host, "connect", hostinfo.host_status)
 
     @hookimpl
     def host_status(self, host: HostSpec) -> HostStatus:
-        return self._run(host, "status", host_status.status)
+        return self._call(host, "status", hostinfo.host_status)
 
     @hookimpl
     def host_close(self, host: HostSpec) -> None:
@@ -78,43 +82,45 @@ class ESXiEngine:
 
     @hookimpl
     def os_images(self, host: HostSpec) -> list[OSImage]:
-        return self._run(host, "listing images", images.os_images)
+        return self._call(host, "listing images", images.os_images)
 
     # ------------------------------------------------------------------ VMs
 
     @hookimpl
     def vm_list(self, host: HostSpec) -> list[VMInfo]:
-        return self._run(host, "listing VMs", lifecycle.vm_list)
-
-    @hookimpl
-    def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
-        return self._run(host, f"status of {vm_uuid}", lambda c: lifecycle.vm_status(c, vm_uuid, ref))
+        return self._call(host, "listing VMs", lifecycle.vm_list)
 
     @hookimpl
     def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._run(host, f"creating {spec.vm_uuid}", lambda c: lifecycle.vm_create(c, spec, progress))
+        return self._call(host, f"creating {spec.vm_uuid}", lifecycle.vm_create, spec, progress)
 
     @hookimpl
     def vm_update(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        return self._run(host, f"updating {spec.vm_uuid}", lambda c: lifecycle.vm_update(c, spec, progress))
+        return self._call(host, f"updating {spec.vm_uuid}", lifecycle.vm_update, spec, progress)
 
     @hookimpl
     def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str, progress: Progress) -> None:
-        self._run(host, f"deleting {vm_uuid}", lambda c: lifecycle.vm_delete(c, vm_uuid, ref, progress))
+        self._call(host, f"deleting {vm_uuid}", lifecycle.vm_delete, vm_uuid, ref, progress)
 
     @hookimpl
     def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
-        return self._run(host, f"{action} on {vm_uuid}", lambda c: lifecycle.vm_power(c, vm_uuid, ref, action))
+        return self._call(host, f"{action} on {vm_uuid}", lifecycle.vm_power, vm_uuid, ref, action)
+
+    @hookimpl
+    def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
+        return self._call(host, f"status of {vm_uuid}", lifecycle.vm_status, vm_uuid, ref)
+
+    # ------------------------------------------------------------------ console
 
     @hookimpl
     def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
-        return self._run(host, f"console of {vm_uuid}", lambda c: console.vm_console(c, vm_uuid, ref))
+        return self._call(host, f"console of {vm_uuid}", console.vm_console, vm_uuid, ref)
 
     # ------------------------------------------------------------------ network
 
     @hookimpl
     def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
-        return self._run(host, f"addresses of {vm_uuid}", lambda c: network.ip_list(c, vm_uuid, ref))
+        return self._call(host, f"addresses of {vm_uuid}", network.ip_list, vm_uuid, ref)
 
     # NAT: no nat_add / nat_remove. vSphere has no host-side port forwarding, so the core answers
     # 1006 by itself; reverse proxies come from the core's Caddy, to the VM's reported address.
@@ -123,46 +129,44 @@ class ESXiEngine:
 
     @hookimpl
     def disk_attach(self, host: HostSpec, vm_uuid: str, ref: str, disk: DiskSpec, progress: Progress) -> None:
-        self._run(host, f"attaching disk {disk.name} to {vm_uuid}",
-                  lambda c: storage.disk_attach(c, vm_uuid, ref, disk, progress))
+        self._call(host, f"attaching disk {disk.name} to {vm_uuid}", storage.disk_attach, vm_uuid, ref, disk,
+                   progress)
 
     @hookimpl
     def disk_detach(self, host: HostSpec, vm_uuid: str, ref: str, disk_name: str, progress: Progress) -> None:
-        self._run(host, f"detaching disk {disk_name} from {vm_uuid}",
-                  lambda c: storage.disk_detach(c, vm_uuid, ref, disk_name, progress))
+        self._call(host, f"detaching disk {disk_name} from {vm_uuid}", storage.disk_detach, vm_uuid, ref, disk_name,
+                   progress)
 
     @hookimpl
     def disk_delete(self, host: HostSpec, vm_uuid: str, ref: str, disk_name: str, progress: Progress) -> None:
-        self._run(host, f"deleting disk {disk_name} of {vm_uuid}",
-                  lambda c: storage.disk_delete(c, vm_uuid, ref, disk_name, progress))
+        self._call(host, f"deleting disk {disk_name} of {vm_uuid}", storage.disk_delete, vm_uuid, ref, disk_name,
+                   progress)
 
     @hookimpl
     def iso_mount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
-        self._run(host, f"mounting {iso_name} on {vm_uuid}", lambda c: storage.iso_mount(c, vm_uuid, ref, iso_name))
+        self._call(host, f"mounting {iso_name} on {vm_uuid}", storage.iso_mount, vm_uuid, ref, iso_name)
 
     @hookimpl
     def iso_unmount(self, host: HostSpec, vm_uuid: str, ref: str, iso_name: str) -> None:
-        self._run(host, f"ejecting {iso_name} from {vm_uuid}",
-                  lambda c: storage.iso_unmount(c, vm_uuid, ref, iso_name))
+        self._call(host, f"ejecting {iso_name} from {vm_uuid}", storage.iso_unmount, vm_uuid, ref, iso_name)
 
     # ------------------------------------------------------------------ backups
 
     @hookimpl
     def backup_create(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str, description: str,
                       progress: Progress) -> BackupInfo:
-        return self._run(host, f"backing up {vm_uuid}",
-                         lambda c: backups.backup_create(c, vm_uuid, ref, backup_name, description, progress))
+        return self._call(host, f"backing up {vm_uuid}", backups.backup_create, vm_uuid, ref, backup_name,
+                          description, progress)
 
     @hookimpl
     def backup_restore(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str, progress: Progress) -> VMInfo:
-        return self._run(host, f"restoring {vm_uuid}",
-                         lambda c: backups.backup_restore(c, vm_uuid, ref, backup_name, progress))
+        return self._call(host, f"restoring {vm_uuid}", backups.backup_restore, vm_uuid, ref, backup_name, progress)
 
     @hookimpl
     def backup_delete(self, host: HostSpec, vm_uuid: str, ref: str, backup_name: str) -> None:
-        self._run(host, f"deleting backup {backup_name} of {vm_uuid}",
-                  lambda c: backups.backup_delete(c, vm_uuid, ref, backup_name))
+        self._call(host, f"deleting backup {backup_name} of {vm_uuid}", backups.backup_delete, vm_uuid, ref,
+                   backup_name)
 
     @hookimpl
     def backup_list(self, host: HostSpec) -> list[BackupInfo]:
-        return self._run(host, "listing backups", backups.backup_list)
+        return self._call(host, "listing backups", backups.backup_list)

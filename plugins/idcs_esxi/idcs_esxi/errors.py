@@ -6,15 +6,16 @@ or a session cookie.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from pyVmomi import vim, vmodl
 
 from idcs_core import errors
+from idcs_core.enginekit import ErrorFactory, translated
 
 _UNREACHABLE = (ConnectionError, socket.timeout, TimeoutError, http.client.HTTPException, OSError)
 
@@ -44,37 +45,35 @@ def connection_error(addr: str, exc: BaseException) -> errors.HostUnreachable:
     return errors.HostUnreachable(f"{addr}: {fault_text(exc)}")
 
 
-@contextlib.contextmanager
-def backend_errors(what: str) -> Iterator[None]:
-    """Translate what a vSphere call raises into the matching business error."""
-    try:
-        yield
-    except errors.IDCSError:
-        raise
-    except vim.fault.InvalidLogin as exc:
-        raise errors.HostUnreachable(f"{what}: the host refused the login") from exc
-    except vim.fault.NotAuthenticated as exc:
-        raise errors.HostUnreachable(f"{what}: the session expired") from exc
-    except vim.fault.DuplicateName as exc:
-        raise errors.Conflict(f"{what}: the name is taken on the host") from exc
-    except vim.fault.FileAlreadyExists as exc:
-        raise errors.Conflict(f"{what}: a file of that name already exists ({fault_text(exc)})") from exc
-    except vim.fault.InsufficientResourcesFault as exc:
-        raise errors.VMOperationFailed(f"{what}: not enough resources on the host ({fault_text(exc)})") from exc
-    except vim.fault.InvalidPowerState as exc:
-        raise errors.VMOperationFailed(
-            f"{what}: not possible while the VM is {exc.existingState} ({fault_text(exc)})") from exc
-    except vim.fault.ToolsUnavailable as exc:
-        raise errors.VMOperationFailed(f"{what}: VMware Tools are not running in the guest") from exc
-    except (vim.fault.NotFound, vim.fault.FileNotFound) as exc:
-        raise errors.BadRequest(f"{what}: {fault_text(exc)}") from exc
-    except vmodl.fault.ManagedObjectNotFound as exc:
-        raise errors.VMNotFound(f"{what}: the object is gone from the host") from exc
-    except (vmodl.fault.NotSupported, vmodl.fault.MethodNotFound) as exc:
-        raise errors.NotSupported(f"{what}: the host does not support it ({fault_text(exc)})") from exc
-    except (vmodl.fault.InvalidArgument, vim.fault.InvalidDeviceSpec) as exc:
-        raise errors.BadRequest(f"{what}: {fault_text(exc)}") from exc
-    except vmodl.MethodFault as exc:
-        raise errors.VMOperationFailed(f"{what}: {fault_text(exc)}") from exc
-    except _UNREACHABLE as exc:
-        raise errors.HostUnreachable(f"{what}: {fault_text(exc)}") from exc
+def _fault(kind: type[errors.IDCSError], say: Callable[[BaseException], str]) -> ErrorFactory:
+    """A factory for ``translated``: ``kind("<what>: <what say tells of the fault>")``."""
+    return lambda exc, what: kind(f"{what}: {say(exc)}")
+
+
+# Searched in order: the specific vSphere faults first, then any fault, then transport failures.
+_FAULTS: dict[type[BaseException] | tuple[type[BaseException], ...], ErrorFactory] = {
+    vim.fault.InvalidLogin: _fault(errors.HostUnreachable, lambda e: "the host refused the login"),
+    vim.fault.NotAuthenticated: _fault(errors.HostUnreachable, lambda e: "the session expired"),
+    vim.fault.DuplicateName: _fault(errors.Conflict, lambda e: "the name is taken on the host"),
+    vim.fault.FileAlreadyExists: _fault(errors.Conflict,
+                                        lambda e: f"a file of that name already exists ({fault_text(e)})"),
+    vim.fault.InsufficientResourcesFault: _fault(errors.VMOperationFailed,
+                                                 lambda e: f"not enough resources on the host ({fault_text(e)})"),
+    vim.fault.InvalidPowerState: _fault(
+        errors.VMOperationFailed,
+        lambda e: f"not possible while the VM is {getattr(e, 'existingState', None)} ({fault_text(e)})"),
+    vim.fault.ToolsUnavailable: _fault(errors.VMOperationFailed, lambda e: "VMware Tools are not running in the guest"),
+    (vim.fault.NotFound, vim.fault.FileNotFound): _fault(errors.BadRequest, fault_text),
+    vmodl.fault.ManagedObjectNotFound: _fault(errors.VMNotFound, lambda e: "the object is gone from the host"),
+    (vmodl.fault.NotSupported, vmodl.fault.MethodNotFound): _fault(
+        errors.NotSupported, lambda e: f"the host does not support it ({fault_text(e)})"),
+    (vmodl.fault.InvalidArgument, vim.fault.InvalidDeviceSpec): _fault(errors.BadRequest, fault_text),
+    vmodl.MethodFault: _fault(errors.VMOperationFailed, fault_text),
+    _UNREACHABLE: _fault(errors.HostUnreachable, fault_text),
+}
+
+
+def backend_errors(what: str) -> AbstractContextManager[None]:
+    """Translate what a vSphere call raises into the matching business error (the toolkit's
+    ``translated`` with this engine's mapping); anything else passes unchanged."""
+    return translated(what, _FAULTS, default=None)

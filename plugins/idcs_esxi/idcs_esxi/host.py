@@ -13,7 +13,7 @@ HOST_PATHS = ["name", "summary.quickStats.overallCpuUsage", "summary.quickStats.
               "runtime.connectionState"]
 
 
-def status(conn: Connection) -> HostStatus:
+def host_status(conn: Connection) -> HostStatus:
     """The scope's hosts and datastores summed up, and its VM count (templates excluded), in one request."""
     rows = read_views(conn, (conn.host_view, vim.HostSystem, HOST_PATHS),
                       (conn.vm_view, vim.VirtualMachine, ["config.template"]),

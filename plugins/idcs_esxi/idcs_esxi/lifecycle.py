@@ -9,7 +9,7 @@ from pyVmomi import vim
 
 from idcs_core import errors
 from idcs_core.types import ImageKind, PowerAction, Progress, VMInfo, VMSpec, VMStatus
-from idcs_esxi import devices, images, naming, placement, tasks
+from idcs_esxi import devices, images, naming, network, storage, tasks
 from idcs_esxi.client import Connection
 from idcs_esxi.console import vnc_settings
 from idcs_esxi.props import Row, option_dict, read_one, read_view
@@ -125,7 +125,7 @@ def _clone(conn: Connection, spec: VMSpec, template: Any, datastore: Any, progre
         first = devices.nics(read_one(conn, template, vim.VirtualMachine, ["config.hardware.device"])
                              .get("config.hardware.device") or [])
         if first:
-            relocate.deviceChange = [devices.move_nic(first[0], placement.network(conn))]
+            relocate.deviceChange = [devices.move_nic(first[0], network.port_group(conn))]
     clone = vim.vm.CloneSpec(location=relocate, powerOn=False, template=False, config=_base_config(conn, spec))
     task = template.CloneVM_Task(folder=conn.datacenter.vmFolder, name=spec.vm_uuid, spec=clone)
     return tasks.wait(conn, task, f"cloning {spec.os_name}", progress, 5, 60)
@@ -140,7 +140,7 @@ def _from_iso(conn: Connection, spec: VMSpec, iso: str, datastore: Any, progress
         devices.new_controller(-100),
         devices.new_disk(-100, 0, spec.hdd_num, f"[{datastore.name}]"),
         devices.new_cdrom(200, iso),  # the first IDE controller every VM has
-        devices.new_nic(placement.network(conn)),
+        devices.new_nic(network.port_group(conn)),
     ]
     task = conn.datacenter.vmFolder.CreateVM_Task(config=config, pool=conn.pool)
     return tasks.wait(conn, task, f"creating {spec.vm_uuid}", progress, 5, 60)
@@ -175,7 +175,7 @@ def vm_create(conn: Connection, spec: VMSpec, progress: Progress) -> VMInfo:
     if naming.find_vm(conn, spec.vm_uuid) is not None:
         raise errors.Conflict(f"host {conn.host.name} already has a VM named {spec.vm_uuid!r}")
     source = images.resolve_source(conn, spec.os_name)
-    datastore = placement.datastore(conn)
+    datastore = storage.datastore(conn)
     progress(5, f"placing {spec.vm_uuid} on {datastore.name}")
     if source.kind == ImageKind.TEMPLATE:
         vm = _clone(conn, spec, source.template, datastore, progress)

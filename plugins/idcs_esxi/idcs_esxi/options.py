@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from idcs_core.enginekit import option_bool, option_number, option_values
 from idcs_core.types import HostOption, HostSpec, OptionType
 
 OPTIONS: list[HostOption] = [
@@ -23,24 +23,6 @@ OPTIONS: list[HostOption] = [
                "first-last port range: new VMs get a VNC console on a free port of it (empty: none)"),
 ]
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
-
-
-def as_bool(value: Any, default: bool) -> bool:
-    """Read a yes/no option that may arrive as a bool or as text."""
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    return default
-
-
 @dataclass(frozen=True)
 class Options:
     """A host's options with their defaults applied."""
@@ -56,18 +38,16 @@ class Options:
 
 
 def read_options(host: HostSpec) -> Options:
-    """The host's options, defaults filled in (the core may not have validated them)."""
-    raw = host.options or {}
+    """The host's options, defaults filled in; a yes/no or number option that is neither is a
+    ``BadRequest`` naming it (the core validates typed options before they get here)."""
+    raw = option_values(OPTIONS, host.options)
 
     def text(name: str) -> str:
         value = raw.get(name)
         return str(value).strip() if value is not None else ""
 
-    try:
-        timeout = int(raw.get("timeout") or 15)
-    except (TypeError, ValueError):
-        timeout = 15
-    return Options(verify_tls=as_bool(raw.get("verify_tls"), True), datacenter=text("datacenter"),
+    timeout = option_number("timeout", raw["timeout"] or 15, int)  # 0 meant the default before
+    return Options(verify_tls=option_bool("verify_tls", raw["verify_tls"], True), datacenter=text("datacenter"),
                    resource_pool=text("resource_pool"), datastore=text("datastore"), network=text("network"),
                    timeout=max(1, timeout), console_address=text("console_address"),
                    vnc_ports=port_range(text("vnc_ports")))

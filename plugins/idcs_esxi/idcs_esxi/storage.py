@@ -1,4 +1,5 @@
-"""Extra virtual disks (``[ds] <vm folder>/idcs-disk-<name>.vmdk``) and the CD-ROM's ISO."""
+"""The datastore new VMs and disks go to, extra virtual disks (``[ds] <vm folder>/idcs-disk-<name>.vmdk``)
+and the CD-ROM's ISO."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ from idcs_core.types import DiskSpec, Progress
 from idcs_esxi import devices, images, naming, tasks
 from idcs_esxi.client import Connection
 from idcs_esxi.props import read_one, read_view
+
+
+def datastore(conn: Connection) -> vim.Datastore:
+    """The datastore the option names, else the accessible one with most free space."""
+    rows = read_view(conn, conn.ds_view, vim.Datastore, ["name", "summary.freeSpace", "summary.accessible"])
+    wanted = conn.options.datastore
+    if wanted:
+        for row in rows:
+            if row.get("name") == wanted:
+                return row.obj
+        names = ", ".join(sorted(str(r.get("name")) for r in rows))
+        raise errors.BadRequest(f"host option datastore: no datastore {wanted!r} (there are: {names})")
+    usable = [r for r in rows if r.get("summary.accessible", True)]
+    if not usable:
+        raise errors.VMOperationFailed(f"host {conn.host.name} has no accessible datastore")
+    return max(usable, key=lambda r: int(r.get("summary.freeSpace") or 0)).obj
 
 
 def _hardware(conn: Connection, vm: vim.VirtualMachine) -> tuple[list[Any], str]:

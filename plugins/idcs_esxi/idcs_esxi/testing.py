@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from idcs_core.testing import backends
+from idcs_core.testing.backends import free_port
 
 GOVMOMI = Path("/usr/share/gocode/src/github.com/vmware/govmomi")
 GOCODE = Path("/usr/share/gocode")
@@ -80,12 +82,6 @@ def build() -> Path:
     return binary
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Vcsim:
     """A running simulator: its model, address, credentials and process."""
@@ -111,19 +107,12 @@ class Vcsim:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        """SIGTERM (the simulator removes its temporary datastores), SIGKILL if it lingers."""
+        """SIGTERM by PID (the simulator removes its temporary datastores), SIGKILL if it lingers."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            backends.stop_pid(self.process.pid, timeout=10, proc=self.process)
 
     def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-2000:]
-        return ""
+        return backends.log_tail(self.log)
 
 
 def start(model: str, workdir: Path, vms: int = 2, port: int | None = None) -> Vcsim:
@@ -134,12 +123,10 @@ def start(model: str, workdir: Path, vms: int = 2, port: int | None = None) -> V
     log = workdir / f"vcsim-{model}-{port}.log"
     scratch = workdir / f"tmp-{port}"
     scratch.mkdir()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(binary), "-model", model, "-listen", f"127.0.0.1:{port}", "-user", USER, "-pass", PASSWORD,
-             "-vms", str(vms), "-iso", ",".join(ISO_FILES)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
-            env=os.environ | {"TMPDIR": str(scratch)})  # its datastores' folders: gone with workdir
+    process = backends.start_process(
+        [str(binary), "-model", model, "-listen", f"127.0.0.1:{port}", "-user", USER, "-pass", PASSWORD,
+         "-vms", str(vms), "-iso", ",".join(ISO_FILES)],
+        log, env=os.environ | {"TMPDIR": str(scratch)})  # its datastores' folders: gone with workdir
     sim = Vcsim(model=model, port=port, process=process, url="", log=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -247,12 +234,7 @@ class PlainVnc:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            backends.stop_pid(self.process.pid, timeout=10, proc=self.process)
 
 
 def start_vnc(workdir: Path) -> PlainVnc:
@@ -264,10 +246,9 @@ def start_vnc(workdir: Path) -> PlainVnc:
                    and not Path(f"/tmp/.X11-unix/X{n}").exists())
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / f"xvnc-{port}.log").open("wb") as out:
-        process = subprocess.Popen([xvnc, f":{display}", "-geometry", "640x480", "-rfbport", str(port), "-localhost",
-                                    "-SecurityTypes", "None", "-nolisten", "tcp", "-desktop", "esxi-vm-console"],
-                                   stdout=out, stderr=subprocess.STDOUT)
+    log = workdir / f"xvnc-{port}.log"
+    process = backends.start_process([xvnc, f":{display}", "-geometry", "640x480", "-rfbport", str(port), "-localhost",
+                                      "-SecurityTypes", "None", "-nolisten", "tcp", "-desktop", "esxi-vm-console"], log)
     vnc = PlainVnc(port, process)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -277,4 +258,4 @@ def start_vnc(workdir: Path) -> PlainVnc:
             break
         time.sleep(0.05)
     vnc.stop()
-    raise VcsimError(f"Xvnc did not listen on {port}")
+    raise VcsimError(f"Xvnc did not listen on {port}:\n{backends.log_tail(log)}")

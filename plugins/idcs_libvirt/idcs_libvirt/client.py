@@ -1,16 +1,41 @@
-"""One libvirt connection per host, kept open and re-opened when it drops."""
+"""libvirt connections: opened with the host's credentials, one kept per host in the toolkit's
+``SessionCache`` and re-opened when it is no longer alive.
+
+``connections()`` makes the engine's cache; ``connection(cache, host)`` is the host's live
+connection; ``open_connection`` gives a caller one of its own (long-lived console streams).
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import libvirt
 
-from idcs_core.errors import HostUnreachable
+from idcs_core.enginekit import SessionCache
+from idcs_core.errors import BadRequest, HostUnreachable
 from idcs_core.types import HostSpec
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed
+
+Connections = SessionCache[libvirt.virConnect]
+
+
+Started = TypeVar("Started", libvirt.virStoragePool, libvirt.virNetwork)
+
+
+def active(lookup: Callable[[str], Started], name: str, missing: int, what: str, option: str) -> Started:
+    """The pool or network ``name`` (by ``lookup``), started if it was not; a ``BadRequest``
+    naming the host ``option`` when libvirt answers ``missing`` (it has none of that name)."""
+    try:
+        found = lookup(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == missing:
+            raise BadRequest(f"the host has no {what} {name!r} (host option {option!r})") from None
+        raise
+    if not found.isActive():
+        found.create()
+    return found
 
 
 def _auth_callback(host: HostSpec) -> list[Any]:
@@ -29,69 +54,40 @@ def _auth_callback(host: HostSpec) -> list[Any]:
     return [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
 
 
-class ConnectionCache:
-    """libvirt connections keyed by host; ``get`` re-opens one that is no longer alive."""
+def open_connection(host: HostSpec) -> libvirt.virConnect:
+    """A new connection to the host's URI (``qemu:///system`` when empty). Raises ``HostUnreachable``."""
+    uri = host.addr.strip() or "qemu:///system"
+    try:
+        if host.user or host.password:
+            return libvirt.openAuth(uri, _auth_callback(host), 0)
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code == libvirt.VIR_ERR_AUTH_FAILED:
+            raise HostUnreachable(f"libvirt at {uri} refused the credentials: {exc.get_error_message()}") from None
+        raise HostUnreachable(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}") from None
 
-    def __init__(self) -> None:
-        self._conns: dict[HostSpec, libvirt.virConnect] = {}
-        self._lock = threading.Lock()
 
-    def get(self, host: HostSpec) -> libvirt.virConnect:
-        """The host's open connection (opened now if needed). Raises ``HostUnreachable``."""
-        with self._lock:
-            conn = self._conns.get(host)
-            if conn is not None:
-                try:
-                    if conn.isAlive():
-                        return conn
-                except libvirt.libvirtError:
-                    pass
-                self._close(conn)
-                del self._conns[host]
-            conn = self._open(host)
-            self._conns[host] = conn
-            return conn
+def close_connection(conn: libvirt.virConnect) -> None:
+    conn.close()
 
-    def open_new(self, host: HostSpec) -> libvirt.virConnect:
-        """A connection of its own for the caller to close (long-lived streams)."""
-        return self._open(host)
 
-    @staticmethod
-    def _open(host: HostSpec) -> libvirt.virConnect:
-        uri = host.addr.strip() or "qemu:///system"
-        try:
-            if host.user or host.password:
-                return libvirt.openAuth(uri, _auth_callback(host), 0)
-            return libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code == libvirt.VIR_ERR_AUTH_FAILED:
-                raise HostUnreachable(f"libvirt at {uri} refused the credentials: {exc.get_error_message()}") from None
-            raise HostUnreachable(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}") from None
+def connections() -> Connections:
+    """The engine's cache: one connection per host, kept until dropped (liveness is checked on use)."""
+    return SessionCache(open_connection, close_connection)
 
-    def drop(self, host: HostSpec) -> None:
-        """Close and forget the host's connection (new address or credentials, host deleted)."""
-        with self._lock:
-            conn = self._conns.pop(host, None)
-        if conn is not None:
-            self._close(conn)
 
-    def drop_if(self, host: HostSpec, conn: libvirt.virConnect) -> None:
-        """Forget ``conn`` if it is still the host's (it failed mid-call)."""
-        with self._lock:
-            if self._conns.get(host) is conn:
-                del self._conns[host]
-        self._close(conn)
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
-    def close_all(self) -> None:
-        with self._lock:
-            conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            self._close(conn)
 
-    @staticmethod
-    def _close(conn: libvirt.virConnect) -> None:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+def connection(cache: Connections, host: HostSpec) -> libvirt.virConnect:
+    """The host's open connection, re-opened when the kept one died (daemon restarted)."""
+    conn = cache.get(host)
+    if _alive(conn):
+        return conn
+    cache.discard(host, conn)
+    return cache.get(host)

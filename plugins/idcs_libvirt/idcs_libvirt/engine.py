@@ -14,7 +14,6 @@ from typing import Any
 
 import libvirt
 
-from idcs_core.errors import VMOperationFailed
 from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
     BackupInfo,
@@ -31,9 +30,9 @@ from idcs_core.types import (
     VMInfo,
     VMSpec,
 )
-from idcs_libvirt import backups, console, domainxml, images, lifecycle, network, storage
+from idcs_libvirt import backups, console, images, lifecycle, network, storage
 from idcs_libvirt import host as hostinfo
-from idcs_libvirt.client import ConnectionCache
+from idcs_libvirt.client import connections, open_connection
 from idcs_libvirt.errors import translated
 from idcs_libvirt.terminal import SerialTerminal
 
@@ -42,7 +41,7 @@ class LibvirtEngine:
     """OpenIDCS engine for QEMU/KVM virtual machines on libvirt hosts."""
 
     def __init__(self) -> None:
-        self.conns = ConnectionCache()
+        self.conns = connections()
         self.facts = lifecycle.FactsCache()
 
     @contextlib.contextmanager
@@ -119,10 +118,7 @@ class LibvirtEngine:
     @hookimpl
     def vm_set_password(self, host: HostSpec, vm_uuid: str, ref: str, username: str, password: str) -> None:
         with self._on(host, f"set the password in {vm_uuid}") as conn:
-            dom = lifecycle.lookup(conn, vm_uuid, ref)
-            if not dom.isActive():
-                raise VMOperationFailed("the VM is not running: its guest agent cannot set a password")
-            dom.setUserPassword(username, password, 0)
+            lifecycle.set_password(lifecycle.lookup(conn, vm_uuid, ref), username, password)
 
     # ------------------------------------------------------------------ console
 
@@ -135,56 +131,36 @@ class LibvirtEngine:
     def vm_terminal_open(self, host: HostSpec, vm_uuid: str, ref: str, cols: int, rows: int) -> TerminalChannel:
         with self._on(host, f"serial console of {vm_uuid}") as conn:
             uuid = lifecycle.lookup(conn, vm_uuid, ref).UUIDString()
-            return SerialTerminal(self.conns.open_new(host), uuid)
+            return SerialTerminal(open_connection(host), uuid)
 
     # ------------------------------------------------------------------ network
 
     @hookimpl
     def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
         with self._on(host, f"addresses of {vm_uuid}") as conn:
-            dom = lifecycle.lookup(conn, vm_uuid, ref)
-            f = domainxml.parse(dom.XMLDesc(0))
-            return network.vm_addresses(conn, f.macs, f.networks)
+            return network.ip_list(conn, lifecycle.lookup(conn, vm_uuid, ref))
 
-    def _vm_address(self, conn: libvirt.virConnect, vm_uuid: str, ref: str) -> tuple[str, str | None]:
-        dom = lifecycle.lookup(conn, vm_uuid, ref)
-        f = domainxml.parse(dom.XMLDesc(0))
-        addrs = [a for a in network.vm_addresses(conn, f.macs, f.networks) if a.version == 4]
-        if not addrs:
-            raise VMOperationFailed(f"{vm_uuid} has no IPv4 address on its network yet: cannot forward to it")
-        return addrs[0].address, network.bridge_of(conn, f.networks[0]) if f.networks else None
+    def _target(self, host: HostSpec, vm_uuid: str, ref: str, what: str) -> network.Target:
+        """Looks the VM's forward target up when a NAT change needs it (not before its checks)."""
+        def find() -> tuple[str, str | None]:
+            with self._on(host, what) as conn:
+                return network.forward_target(conn, lifecycle.lookup(conn, vm_uuid, ref), vm_uuid)
+
+        return find
 
     @hookimpl
     def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule, progress: Progress) -> NatRule:
-        settings = hostinfo.settings(host)
-        nft = network.Nft(settings)
-        with self._on(host, f"forward to {vm_uuid}") as conn:
-            addr, bridge = self._vm_address(conn, vm_uuid, ref)
-        network.check_free(nft, vm_uuid, rule)
-        progress(50, f"forwarding host port {rule.host_port} to {addr}:{rule.vm_port}")
-        nft.remove(vm_uuid, rule.protocol, rule.host_port)
-        nft.add(vm_uuid, rule, addr, bridge)
-        return NatRule(host_port=rule.host_port, vm_port=rule.vm_port, protocol=rule.protocol.lower(), lan_addr=addr)
+        target = self._target(host, vm_uuid, ref, f"forward to {vm_uuid}")
+        return network.nat_add(hostinfo.settings(host), vm_uuid, rule, target, progress)
 
     @hookimpl
     def nat_remove(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule, progress: Progress) -> None:
-        progress(50, f"removing the forward of host port {rule.host_port}")
-        network.Nft(hostinfo.settings(host)).remove(vm_uuid, rule.protocol, rule.host_port)
+        network.nat_remove(hostinfo.settings(host), vm_uuid, rule, progress)
 
     @hookimpl
     def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
-        settings = hostinfo.settings(host)
-        nft = network.Nft(settings)
-        wanted = {(r.protocol.lower(), r.host_port): r for r in rules}
-        for key in set(nft.forwards(vm_uuid)) - set(wanted):
-            nft.remove(vm_uuid, *key)
-        if not wanted:
-            return
-        with self._on(host, f"forwards of {vm_uuid}") as conn:
-            addr, bridge = self._vm_address(conn, vm_uuid, ref)
-        for rule in wanted.values():  # re-made: the VM's address may have changed
-            nft.remove(vm_uuid, rule.protocol, rule.host_port)
-            nft.add(vm_uuid, rule, addr, bridge)
+        target = self._target(host, vm_uuid, ref, f"forwards of {vm_uuid}")
+        network.nat_sync(hostinfo.settings(host), vm_uuid, rules, target)
 
     # ------------------------------------------------------------------ storage
 

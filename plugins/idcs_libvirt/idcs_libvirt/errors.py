@@ -1,4 +1,9 @@
-"""libvirt faults -> OpenIDCS business errors with clear messages."""
+"""libvirt faults -> OpenIDCS business errors with clear messages.
+
+Every hook runs its libvirt calls inside ``translated(cache, host, what)`` (the toolkit's
+``idcs_core.enginekit.translated`` with this engine's mapping): a lost connection is forgotten,
+so the next call re-opens it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from collections.abc import Iterator
 import libvirt
 
 from idcs_core import errors
+from idcs_core.enginekit import translated as kit_translated
 from idcs_core.types import HostSpec
-from idcs_libvirt.client import ConnectionCache
+from idcs_libvirt.client import Connections, connection
 
 # codes that mean the connection itself is gone (daemon killed, network cut)
 _CONNECTION_LOST = {
@@ -21,8 +27,9 @@ _BAD_INPUT = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_INVALID_ARG, libvirt.VI
               libvirt.VIR_ERR_NO_STORAGE_VOL}
 
 
-def translate(exc: libvirt.libvirtError, what: str) -> errors.IDCSError:
+def translate(exc: BaseException, what: str) -> errors.IDCSError:
     """The business error for a libvirt fault during ``what``."""
+    assert isinstance(exc, libvirt.libvirtError)
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
     if code in _CONNECTION_LOST:
@@ -40,14 +47,10 @@ def translate(exc: libvirt.libvirtError, what: str) -> errors.IDCSError:
 
 
 @contextlib.contextmanager
-def translated(cache: ConnectionCache, host: HostSpec, what: str) -> Iterator[libvirt.virConnect]:
+def translated(cache: Connections, host: HostSpec, what: str) -> Iterator[libvirt.virConnect]:
     """Yield the host's connection; turn libvirt faults into business errors, and forget a
-    connection that died so the next call re-opens it."""
-    conn = cache.get(host)
-    try:
+    connection that died so the next call re-opens it. Other exceptions pass unchanged."""
+    conn = connection(cache, host)
+    with kit_translated(what, {libvirt.libvirtError: translate}, default=None,
+                        on_unreachable=lambda: cache.discard(host, conn)):
         yield conn
-    except libvirt.libvirtError as exc:
-        error = translate(exc, what)
-        if isinstance(error, errors.HostUnreachable):
-            cache.drop_if(host, conn)
-        raise error from None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
 
+from idcs_core.enginekit import option_number, option_values
 from idcs_core.types import HostOption, HostSpec, HostStatus, OptionType
 
 OPTIONS = [
@@ -22,7 +22,6 @@ OPTIONS = [
     HostOption("nat_table", OptionType.STR, "idcs_libvirt", "nftables table (family ip) the engine owns for "
                "port forwards (local hosts only)"),
 ]
-DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,12 @@ def is_local_uri(uri: str) -> bool:
 
 
 def settings(host: HostSpec) -> Settings:
-    """Read ``host.options`` defensively: unknown keys ignored, defaults applied."""
-    opts = {**DEFAULTS, **{k: v for k, v in (host.options or {}).items() if v not in (None, "")}}
+    """Read ``host.options``: unknown keys ignored, defaults applied, a stop_timeout that is no number
+    a ``BadRequest`` naming it (the core validates typed options before they get here)."""
+    opts = option_values(OPTIONS, host.options)
     local = is_local_uri(host.addr)
     console = str(opts["console_address"]) or ("127.0.0.1" if local else (urlsplit(host.addr).hostname or ""))
-    try:
-        stop_timeout = int(opts["stop_timeout"])
-    except (TypeError, ValueError):
-        stop_timeout = 30
+    stop_timeout = option_number("stop_timeout", opts["stop_timeout"], int)
     return Settings(pool=str(opts["pool"]), network=str(opts["network"]), vnc_listen=str(opts["vnc_listen"]),
                     console_address=console, stop_timeout=max(1, stop_timeout), nat_table=str(opts["nat_table"]),
                     is_local=local)

@@ -7,6 +7,7 @@ import libvirt
 from idcs_core.errors import BadRequest
 from idcs_core.types import ImageKind, OSImage
 from idcs_libvirt import naming
+from idcs_libvirt.client import active
 
 FAMILIES = ("debian", "ubuntu", "centos", "rocky", "alma", "fedora", "alpine", "windows", "arch", "opensuse")
 
@@ -17,15 +18,8 @@ def _family(name: str) -> str:
 
 
 def pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool:
-    try:
-        found = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise BadRequest(f"the host has no storage pool {name!r} (host option 'pool')") from None
-        raise
-    if not found.isActive():
-        found.create()
-    return found
+    """The storage pool the host option names, started if it was not."""
+    return active(conn.storagePoolLookupByName, name, libvirt.VIR_ERR_NO_STORAGE_POOL, "storage pool", "pool")
 
 
 def list_images(conn: libvirt.virConnect, pool_name: str) -> list[OSImage]:

@@ -322,6 +322,13 @@ def _shutdown(dom: libvirt.virDomain, timeout: int) -> None:
         dom.destroy()
 
 
+def set_password(dom: libvirt.virDomain, username: str, password: str) -> None:
+    """Set a guest account's password through the QEMU guest agent (the VM must be running)."""
+    if not dom.isActive():
+        raise VMOperationFailed("the VM is not running: its guest agent cannot set a password")
+    dom.setUserPassword(username, password, 0)
+
+
 def lookup(conn: libvirt.virConnect, vm_uuid: str, ref: str | None) -> libvirt.virDomain:
     """The VM's domain, or VMNotFound."""
     try:

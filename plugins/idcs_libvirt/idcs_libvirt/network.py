@@ -3,20 +3,21 @@ forwards with nftables, in a table the engine owns (local hosts)."""
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import json
 import random
-import socket
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 
+from idcs_core.enginekit import local_port_holder, normalise_nat_rule, port_bindable
 from idcs_core.errors import BadRequest, Conflict, NotSupported, VMOperationFailed
-from idcs_core.types import IPAddress, NatRule
-from idcs_libvirt import naming
+from idcs_core.types import IPAddress, NatRule, Progress
+from idcs_libvirt import domainxml, naming
+from idcs_libvirt.client import active
 from idcs_libvirt.host import Settings
 
 # ---------------------------------------------------------------------- addresses
@@ -27,15 +28,7 @@ def new_mac() -> str:
 
 
 def _network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
-    try:
-        net = conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            raise BadRequest(f"the host has no libvirt network {name!r} (host option 'network')") from None
-        raise
-    if not net.isActive():
-        net.create()
-    return net
+    return active(conn.networkLookupByName, name, libvirt.VIR_ERR_NO_NETWORK, "libvirt network", "network")
 
 
 def reserve(conn: libvirt.virConnect, network: str, vm_uuid: str, mac: str) -> str:
@@ -101,6 +94,12 @@ def vm_addresses(conn: libvirt.virConnect, macs: list[str], networks: list[str])
     table = addresses_by_mac(conn, set(networks))
     return [IPAddress(address=ip, version=6 if ":" in ip else 4, nic=f"eth{i}", mac_addr=mac)
             for i, mac in enumerate(macs) for ip in table.get(mac, [])]
+
+
+def ip_list(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[IPAddress]:
+    """The domain's addresses on its networks (DHCP leases and reservations)."""
+    f = domainxml.parse(dom.XMLDesc(0))
+    return vm_addresses(conn, f.macs, f.networks)
 
 
 # ---------------------------------------------------------------------- NAT with nftables
@@ -189,17 +188,6 @@ class Nft:
             self.remove(vm_uuid, protocol, port)
 
 
-def port_in_use(port: int, protocol: str) -> bool:
-    """True when a program on this machine holds ``port`` (a bind on it fails)."""
-    kind = socket.SOCK_DGRAM if protocol.lower() == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
 def bridge_of(conn: libvirt.virConnect, network: str) -> str | None:
     try:
         return str(conn.networkLookupByName(network).bridgeName())
@@ -209,8 +197,54 @@ def bridge_of(conn: libvirt.virConnect, network: str) -> str | None:
 
 def check_free(nft: Nft, vm_uuid: str, rule: NatRule) -> None:
     """Conflict when another VM's forward or a program on the host holds the port."""
-    owner = nft.forwards().get((rule.protocol.lower(), rule.host_port))
+    owner = nft.forwards().get((rule.protocol, rule.host_port))
     if owner is not None and owner != vm_uuid:
         raise Conflict(f"host port {rule.host_port}/{rule.protocol} already forwards to VM {owner}")
-    if owner is None and port_in_use(rule.host_port, rule.protocol):
-        raise Conflict(f"host port {rule.host_port}/{rule.protocol} is in use by a program on the host")
+    if owner is None and not port_bindable(rule.host_port, rule.protocol):
+        holder = local_port_holder(rule.host_port, rule.protocol) or "a program"
+        raise Conflict(f"host port {rule.host_port}/{rule.protocol} is in use on the host by {holder}")
+
+
+Target = Callable[[], tuple[str, str | None]]
+"""Finds the VM's forward target when called: its IPv4 address and its network's bridge (or None)."""
+
+
+def forward_target(conn: libvirt.virConnect, dom: libvirt.virDomain, vm_uuid: str) -> tuple[str, str | None]:
+    """The VM's first IPv4 address on its networks and the bridge of its first network."""
+    f = domainxml.parse(dom.XMLDesc(0))
+    addrs = [a for a in vm_addresses(conn, f.macs, f.networks) if a.version == 4]
+    if not addrs:
+        raise VMOperationFailed(f"{vm_uuid} has no IPv4 address on its network yet: cannot forward to it")
+    return addrs[0].address, bridge_of(conn, f.networks[0]) if f.networks else None
+
+
+def nat_add(settings: Settings, vm_uuid: str, rule: NatRule, target: Target, progress: Progress) -> NatRule:
+    """Forward ``rule.host_port`` of this machine to the VM (nftables DNAT), replacing its old forward."""
+    rule = normalise_nat_rule(rule)
+    nft = Nft(settings)
+    addr, bridge = target()
+    check_free(nft, vm_uuid, rule)
+    progress(50, f"forwarding host port {rule.host_port} to {addr}:{rule.vm_port}")
+    nft.remove(vm_uuid, rule.protocol, rule.host_port)
+    nft.add(vm_uuid, rule, addr, bridge)
+    return NatRule(host_port=rule.host_port, vm_port=rule.vm_port, protocol=rule.protocol, lan_addr=addr)
+
+
+def nat_remove(settings: Settings, vm_uuid: str, rule: NatRule, progress: Progress) -> None:
+    progress(50, f"removing the forward of host port {rule.host_port}")
+    Nft(settings).remove(vm_uuid, rule.protocol, rule.host_port)
+
+
+def nat_sync(settings: Settings, vm_uuid: str, rules: list[NatRule], target: Target) -> None:
+    """Make the VM's forwards exactly ``rules``: others removed, these re-made (the VM's address
+    may have changed); the VM is only looked up when it has forwards."""
+    nft = Nft(settings)
+    wanted = {(r.protocol, r.host_port): r for r in map(normalise_nat_rule, rules)}
+    for key in set(nft.forwards(vm_uuid)) - set(wanted):
+        nft.remove(vm_uuid, *key)
+    if not wanted:
+        return
+    addr, bridge = target()
+    for rule in wanted.values():
+        nft.remove(vm_uuid, rule.protocol, rule.host_port)
+        nft.add(vm_uuid, rule, addr, bridge)

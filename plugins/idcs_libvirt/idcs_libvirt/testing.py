@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import libvirt
 
+from idcs_core.testing import backends
+
 URI = "qemu:///system"
 POOL = "idcs-test"
 POOL_DIR = Path("/var/lib/libvirt/idcs-test-pool")
@@ -130,6 +132,7 @@ class Backend:
     iso: str = ISO
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     started: dict[str, int] = field(default_factory=dict)  # daemon -> pid, for those started here
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def libvirtd_pid(self) -> int | None:
@@ -141,15 +144,22 @@ class Backend:
     def kill_libvirtd(self) -> None:
         """Kill libvirtd (SIGKILL): its guests keep running; the host answers nothing."""
         pid = self.libvirtd_pid
-        assert pid, "libvirtd was not started by this session"
+        # a libvirtd this session reused (another session's, a bench's) is never killed
+        assert pid and pid == self.started.get("libvirtd"), \
+            f"libvirtd (pid {pid}) was not started by this session: it is not killed"
         os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        proc = self.processes.get("libvirtd")
+        if proc is not None and proc.pid == pid:
+            proc.wait(timeout=30)
 
     def start_libvirtd(self) -> None:
-        """(Re)start libvirtd with its pidfile in the workdir and wait until it answers."""
-        _start_daemon("libvirtd", ["libvirtd", "-d", "-p", str(LIBVIRTD_PID)], LIBVIRTD_PID)
-        self.started["libvirtd"] = _wait_libvirt(self.uri, LIBVIRTD_PID)
+        """(Re)start libvirtd in the foreground of a process of its own (log in the workdir),
+        its pidfile at a fixed place, and wait until it answers."""
+        log = self.workdir / "libvirtd.log"
+        LIBVIRTD_PID.unlink(missing_ok=True)
+        proc = backends.start_process(["libvirtd", "-p", str(LIBVIRTD_PID)], log)
+        self.processes["libvirtd"] = proc
+        self.started["libvirtd"] = _wait_libvirt(self.uri, proc, log)
 
 
 def _pid_of(pidfile: Path) -> int | None:
@@ -161,27 +171,20 @@ def _pid_of(pidfile: Path) -> int | None:
         return None
 
 
-def _start_daemon(name: str, argv: list[str], pidfile: Path) -> None:
-    pidfile.unlink(missing_ok=True)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} did not start ({proc.returncode}): {proc.stderr[-2000:]}")
-
-
-def _wait_libvirt(uri: str, pidfile: Path, timeout: float = 60) -> int:
+def _wait_libvirt(uri: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> int:
+    """libvirtd's PID once it answers on ``uri``; its log's tail if it ends or stays silent."""
     deadline = time.monotonic() + timeout
     last = ""
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             conn = libvirt.open(uri)
             conn.close()
-            pid = _pid_of(pidfile)
-            if pid:
-                return pid
+            return proc.pid
         except libvirt.libvirtError as exc:
             last = str(exc)
         time.sleep(0.3)
-    raise RuntimeError(f"libvirtd did not answer on {uri} within {timeout}s: {last}")
+    raise RuntimeError(f"libvirtd did not answer on {uri} within {timeout}s (exit status {proc.poll()}): {last}\n"
+                       f"{backends.log_tail(log)}")
 
 
 def _answers(uri: str) -> bool:
@@ -202,11 +205,9 @@ def start_backend(workdir: Path) -> Backend:
     backend = Backend(workdir=workdir)
     if not _answers(URI):
         if _pid_of(VIRTLOGD_PID) is None:
-            _start_daemon("virtlogd", ["virtlogd", "-d", "-p", str(VIRTLOGD_PID)], VIRTLOGD_PID)
-            time.sleep(0.3)
-            pid = _pid_of(VIRTLOGD_PID)
-            if pid:
-                backend.started["virtlogd"] = pid
+            VIRTLOGD_PID.unlink(missing_ok=True)
+            proc = backends.start_process(["virtlogd", "-p", str(VIRTLOGD_PID)], workdir / "virtlogd.log")
+            backend.processes["virtlogd"], backend.started["virtlogd"] = proc, proc.pid
         backend.start_libvirtd()
     conn = libvirt.open(URI)
     try:
@@ -232,11 +233,8 @@ def stop_backend(backend: Backend, prefix: str) -> None:
     for name in ("libvirtd", "virtlogd"):
         pid = backend.started.get(name)
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.1)
+            proc = backend.processes.get(name)
+            backends.stop_pid(pid, timeout=15, proc=proc if proc is not None and proc.pid == pid else None)
 
 
 def _drop_libvirt_chains() -> None:
@@ -256,14 +254,6 @@ def _drop_libvirt_chains() -> None:
                 if parts[:1] == ["-N"] and parts[1].startswith("LIBVIRT_"):
                     subprocess.run([tool, "-t", table, "-F", parts[1]], capture_output=True, check=False)
                     subprocess.run([tool, "-t", table, "-X", parts[1]], capture_output=True, check=False)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def cleanup(conn: libvirt.virConnect, prefix: str) -> None:

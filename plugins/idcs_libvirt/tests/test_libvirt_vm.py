@@ -17,7 +17,7 @@ from idcs_libvirt import testing
 from idcs_libvirt.engine import LibvirtEngine
 
 from idcs_core import errors
-from idcs_core.testing.server import free_port
+from idcs_core.testing.backends import free_port
 from idcs_core.types import HostSpec, NatRule, PowerAction, VMInfo, VMSpec
 
 

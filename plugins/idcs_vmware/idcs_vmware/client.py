@@ -1,7 +1,8 @@
 """One vmrest connection pool per host (and event loop), basic auth, vmrest's media type.
 
-The pool is an ``httpx.AsyncClient``; it is tied to the event loop that made it, so the cache
-keys on the loop too. ``close(host)`` releases a host's pools (``host_close``). The password
+The pool is an ``httpx.AsyncClient`` kept in the toolkit's ``SessionCache``; it is tied to the
+event loop that made it, so the cache keys on the loop too. ``close(host)`` takes a host's pools
+out of the cache and awaits their close (``host_close``). The password
 only ever travels in the ``Authorization`` header: never in a URL, a log line or an error.
 """
 
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Hashable
 from typing import Any
 
 import httpx
 
+from idcs_core.enginekit import SessionCache
 from idcs_core.types import HostSpec
 from idcs_vmware.errors import VmrestError, from_response, from_transport
 from idcs_vmware.host import Settings, base_url, settings
@@ -74,8 +77,24 @@ class Vmrest:
         return listing
 
 
+def _pool_key(host: HostSpec) -> Hashable:
+    # HostSpec's hash leaves options out: a changed verify_tls is a new pool; a pool serves one loop
+    return host, settings(host), id(asyncio.get_running_loop())
+
+
+def _open_pool(host: HostSpec) -> httpx.AsyncClient:
+    conf = settings(host)
+    return httpx.AsyncClient(
+        base_url=base_url(host.addr), auth=httpx.BasicAuth(host.user, host.password),
+        headers={"Accept": MEDIA, "Content-Type": MEDIA}, verify=conf.verify_tls,
+        timeout=httpx.Timeout(conf.timeout, connect=min(conf.timeout, 5.0)),
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+    )
+
+
+# Pools are closed by ``close`` (awaited), never by the cache: it has no event loop to close them on.
+POOLS: SessionCache[httpx.AsyncClient] = SessionCache(_open_pool, key=_pool_key)
 _lock = threading.Lock()
-_pools: dict[tuple[HostSpec, Settings, int], httpx.AsyncClient] = {}
 _indexes: dict[HostSpec, VmIndex] = {}
 _locks: dict[tuple[str, int], asyncio.Lock] = {}
 
@@ -90,19 +109,11 @@ def host_lock(host: HostSpec) -> asyncio.Lock:
 
 def connect(host: HostSpec) -> Vmrest:
     """The cached pool for ``host`` on the running event loop (made on first use)."""
-    loop = asyncio.get_running_loop()
-    conf = settings(host)
-    key = (host, conf, id(loop))  # HostSpec's hash leaves options out: a changed verify_tls is a new pool
+    http = POOLS.get(host)
+    if http.is_closed:
+        POOLS.discard(host, http)
+        http = POOLS.get(host)
     with _lock:
-        http = _pools.get(key)
-        if http is None or http.is_closed:
-            http = httpx.AsyncClient(
-                base_url=base_url(host.addr), auth=httpx.BasicAuth(host.user, host.password),
-                headers={"Accept": MEDIA, "Content-Type": MEDIA}, verify=conf.verify_tls,
-                timeout=httpx.Timeout(conf.timeout, connect=min(conf.timeout, 5.0)),
-                limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-            )
-            _pools[key] = http
         index = _indexes.setdefault(host, VmIndex())
     return Vmrest(host, http, index)
 
@@ -110,9 +121,7 @@ def connect(host: HostSpec) -> Vmrest:
 async def close(host: HostSpec) -> None:
     """Close every pool of ``host`` (any loop) and forget its index. Never raises."""
     with _lock:
-        mine = [k for k in _pools if k[0] == host]
-        pools = [_pools.pop(k) for k in mine]
         _indexes.pop(host, None)
-    for http in pools:
+    for http in POOLS.take(host):
         with contextlib.suppress(Exception):
             await http.aclose()

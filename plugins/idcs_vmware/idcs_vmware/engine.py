@@ -7,7 +7,8 @@ password or terminal calls (see the README's capability table).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from idcs_core.hookspecs import hookimpl
 from idcs_core.types import (
@@ -23,19 +24,26 @@ from idcs_core.types import (
     VMSpec,
 )
 from idcs_vmware import client, console, images, lifecycle, network
+from idcs_vmware import host as hostinfo
+from idcs_vmware.client import Vmrest
 from idcs_vmware.errors import translated
-from idcs_vmware.host import OPTIONS, status_from_list
+from idcs_vmware.host import OPTIONS
 
-
-async def _host_status(spec: HostSpec) -> HostStatus:
-    api = client.connect(spec)
-    with translated(f"host {spec.name}"):
-        listing = await api.list_vms()
-    return status_from_list(listing, api.settings.template_prefix)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class VmwareEngine:
     """Registered under the engine type ``VmwareWork`` (see pyproject.toml)."""
+
+    async def _call(self, host: HostSpec, what: str, fn: Callable[Concatenate[Vmrest, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await fn(api, *args)`` with the host's cached pool, vmrest's error answers turned
+        into business errors naming ``what``."""
+        with translated(what):
+            return await fn(client.connect(host), *args, **kwargs)
+
+    # ------------------------------------------------------------------ host
 
     @hookimpl
     def engine_describe(self) -> dict[str, Any]:
@@ -47,11 +55,11 @@ class VmwareEngine:
 
     @hookimpl
     async def host_connect(self, host: HostSpec) -> HostStatus:
-        return await _host_status(host)
+        return await self._call(host, f"host {host.name}", hostinfo.host_status)
 
     @hookimpl
     async def host_status(self, host: HostSpec) -> HostStatus:
-        return await _host_status(host)
+        return await self._call(host, f"host {host.name}", hostinfo.host_status)
 
     @hookimpl
     async def host_close(self, host: HostSpec) -> None:
@@ -59,65 +67,59 @@ class VmwareEngine:
 
     @hookimpl
     async def os_images(self, host: HostSpec) -> list[OSImage]:
-        with translated(f"images of {host.name}"):
-            return await images.os_images(client.connect(host))
+        return await self._call(host, f"images of {host.name}", images.os_images)
+
+    # ------------------------------------------------------------------ VMs
 
     @hookimpl
     async def vm_list(self, host: HostSpec) -> list[VMInfo]:
-        with translated(f"VMs of {host.name}"):
-            return await lifecycle.list_vms(client.connect(host))
+        return await self._call(host, f"VMs of {host.name}", lifecycle.list_vms)
 
     @hookimpl
     async def vm_create(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with translated(f"create {spec.vm_uuid}"):
-            return await lifecycle.create(client.connect(host), spec, progress)
+        return await self._call(host, f"create {spec.vm_uuid}", lifecycle.create, spec, progress)
 
     @hookimpl
     async def vm_reinstall(self, host: HostSpec, spec: VMSpec, progress: Progress) -> VMInfo:
-        with translated(f"reinstall {spec.vm_uuid}"):
-            return await lifecycle.reinstall(client.connect(host), spec, progress)
+        return await self._call(host, f"reinstall {spec.vm_uuid}", lifecycle.reinstall, spec, progress)
 
     @hookimpl
     async def vm_update(self, host: HostSpec, spec: VMSpec) -> VMInfo:
-        with translated(f"update {spec.vm_uuid}"):
-            return await lifecycle.update(client.connect(host), spec)
+        return await self._call(host, f"update {spec.vm_uuid}", lifecycle.update, spec)
 
     @hookimpl
     async def vm_delete(self, host: HostSpec, vm_uuid: str, ref: str) -> None:
-        with translated(f"delete {vm_uuid}"):
-            await lifecycle.delete(client.connect(host), vm_uuid, ref)
+        await self._call(host, f"delete {vm_uuid}", lifecycle.delete, vm_uuid, ref)
 
     @hookimpl
     async def vm_power(self, host: HostSpec, vm_uuid: str, ref: str, action: PowerAction) -> VMInfo:
-        with translated(f"{action.value} {vm_uuid}"):
-            return await lifecycle.power(client.connect(host), vm_uuid, ref, action)
+        return await self._call(host, f"{action.value} {vm_uuid}", lifecycle.power, vm_uuid, ref, action)
 
     @hookimpl
     async def vm_status(self, host: HostSpec, vm_uuid: str, ref: str) -> VMInfo:
-        with translated(f"status of {vm_uuid}"):
-            return await lifecycle.status(client.connect(host), vm_uuid, ref)
+        return await self._call(host, f"status of {vm_uuid}", lifecycle.status, vm_uuid, ref)
+
+    # ------------------------------------------------------------------ console
 
     @hookimpl
     async def vm_console(self, host: HostSpec, vm_uuid: str, ref: str) -> ConsoleEndpoint:
-        with translated(f"console of {vm_uuid}"):
-            return await console.endpoint(client.connect(host), vm_uuid, ref)
+        return await self._call(host, f"console of {vm_uuid}", console.endpoint, vm_uuid, ref)
+
+    # ------------------------------------------------------------------ network
 
     @hookimpl
     async def vm_ip_list(self, host: HostSpec, vm_uuid: str, ref: str) -> list[IPAddress]:
-        with translated(f"addresses of {vm_uuid}"):
-            return await network.ip_list(client.connect(host), vm_uuid, ref)
+        return await self._call(host, f"addresses of {vm_uuid}", network.ip_list, vm_uuid, ref)
 
     @hookimpl
     async def nat_add(self, host: HostSpec, vm_uuid: str, ref: str, rule: NatRule) -> NatRule:
-        with translated(f"forward port {rule.host_port} to {vm_uuid}"):
-            return await network.nat_add(client.connect(host), vm_uuid, ref, rule)
+        return await self._call(host, f"forward port {rule.host_port} to {vm_uuid}", network.nat_add, vm_uuid, ref,
+                                rule)
 
     @hookimpl
     async def nat_remove(self, host: HostSpec, vm_uuid: str, rule: NatRule) -> None:
-        with translated(f"remove port {rule.host_port} of {vm_uuid}"):
-            await network.nat_remove(client.connect(host), vm_uuid, rule)
+        await self._call(host, f"remove port {rule.host_port} of {vm_uuid}", network.nat_remove, vm_uuid, rule)
 
     @hookimpl
     async def nat_sync(self, host: HostSpec, vm_uuid: str, ref: str, rules: list[NatRule]) -> None:
-        with translated(f"sync the forwards of {vm_uuid}"):
-            await network.nat_sync(client.connect(host), vm_uuid, ref, rules)
+        await self._call(host, f"sync the forwards of {vm_uuid}", network.nat_sync, vm_uuid, ref, rules)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
 from idcs_core import errors
+from idcs_core.enginekit import translated as kit_translated
 
 
 class VmrestError(Exception):
@@ -53,10 +53,12 @@ def business(exc: VmrestError, what: str) -> errors.IDCSError:
     return errors.VMOperationFailed(text)
 
 
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Any ``VmrestError`` escaping the block becomes its business error (the engine's last net)."""
-    try:
-        yield
-    except VmrestError as exc:
-        raise business(exc, what) from None
+def translated(what: str) -> AbstractContextManager[None]:
+    """Any ``VmrestError`` escaping the block becomes its business error (the engine's last net);
+    other exceptions pass unchanged (the toolkit's ``translated`` with this engine's mapping)."""
+    return kit_translated(what, {VmrestError: _answered}, default=None)
+
+
+def _answered(exc: BaseException, what: str) -> errors.IDCSError:
+    assert isinstance(exc, VmrestError)  # the only type mapped to it
+    return business(exc, what)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from idcs_core.enginekit import option_bool, option_number, option_values
 from idcs_core.types import HostOption, HostSpec, HostStatus, OptionType
+
+if TYPE_CHECKING:
+    from idcs_vmware.client import Vmrest  # the client imports this module
 
 OPTIONS: list[HostOption] = [
     HostOption("verify_tls", OptionType.BOOL, True, "verify vmrest's HTTPS certificate (vmrest's own is self-signed)"),
@@ -52,36 +56,30 @@ class Settings:
     timeout: float
 
 
-def _flag(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def settings(host: HostSpec) -> Settings:
-    """Parse ``host.options`` defensively (the core may not have validated them yet)."""
-    opts = host.options or {}
-    first, _, last = str(opts.get("vnc_ports") or "5900-5999").partition("-")
+    """Parse ``host.options`` with defaults for what is missing; a yes/no or number option that is
+    neither is a ``BadRequest`` naming it (the core validates typed options before they get here)."""
+    opts = option_values(OPTIONS, host.options)
+    first, _, last = str(opts["vnc_ports"]).partition("-")
     try:
         vnc_first, vnc_last = int(first), int(last or first)
     except ValueError:
         vnc_first, vnc_last = 5900, 5999
-    try:
-        timeout = float(opts.get("timeout") or 10)
-    except (TypeError, ValueError):
-        timeout = 10.0
-    mode = str(opts.get("pause_mode") or "suspend")
+    mode = str(opts["pause_mode"])
     return Settings(
-        verify_tls=_flag(opts.get("verify_tls"), True),
-        vmnet=str(opts.get("vmnet") or "vmnet8"),
-        template_prefix=str(opts.get("template_prefix") or "template-"),
+        verify_tls=option_bool("verify_tls", opts["verify_tls"], True),
+        vmnet=str(opts["vmnet"]),
+        template_prefix=str(opts["template_prefix"]),
         vnc_first=vnc_first, vnc_last=vnc_last,
-        vnc_address=str(opts.get("vnc_address") or "") or (urlsplit(base_url(host.addr)).hostname or "127.0.0.1"),
+        vnc_address=str(opts["vnc_address"]) or (urlsplit(base_url(host.addr)).hostname or "127.0.0.1"),
         pause_mode=mode if mode in ("pause", "suspend") else "suspend",
-        timeout=timeout,
+        timeout=option_number("timeout", opts["timeout"] or 10, float),  # 0 meant the default before
     )
+
+
+async def host_status(api: Vmrest) -> HostStatus:
+    """The host's status from one ``GET /api/vms``."""
+    return status_from_list(await api.list_vms(), api.settings.template_prefix)
 
 
 def status_from_list(vms: list[dict[str, Any]], template_prefix: str) -> HostStatus:

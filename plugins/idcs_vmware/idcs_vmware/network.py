@@ -10,6 +10,7 @@ import contextlib
 from typing import Any
 
 from idcs_core import errors
+from idcs_core.enginekit import normalise_nat_rule
 from idcs_core.types import IPAddress, NatRule
 from idcs_vmware.client import Vmrest, host_lock
 from idcs_vmware.errors import VmrestError, business
@@ -63,13 +64,15 @@ async def forwards(api: Vmrest) -> dict[tuple[str, int], dict[str, Any]]:
 
 async def nat_add(api: Vmrest, vm_uuid: str, ref: str | None, rule: NatRule) -> NatRule:
     """``PUT /api/vmnet/{vmnet}/portforward/{protocol}/{port}`` to the guest's address."""
+    rule = normalise_nat_rule(rule)
     async with host_lock(api.host):  # check-then-PUT: vmrest's PUT would replace another's forward
         return await _nat_add(api, vm_uuid, ref, rule)
 
 
 async def _nat_add(api: Vmrest, vm_uuid: str, ref: str | None, rule: NatRule) -> NatRule:
+    """``rule`` (normalised) forwarded to the VM, under the host's lock."""
     vm_id = await resolve(api, vm_uuid, ref)
-    protocol = rule.protocol.lower()
+    protocol = rule.protocol
     try:
         existing = (await forwards(api)).get((protocol, rule.host_port))
         address = await guest_address(api, vm_uuid, vm_id)
@@ -108,7 +111,7 @@ async def nat_remove(api: Vmrest, vm_uuid: str, rule: NatRule) -> None:
 
 async def nat_sync(api: Vmrest, vm_uuid: str, ref: str | None, rules: list[NatRule]) -> None:
     """Make the VM's forwards exactly ``rules``: drop its others, add the missing ones."""
-    wanted = {(r.protocol.lower(), r.host_port): r for r in rules}
+    wanted = {(r.protocol, r.host_port): r for r in map(normalise_nat_rule, rules)}
     async with host_lock(api.host):
         try:
             current = await forwards(api)

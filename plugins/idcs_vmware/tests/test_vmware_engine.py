@@ -19,8 +19,8 @@ from vmrest_standin.server import GUEST_BODY, GUEST_HTTP_PORT
 
 from idcs_core import errors
 from idcs_core.services.rfb import connect_vnc
+from idcs_core.testing.backends import free_port
 from idcs_core.testing.kit_support import fetch_through, stops_serving
-from idcs_core.testing.server import free_port
 from idcs_core.types import HostSpec, NatRule, PowerAction, VMSpec
 
 ENGINE = VmwareEngine()
@@ -223,7 +223,7 @@ async def test_vm_list_skips_templates_and_closes_cleanly(vmrest: StandIn, vm: s
     listed = {i.vm_uuid: i for i in await ENGINE.vm_list(host=host)}
     assert TEMPLATE not in listed and listed[vm].status == "running" and listed[vm].ref == vmrest.vm_id(vm)
     await ENGINE.host_close(host=host)
-    assert not [k for k in client._pools if k[0] == host]
+    assert client.POOLS.take(host) == [], "host_close left a pool open"
 
 
 async def test_reinstall_is_a_fresh_clone_that_keeps_forwards_and_power(vmrest: StandIn, vm: str) -> None:

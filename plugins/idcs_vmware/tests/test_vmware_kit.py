@@ -13,8 +13,8 @@ import pytest
 from vmrest_standin.launch import TEMPLATE, StandIn
 from vmrest_standin.server import GUEST_BODY, GUEST_HTTP_PORT
 
+from idcs_core.testing.backends import free_port
 from idcs_core.testing.kit import EngineUnderTest, KitTests
-from idcs_core.testing.server import free_port
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from idcs_core.testing.server import free_port
+from idcs_core.testing import backends
+from idcs_core.testing.backends import free_port
 
 SERVER = Path(__file__).with_name("server.py")
 TEMPLATE = "template-debian-12"
@@ -71,19 +72,13 @@ class StandIn:
         return target.read_text() if target.is_file() else None
 
     def log_tail(self) -> str:
-        log = self.workdir / "standin.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
+        return backends.log_tail(self.workdir / "standin.log", 30)
 
     def stop(self) -> None:
         """SIGTERM by PID (it stops its guests and forwarders), SIGKILL if it hangs; remove its folder."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # in case a test left it frozen
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            backends.stop_pid(self.process.pid, timeout=10, proc=self.process)
         with contextlib.suppress(ProcessLookupError):  # guests left by a stand-in that was SIGKILLed
             os.killpg(self.process.pid, signal.SIGKILL)
         if not os.environ.get("VMREST_STANDIN_LOG"):
@@ -111,10 +106,8 @@ def start(templates: tuple[str, ...] = (TEMPLATE,), user: str = "vmware-admin", 
     if tls:
         args.append("--tls")
     env = {**os.environ, "VMREST_STANDIN_PASSWORD": password}
-    log = open(workdir / "standin.log", "ab")
-    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)  # its guests share its process group: see stop()
-    log.close()
+    # a session of its own: its guests share its process group (see stop())
+    process = backends.start_process(args, workdir / "standin.log", env)
     standin = StandIn(f"{'https' if tls else 'http'}://127.0.0.1:{port}", user, password, process, workdir)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
