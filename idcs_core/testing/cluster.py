@@ -197,7 +197,12 @@ class HAProxy:
         """Poll the stats page until HAProxy sees server ``name`` up (or down)."""
         deadline = time.monotonic() + timeout
         while True:
-            state = self.server_states().get(name, "")
+            if failure := self.proc.exited():
+                raise ClusterError(failure)
+            try:
+                state = self.server_states().get(name, "")
+            except httpx.HTTPError as exc:  # haproxy is starting
+                state = f"(stats page: {exc})"
             if state.startswith("UP" if up else "DOWN") and (not up or "/" not in state):
                 return
             if time.monotonic() > deadline:
