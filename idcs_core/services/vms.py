@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
@@ -125,7 +126,10 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
                 ram_num=fields["ram_num"], hdd_num=fields["hdd_num"], status=VMStatus.CREATING,
                 config=dict(fields.get("config") or {}))
         s.add(vm)
-        await s.flush()
+        try:
+            await s.flush()
+        except IntegrityError as exc:  # another node recorded the same name since the check above
+            raise errors.Conflict(f"virtual machine {fields['vm_uuid']} already exists on host {hs_name}") from exc
         # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
         secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
         task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
