@@ -53,7 +53,8 @@ class Operations:
         """The webhook delivery log keeps what the audit log keeps (``audit_keep_days``)."""
         while True:
             try:
-                removed = await prune_deliveries(self.core)
+                # once per cluster: the leading node prunes (on SQLite always this one)
+                removed = await prune_deliveries(self.core) if self.core.leader.leads() else 0
                 if removed:
                     log.info("webhooks: %d old deliveries removed from the log", removed)
             except Exception:  # the database away for a moment: next round
