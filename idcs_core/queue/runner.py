@@ -58,6 +58,7 @@ BUSY_REFRESH = 0.5
 LOCAL_BUSY_SECONDS = 5.0  # a task added here counts as busy this long before the snapshot shows it
 UNDELIVERED_AGE = 30.0  # ended tasks whose events are still pending this long are delivered by a start
 POLL = (0.02, 0.25)  # first and longest pause while watching a task row
+ENDED_CHANNEL = "idcs_task_ended"  # NOTIFY when a task ends: nodes renew their busy snapshot
 
 
 def error_for(code: int, msg: str) -> errors.IDCSError:
@@ -261,19 +262,45 @@ class QueueTaskRunner(InProcessTaskRunner):
     # ------------------------------------------------------------------ busy snapshot
 
     async def _refresh_busy(self) -> None:
+        local = list(self._local)
         async with self.core.db.session() as s:
             rows = (await s.execute(select(Task.host_name, Task.vm_uuid).where(Task.state.in_(ACTIVE_STATES)))).all()
+            ended = set((await s.execute(select(Task.id).where(
+                Task.id.in_(local), Task.state.not_in(ACTIVE_STATES)))).scalars()) if local else set()
         self._active = {(h, v) for h, v in rows}
         now = time.monotonic()
-        self._local = {k: v for k, v in self._local.items() if now - v[1] < LOCAL_BUSY_SECONDS}
+        self._local = {k: v for k, v in self._local.items() if k not in ended and now - v[1] < LOCAL_BUSY_SECONDS}
 
     async def _refresh_loop(self) -> None:
+        """Renew the snapshot every ``BUSY_REFRESH`` s, and at once when any node says a task ended."""
+        import psycopg
+
         while True:
-            await asyncio.sleep(BUSY_REFRESH)
             try:
-                await self._refresh_busy()
-            except Exception:  # the database away for a moment: keep the last snapshot
+                async with await psycopg.AsyncConnection.connect(schema.conninfo(self.core.config.db_url),
+                                                                 autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {ENDED_CHANNEL}")
+                    while True:
+                        await self._refresh_busy()
+                        with contextlib.suppress(TimeoutError):
+                            async for _note in conn.notifies(timeout=BUSY_REFRESH, stop_after=1):
+                                pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database away for a moment: keep the last snapshot, try again
                 log.warning("could not refresh the busy VMs", exc_info=True)
+                await asyncio.sleep(BUSY_REFRESH)
+
+    async def _deliver(self, task_id: str) -> None:
+        """A task just ended: every node renews its busy snapshot (this one first), then its events go out."""
+        self._local.pop(task_id, None)
+        try:
+            await self._refresh_busy()
+            async with self.core.db.session() as s:
+                await s.execute(text(f"NOTIFY {ENDED_CHANNEL}"))
+        except Exception:  # the snapshot catches up within BUSY_REFRESH
+            log.warning("could not announce the end of task %s", task_id, exc_info=True)
+        await super()._deliver(task_id)
 
     # ------------------------------------------------------------------ dead workers, lost jobs
 

@@ -28,8 +28,8 @@ def apply(conn: Any) -> bool:
 
     if present(conn):
         return False
-    # no bind parameters: the driver sends the script as is (it contains % signs)
-    conn.exec_driver_sql(SchemaManager.get_schema())
+    # the script contains % signs: doubled, as the driver reads placeholders in every statement
+    conn.exec_driver_sql(SchemaManager.get_schema().replace("%", "%%"), ())
     return True
 
 
