@@ -184,19 +184,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    config.role, config.run_worker, config.create_admin = "worker", True, False
     config.worker_concurrency = args.concurrency or config.worker_concurrency
     config.node_name = args.name or config.node_name
-    return int(asyncio.run(_run_worker(config)))
+    return int(asyncio.run(run_worker(config)))
 
 
-async def _run_worker(config: Config) -> int:
+async def run_worker(config: Config, plugins: Any = None) -> int:
+    """The body of ``idcs worker`` (``plugins``: the installed ones unless a registry is given)."""
     import signal
 
     from idcs_core.context import CoreContext
     from idcs_core.queue.runner import QueueTaskRunner
 
-    core = await CoreContext.start(config)
+    config.role, config.run_worker, config.create_admin = "worker", True, False
+    core = await CoreContext.start(config, plugins)
     runner = core.tasks
     assert isinstance(runner, QueueTaskRunner)
     stopping = asyncio.Event()
