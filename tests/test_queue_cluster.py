@@ -104,7 +104,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, oci_backend: Any) -> Itera
         api.stop()
         for vm in engine.vm_list(host=spec):
             if vm.vm_uuid.startswith(PREFIX):
-                engine.vm_delete(host=spec, vm_uuid=vm.vm_uuid)
+                engine.vm_delete(host=spec, vm_uuid=vm.vm_uuid, progress=lambda *_a: None)
         engine.clients.close_all()
         drop_postgres_schema(url)
 
