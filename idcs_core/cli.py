@@ -46,6 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("idcs serve: --tls-cert and --tls-key go together", file=sys.stderr)
             return 2
         ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    config.run_worker = not args.no_worker
+    if args.concurrency:
+        config.worker_concurrency = args.concurrency
+    if args.name:
+        config.node_name = args.name
     app = create_app(config)
     print(f"OpenIDCS listening on {'https' if ssl else 'http'}://{args.host}:{args.port} "
           f"(data: {config.data_dir})", flush=True)
@@ -163,6 +168,68 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in rows) else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run queued tasks and the cluster's periodic work, without serving the API (PostgreSQL only)."""
+    from idcs_core.logsafe import SafeFormatter
+    from idcs_core.queue import queue_available
+
+    config = _config(args)
+    if not config.db_url.startswith("postgresql"):
+        print("idcs worker: needs a PostgreSQL database (--database-url or $IDCS_DATABASE_URL); "
+              "on SQLite the server runs its tasks itself", file=sys.stderr)
+        return 2
+    if not queue_available():
+        print("idcs worker: procrastinate is not installed (pip install 'idcs-core[cluster]')", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    config.worker_concurrency = args.concurrency or config.worker_concurrency
+    config.node_name = args.name or config.node_name
+    return int(asyncio.run(run_worker(config)))
+
+
+async def run_worker(config: Config, plugins: Any = None) -> int:
+    """The body of ``idcs worker`` (``plugins``: the installed ones unless a registry is given)."""
+    import signal
+
+    from idcs_core.context import CoreContext
+    from idcs_core.queue.runner import QueueTaskRunner
+
+    config.role, config.run_worker, config.create_admin = "worker", True, False
+    core = await CoreContext.start(config, plugins)
+    runner = core.tasks
+    assert isinstance(runner, QueueTaskRunner)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    name = core.node.name if core.node else "worker"
+    print(f"OpenIDCS worker {name} running (concurrency {config.worker_concurrency})", flush=True)
+    waiting = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([waiting, asyncio.ensure_future(runner.wait_worker())], return_when=asyncio.FIRST_COMPLETED)
+    # SIGTERM: no new job; the running ones end (their tasks finish and are recorded), then we leave
+    runner.stop_worker()
+    await runner.wait_worker()
+    await core.stop()
+    print(f"OpenIDCS worker {name} stopped", flush=True)
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Nodes, workers and the task queue of the cluster on this database."""
+    from idcs_core.cluster.status import cluster_status, render
+
+    config = _config(args)
+    try:
+        status = asyncio.run(_with_core(config, cluster_status))
+    except Exception as exc:
+        print(f"idcs cluster status: {getattr(exc, 'msg', exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from idcs_core.db.session import upgrade
 
@@ -190,7 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve HTTPS with a self-signed pair made once in the data dir")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="on PostgreSQL: run no queued tasks here (leave them to `idcs worker` processes)")
+    serve.add_argument("--concurrency", type=int, help="tasks this server's worker runs at once (default 4)")
+    serve.add_argument("--name", help="this node's name in `idcs cluster status` (default: host-role-pid)")
     serve.set_defaults(fn=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run queued tasks and the cluster's periodic work (PostgreSQL)")
+    common(worker)
+    worker.add_argument("--concurrency", type=int, help="tasks run at once (default 4)")
+    worker.add_argument("--name", help="this worker's name in `idcs cluster status` (default: host-worker-pid)")
+    worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(fn=cmd_worker)
+
+    cluster = sub.add_parser("cluster", help="the nodes on this database")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+    cstatus = cluster_sub.add_parser("status", help="nodes, workers, queue depth, oldest waiting job")
+    cstatus.add_argument("--json", action="store_true")
+    common(cstatus)
+    cluster.set_defaults(fn=cmd_cluster)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="action", required=True)

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 
 from idcs_core import errors
+from idcs_core.cluster.leader import ClusterLeader
+from idcs_core.cluster.nodes import NodeRegistry
 from idcs_core.config import Config
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import AuditLog, Host, utcnow
@@ -25,6 +27,7 @@ from idcs_core.default_plugins import register_defaults, unregister_defaults
 from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
+from idcs_core.queue import choose_runner
 from idcs_core.security import Keys
 from idcs_core.services import audit, host_options
 from idcs_core.services.auth import AuthService, Principal
@@ -34,7 +37,7 @@ from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.images import ImageCatalog
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
-from idcs_core.tasks import InProcessTaskRunner, TaskRunner
+from idcs_core.tasks import TaskRunner
 from idcs_core.types import HostSpec
 
 log = logging.getLogger("idcs")
@@ -61,7 +64,10 @@ class CoreContext:
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
         self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
-        self.tasks: TaskRunner = InProcessTaskRunner(self)  # the one seam a distributed queue replaces
+        # in-process on SQLite, procrastinate jobs on PostgreSQL (idcs_core.queue): the same protocol
+        self.tasks: TaskRunner = choose_runner(self)
+        self.leader = ClusterLeader(self)  # whether this node runs the once-per-cluster periodic work
+        self.node: NodeRegistry | None = None  # this process's row in cluster_nodes (a serving core)
         self.hosts = HostMonitor(self)
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
@@ -88,20 +94,53 @@ class CoreContext:
             await users.ensure_first_admin(core)
         if not serve:
             return core
-        await core.prune_audit()
-        core.spawn(core._prune_audit_daily())
         from idcs_core.ops.runtime import Operations
 
         # webhooks, live events, metrics, backup schedules: before recovery, so webhooks hear its outcomes
         core.ops = await Operations.start(core)
+        await core._join_cluster()
         await core.recover_tasks()
         core.spawn(vms.reconcile_interrupted(core))  # VMs left in between by no task (older data)
-        core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
-        core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
+        # once per cluster, by the node that leads (on SQLite: this one, now)
+        core.leader.on_lead(lambda: network.sync_nat(core))  # forwards that did not survive a host reboot
+        await core.leader.start()
+        if core.leader.leads():
+            await core.prune_audit()
+        core.spawn(core._prune_audit_daily())
+        if config.role != "worker":
+            core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
         return core
+
+    async def _join_cluster(self) -> None:
+        """On the queue (PostgreSQL): connect, start this process's worker (unless ``run_worker`` is off)
+        and the leader's sweep of dead workers' jobs. Every serving process: its row in the nodes registry."""
+        from idcs_core.queue.runner import QueueTaskRunner
+
+        worker_id = None
+        role = self.config.role
+        if isinstance(self.tasks, QueueTaskRunner):
+            await self.tasks.open()
+            if self.config.run_worker:
+                worker_id = await self.tasks.start_worker(self.config.worker_concurrency, self.config.node_name)
+                role = role if role == "worker" else f"{role}+worker"
+            self.spawn(self._sweep_as_leader(self.tasks))
+        self.node = NodeRegistry(self, role, self.config.node_name)
+        await self.node.start(worker_id)
+
+    async def _sweep_as_leader(self, runner: Any) -> None:
+        from idcs_core.queue.runner import SWEEP_SECONDS
+
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            if not self.leader.leads():
+                continue
+            try:
+                await runner.sweep()
+            except Exception:  # the database away for a moment: next round
+                log.exception("the queue's sweep failed; again in %g s", SWEEP_SECONDS)
 
     async def recover_tasks(self) -> None:
         """Resolve the tasks a dead process left running against the back end, before the server
@@ -118,6 +157,9 @@ class CoreContext:
 
     async def stop(self) -> None:
         await self.tasks.shutdown()
+        await self.leader.stop()
+        if self.node is not None:
+            await self.node.stop()
         if self.ops is not None:
             await self.ops.stop()
         for task in list(self.background):
@@ -152,13 +194,18 @@ class CoreContext:
             log.info("audit log: %d entries older than %s removed", removed, cutoff.date())
         return removed
 
+    async def _prune_audit_once(self) -> None:
+        try:
+            await self.prune_audit()
+        except Exception:  # a failed round (database away) must not end the loop
+            log.exception("pruning the audit log failed; trying again in %g s", AUDIT_PRUNE_SECONDS)
+
     async def _prune_audit_daily(self) -> None:
+        """Once a day, on the node leading the cluster (and when a node becomes the leader)."""
         while True:
             await asyncio.sleep(AUDIT_PRUNE_SECONDS)
-            try:
-                await self.prune_audit()
-            except Exception:  # a failed round (database away) must not end the loop
-                log.exception("pruning the audit log failed; trying again in %g s", AUDIT_PRUNE_SECONDS)
+            if self.leader.leads():
+                await self._prune_audit_once()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""

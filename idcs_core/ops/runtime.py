@@ -44,16 +44,21 @@ class Operations:
         core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
         core.spawn(ops.traffic.run())
         core.spawn(ops._prune_daily())
+        core.leader.on_lead(ops._now_leading)  # the periodic work starts a round at once on a new leader
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
         return ops
 
+    async def _now_leading(self) -> None:
+        self.traffic.wake.set()
+
     async def _prune_daily(self) -> None:
         """The webhook delivery log keeps what the audit log keeps (``audit_keep_days``)."""
         while True:
             try:
-                removed = await prune_deliveries(self.core)
+                # once per cluster: the leading node prunes (on SQLite always this one)
+                removed = await prune_deliveries(self.core) if self.core.leader.leads() else 0
                 if removed:
                     log.info("webhooks: %d old deliveries removed from the log", removed)
             except Exception:  # the database away for a moment: next round

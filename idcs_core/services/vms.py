@@ -25,7 +25,7 @@ from idcs_core.services import limits, quotas
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
 from idcs_core.services.network import nat_rule
-from idcs_core.tasks import defer_event, task_handler, task_recovery
+from idcs_core.tasks import ACTIVE_STATES, defer_event, task_handler, task_recovery
 from idcs_core.types import VMInfo, VMSpec, VMStatus
 
 if TYPE_CHECKING:
@@ -466,7 +466,10 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
         if vm is None or vm.status not in BUSY_STATES:
             return
         host, vm_uuid, status, target = vm.host, vm.vm_uuid, vm.status, VMTarget(vm.host, vm.vm_uuid, vm.ref)
-    if core.tasks.busy(host.server_name, vm_uuid):
+        # a task of this VM still pending/running anywhere (another node's worker included) settles it
+        owned = (await s.execute(select(Task.id).where(Task.host_name == host.server_name, Task.vm_uuid == vm_uuid,
+                                                      Task.state.in_(ACTIVE_STATES)).limit(1))).first()
+    if owned is not None or core.tasks.busy(host.server_name, vm_uuid):
         return  # its task (or that task's recovery) settles it
     try:
         info = await core.engines.vm_status(target)
