@@ -457,3 +457,32 @@ class TrafficDay(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     rx: Mapped[int] = mapped_column(BigInteger, default=0)
     tx: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---------------------------------------------------------------- several nodes on one database
+
+
+class LoginCounter(Base):
+    """A failed-login counter of ``services.throttle`` shared by every node (PostgreSQL).
+
+    ``key``: scope and reference (``address:<ip>``, ``account:<hash>``, ``pair:<hash>``); times
+    are epoch seconds."""
+
+    __tablename__ = "login_counters"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column(Float)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConsoleTicket(Base):
+    """An outstanding one-time console/terminal ticket (``services.console_tickets``), so any
+    node can redeem what another issued. ``digest``: SHA-256 of the ticket; ``grant``: its
+    binding; ``expires``: epoch seconds."""
+
+    __tablename__ = "console_tickets"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant: Mapped[Any] = mapped_column(JSON, nullable=False)
+    expires: Mapped[float] = mapped_column(Float, index=True)

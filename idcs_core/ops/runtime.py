@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idcs.ops")
 
 PRUNE_SECONDS = 24 * 3600.0
+ORPHAN_SWEEP_SECONDS = 30.0
 
 
 class Operations:
@@ -41,13 +42,26 @@ class Operations:
         ops._register("webhooks", ops.webhooks)
         ops._register("live-events", ops.live)
         ops._register("metrics", ops.metrics)
-        core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
-        core.spawn(ops.traffic.run())
-        core.spawn(ops._prune_daily())
+        if core.lead:  # one loop of each per ``idcs serve --workers N``
+            core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
+            core.spawn(ops.traffic.run())
+            core.spawn(ops._prune_daily())
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
+        if core.db.shared:
+            core.spawn(ops._resume_orphans())
         return ops
+
+    async def _resume_orphans(self) -> None:
+        """PostgreSQL: deliveries a dead node was sending are taken over by the others once its
+        claim on them (``webhooks.claim_seconds``) has run out."""
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+            try:
+                await self.webhooks.resume(overdue_only=True)
+            except Exception:  # the database away for a moment: next round
+                log.warning("webhooks: looking for orphaned deliveries failed", exc_info=True)
 
     async def _prune_daily(self) -> None:
         """The webhook delivery log keeps what the audit log keeps (``audit_keep_days``)."""
@@ -69,4 +83,6 @@ class Operations:
         for name in self._plugin_names:
             if self.core.plugins.events.has_plugin(name):
                 self.core.plugins.events.unregister(name=name)
+        if self.live._remote in self.core.bus.event_handlers:
+            self.core.bus.event_handlers.remove(self.live._remote)
         await self.webhooks.close()
