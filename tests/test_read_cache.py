@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from idcs_core.config import async_url
+from idcs_core.db.bus import ChangeBus
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import User
 from idcs_core.db.session import Database, upgrade
@@ -21,7 +22,10 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     url = database_url(request.param, tmp_path)
     upgrade(url)
     database = Database(async_url(url))
+    bus = ChangeBus(database)  # as in a server: on PostgreSQL the cache trusts what the bus lets it
+    await bus.start()
     yield database
+    await bus.stop()
     await database.dispose()
     if request.param == "postgresql":
         drop_postgres_schema(url)
