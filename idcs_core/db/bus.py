@@ -49,6 +49,7 @@ class ChangeBus:
         if not self.db.shared:
             return
         await self.db.channel()
+        self._ready.clear()
         self._task = asyncio.create_task(self._run(), name="idcs-change-bus")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
