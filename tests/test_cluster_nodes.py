@@ -114,6 +114,8 @@ def test_a_host_added_through_one_node_is_listed_by_the_other_at_once(nodes: tup
                                         "ports_start": 21000, "ports_close": 21010})
     after = {h["server_name"] for h in admin_b.get("/api/server/detail", params={"format": "list"})}
     assert name in after
+    admin_b.get(f"/api/server/detail/{name}")  # B asks the host's status too: still one sample this interval
+    assert len(admin_b.get(f"/api/server/history/{name}", params={"limit": 10})) == 1
     admin_a.call("DELETE", f"/api/server/delete/{name}", params={"force": "true"})
     assert name not in {h["server_name"] for h in admin_b.get("/api/server/detail", params={"format": "list"})}
 
