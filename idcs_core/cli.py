@@ -51,11 +51,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.worker_concurrency = args.concurrency
     if args.name:
         config.node_name = args.name
+    run: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level,
+                               access_log=args.access_log, proxy_headers=False, **ssl)
+    if args.workers > 1:
+        return _serve_workers(args, config, run)
     app = create_app(config)
     print(f"OpenIDCS listening on {'https' if ssl else 'http'}://{args.host}:{args.port} "
           f"(data: {config.data_dir})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                proxy_headers=False, **ssl)
+    uvicorn.run(app, **run)
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: Config, run: dict[str, Any]) -> int:
+    """``idcs serve --workers N``: N uvicorn processes sharing the port, on PostgreSQL only.
+
+    The schema upgrade and the first administrator are done here, once, before any worker
+    starts; of the workers one claims the rest of the start-up work (``context.start_up_lead``).
+    """
+    import uuid
+
+    import uvicorn
+
+    from idcs_core.app import WORKER_ENV
+    from idcs_core.context import SERVE_BOOT_ENV
+    from idcs_core.db.session import upgrade
+
+    if config.db_url.startswith("sqlite"):
+        print("idcs serve: --workers needs PostgreSQL (--database-url postgresql://...): on SQLite the login "
+              "counters and console tickets live in one process's memory and other processes' commits are not "
+              "heard; run one process per SQLite database", file=sys.stderr)
+        return 2
+    upgrade(config.db_url)
+
+    async def first_admin() -> None:
+        from idcs_core.context import CoreContext
+        from idcs_core.plugins import PluginRegistry
+        from idcs_core.services.users import ensure_first_admin
+
+        config.create_admin = False
+        core = await CoreContext.start(config, PluginRegistry(), serve=False)
+        try:
+            await ensure_first_admin(core)
+        finally:
+            await core.stop()
+
+    asyncio.run(first_admin())
+    os.environ.update({"IDCS_DATA_DIR": str(config.data_dir), "IDCS_DATABASE_URL": config.db_url,
+                       WORKER_ENV: f"{args.host}:{args.port}:{args.log_level}", SERVE_BOOT_ENV: uuid.uuid4().hex})
+    print(f"OpenIDCS listening on {'https' if 'ssl_certfile' in run else 'http'}://{args.host}:{args.port} "
+          f"with {args.workers} worker processes (data: {config.data_dir})", flush=True)
+    uvicorn.run("idcs_core.app:create_worker_app", factory=True, workers=args.workers, **run)
     return 0
 
 
@@ -261,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on PostgreSQL: run no queued tasks here (leave them to `idcs worker` processes)")
     serve.add_argument("--concurrency", type=int, help="tasks this server's worker runs at once (default 4)")
     serve.add_argument("--name", help="this node's name in `idcs cluster status` (default: host-role-pid)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("IDCS_WORKERS", "1")),
+                       help="server processes sharing the port (more than 1 needs PostgreSQL)")
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="run queued tasks and the cluster's periodic work (PostgreSQL)")

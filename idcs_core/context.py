@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -20,8 +21,9 @@ from idcs_core import errors
 from idcs_core.cluster.leader import ClusterLeader
 from idcs_core.cluster.nodes import NodeRegistry
 from idcs_core.config import Config
+from idcs_core.db.bus import ChangeBus
 from idcs_core.db.cache import ReadCache
-from idcs_core.db.models import AuditLog, Host, utcnow
+from idcs_core.db.models import AuditLog, Host, Setting, utcnow
 from idcs_core.db.session import Database, upgrade
 from idcs_core.default_plugins import register_defaults, unregister_defaults
 from idcs_core.engines import EngineFacade
@@ -49,12 +51,35 @@ AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entrie
 RECOVERY_GRACE = 20.0  # seconds start-up waits for interrupted tasks to be recovered before serving
 
 
+SERVE_BOOT_ENV = "IDCS_SERVE_BOOT"  # set by ``idcs serve --workers N`` for its worker processes
+SERVE_BOOT_KEY = "serve_boot"  # settings row: the boot whose start-up work was claimed
+
+
+async def start_up_lead(core: CoreContext) -> bool:
+    """True for the one process of an ``idcs serve --workers N`` start (``SERVE_BOOT_ENV``) that
+    claims the start-up work, and for every plain ``idcs serve``: one conditional upsert of the
+    ``serve_boot`` settings row to this boot's id succeeds for the first worker only."""
+    boot = os.environ.get(SERVE_BOOT_ENV)
+    if not boot or not core.db.shared:
+        return True
+    from sqlalchemy import Text, cast
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    stmt = pg_insert(Setting).values(key=SERVE_BOOT_KEY, value=boot)
+    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value},
+                                      where=cast(Setting.value, Text) != cast(stmt.excluded.value, Text))
+    async with core.db.session() as s:
+        won = (await s.execute(stmt.returning(Setting.key))).first()
+    return won is not None
+
+
 class CoreContext:
     def __init__(self, config: Config, plugins: PluginRegistry | None = None) -> None:
         self.config = config
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = Keys(config.data_dir)
         self.db = Database(config.db_url)
+        self.bus = ChangeBus(self.db)  # a serving core hears the other nodes' commits (PostgreSQL)
         self.reads = ReadCache(self.db)
         self.machine = MachineUsage(str(config.data_dir))
         self.plugins = plugins if plugins is not None else load_plugins()
@@ -72,6 +97,9 @@ class CoreContext:
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
         self.ops: Any = None  # idcs_core.ops.runtime.Operations of a serving core
+        # False in all but one of the processes of ``idcs serve --workers N`` (``start_up_lead``):
+        # those skip the start-up work (recovery, NAT re-sync, proxies) and the periodic loops
+        self.lead = True
         self._default_plugins = register_defaults(self)  # the audit log among them
 
     @classmethod
@@ -94,6 +122,8 @@ class CoreContext:
             await users.ensure_first_admin(core)
         if not serve:
             return core
+        await core.bus.start()
+        core.lead = await start_up_lead(core)
         from idcs_core.ops.runtime import Operations
 
         # webhooks, live events, metrics, backup schedules: before recovery, so webhooks hear its outcomes
@@ -107,7 +137,7 @@ class CoreContext:
         if core.leader.leads():
             await core.prune_audit()
         core.spawn(core._prune_audit_daily())
-        if config.role != "worker":
+        if config.role != "worker" and core.lead:  # one Caddy per machine (``serve --workers N``: the lead)
             core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
@@ -165,6 +195,7 @@ class CoreContext:
         for task in list(self.background):
             task.cancel()
         await self.proxies.stop()
+        await self.bus.stop()
         await self._close_hosts()
         unregister_defaults(self, self._default_plugins)
         await self.db.dispose()

@@ -474,3 +474,32 @@ class ClusterNode(Base):
     worker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # its procrastinate worker
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- several nodes on one database
+
+
+class LoginCounter(Base):
+    """A failed-login counter of ``services.throttle`` shared by every node (PostgreSQL).
+
+    ``key``: scope and reference (``address:<ip>``, ``account:<hash>``, ``pair:<hash>``); times
+    are epoch seconds."""
+
+    __tablename__ = "login_counters"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column(Float)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConsoleTicket(Base):
+    """An outstanding one-time console/terminal ticket (``services.console_tickets``), so any
+    node can redeem what another issued. ``digest``: SHA-256 of the ticket; ``grant``: its
+    binding; ``expires``: epoch seconds."""
+
+    __tablename__ = "console_tickets"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant: Mapped[Any] = mapped_column(JSON, nullable=False)
+    expires: Mapped[float] = mapped_column(Float, index=True)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Backup, Disk, IPAddr, NatRuleRow, Quota, User
-from idcs_core.db.session import touch_user
+from idcs_core.db.session import USER_TOKENS, note, touch_user
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
@@ -78,6 +78,7 @@ async def update_user(core: CoreContext, user_id: int, changes: dict[str, Any]) 
             user.password_hash = await core.run_sync(security.hash_password, changes["password"])
         for key, value in (changes.get("quota") or {}).items():
             setattr(user.quota, key, int(value))
+        note(s, USER_TOKENS, user_id)  # name or rights may have changed: every node checks their tokens again
     core.auth.forget_user(user_id)
     if changes.get("password"):
         await core.auth.revoke_user_sessions(user_id)
@@ -108,6 +109,7 @@ async def delete_user(core: CoreContext, user_id: int) -> None:
         if user.is_admin and admins <= 1:
             raise errors.BadRequest("the last administrator cannot be deleted")
         await s.delete(user)
+        note(s, USER_TOKENS, user_id)
     core.auth.forget_user(user_id)
 
 

@@ -159,7 +159,7 @@ class HAProxy:
     def __init__(self, folder: Path, servers: Mapping[str, int], port: int | None = None) -> None:
         exe = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
         if not exe:
-            raise ClusterError("haproxy is not installed: run scripts/install-backends.sh (scripts/backends/cluster.sh)")
+            raise ClusterError("haproxy is not installed: run scripts/install-backends.sh (backends/cluster.sh)")
         self.folder = folder
         self.port = port or free_port()
         self.stats_port = free_port()
