@@ -270,7 +270,7 @@ class Cluster:
         name = self.node_name(i)
         data = self._data_dir(name)
         cmd = [sys.executable, "-m", "idcs_core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.node_ports[i]),
-               "--data-dir", str(data), "--log-level", "warning"]
+               "--data-dir", str(data), "--log-level", "info"]
         if self.separate_workers:
             cmd.append("--no-worker")
         return Proc(name, cmd, self._env(), data / "server.log")
