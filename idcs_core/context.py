@@ -124,6 +124,9 @@ class CoreContext:
             return core
         await core.bus.start()
         core.lead = await start_up_lead(core)
+        if not core.lead:
+            log.info("another worker of this server does the start-up work (the local Caddy); the cluster's "
+                     "leader runs the periodic work")
         from idcs_core.ops.runtime import Operations
 
         # webhooks, live events, metrics, backup schedules: before recovery, so webhooks hear its outcomes
