@@ -44,6 +44,8 @@ from idcs_core.plugins import PluginRegistry
 from idcs_core.services import host_options
 
 WORKER_ENV = "IDCS_WORKER"  # "host:port:log level" of ``idcs serve --workers N`` for its processes
+# "1": ``idcs serve --workers N --no-worker``: no process of it runs queued jobs
+NO_WORKER_ENV = "IDCS_SERVE_NO_WORKER"
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
@@ -121,4 +123,7 @@ def create_worker_app() -> Starlette:
     logging.basicConfig(level=level.upper(), handlers=[handler])
     config = Config()
     config.host, config.port = host, int(port)
+    config.run_worker = os.environ.get(NO_WORKER_ENV) != "1"
+    if config.node_name:  # ``--name``: one name per process in the nodes registry
+        config.node_name = f"{config.node_name}-{os.getpid()}"
     return create_app(config)

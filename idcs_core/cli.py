@@ -72,7 +72,7 @@ def _serve_workers(args: argparse.Namespace, config: Config, run: dict[str, Any]
 
     import uvicorn
 
-    from idcs_core.app import WORKER_ENV
+    from idcs_core.app import NO_WORKER_ENV, WORKER_ENV
     from idcs_core.context import SERVE_BOOT_ENV
     from idcs_core.db.session import upgrade
 
@@ -96,6 +96,10 @@ def _serve_workers(args: argparse.Namespace, config: Config, run: dict[str, Any]
             await core.stop()
 
     asyncio.run(first_admin())
+    # the queue options of this command reach each process too (``create_worker_app``)
+    os.environ.update({NO_WORKER_ENV: "" if config.run_worker else "1",
+                       "IDCS_WORKER_CONCURRENCY": str(config.worker_concurrency),
+                       **({"IDCS_NODE_NAME": config.node_name} if config.node_name else {})})
     os.environ.update({"IDCS_DATA_DIR": str(config.data_dir), "IDCS_DATABASE_URL": config.db_url,
                        WORKER_ENV: f"{args.host}:{args.port}:{args.log_level}", SERVE_BOOT_ENV: uuid.uuid4().hex})
     print(f"OpenIDCS listening on {'https' if 'ssl_certfile' in run else 'http'}://{args.host}:{args.port} "

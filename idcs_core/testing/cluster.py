@@ -272,7 +272,7 @@ class Cluster:
         cmd = [sys.executable, "-m", "idcs_core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.node_ports[i]),
                "--data-dir", str(data), "--log-level", "info"]
         if self.separate_workers:
-            cmd.append("--no-worker")
+            cmd += ["--no-worker", "--name", name]
         return Proc(name, cmd, self._env(), data / "server.log")
 
     def _worker_proc(self, i: int) -> Proc:
