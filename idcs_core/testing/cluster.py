@@ -115,22 +115,24 @@ class LogEntry:
     path: str
 
 
-def haproxy_config(port: int, servers: Mapping[str, int], stats_port: int) -> str:
+def haproxy_config(port: int, servers: Mapping[str, int], stats_port: int, log_requests: bool = True) -> str:
     """An HAProxy configuration: round robin over ``servers`` (name → loopback port) on ``port``.
 
     Health checks (``GET /health`` every 300 ms; down after 2 failures, up after 1 success) take a
     dead node out; ``retries`` with ``option redispatch`` send a request whose connection was refused
     to the next node (nothing was sent, so even a POST is safe to send again); a request already sent
     to a node that dies is answered 502 by HAProxy (it is never sent twice). The access log goes
-    to stdout, one line per request (``LOG_FORMAT``)."""
+    to stdout, one line per request (``LOG_FORMAT``), unless ``log_requests`` is off (benchmarks)."""
     lines = [
         "global",
         "    maxconn 4096",
         "    log stdout format raw local0 info",
         "defaults",
         "    mode http",
-        "    log global",
-        f'    log-format "{LOG_FORMAT}"',
+    ]
+    if log_requests:
+        lines += ["    log global", f'    log-format "{LOG_FORMAT}"']
+    lines += [
         "    timeout connect 2s",
         "    timeout client 300s",
         "    timeout server 300s",
@@ -156,7 +158,8 @@ def haproxy_config(port: int, servers: Mapping[str, int], stats_port: int) -> st
 class HAProxy:
     """One haproxy in the foreground (``-db``) with a config written here; stopped by its PID."""
 
-    def __init__(self, folder: Path, servers: Mapping[str, int], port: int | None = None) -> None:
+    def __init__(self, folder: Path, servers: Mapping[str, int], port: int | None = None,
+                 log_requests: bool = True) -> None:
         exe = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
         if not exe:
             raise ClusterError("haproxy is not installed: run scripts/install-backends.sh (backends/cluster.sh)")
@@ -165,7 +168,7 @@ class HAProxy:
         self.stats_port = free_port()
         self.servers = dict(servers)
         self.config_path = folder / "haproxy.cfg"
-        self.config_path.write_text(haproxy_config(self.port, self.servers, self.stats_port))
+        self.config_path.write_text(haproxy_config(self.port, self.servers, self.stats_port, log_requests))
         check = subprocess.run([exe, "-c", "-f", str(self.config_path)], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise ClusterError(f"haproxy rejects its config:\n{check.stdout}{check.stderr}")
@@ -230,6 +233,7 @@ class Cluster:
     nodes: int = 3
     workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    log_requests: bool = True  # HAProxy's access log (the tests read it; benchmarks turn it off)
     node_procs: list[Proc] = field(default_factory=list)
     node_ports: list[int] = field(default_factory=list)
     worker_procs: list[Proc] = field(default_factory=list)
@@ -301,7 +305,8 @@ class Cluster:
                     proc.start()
                 for i in range(self.workers):
                     self.wait_worker(i)
-            self.haproxy = HAProxy(self.folder, {self.node_name(i): p for i, p in enumerate(self.node_ports)})
+            self.haproxy = HAProxy(self.folder, {self.node_name(i): p for i, p in enumerate(self.node_ports)},
+                                   log_requests=self.log_requests)
             self.haproxy.start()
             for i in range(self.nodes):
                 self.haproxy.wait_state(self.node_name(i), up=True)
