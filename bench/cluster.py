@@ -31,6 +31,15 @@ ROUTES = {"engine": "/api/system/engine", "identity": "/api/users/current", "hos
 SIZES = (1, 2, 3)
 
 
+def _wrk(url: str, token: str, duration: float, connections: int) -> WrkResult:
+    """One wrk run; once more if its output could not be read (wrk under a heavy machine load)."""
+    try:
+        return wrk(url, token, duration, connections, threads=1)
+    except (KeyError, RuntimeError) as exc:
+        print(f"wrk output unreadable ({exc!r}): once more", flush=True)
+        return wrk(url, token, duration, connections, threads=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of each wrk run")
@@ -55,10 +64,10 @@ def main() -> int:
                         targets["1 node direct"] = cluster.node_url(0)
                     for base in targets.values():  # warm every node's caches
                         for path in ROUTES.values():
-                            wrk(base + path, token, 2, args.connections, threads=1)
+                            _wrk(base + path, token, 2, args.connections)
                     for name, path in ROUTES.items():
                         for column, base in targets.items():
-                            result = wrk(base + path, token, args.duration, args.connections, threads=1)
+                            result = _wrk(base + path, token, args.duration, args.connections)
                             results.setdefault((name, column), []).append(result)
                             print(f"round {_round + 1} {name:<9} {column:<22}: {result.row()}", flush=True)
                 finally:
