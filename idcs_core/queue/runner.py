@@ -51,7 +51,10 @@ log = logging.getLogger("idcs.queue")
 JOB_NAME = "idcs.task"  # the one procrastinate task: args {"task_id": ...}
 QUEUE = "idcs"
 HEARTBEAT_SECONDS = float(os.environ.get("IDCS_WORKER_HEARTBEAT", "2"))
-STALLED_AFTER = float(os.environ.get("IDCS_WORKER_STALLED_AFTER", "10"))  # no heartbeat this long: dead
+# No heartbeat this long: the worker is dead (15 missed beats: a loaded machine delays beats, and a live
+# worker taken for dead would see its job run twice). A worker of this machine whose pid is gone is
+# known dead at once (cluster_nodes), without waiting.
+STALLED_AFTER = float(os.environ.get("IDCS_WORKER_STALLED_AFTER", "30"))
 SWEEP_SECONDS = 2.0
 ORPHAN_GRACE = 20.0  # a task this old with no job in the queue is queued again
 BUSY_REFRESH = 0.5
@@ -82,7 +85,7 @@ class QueueTaskRunner(InProcessTaskRunner):
         from procrastinate.psycopg_connector import PsycopgConnector
 
         self.app = procrastinate.App(connector=PsycopgConnector(
-            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=8))
+            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=4))
         self.app.task(name=JOB_NAME, queue=QUEUE)(self._job)
         self._opened = False
         self._local: dict[str, tuple[tuple[str, str], float]] = {}
