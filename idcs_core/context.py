@@ -156,7 +156,7 @@ class CoreContext:
                         len(still))
 
     async def stop(self) -> None:
-        await self.tasks.shutdown()
+        await self.tasks.shutdown(self.config.shutdown_grace)
         await self.leader.stop()
         if self.node is not None:
             await self.node.stop()

@@ -131,11 +131,6 @@ class QueueTaskRunner(InProcessTaskRunner):
         if self._worker_run is not None:
             await asyncio.shield(self._worker_run)
 
-    def stop_worker(self) -> None:
-        """Ask the worker to stop: it takes no new job and ends when its running jobs have."""
-        if self.worker is not None:
-            self.worker.stop()
-
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop the worker (running jobs get ``grace`` seconds, then are aborted: a later sweep queues
         their tasks again), then disconnect."""
