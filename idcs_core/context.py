@@ -128,7 +128,7 @@ class CoreContext:
                 role = role if role == "worker" else f"{role}+worker"
             self.spawn(self._sweep_as_leader(self.tasks))
         self.node = NodeRegistry(self, role, self.config.node_name)
-        await self.node.start(worker_id)
+        await self.node.start(worker_id, queue=isinstance(self.tasks, QueueTaskRunner))
 
     async def _sweep_as_leader(self, runner: Any) -> None:
         from idcs_core.queue.runner import SWEEP_SECONDS

@@ -307,14 +307,18 @@ class QueueTaskRunner(InProcessTaskRunner):
         task ids. Safe to run on several nodes at once (a second job of a task finds it ended)."""
         from idcs_core.cluster.nodes import forget_dead_local_workers
 
-        await forget_dead_local_workers(self.core)
+        await forget_dead_local_workers(self.core, queue=True)
         manager = self.app.job_manager
         await manager.prune_stalled_workers(STALLED_AFTER)
         resumed: list[str] = []
         for job in await manager.get_stalled_jobs(queue=QUEUE, task_name=JOB_NAME,
                                                   seconds_since_heartbeat=STALLED_AFTER):
+            try:
+                await manager.retry_job(job)
+            except Exception as exc:  # another node's sweep queued it first
+                log.info("job %s of a dead worker not queued again here: %s", job.id, exc)
+                continue
             log.warning("job %s (task %s) of a dead worker is queued again", job.id, job.task_kwargs.get("task_id"))
-            await manager.retry_job(job)
             resumed.append(str(job.task_kwargs.get("task_id")))
         cutoff = utcnow() - timedelta(seconds=orphans_older_than)
         async with self.core.db.session() as s:
