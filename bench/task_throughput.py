@@ -4,7 +4,8 @@ in the fake back end), through the API and the task queue.
 Configurations, each on a fresh database:
 - ``in-process``: one ``idcs serve`` on SQLite (tasks run in the server process, as before);
 - ``1 worker`` / ``2 workers``: one ``idcs serve --no-worker`` on PostgreSQL queues the creates,
-  one or two ``idcs worker`` processes (concurrency 4 each) run them.
+  one or two ``idcs worker`` processes (concurrency 4 each, the default) run them; and one worker
+  with concurrency 8 (as many slots as two workers).
 
 For each: ``N`` creates (``?wait=0``) sent by 4 client threads, then every task waited for; the
 figure is N divided by the time from the first request to the last task's end. Run:
@@ -30,18 +31,18 @@ CLIENTS = 4
 CONCURRENCY = 4
 
 
-def _worker(cleanup: Cleanup, data: Path, url: str, name: str) -> subprocess.Popen[bytes]:
+def _worker(cleanup: Cleanup, data: Path, url: str, name: str, concurrency: int) -> subprocess.Popen[bytes]:
     env = os.environ | {"BENCH_FAKE_ADDR": ADDR}
     log = open(data / f"{name}.log", "ab")  # closed with the process
     proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "_queue_node.py"), "worker", "--database-url", url,
-                             "--data-dir", str(data), "--name", name, "--concurrency", str(CONCURRENCY),
+                             "--data-dir", str(data), "--name", name, "--concurrency", str(concurrency),
                              "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     cleanup.callback(stop_process, proc)
     return proc
 
 
-def _run(label: str, workers: int, n: int) -> tuple[str, float, float]:
+def _run(label: str, workers: int, n: int, concurrency: int = CONCURRENCY) -> tuple[str, float, float]:
     with Cleanup() as cleanup:
         data = cleanup.tempdir("bench-queue-")
         url = "" if workers == 0 else fresh_postgres_url()
@@ -49,7 +50,7 @@ def _run(label: str, workers: int, n: int) -> tuple[str, float, float]:
             cleanup.callback(drop_postgres_schema, url)
         env = {"BENCH_FAKE_ADDR": ADDR} | ({"IDCS_DATABASE_URL": url, "BENCH_NO_WORKER": "1"} if url else {})
         api = OurServer(data, env=env, entry=[str(BENCH_DIR / "_queue_node.py")]).start(cleanup)
-        procs = [_worker(cleanup, data, url, f"w{i + 1}") for i in range(workers)]
+        procs = [_worker(cleanup, data, url, f"w{i + 1}", concurrency) for i in range(workers)]
         api.call("POST", "/api/server/create", {"server_name": "b", "server_type": "ExampleLab",
                                                 "server_addr": ADDR, "server_user": "admin", "server_pass": "secret"})
         deadline = time.monotonic() + 60
@@ -87,9 +88,11 @@ def _run(label: str, workers: int, n: int) -> tuple[str, float, float]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 120
     print(machine_line())
-    rows = [_run("in-process (SQLite, one server)", 0, n), _run("1 worker (PostgreSQL)", 1, n),
-            _run("2 workers (PostgreSQL)", 2, n)]
-    print(f"\n{n} creates, {CLIENTS} clients, worker concurrency {CONCURRENCY}\n")
+    rows = [_run("in-process (SQLite, one server; no limit on concurrent tasks)", 0, n),
+            _run(f"1 worker x concurrency {CONCURRENCY} (PostgreSQL)", 1, n),
+            _run(f"2 workers x concurrency {CONCURRENCY} (PostgreSQL)", 2, n),
+            _run(f"1 worker x concurrency {2 * CONCURRENCY} (PostgreSQL)", 1, n, 2 * CONCURRENCY)]
+    print(f"\n{n} creates, {CLIENTS} clients\n")
     print("| configuration | creates / minute | all requests answered after |")
     print("|---|---:|---:|")
     for label, per_minute, sent in rows:

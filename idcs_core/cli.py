@@ -235,6 +235,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     config.worker_concurrency = args.concurrency or config.worker_concurrency
     config.node_name = args.name or config.node_name
+    config.shutdown_grace = args.grace
     return int(asyncio.run(run_worker(config)))
 
 
@@ -257,9 +258,9 @@ async def run_worker(config: Config, plugins: Any = None) -> int:
     print(f"OpenIDCS worker {name} running (concurrency {config.worker_concurrency})", flush=True)
     waiting = asyncio.ensure_future(stopping.wait())
     await asyncio.wait([waiting, asyncio.ensure_future(runner.wait_worker())], return_when=asyncio.FIRST_COMPLETED)
-    # SIGTERM: no new job; the running ones end (their tasks finish and are recorded), then we leave
-    runner.stop_worker()
-    await runner.wait_worker()
+    # SIGTERM: no new job; the running ones get ``grace`` seconds to end (their tasks finish and are
+    # recorded); those still running then are aborted and queued again for another worker to recover
+    await runner.shutdown(grace=config.shutdown_grace)
     await core.stop()
     print(f"OpenIDCS worker {name} stopped", flush=True)
     return 0
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(worker)
     worker.add_argument("--concurrency", type=int, help="tasks run at once (default 4)")
     worker.add_argument("--name", help="this worker's name in `idcs cluster status` (default: host-worker-pid)")
+    worker.add_argument("--grace", type=float, default=60.0,
+                        help="seconds running tasks get to end at SIGTERM before they are handed back (default 60)")
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(fn=cmd_worker)
 

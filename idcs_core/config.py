@@ -42,6 +42,8 @@ class Config:
     worker_concurrency: int = int(os.environ.get("IDCS_WORKER_CONCURRENCY", "4"))
     role: str = "api"
     node_name: str | None = field(default_factory=lambda: os.environ.get("IDCS_NODE_NAME"))
+    # Seconds running tasks get to end when the process is asked to stop (then they are handed back).
+    shutdown_grace: float = 5.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()

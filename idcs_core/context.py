@@ -161,7 +161,7 @@ class CoreContext:
                 role = role if role == "worker" else f"{role}+worker"
             self.spawn(self._sweep_as_leader(self.tasks))
         self.node = NodeRegistry(self, role, self.config.node_name)
-        await self.node.start(worker_id)
+        await self.node.start(worker_id, queue=isinstance(self.tasks, QueueTaskRunner))
 
     async def _sweep_as_leader(self, runner: Any) -> None:
         from idcs_core.queue.runner import SWEEP_SECONDS
@@ -189,7 +189,7 @@ class CoreContext:
                         len(still))
 
     async def stop(self) -> None:
-        await self.tasks.shutdown()
+        await self.tasks.shutdown(self.config.shutdown_grace)
         await self.leader.stop()
         if self.node is not None:
             await self.node.stop()

@@ -7,9 +7,11 @@ calls ``runner.launch(task_id)`` (the API answers with the task id at once) or
 ``await runner.run(task_id)`` (a call that answers with the result, e.g. a NAT
 add). The handler registered for the task's kind does the work and reports
 progress. Handlers are looked up by kind and receive only the stored params,
-so the hand-off can move to a distributed queue (procrastinate on the same
-PostgreSQL) by replacing ``InProcessTaskRunner`` alone: services only use the
-``TaskRunner`` protocol.
+so the hand-off moves to a distributed queue by replacing ``InProcessTaskRunner``
+alone: services only use the ``TaskRunner`` protocol. On PostgreSQL,
+``idcs_core.queue.runner.QueueTaskRunner`` does (procrastinate jobs that any
+node's worker runs; see there for locks, dead workers and ``busy``); SQLite keeps
+this in-process runner.
 
 How a task ends, exactly once:
 - its final state, progress and message, its audit entry and its pending events

@@ -1,5 +1,6 @@
 """Periodic work once per cluster: of two serving cores on one PostgreSQL, one leads (samples traffic,
-prunes, sweeps the queue); when it stops, the other takes over. On SQLite the one server leads.
+prunes, sweeps the queue); when it stops, the other takes over; a host's status history gets one
+sample per interval however many nodes ask. On SQLite the one server leads.
 Also ``idcs cluster status`` and the in-process runner's queue figures on SQLite."""
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from idcs_core.cli import main
 from idcs_core.cluster.leader import RETRY_SECONDS
 from idcs_core.config import Config
 from idcs_core.context import CoreContext
+from idcs_core.db.models import Host, HostSample
 from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.databases import database_url, drop_postgres_schema
+from idcs_core.types import HostStatus
 
 
 async def _serving(tmp_path: Path, url: str, name: str) -> CoreContext:
@@ -46,6 +50,26 @@ async def test_two_nodes_one_leader_then_the_other(tmp_path: Path) -> None:
         await _until(b.leader.leads, RETRY_SECONDS * 3)
         await _until(lambda: b.ops.traffic.rounds >= 1, 10)
     finally:
+        await b.stop()
+        drop_postgres_schema(url)
+
+
+async def test_two_nodes_take_one_status_sample_per_interval(tmp_path: Path) -> None:
+    url = database_url("postgresql", tmp_path)
+    a = await _serving(tmp_path, url, "node-a")
+    b = await _serving(tmp_path, url, "node-b")
+    try:
+        async with a.db.session() as s:
+            s.add(Host(server_name="h1", server_type="TestLab", server_addr="lab://x"))
+        async with a.db.session() as s:
+            host = (await s.execute(select(Host))).scalar_one()
+        status = HostStatus(cpu_usage=10.0, memory_usage=20.0, disk_usage=30.0)
+        await asyncio.gather(a.hosts.history.observe(host, status), b.hosts.history.observe(host, status))
+        await b.hosts.history.observe(host, status)
+        async with a.db.session() as s:
+            assert (await s.execute(select(func.count(HostSample.id)))).scalar_one() == 1
+    finally:
+        await a.stop()
         await b.stop()
         drop_postgres_schema(url)
 

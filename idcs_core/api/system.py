@@ -25,9 +25,11 @@ STATS_WITH_CLUSTER: dict[str, Any] = {"type": "object",
 
 @router.get("/api/system/stats", auth=ADMIN, data=STATS_WITH_CLUSTER)
 async def stats(ctx: Ctx) -> Any:
-    """Counts and average usage (of the online hosts, else of this server); ``cluster``: the nodes on
-    this database (alive: a heartbeat within 10 s), whether the answering node leads the periodic
-    work, and the task queue (waiting and running jobs, oldest waiting job, live workers)."""
+    """Counts, average usage and the cluster (nodes, task queue).
+
+    Usage is that of the online hosts, else of this server. ``cluster``: the nodes on this database
+    (alive: a heartbeat within 10 s), whether the answering node leads the periodic work, and the
+    task queue (waiting and running jobs, oldest waiting job, live workers)."""
     return await system.stats(ctx.core) | {"cluster": await cluster_status(ctx.core)}
 
 

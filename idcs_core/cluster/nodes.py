@@ -51,9 +51,13 @@ class NodeRegistry:
         self.name = name or default_name(role)
         self._loop: asyncio.Task[None] | None = None
 
-    async def start(self, worker_id: int | None = None) -> None:
+    async def start(self, worker_id: int | None = None, queue: bool = False) -> None:
+        """Write this node's row (replacing one of the same name: a node started again). A dead node
+        of this machine is forgotten first, so a worker restarted under its old name does not hide
+        that its predecessor died (``queue``: its procrastinate worker goes too)."""
         now = utcnow()
         pid = os.getpid()
+        await forget_dead_local_workers(self.core, queue)
         async with self.core.db.session() as s:
             await s.execute(delete(ClusterNode).where(ClusterNode.name == self.name))
             s.add(ClusterNode(name=self.name, hostname=socket.gethostname(), pid=pid, pid_started=process_started(pid),
@@ -92,15 +96,16 @@ def alive_here(node: ClusterNode) -> bool:
     return started > 0 and (not node.pid_started or abs(started - node.pid_started) < 1.0)
 
 
-async def forget_dead_local_workers(core: CoreContext) -> list[str]:
-    """Remove the rows (and procrastinate workers) of nodes of this machine whose process is gone;
-    return their names. Their running jobs are then those of a dead worker (``QueueTaskRunner.sweep``)."""
+async def forget_dead_local_workers(core: CoreContext, queue: bool) -> list[str]:
+    """Remove the rows (and, with ``queue``, procrastinate workers) of nodes of this machine whose
+    process is gone; return their names. Their running jobs are then those of a dead worker
+    (``QueueTaskRunner.sweep``)."""
     host = socket.gethostname()
     async with core.db.session() as s:
         rows = list((await s.execute(select(ClusterNode).where(ClusterNode.hostname == host))).scalars())
         dead = [n for n in rows if not alive_here(n)]
         for node in dead:
-            if node.worker_id is not None and not core.db.is_sqlite:
+            if node.worker_id is not None and queue:
                 await s.execute(text("DELETE FROM procrastinate_workers WHERE id = :id"), {"id": node.worker_id})
             await s.delete(node)
     for node in dead:

@@ -51,7 +51,10 @@ log = logging.getLogger("idcs.queue")
 JOB_NAME = "idcs.task"  # the one procrastinate task: args {"task_id": ...}
 QUEUE = "idcs"
 HEARTBEAT_SECONDS = float(os.environ.get("IDCS_WORKER_HEARTBEAT", "2"))
-STALLED_AFTER = float(os.environ.get("IDCS_WORKER_STALLED_AFTER", "10"))  # no heartbeat this long: dead
+# No heartbeat this long: the worker is dead (15 missed beats: a loaded machine delays beats, and a live
+# worker taken for dead would see its job run twice). A worker of this machine whose pid is gone is
+# known dead at once (cluster_nodes), without waiting.
+STALLED_AFTER = float(os.environ.get("IDCS_WORKER_STALLED_AFTER", "30"))
 SWEEP_SECONDS = 2.0
 ORPHAN_GRACE = 20.0  # a task this old with no job in the queue is queued again
 BUSY_REFRESH = 0.5
@@ -82,7 +85,7 @@ class QueueTaskRunner(InProcessTaskRunner):
         from procrastinate.psycopg_connector import PsycopgConnector
 
         self.app = procrastinate.App(connector=PsycopgConnector(
-            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=8))
+            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=4))
         self.app.task(name=JOB_NAME, queue=QUEUE)(self._job)
         self._opened = False
         self._local: dict[str, tuple[tuple[str, str], float]] = {}
@@ -127,11 +130,6 @@ class QueueTaskRunner(InProcessTaskRunner):
         """Until the worker stops (``stop_worker``)."""
         if self._worker_run is not None:
             await asyncio.shield(self._worker_run)
-
-    def stop_worker(self) -> None:
-        """Ask the worker to stop: it takes no new job and ends when its running jobs have."""
-        if self.worker is not None:
-            self.worker.stop()
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop the worker (running jobs get ``grace`` seconds, then are aborted: a later sweep queues
@@ -309,14 +307,18 @@ class QueueTaskRunner(InProcessTaskRunner):
         task ids. Safe to run on several nodes at once (a second job of a task finds it ended)."""
         from idcs_core.cluster.nodes import forget_dead_local_workers
 
-        await forget_dead_local_workers(self.core)
+        await forget_dead_local_workers(self.core, queue=True)
         manager = self.app.job_manager
         await manager.prune_stalled_workers(STALLED_AFTER)
         resumed: list[str] = []
         for job in await manager.get_stalled_jobs(queue=QUEUE, task_name=JOB_NAME,
                                                   seconds_since_heartbeat=STALLED_AFTER):
+            try:
+                await manager.retry_job(job)
+            except Exception as exc:  # another node's sweep queued it first
+                log.info("job %s of a dead worker not queued again here: %s", job.id, exc)
+                continue
             log.warning("job %s (task %s) of a dead worker is queued again", job.id, job.task_kwargs.get("task_id"))
-            await manager.retry_job(job)
             resumed.append(str(job.task_kwargs.get("task_id")))
         cutoff = utcnow() - timedelta(seconds=orphans_older_than)
         async with self.core.db.session() as s:

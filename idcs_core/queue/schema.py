@@ -40,3 +40,9 @@ def conninfo(db_url: str) -> str:
     scheme = "postgresql"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query)])
     return urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def not_procrastinate(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic ``include_name``: procrastinate's tables are its own, not our models' (autogenerate
+    and the models-vs-migrations check leave them out)."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))

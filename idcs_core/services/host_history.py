@@ -3,12 +3,10 @@
 A sample is taken when the core asks a host for its status anyway (host list, host detail,
 the panel's dashboard, a billing system's polling) and when a host is added, like the VMs'
 usage history: no background polling of its own, so hosts nobody looks at are not asked more
-often than before (and tests counting engine calls see none they did not cause). The web
+often than before (and tests counting engine calls see none they did not cause). On PostgreSQL
+the nodes of a cluster share the interval (an advisory lock per host, then the latest sample's
+time), so several nodes do not take several samples. The web
 panel's dashboard charts it (``/api/server/history/<hs>``).
-
-Several nodes on one PostgreSQL each remember their own last sample; before writing one, a node
-takes the host's advisory lock for the transaction and skips the sample when another node wrote
-one this interval, so the history keeps one sample per interval whichever nodes are asked.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("idcs.hosts")
 KEEP = timedelta(days=1)
-SAMPLE_LOCK = 7_193_020  # first key of the per-host advisory lock (the second is the host id)
 
 
 class HostHistory:
@@ -54,8 +51,13 @@ class HostHistory:
         try:
             async with self.core.db.session() as s:
                 ts = utcnow()
-                if self.core.db.shared and await self._taken_elsewhere(s, host_id, ts):
-                    return
+                if not self.core.db.is_sqlite:  # several nodes: one sample per interval for the cluster
+                    await s.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :k))"),
+                                    {"k": f":host-sample:{host_id}"})
+                    latest = (await s.execute(select(func.max(HostSample.ts)).where(
+                        HostSample.host_id == host_id))).scalar()
+                    if latest is not None and (ts - latest).total_seconds() < self.interval():
+                        return  # another node took this interval's sample
                 s.add(HostSample(host_id=host_id, ts=ts, online=online,
                                  cpu_usage=status.cpu_usage if online and status else None,
                                  memory_usage=status.memory_usage if online and status else None,
@@ -63,13 +65,6 @@ class HostHistory:
                 await s.execute(delete(HostSample).where(HostSample.host_id == host_id, HostSample.ts < ts - KEEP))
         except Exception:  # a sample lost (host deleted meanwhile, database away) must not fail a status call
             log.debug("recording a status sample of host %s failed", host_id, exc_info=True)
-
-    async def _taken_elsewhere(self, s: Any, host_id: int, ts: datetime) -> bool:
-        """PostgreSQL: lock the host's samples for this transaction; True when another node took
-        one within this interval."""
-        await s.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": SAMPLE_LOCK, "b": host_id})
-        last = (await s.execute(select(func.max(HostSample.ts)).where(HostSample.host_id == host_id))).scalar()
-        return last is not None and (ts - last).total_seconds() < self.interval()
 
 
 async def history(core: CoreContext, hs_name: str, minutes: int) -> list[dict[str, Any]]:
