@@ -155,11 +155,12 @@ def cmd_user(args: argparse.Namespace) -> int:
             user = (await s.execute(select(User).where(User.username == args.username))).scalar_one_or_none()
         if user is None:
             raise errors.UserNotFound(f"user {args.username} does not exist")
-        # update_user revokes the user's sessions in the database; a server running on it
-        # notices within TOKEN_RECHECK_SECONDS
+        # update_user revokes the user's sessions in the database; servers on PostgreSQL hear it
+        # at once (NOTIFY), a server on SQLite notices within TOKEN_RECHECK_SECONDS
         await users.update_user(core, user.id, {"password": _read_password(args)})
+        when = "at once" if core.db.shared else f"within {TOKEN_RECHECK_SECONDS:g} s"
         print(f"password of {args.username} changed; their sessions are logged out "
-              f"(a running server stops their tokens within {TOKEN_RECHECK_SECONDS:g} s)")
+              f"(a running server stops their tokens {when})")
         return 0
 
     try:

@@ -11,6 +11,7 @@ end; ``test_serve_workers.py`` runs real ``idcs serve --workers 2`` processes.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from websockets.sync.client import connect
 from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.databases import drop_postgres_schema, fresh_postgres_url
 from idcs_core.testing.kit_support import console_link
-from idcs_core.testing.server import ApiClient, LiveServer
+from idcs_core.testing.server import ApiClient, LiveServer, free_port
 
 _names = itertools.count(1)
 
@@ -172,3 +173,40 @@ def test_a_webhook_hears_each_event_once_whichever_node_raised_it(nodes: tuple[L
     finally:
         admin_a.delete(f"/api/webhooks/{hook['id']}")
         receiver.stop()
+
+
+def test_a_delivery_both_nodes_retry_is_sent_once_per_try(nodes: tuple[LiveServer, LiveServer]) -> None:
+    """Node B restarts while a delivery of node A is being retried: both nodes now retry it, and
+    each try is still sent by one of them only."""
+    a, b = nodes
+    admin_a = a.admin()
+    port = free_port()  # nothing listens there yet: the first tries fail
+    admin_a.post("/api/system/settings", {"webhook_backoff_seconds": 0.5, "webhook_max_attempts": 8})
+    hook = admin_a.post("/api/webhooks", {"url": f"http://127.0.0.1:{port}/hook", "events": ["user_logged_in"]})
+    receiver: Receiver | None = None
+    try:
+        _uid, name, _, _ = _user(a, a)
+        deadline = time.monotonic() + 30
+        while not [d for d in admin_a.get(f"/api/webhooks/{hook['id']}/deliveries") if d["attempts"] >= 1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        b.stop()
+        b.start()  # resumes the pending delivery beside A
+        receiver = Receiver(port).start()
+        (got,) = receiver.wait_for(lambda r: r.document["data"]["user"]["username"] == name, timeout=60)
+        event_id = got.headers["x-idcs-event-id"]
+
+        def delivery() -> dict[str, object]:
+            return next(d for d in admin_a.get(f"/api/webhooks/{hook['id']}/deliveries") if d["event_id"] == event_id)
+
+        while (done := delivery())["state"] == "pending":  # the winner records the success
+            assert time.monotonic() < deadline + 60, done
+            time.sleep(0.05)
+        assert done["state"] == "success"
+        sent = [r for r in receiver.received if r.headers["x-idcs-event-id"] == event_id]
+        assert len(sent) == 1, [r.headers for r in sent]
+    finally:
+        admin_a.delete(f"/api/webhooks/{hook['id']}")
+        admin_a.post("/api/system/settings", {"webhook_backoff_seconds": 10.0, "webhook_max_attempts": 6})
+        if receiver is not None:
+            receiver.stop()

@@ -1,8 +1,10 @@
 """``idcs serve --workers N`` (issue 19): N processes share the port on PostgreSQL, each answers,
-a logout through one is seen by every other at once; on SQLite more than one is refused."""
+a logout through one is seen by every other at once; on SQLite more than one is refused. Nodes
+starting together on one PostgreSQL make one first administrator."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +15,11 @@ import httpx
 import psutil
 import pytest
 
+from idcs_core.config import Config
+from idcs_core.context import CoreContext
+from idcs_core.db.session import upgrade
+from idcs_core.plugins import PluginRegistry
+from idcs_core.services import users
 from idcs_core.testing.databases import drop_postgres_schema, fresh_postgres_url
 from idcs_core.testing.server import LiveServer
 
@@ -81,3 +88,20 @@ def test_more_than_one_worker_on_sqlite_is_refused(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "--workers needs PostgreSQL" in run.stderr
     assert not (tmp_path / "idcs.db").exists()  # nothing was started or written
+
+
+async def test_nodes_starting_together_make_one_administrator(tmp_path: Path) -> None:
+    url = fresh_postgres_url()
+    upgrade(url)
+    cores = []
+    try:
+        for _ in range(3):
+            config = Config(data_dir=tmp_path, database_url=url, admin_password="Admin-Secret-123")
+            config.create_admin = False
+            cores.append(await CoreContext.start(config, PluginRegistry(), serve=False))
+        await asyncio.gather(*[users.ensure_first_admin(core) for core in cores])
+        assert [u["username"] for u in await users.list_users(cores[0])] == ["admin"]
+    finally:
+        for core in cores:
+            await core.stop()
+        drop_postgres_schema(url)

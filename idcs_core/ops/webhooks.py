@@ -8,8 +8,8 @@ pending when the server stopped are resumed at start-up. Signing: ``ops.signing`
 
 Several nodes on one PostgreSQL: an event is recorded by the node that raised it (the others'
 live streams hear it, not their dispatchers), and each try is claimed before it is sent: one
-conditional UPDATE moves ``attempts`` from n to n+1 and pushes ``next_try_at`` past the try's
-timeout (``claim_seconds``), so of the nodes that resumed a delivery only one sends each try.
+conditional UPDATE (on the ``attempts`` and ``next_try_at`` the node read) pushes ``next_try_at``
+past the try's timeout (``claim_seconds``), so of the nodes that resumed a delivery only one sends each try.
 Should that node die mid-try, another takes the delivery over once the claim has run out.
 """
 
@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -172,14 +172,16 @@ class WebhookDispatcher(EventListener):
         """How long a claimed try may take before another node may send it again."""
         return float(self.core.settings.get("webhook_timeout_seconds")) + 30.0
 
-    async def _claim(self, delivery_id: int, attempts: int) -> bool:
-        """Take try ``attempts + 1`` of a delivery; False when another node took it or it ended."""
+    async def _claim(self, delivery_id: int, attempts: int, next_try_at: datetime | None) -> bool:
+        """Take try ``attempts + 1`` of a delivery as read (``next_try_at``); False when another
+        node took it meanwhile or it ended."""
+        due = (WebhookDelivery.next_try_at.is_(None) if next_try_at is None
+               else WebhookDelivery.next_try_at == next_try_at)
         async with self.core.db.session() as s:
             result = await s.execute(
                 update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending",
-                                              WebhookDelivery.attempts == attempts)
-                .values(attempts=attempts + 1, updated_at=utcnow(),
-                        next_try_at=utcnow() + timedelta(seconds=self.claim_seconds())))
+                                              WebhookDelivery.attempts == attempts, due)
+                .values(next_try_at=utcnow() + timedelta(seconds=self.claim_seconds())))
         return cast("CursorResult[Any]", result).rowcount == 1
 
     async def _deliver(self, delivery_id: int) -> None:
@@ -198,10 +200,10 @@ class WebhookDispatcher(EventListener):
                 return False
             wait = (row.next_try_at - utcnow()).total_seconds() if row.next_try_at else 0.0
             url, body, secret = hook.url, row.body.encode(), self.core.keys.decrypt(hook.secret_enc)
-            event, event_id, attempt = row.event, row.event_id, row.attempts + 1
+            event, event_id, attempt, planned = row.event, row.event_id, row.attempts + 1, row.next_try_at
         if wait > 0:
             await asyncio.sleep(wait)
-        if not await self._claim(delivery_id, attempt - 1):
+        if not await self._claim(delivery_id, attempt - 1, planned):
             return False
         status, error = await self._post(url, body, secret, event, event_id, delivery_id, attempt)
         settings = self.core.settings
@@ -209,7 +211,7 @@ class WebhookDispatcher(EventListener):
         last = attempt >= int(settings.get("webhook_max_attempts"))
         async with self.core.db.session() as s:
             row = await s.get(WebhookDelivery, delivery_id)
-            if row is None or row.attempts != attempt:  # deleted meanwhile, or taken over after a long try
+            if row is None or row.attempts != attempt - 1:  # deleted meanwhile, or taken over after a long try
                 return False
             row.attempts, row.last_status, row.last_error, row.updated_at = attempt, status, error[:500], utcnow()
             if delivered:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,8 +118,24 @@ async def list_users(core: CoreContext) -> list[dict[str, Any]]:
         return [user_dict(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
 
 
+FIRST_ADMIN_LOCK = 7_193_021  # pg advisory lock key: nodes starting together make one admin
+
+
 async def ensure_first_admin(core: CoreContext) -> str | None:
-    """On an empty database create ``admin`` with a generated password; print it once."""
+    """On an empty database create ``admin`` with a generated password; print it once.
+    On PostgreSQL the check and the creation hold an advisory lock (nodes starting together)."""
+    if not core.db.shared:
+        return await _first_admin(core)
+    async with core.db.engine.connect() as conn:  # a session lock, held on this connection throughout
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": FIRST_ADMIN_LOCK})
+        try:
+            return await _first_admin(core)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": FIRST_ADMIN_LOCK})
+            await conn.commit()
+
+
+async def _first_admin(core: CoreContext) -> str | None:
     async with core.db.session() as s:
         if (await s.execute(select(User.id).limit(1))).first():
             return None
