@@ -16,7 +16,7 @@ from idcs_core.cli import main
 from idcs_core.cluster.leader import RETRY_SECONDS
 from idcs_core.config import Config
 from idcs_core.context import CoreContext
-from idcs_core.db.models import Host, HostSample
+from idcs_core.db.models import ClusterNode, Host, HostSample
 from idcs_core.plugins import PluginRegistry
 from idcs_core.testing.databases import database_url, drop_postgres_schema
 from idcs_core.types import HostStatus
@@ -80,6 +80,19 @@ async def test_sqlite_leads_alone_and_reports_its_queue(tmp_path: Path) -> None:
         assert core.leader.leads()
         stats = await core.tasks.stats()
         assert (stats.backend, stats.waiting, stats.workers) == ("in-process", 0, 1)
+        # the node's heartbeat does not count as a change of data: the read cache stays valid
+        generation = core.db.generation
+
+        async def last_seen() -> object:
+            async with core.db.session() as s:
+                return (await s.execute(select(ClusterNode.last_seen))).scalar_one()
+
+        first = await last_seen()
+        deadline = time.monotonic() + 20
+        while await last_seen() == first:
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.1)
+        assert core.db.generation == generation
     finally:
         await core.stop()
 

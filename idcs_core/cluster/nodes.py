@@ -72,10 +72,12 @@ class NodeRegistry:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                async with self.core.db.session() as s:
-                    await s.execute(update(ClusterNode).where(ClusterNode.name == self.name)
-                                    .values(last_seen=utcnow()))
-                    await s.execute(delete(ClusterNode).where(
+                # on the engine, not in a tracked session: a heartbeat is no change of the data the
+                # read cache holds (a session's write would drop that cache every beat)
+                async with self.core.db.engine.begin() as conn:
+                    await conn.execute(update(ClusterNode).where(ClusterNode.name == self.name)
+                                       .values(last_seen=utcnow()))
+                    await conn.execute(delete(ClusterNode).where(
                         ClusterNode.last_seen < utcnow() - timedelta(seconds=FORGET_AFTER)))
             except Exception:  # the database away for a moment: next beat
                 log.warning("node heartbeat not written", exc_info=True)

@@ -10,8 +10,10 @@ Cluster-wide rules:
 - **Serialisation**: every job of one (host, VM) carries the procrastinate ``lock``
   ``idcs:<host>/<vm>``: no two run at once anywhere, and they run in the order queued.
 - **busy(host, vm)**: a task of the VM is pending or running in the database (a snapshot
-  renewed every ``BUSY_REFRESH`` s, plus the tasks this node just added). The lock above is
-  what keeps two changes apart; ``busy`` is the early 409.
+  renewed every ``BUSY_REFRESH`` s and whenever this node sees a task end, plus the tasks this
+  node just added). The lock above is what keeps two changes apart; ``busy`` is the early 409.
+- **Connections**: procrastinate's pool (up to 3) and its worker's LISTEN connection; the
+  cluster leader holds one more (``idcs_core.cluster.leader``).
 - **A dead worker**: its heartbeat stops (``procrastinate_workers``), or, on this machine,
   its pid is gone (``cluster_nodes``). ``sweep`` puts its jobs back in the queue; the next
   worker finds the task ``running`` and runs the kind's ``task_recovery`` rule instead of
@@ -61,7 +63,7 @@ BUSY_REFRESH = 0.5
 LOCAL_BUSY_SECONDS = 5.0  # a task added here counts as busy this long before the snapshot shows it
 UNDELIVERED_AGE = 30.0  # ended tasks whose events are still pending this long are delivered by a start
 POLL = (0.02, 0.25)  # first and longest pause while watching a task row
-ENDED_CHANNEL = "idcs_task_ended"  # NOTIFY when a task ends: nodes renew their busy snapshot
+DELIVERY_WAIT = 5.0  # how long a watcher waits, after a task's end, for its events to be delivered
 
 
 def error_for(code: int, msg: str) -> errors.IDCSError:
@@ -85,7 +87,7 @@ class QueueTaskRunner(InProcessTaskRunner):
         from procrastinate.psycopg_connector import PsycopgConnector
 
         self.app = procrastinate.App(connector=PsycopgConnector(
-            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=4))
+            conninfo=schema.conninfo(core.config.db_url), min_size=1, max_size=3))
         self.app.task(name=JOB_NAME, queue=QUEUE)(self._job)
         self._opened = False
         self._local: dict[str, tuple[tuple[str, str], float]] = {}
@@ -242,19 +244,28 @@ class QueueTaskRunner(InProcessTaskRunner):
         await self._run(task_id, recovering)
 
     async def _watch(self, task_id: str, timeout: float) -> dict[str, Any]:
-        """The task's row once it has ended, or as it is after ``timeout`` seconds."""
+        """The task's row once it has ended and its events are delivered (the audit log's entry among
+        them, as with the in-process runner; at most ``DELIVERY_WAIT`` s more), or as it is after
+        ``timeout`` seconds."""
         deadline = time.monotonic() + max(0.0, timeout)
         pause, longest = POLL
+        ended_seen: float | None = None
         while True:
             async with self.core.db.session() as s:
                 task = await s.get(Task, task_id)
                 if task is None:
                     raise errors.NotFound(f"task {task_id} does not exist")
-                row = task_dict(task)
-            if row["state"] not in ACTIVE_STATES or time.monotonic() >= deadline:
-                self._local.pop(task_id, None)
+                row, undelivered = task_dict(task), task.outbox is not None
+            now = time.monotonic()
+            if row["state"] not in ACTIVE_STATES:
+                ended_seen = now if ended_seen is None else ended_seen
+                if not undelivered or now - ended_seen >= DELIVERY_WAIT or now >= deadline:
+                    self._local.pop(task_id, None)
+                    await self._refresh_busy()  # what the caller does next must not meet a stale "busy"
+                    return row
+            elif now >= deadline:
                 return row
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(pause, max(0.01, deadline - now)))
             pause = min(longest, pause * 2)
 
     # ------------------------------------------------------------------ busy snapshot
@@ -270,34 +281,23 @@ class QueueTaskRunner(InProcessTaskRunner):
         self._local = {k: v for k, v in self._local.items() if k not in ended and now - v[1] < LOCAL_BUSY_SECONDS}
 
     async def _refresh_loop(self) -> None:
-        """Renew the snapshot every ``BUSY_REFRESH`` s, and at once when any node says a task ended."""
-        import psycopg
-
+        """Renew the snapshot every ``BUSY_REFRESH`` s (on the pool: no connection of its own, as
+        PostgreSQL's connections are few); a task's end renews it at once on the node that ran it
+        (``_deliver``) and on nodes that watched it end (``_watch``)."""
         while True:
+            await asyncio.sleep(BUSY_REFRESH)
             try:
-                async with await psycopg.AsyncConnection.connect(schema.conninfo(self.core.config.db_url),
-                                                                 autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {ENDED_CHANNEL}")
-                    while True:
-                        await self._refresh_busy()
-                        with contextlib.suppress(TimeoutError):
-                            async for _note in conn.notifies(timeout=BUSY_REFRESH, stop_after=1):
-                                pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database away for a moment: keep the last snapshot, try again
+                await self._refresh_busy()
+            except Exception:  # the database away for a moment: keep the last snapshot
                 log.warning("could not refresh the busy VMs", exc_info=True)
-                await asyncio.sleep(BUSY_REFRESH)
 
     async def _deliver(self, task_id: str) -> None:
-        """A task just ended: every node renews its busy snapshot (this one first), then its events go out."""
+        """A task just ended: renew this node's busy snapshot, then its events go out."""
         self._local.pop(task_id, None)
         try:
             await self._refresh_busy()
-            async with self.core.db.session() as s:
-                await s.execute(text(f"NOTIFY {ENDED_CHANNEL}"))
         except Exception:  # the snapshot catches up within BUSY_REFRESH
-            log.warning("could not announce the end of task %s", task_id, exc_info=True)
+            log.warning("could not renew the busy VMs after task %s", task_id, exc_info=True)
         await super()._deliver(task_id)
 
     # ------------------------------------------------------------------ dead workers, lost jobs
