@@ -78,6 +78,7 @@ class Load:
         self.gates = sorted((gates or {}).items())
         self.answers: list[Answer] = []
         self.started = 0  # operations handed to a thread so far
+        self.waiting_on_worker = 0  # NAT requests in flight: each waits for its task, run by a worker
         self._lock = threading.Lock()
         self._next = 0
         self._creates = 0
@@ -88,10 +89,13 @@ class Load:
     def __len__(self) -> int:
         return len(self.ops)
 
-    def wait_started(self, count: int) -> None:
-        """Block until ``count`` operations have been started (or all of them)."""
+    def wait_started(self, count: int, or_all_waiting_on_worker: bool = False) -> None:
+        """Block until ``count`` operations have been started (or all of them); with
+        ``or_all_waiting_on_worker``, also return when every thread waits in a NAT request (whose task
+        needs a worker: while none runs, the load cannot go on)."""
         with self.progress:
-            self.progress.wait_for(lambda: self.started >= min(count, len(self.ops)))
+            self.progress.wait_for(lambda: self.started >= min(count, len(self.ops)) or (
+                or_all_waiting_on_worker and self.waiting_on_worker >= self.threads))
 
     def run(self) -> list[Answer]:
         workers = [threading.Thread(target=self._work, name=f"load-{i}", daemon=True) for i in range(self.threads)]
@@ -120,8 +124,10 @@ class Load:
     def _one(self, http: httpx.Client, op: str) -> None:
         op, method, path, body, target = self._request(op)
         answer = Answer(op, method, path, uuid.uuid4().hex, time.monotonic(), target=target)
+        needs_worker = op in (NAT_ADD, NAT_DEL)
         with self.progress:
             self.started += 1
+            self.waiting_on_worker += needs_worker
             self.progress.notify_all()
         try:
             resp = http.request(method, path, json=body, headers={REQUEST_ID_HEADER: answer.request_id})
@@ -131,7 +137,9 @@ class Load:
         except httpx.HTTPError as exc:
             answer.error = f"{type(exc).__name__}: {exc}"
         answer.ended = time.monotonic()
-        with self._lock:
+        with self.progress:
+            self.waiting_on_worker -= needs_worker
+            self.progress.notify_all()
             self.answers.append(answer)
             if op == NAT_ADD and answer.accepted:
                 assert answer.body is not None

@@ -30,7 +30,8 @@ SETTLE = 240.0  # seconds every task may take to end after the load (a worker re
 
 class Chaos(threading.Thread):
     """Kills node ``KILLED`` when a quarter of the load has started and starts it again; then kills the
-    worker at 60 % and starts it again at 80 %. ``node_back`` and ``worker_back`` gate the load."""
+    worker at 60 % and starts it again at 80 % (or sooner, when every load thread waits in a NAT
+    request, which needs a worker). ``node_back`` and ``worker_back`` gate the load."""
 
     def __init__(self, world: World, load: Load) -> None:
         super().__init__(name="chaos", daemon=True)
@@ -54,7 +55,8 @@ class Chaos(threading.Thread):
             if cluster.worker_procs:
                 self.load.wait_started(n * 60 // 100)
                 cluster.kill_worker()
-                self.load.wait_started(n * 80 // 100)
+                # creates are accepted meanwhile (queued); NAT requests wait for the worker
+                self.load.wait_started(n * 80 // 100, or_all_waiting_on_worker=True)
                 cluster.start_worker()
         except BaseException as exc:  # reported by the test
             self.error = exc
