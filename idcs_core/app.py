@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
@@ -41,6 +42,10 @@ from idcs_core.logsafe import install_access_log_filter
 from idcs_core.ops.metrics import MetricsMiddleware
 from idcs_core.plugins import PluginRegistry
 from idcs_core.services import host_options
+
+WORKER_ENV = "IDCS_WORKER"  # "host:port:log level" of ``idcs serve --workers N`` for its processes
+# "1": ``idcs serve --workers N --no-worker``: no process of it runs queued jobs
+NO_WORKER_ENV = "IDCS_SERVE_NO_WORKER"
 
 # The API, area by area (the order only matters for documentation).
 ROUTERS = [auth.router, system.router, hosts.router, vms.router, network.router, storage.router,
@@ -103,3 +108,22 @@ def create_app(config: Config | None = None, plugins: PluginRegistry | None = No
                                                                        Middleware(SecurityHeaders)])
     app.router = FastRouter(routes, lifespan=lifespan)  # fixed paths by dictionary, the rest by scan
     return app
+
+
+def create_worker_app() -> Starlette:
+    """The application of one process of ``idcs serve --workers N`` (a uvicorn factory): its
+    configuration comes from the environment the command set (``WORKER_ENV``, ``IDCS_*``)."""
+    import logging
+
+    from idcs_core.logsafe import SafeFormatter
+
+    host, port, level = os.environ[WORKER_ENV].rsplit(":", 2)
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter(f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    config = Config()
+    config.host, config.port = host, int(port)
+    config.run_worker = os.environ.get(NO_WORKER_ENV) != "1"
+    if config.node_name:  # ``--name``: one name per process in the nodes registry
+        config.node_name = f"{config.node_name}-{os.getpid()}"
+    return create_app(config)

@@ -46,11 +46,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("idcs serve: --tls-cert and --tls-key go together", file=sys.stderr)
             return 2
         ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    config.run_worker = not args.no_worker
+    if args.concurrency:
+        config.worker_concurrency = args.concurrency
+    if args.name:
+        config.node_name = args.name
+    run: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level,
+                               access_log=args.access_log, proxy_headers=False, **ssl)
+    if args.workers > 1:
+        return _serve_workers(args, config, run)
     app = create_app(config)
     print(f"OpenIDCS listening on {'https' if ssl else 'http'}://{args.host}:{args.port} "
           f"(data: {config.data_dir})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                proxy_headers=False, **ssl)
+    uvicorn.run(app, **run)
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: Config, run: dict[str, Any]) -> int:
+    """``idcs serve --workers N``: N uvicorn processes sharing the port, on PostgreSQL only.
+
+    The schema upgrade and the first administrator are done here, once, before any worker
+    starts; of the workers one claims the rest of the start-up work (``context.start_up_lead``).
+    """
+    import uuid
+
+    import uvicorn
+
+    from idcs_core.app import NO_WORKER_ENV, WORKER_ENV
+    from idcs_core.context import SERVE_BOOT_ENV
+    from idcs_core.db.session import upgrade
+
+    if config.db_url.startswith("sqlite"):
+        print("idcs serve: --workers needs PostgreSQL (--database-url postgresql://...): on SQLite the login "
+              "counters and console tickets live in one process's memory and other processes' commits are not "
+              "heard; run one process per SQLite database", file=sys.stderr)
+        return 2
+    upgrade(config.db_url)
+
+    async def first_admin() -> None:
+        from idcs_core.context import CoreContext
+        from idcs_core.plugins import PluginRegistry
+        from idcs_core.services.users import ensure_first_admin
+
+        config.create_admin = False
+        core = await CoreContext.start(config, PluginRegistry(), serve=False)
+        try:
+            await ensure_first_admin(core)
+        finally:
+            await core.stop()
+
+    asyncio.run(first_admin())
+    # the queue options of this command reach each process too (``create_worker_app``)
+    os.environ.update({NO_WORKER_ENV: "" if config.run_worker else "1",
+                       "IDCS_WORKER_CONCURRENCY": str(config.worker_concurrency),
+                       **({"IDCS_NODE_NAME": config.node_name} if config.node_name else {})})
+    os.environ.update({"IDCS_DATA_DIR": str(config.data_dir), "IDCS_DATABASE_URL": config.db_url,
+                       WORKER_ENV: f"{args.host}:{args.port}:{args.log_level}", SERVE_BOOT_ENV: uuid.uuid4().hex})
+    print(f"OpenIDCS listening on {'https' if 'ssl_certfile' in run else 'http'}://{args.host}:{args.port} "
+          f"with {args.workers} worker processes (data: {config.data_dir})", flush=True)
+    uvicorn.run("idcs_core.app:create_worker_app", factory=True, workers=args.workers, **run)
     return 0
 
 
@@ -101,11 +155,12 @@ def cmd_user(args: argparse.Namespace) -> int:
             user = (await s.execute(select(User).where(User.username == args.username))).scalar_one_or_none()
         if user is None:
             raise errors.UserNotFound(f"user {args.username} does not exist")
-        # update_user revokes the user's sessions in the database; a server running on it
-        # notices within TOKEN_RECHECK_SECONDS
+        # update_user revokes the user's sessions in the database; servers on PostgreSQL hear it
+        # at once (NOTIFY), a server on SQLite notices within TOKEN_RECHECK_SECONDS
         await users.update_user(core, user.id, {"password": _read_password(args)})
+        when = "at once" if core.db.shared else f"within {TOKEN_RECHECK_SECONDS:g} s"
         print(f"password of {args.username} changed; their sessions are logged out "
-              f"(a running server stops their tokens within {TOKEN_RECHECK_SECONDS:g} s)")
+              f"(a running server stops their tokens {when})")
         return 0
 
     try:
@@ -163,6 +218,69 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in rows) else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run queued tasks and the cluster's periodic work, without serving the API (PostgreSQL only)."""
+    from idcs_core.logsafe import SafeFormatter
+    from idcs_core.queue import queue_available
+
+    config = _config(args)
+    if not config.db_url.startswith("postgresql"):
+        print("idcs worker: needs a PostgreSQL database (--database-url or $IDCS_DATABASE_URL); "
+              "on SQLite the server runs its tasks itself", file=sys.stderr)
+        return 2
+    if not queue_available():
+        print("idcs worker: procrastinate is not installed (pip install 'idcs-core[cluster]')", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    config.worker_concurrency = args.concurrency or config.worker_concurrency
+    config.node_name = args.name or config.node_name
+    config.shutdown_grace = args.grace
+    return int(asyncio.run(run_worker(config)))
+
+
+async def run_worker(config: Config, plugins: Any = None) -> int:
+    """The body of ``idcs worker`` (``plugins``: the installed ones unless a registry is given)."""
+    import signal
+
+    from idcs_core.context import CoreContext
+    from idcs_core.queue.runner import QueueTaskRunner
+
+    config.role, config.run_worker, config.create_admin = "worker", True, False
+    core = await CoreContext.start(config, plugins)
+    runner = core.tasks
+    assert isinstance(runner, QueueTaskRunner)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    name = core.node.name if core.node else "worker"
+    print(f"OpenIDCS worker {name} running (concurrency {config.worker_concurrency})", flush=True)
+    waiting = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([waiting, asyncio.ensure_future(runner.wait_worker())], return_when=asyncio.FIRST_COMPLETED)
+    # SIGTERM: no new job; the running ones get ``grace`` seconds to end (their tasks finish and are
+    # recorded); those still running then are aborted and queued again for another worker to recover
+    await runner.shutdown(grace=config.shutdown_grace)
+    await core.stop()
+    print(f"OpenIDCS worker {name} stopped", flush=True)
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Nodes, workers and the task queue of the cluster on this database."""
+    from idcs_core.cluster.status import cluster_status, render
+
+    config = _config(args)
+    try:
+        status = asyncio.run(_with_core(config, cluster_status))
+    except Exception as exc:
+        print(f"idcs cluster status: {getattr(exc, 'msg', exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from idcs_core.db.session import upgrade
 
@@ -190,7 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve HTTPS with a self-signed pair made once in the data dir")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="on PostgreSQL: run no queued tasks here (leave them to `idcs worker` processes)")
+    serve.add_argument("--concurrency", type=int, help="tasks this server's worker runs at once (default 4)")
+    serve.add_argument("--name", help="this node's name in `idcs cluster status` (default: host-role-pid)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("IDCS_WORKERS", "1")),
+                       help="server processes sharing the port (more than 1 needs PostgreSQL)")
     serve.set_defaults(fn=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run queued tasks and the cluster's periodic work (PostgreSQL)")
+    common(worker)
+    worker.add_argument("--concurrency", type=int, help="tasks run at once (default 4)")
+    worker.add_argument("--name", help="this worker's name in `idcs cluster status` (default: host-worker-pid)")
+    worker.add_argument("--grace", type=float, default=60.0,
+                        help="seconds running tasks get to end at SIGTERM before they are handed back (default 60)")
+    worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(fn=cmd_worker)
+
+    cluster = sub.add_parser("cluster", help="the nodes on this database")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+    cstatus = cluster_sub.add_parser("status", help="nodes, workers, queue depth, oldest waiting job")
+    cstatus.add_argument("--json", action="store_true")
+    common(cstatus)
+    cluster.set_defaults(fn=cmd_cluster)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="action", required=True)

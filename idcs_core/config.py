@@ -36,6 +36,15 @@ class Config:
     # Password of the first admin account; generated and printed once when unset.
     admin_password: str | None = field(default_factory=lambda: os.environ.get("IDCS_ADMIN_PASSWORD"), repr=False)
 
+    # On PostgreSQL: whether this process also runs queued tasks (``idcs serve --no-worker``: it does not),
+    # how many at once, and its role and name in the nodes registry (``idcs cluster status``).
+    run_worker: bool = True
+    worker_concurrency: int = int(os.environ.get("IDCS_WORKER_CONCURRENCY", "4"))
+    role: str = "api"
+    node_name: str | None = field(default_factory=lambda: os.environ.get("IDCS_NODE_NAME"))
+    # Seconds running tasks get to end when the process is asked to stop (then they are handed back).
+    shutdown_grace: float = 5.0
+
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
 

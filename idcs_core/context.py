@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,14 +18,18 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 
 from idcs_core import errors
+from idcs_core.cluster.leader import ClusterLeader
+from idcs_core.cluster.nodes import NodeRegistry
 from idcs_core.config import Config
+from idcs_core.db.bus import ChangeBus
 from idcs_core.db.cache import ReadCache
-from idcs_core.db.models import AuditLog, Host, utcnow
+from idcs_core.db.models import AuditLog, Host, Setting, utcnow
 from idcs_core.db.session import Database, upgrade
 from idcs_core.default_plugins import register_defaults, unregister_defaults
 from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
+from idcs_core.queue import choose_runner
 from idcs_core.security import Keys
 from idcs_core.services import audit, host_options
 from idcs_core.services.auth import AuthService, Principal
@@ -34,7 +39,7 @@ from idcs_core.services.hosts import HostMonitor
 from idcs_core.services.images import ImageCatalog
 from idcs_core.services.settings import SettingsService
 from idcs_core.services.system import MachineUsage
-from idcs_core.tasks import InProcessTaskRunner, TaskRunner
+from idcs_core.tasks import TaskRunner
 from idcs_core.types import HostSpec
 
 log = logging.getLogger("idcs")
@@ -46,12 +51,35 @@ AUDIT_PRUNE_SECONDS = 24 * 3600.0  # how often a serving core drops audit entrie
 RECOVERY_GRACE = 20.0  # seconds start-up waits for interrupted tasks to be recovered before serving
 
 
+SERVE_BOOT_ENV = "IDCS_SERVE_BOOT"  # set by ``idcs serve --workers N`` for its worker processes
+SERVE_BOOT_KEY = "serve_boot"  # settings row: the boot whose start-up work was claimed
+
+
+async def start_up_lead(core: CoreContext) -> bool:
+    """True for the one process of an ``idcs serve --workers N`` start (``SERVE_BOOT_ENV``) that
+    claims the start-up work, and for every plain ``idcs serve``: one conditional upsert of the
+    ``serve_boot`` settings row to this boot's id succeeds for the first worker only."""
+    boot = os.environ.get(SERVE_BOOT_ENV)
+    if not boot or not core.db.shared:
+        return True
+    from sqlalchemy import Text, cast
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    stmt = pg_insert(Setting).values(key=SERVE_BOOT_KEY, value=boot)
+    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value},
+                                      where=cast(Setting.value, Text) != cast(stmt.excluded.value, Text))
+    async with core.db.session() as s:
+        won = (await s.execute(stmt.returning(Setting.key))).first()
+    return won is not None
+
+
 class CoreContext:
     def __init__(self, config: Config, plugins: PluginRegistry | None = None) -> None:
         self.config = config
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = Keys(config.data_dir)
         self.db = Database(config.db_url)
+        self.bus = ChangeBus(self.db)  # a serving core hears the other nodes' commits (PostgreSQL)
         self.reads = ReadCache(self.db)
         self.machine = MachineUsage(str(config.data_dir))
         self.plugins = plugins if plugins is not None else load_plugins()
@@ -61,11 +89,17 @@ class CoreContext:
         self.settings = SettingsService(self)
         self.auth = AuthService(self)
         self.console_tickets = ConsoleTickets(self)  # one-time links of the console/terminal pages
-        self.tasks: TaskRunner = InProcessTaskRunner(self)  # the one seam a distributed queue replaces
+        # in-process on SQLite, procrastinate jobs on PostgreSQL (idcs_core.queue): the same protocol
+        self.tasks: TaskRunner = choose_runner(self)
+        self.leader = ClusterLeader(self)  # whether this node runs the once-per-cluster periodic work
+        self.node: NodeRegistry | None = None  # this process's row in cluster_nodes (a serving core)
         self.hosts = HostMonitor(self)
         self.proxies = ProxyManager(self)
         self.background: set[asyncio.Task[Any]] = set()
         self.ops: Any = None  # idcs_core.ops.runtime.Operations of a serving core
+        # False in all but one of the processes of ``idcs serve --workers N`` (``start_up_lead``):
+        # those skip the start-up work (recovery, NAT re-sync, proxies) and the periodic loops
+        self.lead = True
         self._default_plugins = register_defaults(self)  # the audit log among them
 
     @classmethod
@@ -88,20 +122,58 @@ class CoreContext:
             await users.ensure_first_admin(core)
         if not serve:
             return core
-        await core.prune_audit()
-        core.spawn(core._prune_audit_daily())
+        await core.bus.start()
+        core.lead = await start_up_lead(core)
+        if not core.lead:
+            log.info("another worker of this server does the start-up work (the local Caddy); the cluster's "
+                     "leader runs the periodic work")
         from idcs_core.ops.runtime import Operations
 
         # webhooks, live events, metrics, backup schedules: before recovery, so webhooks hear its outcomes
         core.ops = await Operations.start(core)
+        await core._join_cluster()
         await core.recover_tasks()
         core.spawn(vms.reconcile_interrupted(core))  # VMs left in between by no task (older data)
-        core.spawn(network.sync_nat(core))  # forwards that did not survive a host reboot come back
-        core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
+        # once per cluster, by the node that leads (on SQLite: this one, now)
+        core.leader.on_lead(lambda: network.sync_nat(core))  # forwards that did not survive a host reboot
+        await core.leader.start()
+        if core.leader.leads():
+            await core.prune_audit()
+        core.spawn(core._prune_audit_daily())
+        if config.role != "worker" and core.lead:  # one Caddy per machine (``serve --workers N``: the lead)
+            core.spawn(core.proxies.start())  # reverse proxies reconciled from the records, then watched
         await core.plugins.emit("idcs_startup", config={
             "data_dir": str(config.data_dir), "database": core.db.engine.dialect.name,
             "listen": f"{config.host}:{config.port}"})
         return core
+
+    async def _join_cluster(self) -> None:
+        """On the queue (PostgreSQL): connect, start this process's worker (unless ``run_worker`` is off)
+        and the leader's sweep of dead workers' jobs. Every serving process: its row in the nodes registry."""
+        from idcs_core.queue.runner import QueueTaskRunner
+
+        worker_id = None
+        role = self.config.role
+        if isinstance(self.tasks, QueueTaskRunner):
+            await self.tasks.open()
+            if self.config.run_worker:
+                worker_id = await self.tasks.start_worker(self.config.worker_concurrency, self.config.node_name)
+                role = role if role == "worker" else f"{role}+worker"
+            self.spawn(self._sweep_as_leader(self.tasks))
+        self.node = NodeRegistry(self, role, self.config.node_name)
+        await self.node.start(worker_id, queue=isinstance(self.tasks, QueueTaskRunner))
+
+    async def _sweep_as_leader(self, runner: Any) -> None:
+        from idcs_core.queue.runner import SWEEP_SECONDS
+
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            if not self.leader.leads():
+                continue
+            try:
+                await runner.sweep()
+            except Exception:  # the database away for a moment: next round
+                log.exception("the queue's sweep failed; again in %g s", SWEEP_SECONDS)
 
     async def recover_tasks(self) -> None:
         """Resolve the tasks a dead process left running against the back end, before the server
@@ -117,12 +189,16 @@ class CoreContext:
                         len(still))
 
     async def stop(self) -> None:
-        await self.tasks.shutdown()
+        await self.tasks.shutdown(self.config.shutdown_grace)
+        await self.leader.stop()
+        if self.node is not None:
+            await self.node.stop()
         if self.ops is not None:
             await self.ops.stop()
         for task in list(self.background):
             task.cancel()
         await self.proxies.stop()
+        await self.bus.stop()
         await self._close_hosts()
         unregister_defaults(self, self._default_plugins)
         await self.db.dispose()
@@ -152,13 +228,18 @@ class CoreContext:
             log.info("audit log: %d entries older than %s removed", removed, cutoff.date())
         return removed
 
+    async def _prune_audit_once(self) -> None:
+        try:
+            await self.prune_audit()
+        except Exception:  # a failed round (database away) must not end the loop
+            log.exception("pruning the audit log failed; trying again in %g s", AUDIT_PRUNE_SECONDS)
+
     async def _prune_audit_daily(self) -> None:
+        """Once a day, on the node leading the cluster (and when a node becomes the leader)."""
         while True:
             await asyncio.sleep(AUDIT_PRUNE_SECONDS)
-            try:
-                await self.prune_audit()
-            except Exception:  # a failed round (database away) must not end the loop
-                log.exception("pruning the audit log failed; trying again in %g s", AUDIT_PRUNE_SECONDS)
+            if self.leader.leads():
+                await self._prune_audit_once()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""

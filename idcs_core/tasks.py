@@ -7,9 +7,11 @@ calls ``runner.launch(task_id)`` (the API answers with the task id at once) or
 ``await runner.run(task_id)`` (a call that answers with the result, e.g. a NAT
 add). The handler registered for the task's kind does the work and reports
 progress. Handlers are looked up by kind and receive only the stored params,
-so the hand-off can move to a distributed queue (procrastinate on the same
-PostgreSQL) by replacing ``InProcessTaskRunner`` alone: services only use the
-``TaskRunner`` protocol.
+so the hand-off moves to a distributed queue by replacing ``InProcessTaskRunner``
+alone: services only use the ``TaskRunner`` protocol. On PostgreSQL,
+``idcs_core.queue.runner.QueueTaskRunner`` does (procrastinate jobs that any
+node's worker runs; see there for locks, dead workers and ``busy``); SQLite keeps
+this in-process runner.
 
 How a task ends, exactly once:
 - its final state, progress and message, its audit entry and its pending events
@@ -47,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idcs_core import errors
 from idcs_core.db.models import Task, utcnow
 from idcs_core.db.session import after_commit
+from idcs_core.queue.stats import QueueStats
 from idcs_core.types import Progress
 
 if TYPE_CHECKING:
@@ -168,6 +171,9 @@ class TaskRunner(Protocol):
         """Wait up to ``timeout`` seconds for these tasks to end; return those still running."""
 
     async def shutdown(self, grace: float = 5.0) -> None: ...
+
+    async def stats(self) -> QueueStats:
+        """Queue depth, running jobs, oldest waiting job and live workers (``idcs cluster status``)."""
 
 
 class InProcessTaskRunner:
@@ -357,6 +363,11 @@ class InProcessTaskRunner:
         if jobs:
             await asyncio.wait(jobs, timeout=timeout)
         return [t for t in task_ids if t in self._running]
+
+    async def stats(self) -> QueueStats:
+        """Nothing waits here: a task starts as it is launched; the worker is this process."""
+        return QueueStats(backend="in-process", waiting=0, running=len(self._running),
+                          oldest_waiting_seconds=None, workers=1)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Give running tasks ``grace`` seconds, then cancel them (they are recovered at the next start)."""

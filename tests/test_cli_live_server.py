@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from testlab import TestLabEngine
 
 from idcs_core import cli
@@ -34,6 +35,19 @@ def test_cli_passwd_stops_old_tokens_on_the_running_server(server: LiveServer, u
     status, body = server.client().call("POST", "/login", {"username": name, "password": "pw-" + name})
     assert (status, body["code"]) == (401, 2003)
     server.client().login(name, "pw-new-123")
+
+
+def test_cli_passwd_stops_old_tokens_at_once_on_postgresql(server: LiveServer, user_factory: object) -> None:
+    """On PostgreSQL the running server hears the command's commit (NOTIFY): no recheck wait."""
+    if str(server.database_url).startswith("sqlite"):
+        pytest.skip("SQLite: the server notices within TOKEN_RECHECK_SECONDS (test above)")
+    user: ApiClient = user_factory()  # type: ignore[operator]
+    name = user.get("/api/users/current")["username"]  # remembered now
+    assert idcs(server, "user", "passwd", name, "--password", "pw-new-456") == 0
+    changed = time.monotonic()
+    while user.call("GET", "/api/users/current")[1]["code"] != 3001:
+        assert time.monotonic() - changed < 1.0, "the old token still works after idcs user passwd"
+        time.sleep(0.01)
 
 
 def test_cli_does_not_fail_the_servers_running_tasks(lab: TestLabEngine, server: LiveServer, admin: ApiClient,

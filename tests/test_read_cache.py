@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from idcs_core.config import async_url
+from idcs_core.db.bus import ChangeBus
 from idcs_core.db.cache import ReadCache
 from idcs_core.db.models import User
 from idcs_core.db.session import Database, upgrade
@@ -21,7 +23,10 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     url = database_url(request.param, tmp_path)
     upgrade(url)
     database = Database(async_url(url))
+    bus = ChangeBus(database)  # as in a server: on PostgreSQL the cache trusts what the bus lets it
+    await bus.start()
     yield database
+    await bus.stop()
     await database.dispose()
     if request.param == "postgresql":
         drop_postgres_schema(url)
@@ -96,3 +101,46 @@ def test_host_list_and_stats_follow_changes(admin: ApiClient, host: str) -> None
     admin.run_task("DELETE", f"/api/client/delete/{host}/cache1")
     assert {h["server_name"]: h for h in admin.get("/api/server/detail")}[host]["vms_count"] == 0
     assert admin.get("/api/system/stats")["vms_count"] == before["vms_count"]
+
+
+async def test_a_commit_of_another_node_moves_the_generation_and_a_deaf_node_trusts_nothing(tmp_path: Path) -> None:
+    """PostgreSQL: a commit through another ``Database`` (another node) is heard at once; a node
+    whose NOTIFY connection is down reloads every cached value, and drops every cache once it
+    hears again (it may have missed commits)."""
+    url = database_url("postgresql", tmp_path)
+    upgrade(url)
+    here, there = Database(async_url(url)), Database(async_url(url))
+    bus = ChangeBus(here)
+    await bus.start()
+    resets: list[bool] = []
+    here.reset_listeners.append(lambda: resets.append(True))
+    cache = ReadCache(here)
+    loads = 0
+
+    async def load() -> list[str]:
+        nonlocal loads
+        loads += 1
+        return await _usernames(here)
+
+    try:
+        assert await cache.get("users", load) == [] and await cache.get("users", load) == []
+        assert loads == 1
+        async with there.session() as s:
+            s.add(User(username="dave", email="d@example.com", password_hash="x"))
+        for _ in range(200):  # the notification arrives on the listening connection
+            if await cache.get("users", load) == ["dave"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await cache.get("users", load) == ["dave"] and loads == 2
+        await bus.stop()  # deaf: nothing cached is used
+        await cache.get("users", load)
+        await cache.get("users", load)
+        assert loads == 4
+        resets.clear()
+        await bus.start()
+        assert resets == [True] and here.listening
+    finally:
+        await bus.stop()
+        await here.dispose()
+        await there.dispose()
+        drop_postgres_schema(url)

@@ -9,20 +9,30 @@ from idcs_core.api.presenters import system as present
 from idcs_core.api.presenters import users as present_users
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LimitQuery, SettingsBody
+from idcs_core.cluster.status import CLUSTER_SCHEMA, cluster_status
 from idcs_core.services import audit, system, users
 from idcs_core.services.hosts import list_hosts
 
 router = Router("system")
 
-STATS_DATA = {"type": "object", "properties": {
+STATS_FIELDS: dict[str, Any] = {
     k: {"type": "integer"} for k in ("hosts_count", "hosts_online", "vms_count", "running_vm_count", "users_count")
-} | {k: {"type": "number", "description": "percent"} for k in ("cpu_usage", "memory_usage", "disk_usage")}}
+} | {k: {"type": "number", "description": "percent"} for k in ("cpu_usage", "memory_usage", "disk_usage")}
+STATS_DATA = {"type": "object", "properties": STATS_FIELDS}
 
 
-@router.get("/api/system/stats", auth=ADMIN, data=STATS_DATA)
+STATS_WITH_CLUSTER: dict[str, Any] = {"type": "object",
+                                      "properties": STATS_FIELDS | {"cluster": CLUSTER_SCHEMA}}
+
+
+@router.get("/api/system/stats", auth=ADMIN, data=STATS_WITH_CLUSTER)
 async def stats(ctx: Ctx) -> Any:
-    """Counts and average usage (of the online hosts, else of this server)."""
-    return present.stats(await system.stats(ctx.core))
+    """Counts, average usage and the cluster (nodes, task queue).
+
+    Usage is that of the online hosts, else of this server. ``cluster``: the nodes on this database
+    (alive: a heartbeat within 10 s), whether the answering node leads the periodic work, and the
+    task queue (waiting and running jobs, oldest waiting job, live workers)."""
+    return present.stats(await system.stats(ctx.core)) | {"cluster": await cluster_status(ctx.core)}
 
 
 @router.get("/api/system/statis", auth=ADMIN, alias_of="/api/system/stats", data=STATS_DATA)

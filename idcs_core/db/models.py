@@ -457,3 +457,49 @@ class TrafficDay(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     rx: Mapped[int] = mapped_column(BigInteger, default=0)
     tx: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ClusterNode(Base):
+    """A running ``idcs serve`` or ``idcs worker`` process: written at its start, its ``last_seen``
+    renewed every few seconds, removed at a clean stop (``idcs_core.cluster.nodes``)."""
+
+    __tablename__ = "cluster_nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    # seconds since the epoch the process started (psutil): a reused pid is not taken for the old process
+    pid_started: Mapped[float] = mapped_column(Float, default=0.0)
+    role: Mapped[str] = mapped_column(String(16), default="api")  # api, worker, api+worker, cli
+    worker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # its procrastinate worker
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- several nodes on one database
+
+
+class LoginCounter(Base):
+    """A failed-login counter of ``services.throttle`` shared by every node (PostgreSQL).
+
+    ``key``: scope and reference (``address:<ip>``, ``account:<hash>``, ``pair:<hash>``); times
+    are epoch seconds."""
+
+    __tablename__ = "login_counters"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column(Float)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConsoleTicket(Base):
+    """An outstanding one-time console/terminal ticket (``services.console_tickets``), so any
+    node can redeem what another issued. ``digest``: SHA-256 of the ticket; ``grant``: its
+    binding; ``expires``: epoch seconds."""
+
+    __tablename__ = "console_tickets"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant: Mapped[Any] = mapped_column(JSON, nullable=False)
+    expires: Mapped[float] = mapped_column(Float, index=True)

@@ -4,6 +4,13 @@
 a user only events about their own VMs and tasks (admins see all), plus the progress of their
 running tasks, read from the task table (indexed by state) every ``PROGRESS_POLL_SECONDS``:
 progress is stored by the task runner, so any process that runs tasks is seen.
+
+On PostgreSQL an event raised on one node reaches the streams of every node: the node that
+raised it sends its document with ``pg_notify`` on the live events' channel (``db.bus``), the
+others hand it to their streams (only to streams: their webhooks and other event plugins do not
+hear it again, so each webhook delivery is made once, by the node that raised the event). An
+event whose document is too large for a notification (``NOTIFY_LIMIT``) reaches only the
+streams of its own node.
 """
 
 from __future__ import annotations
@@ -11,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from idcs_core.db.bus import EVENTS_SUFFIX
 from idcs_core.db.models import Task
+from idcs_core.db.session import NOTIFY_LIMIT
 from idcs_core.ops.listener import Event, EventListener
 from idcs_core.tasks import ACTIVE_STATES
 
@@ -53,12 +63,38 @@ class LiveEvents(EventListener):
         super().__init__(loop)
         self.core = core
         self.streams: set[asyncio.Queue[Event]] = set()
+        core.bus.event_handlers.append(self._remote)
 
-    async def on_event(self, event: Event) -> None:
+    def _fan_out(self, event: Event) -> None:
         for queue in list(self.streams):
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(event)
+
+    async def on_event(self, event: Event) -> None:
+        self._fan_out(event)
+        if self.core.db.shared:
+            await self._publish(event)
+
+    async def _publish(self, event: Event) -> None:
+        """Send ``event`` to the streams of the other nodes."""
+        db = self.core.db
+        payload = orjson.dumps({"o": db.node_id, "e": event.document()}, default=str).decode()
+        if len(payload) > NOTIFY_LIMIT:
+            log.info("live events: %s too large to reach other nodes' streams (%d bytes)", event.name, len(payload))
+            return
+        channel = await db.channel() + EVENTS_SUFFIX
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+            await conn.commit()
+
+    def _remote(self, payload: str) -> None:
+        """An event another node raised (see ``_publish``)."""
+        message = orjson.loads(payload)
+        if message.get("o") == self.core.db.node_id:
+            return
+        doc = message["e"]
+        self._fan_out(Event(doc["event"], doc.get("data") or {}, doc["id"], datetime.fromisoformat(doc["time"])))
 
     async def stream(self, principal: Principal, still_valid: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
         """The messages of one client, until it goes away or ``still_valid()`` (asked at each

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idcs.ops")
 
 PRUNE_SECONDS = 24 * 3600.0
+ORPHAN_SWEEP_SECONDS = 30.0
 
 
 class Operations:
@@ -44,16 +45,33 @@ class Operations:
         core.spawn(ops.scheduler.run())  # cancelled with the core's other background work
         core.spawn(ops.traffic.run())
         core.spawn(ops._prune_daily())
+        core.leader.on_lead(ops._now_leading)  # the periodic work starts a round at once on a new leader
         resumed = await ops.webhooks.resume()
         if resumed:
             log.info("webhooks: %d pending deliveries resumed", resumed)
+        if core.db.shared:
+            core.spawn(ops._resume_orphans())
         return ops
+
+    async def _now_leading(self) -> None:
+        self.traffic.wake.set()
+
+    async def _resume_orphans(self) -> None:
+        """PostgreSQL: deliveries a dead node was sending are taken over by the others once its
+        claim on them (``webhooks.claim_seconds``) has run out."""
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+            try:
+                await self.webhooks.resume(overdue_only=True)
+            except Exception:  # the database away for a moment: next round
+                log.warning("webhooks: looking for orphaned deliveries failed", exc_info=True)
 
     async def _prune_daily(self) -> None:
         """The webhook delivery log keeps what the audit log keeps (``audit_keep_days``)."""
         while True:
             try:
-                removed = await prune_deliveries(self.core)
+                # once per cluster: the leading node prunes (on SQLite always this one)
+                removed = await prune_deliveries(self.core) if self.core.leader.leads() else 0
                 if removed:
                     log.info("webhooks: %d old deliveries removed from the log", removed)
             except Exception:  # the database away for a moment: next round
@@ -69,4 +87,6 @@ class Operations:
         for name in self._plugin_names:
             if self.core.plugins.events.has_plugin(name):
                 self.core.plugins.events.unregister(name=name)
+        if self.live._remote in self.core.bus.event_handlers:
+            self.core.bus.event_handlers.remove(self.live._remote)
         await self.webhooks.close()

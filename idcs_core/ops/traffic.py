@@ -232,7 +232,8 @@ class TrafficSampler:
         while True:
             started = time.monotonic()
             try:
-                await self.sample_all()
+                if self.core.leader.leads():  # once per cluster: the leading node samples
+                    await self.sample_all()
             except Exception:  # the database away for a moment: next round
                 log.exception("traffic sampling: a round failed")
             self.wake.clear()

@@ -5,6 +5,12 @@ that wants the event (state ``pending``, the exact body), then sends it; a try t
 (connection error or a status other than 2xx) is repeated after ``webhook_backoff_seconds`` x
 2^(try-1), up to ``webhook_max_attempts`` tries, then the delivery is ``failed``. Deliveries still
 pending when the server stopped are resumed at start-up. Signing: ``ops.signing``.
+
+Several nodes on one PostgreSQL: an event is recorded by the node that raised it (the others'
+live streams hear it, not their dispatchers), and each try is claimed before it is sent: one
+conditional UPDATE (on the ``attempts`` and ``next_try_at`` the node read) pushes ``next_try_at``
+past the try's timeout (``claim_seconds``), so of the nodes that resumed a delivery only one sends each try.
+Should that node die mid-try, another takes the delivery over once the claim has run out.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ import asyncio
 import logging
 import secrets
 import time
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
 
 from idcs_core import errors
 from idcs_core.db.models import Webhook, WebhookDelivery, utcnow
@@ -156,14 +162,33 @@ class WebhookDispatcher(EventListener):
             self.sending.add(delivery_id)
             self.core.spawn(self._deliver(delivery_id))
 
-    async def resume(self) -> int:
-        """Send again what a stopped server left pending; return how many."""
+    async def resume(self, overdue_only: bool = False) -> int:
+        """Send again what a stopped server left pending; return how many. ``overdue_only``:
+        those whose next try is overdue (a dead node's claims), not yet sent by this process."""
+        query = select(WebhookDelivery.id).where(WebhookDelivery.state == "pending")
+        if overdue_only:
+            query = query.where(WebhookDelivery.next_try_at < utcnow() - timedelta(seconds=self.claim_seconds()))
         async with self.core.db.session() as s:
-            ids = list((await s.execute(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending")))
-                       .scalars())
+            ids = [i for i in (await s.execute(query)).scalars() if i not in self.sending]
         for delivery_id in ids:
             self.start(delivery_id)
         return len(ids)
+
+    def claim_seconds(self) -> float:
+        """How long a claimed try may take before another node may send it again."""
+        return float(self.core.settings.get("webhook_timeout_seconds")) + 30.0
+
+    async def _claim(self, delivery_id: int, attempts: int, next_try_at: datetime | None) -> bool:
+        """Take try ``attempts + 1`` of a delivery as read (``next_try_at``); False when another
+        node took it meanwhile or it ended."""
+        due = (WebhookDelivery.next_try_at.is_(None) if next_try_at is None
+               else WebhookDelivery.next_try_at == next_try_at)
+        async with self.core.db.session() as s:
+            result = await s.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending",
+                                              WebhookDelivery.attempts == attempts, due)
+                .values(next_try_at=utcnow() + timedelta(seconds=self.claim_seconds())))
+        return cast("CursorResult[Any]", result).rowcount == 1
 
     async def _deliver(self, delivery_id: int) -> None:
         try:
@@ -181,16 +206,18 @@ class WebhookDispatcher(EventListener):
                 return False
             wait = (row.next_try_at - utcnow()).total_seconds() if row.next_try_at else 0.0
             url, body, secret = hook.url, row.body.encode(), self.core.keys.decrypt(hook.secret_enc)
-            event, event_id, attempt = row.event, row.event_id, row.attempts + 1
+            event, event_id, attempt, planned = row.event, row.event_id, row.attempts + 1, row.next_try_at
         if wait > 0:
             await asyncio.sleep(wait)
+        if not await self._claim(delivery_id, attempt - 1, planned):
+            return False
         status, error = await self._post(url, body, secret, event, event_id, delivery_id, attempt)
         settings = self.core.settings
         delivered = status is not None and 200 <= status < 300
         last = attempt >= int(settings.get("webhook_max_attempts"))
         async with self.core.db.session() as s:
             row = await s.get(WebhookDelivery, delivery_id)
-            if row is None:  # the webhook was deleted meanwhile
+            if row is None or row.attempts != attempt - 1:  # deleted meanwhile, or taken over after a long try
                 return False
             row.attempts, row.last_status, row.last_error, row.updated_at = attempt, status, error[:500], utcnow()
             if delivered:

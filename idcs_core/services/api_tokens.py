@@ -3,8 +3,10 @@
 The secret (``idcst_`` + 43 URL-safe characters) is returned once, by ``create``;
 only its SHA-256 is stored, so a database leak gives no usable token. A token
 authenticates as administrator, narrowed by its scopes; ``revoke`` ends it at once
-in this process (the in-memory cache entry is dropped with the row change) and
-within ``RECHECK_SECONDS`` in any other process on the same database.
+in this process (the in-memory cache entry is dropped with the row change) and, on
+PostgreSQL, in every other node (the commit's NOTIFY, ``db.bus``); a process that
+cannot hear that (SQLite beside an ``idcs token revoke``) stops it within
+``RECHECK_SECONDS``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import ApiToken, utcnow
+from idcs_core.db.session import NAMED_TOKENS, note
 from idcs_core.profiles import PROFILES
 from idcs_core.services.audit import recorded
 
@@ -93,6 +96,7 @@ class NamedTokens:
         self.core = core
         self._known: dict[str, tuple[Principal, float, float]] = {}  # hash -> (who, expires, recheck at)
         self._last_use: dict[int, datetime] = {}
+        core.db.listen(NAMED_TOKENS, self.forget)
 
     async def create(self, name: str, profile: str, scopes: Sequence[str], expires_in_days: int | None, *,
                      by: Principal | None = None) -> NewToken:
@@ -134,16 +138,24 @@ class NamedTokens:
                 raise errors.NotFound(f"API token {token_id} does not exist")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+            note(s, NAMED_TOKENS, token_id)
             record = TokenRecord.of(row)
             done.target = row.name
-        self._known = {h: v for h, v in self._known.items() if v[0].token_id != token_id}
+        self.forget({token_id})
         return record
+
+    def forget(self, token_ids: set[int]) -> None:
+        """Drop remembered checks of these tokens (revoked here or on another node)."""
+        self._known = {h: v for h, v in self._known.items() if v[0].token_id not in token_ids}
+
+    def forget_all(self) -> None:
+        self._known.clear()
 
     async def authenticate(self, secret: str) -> Principal:
         digest = secret_hash(secret)
         now = time.time()
         known = self._known.get(digest)
-        if known is None or known[2] <= now:
+        if known is None or known[2] <= now or (self.core.db.shared and not self.core.db.listening):
             known = await self._load(digest)
         principal, expires, _ = known
         if expires <= now:

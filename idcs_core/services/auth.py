@@ -6,8 +6,11 @@ revoked, so the token stops working at once. A token that was checked once
 ``TOKEN_RECHECK_SECONDS`` (and never past its expiry), so most authenticated
 requests cost one dict look-up instead of a JWT decode and a query. Changes made
 through this process (logout, password change, user change) drop the entry at
-once; a change made by another process on the same database (``idcs user
-passwd``) takes effect within ``TOKEN_RECHECK_SECONDS``.
+once; on PostgreSQL so do those of every other node and ``idcs`` command, heard
+through the commit's NOTIFY (``db.bus``). While that cannot be heard (SQLite with
+an ``idcs user passwd`` beside the server, or the NOTIFY connection down) a
+change takes effect within ``TOKEN_RECHECK_SECONDS``; on PostgreSQL nothing
+remembered is used meanwhile.
 
 Failed logins are throttled per source address and per account
 (``services/throttle.py``). One-VM temporary tokens (kind ``temp``) are exchanged
@@ -26,6 +29,7 @@ from sqlalchemy import CursorResult, func, select, update
 
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Session, Setting, User, utcnow
+from idcs_core.db.session import JTIS, SETTINGS, USER_TOKENS, note
 from idcs_core.security import constant_time_equal
 from idcs_core.services import audit, throttle
 
@@ -82,9 +86,29 @@ class AuthService:
         self.throttle = throttle.Throttle(core)
         core.db.user_listeners.append(self.forget_users)
         core.db.vm_listeners.append(self.forget_vms)
+        # what any node (or ``idcs`` command) changed: see ``db.session.note``
+        core.db.listen(USER_TOKENS, self._forget_users_fully)
+        core.db.listen(JTIS, lambda jtis: self._forget(lambda p: p.jti in jtis))
+        core.db.listen(SETTINGS, self._settings_changed)
+        core.db.reset_listeners.append(self.forget_all)
         from idcs_core.services.api_tokens import NamedTokens
 
         self.named = NamedTokens(core)
+
+    def forget_all(self) -> None:
+        """Drop everything remembered (another node's changes may have been missed)."""
+        self._tokens.clear()
+        self._users.clear()
+        self.named.forget_all()
+        self.core.spawn(self.load())
+
+    def _forget_users_fully(self, user_ids: set[int]) -> None:
+        for user_id in user_ids:
+            self.forget_user(user_id)
+
+    def _settings_changed(self, keys: set[str]) -> None:
+        if API_TOKEN_KEY in keys:
+            self.core.spawn(self.load())
 
     # ------------------------------------------------------------------ checking
 
@@ -116,7 +140,7 @@ class AuthService:
         if token.startswith("idcst_"):
             return await self.named.authenticate(token)
         known = self._tokens.get(token)
-        if known is not None and known[1] > time.time():
+        if known is not None and known[1] > time.time() and (self.core.db.listening or not self.core.db.shared):
             return known[0]
         # one check per token at a time: the requests of a busy client arriving while its
         # token is (re)checked wait for that one check instead of each querying the database
@@ -207,7 +231,7 @@ class AuthService:
         """Check a user name and password, throttled per source address and per account
         (``idcs_core.services.throttle``): a locked account still lets in the right password
         from an address that has not failed for it."""
-        self.throttle.check(source_ip, username)
+        await self.throttle.check(source_ip, username)
         async with self.core.db.session() as s:
             user = (await s.execute(select(User).where(func.lower(User.username) == username.lower()))
                     ).scalar_one_or_none()
@@ -222,7 +246,7 @@ class AuthService:
                 raise errors.UserNotFound()
             await self.core.audit(None, "login", user.username, "failed", "wrong password", source_ip)
             raise errors.WrongPassword()
-        self.throttle.succeeded(source_ip, username)
+        await self.throttle.succeeded(source_ip, username)
         token = await self.issue(user.id, source_ip, dialect=dialect)
         await self.core.audit(Principal(user.id, user.username, user.is_admin), "login", user.username,
                               "success", "", source_ip)
@@ -233,7 +257,7 @@ class AuthService:
 
     async def check_api_token_login(self, token: str, source_ip: str) -> None:
         """``login_type: token``: the global API token, throttled per source address like passwords."""
-        self.throttle.check(source_ip, None)
+        await self.throttle.check(source_ip, None)
         if not constant_time_equal(token, self.api_token):
             await self.throttle.failed(source_ip, None)
             await self.core.audit(None, "login", "api-token", "failed", "wrong API token", source_ip)
@@ -273,6 +297,7 @@ class AuthService:
                                    .values(revoked=True))
             if cast("CursorResult[Any]", used).rowcount != 1:
                 raise errors.TokenInvalid("this temporary token has been used or revoked")
+            note(s, JTIS, claims.jti)
             vm = await s.get(VM, sess.vm_id)
             if vm is None or vm.owner_id != sess.user_id:
                 raise errors.TokenInvalid("the virtual machine of this token is gone or has a new owner")
@@ -296,6 +321,7 @@ class AuthService:
                 sess = await s.get(Session, principal.jti)
                 if sess is not None:
                     sess.revoked = True
+                    note(s, JTIS, principal.jti)
             self._forget(lambda p: p.jti == principal.jti)
         return True
 
@@ -303,6 +329,7 @@ class AuthService:
         async with self.core.db.session() as s:
             for sess in (await s.execute(select(Session).where(Session.user_id == user_id))).scalars():
                 sess.revoked = True
+            note(s, USER_TOKENS, user_id)
         self.forget_user(user_id)
 
     # ------------------------------------------------------------------ global API token
@@ -321,5 +348,6 @@ class AuthService:
                 s.add(Setting(key=API_TOKEN_KEY, value=self.core.keys.encrypt(token)))
             else:
                 row.value = self.core.keys.encrypt(token)
+            note(s, SETTINGS, API_TOKEN_KEY)
         self._api_token = token
         return token

@@ -14,22 +14,27 @@ with logout and password change (the session is revoked), with the VM's delete (
 when a VM of the same name is created again) and with an owner change. An open console
 checks it again every ``RECHECK_SECONDS`` (``api.console``) and closes when it fails.
 
-Tickets live in this process's memory (the server is one process): a restart drops them.
+Where tickets live: with SQLite (one server process) in its memory, so a restart drops them;
+with PostgreSQL in table ``console_tickets``, so a ticket issued by one node opens on any
+other (the node that receives the websocket opens the engine channel itself). Redeeming
+there is one ``DELETE ... RETURNING``: of two nodes presented the same ticket, one gets it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from idcs_core import errors
-from idcs_core.db.models import VM, ApiToken, Host, Session, User, utcnow
+from idcs_core.db.models import VM, ApiToken, ConsoleTicket, Host, Session, User, utcnow
+from idcs_core.db.session import quiet
 from idcs_core.engines import VMTarget
 from idcs_core.services.lookup import vm_target
 
@@ -59,7 +64,15 @@ class ConsoleGrant:
     session_jti: str | None  # None for the global API token
     api_token_digest: str | None  # set for the global API token
     api_token_id: int | None  # set for a named API token (its revoke or expiry ends the ticket)
-    expires: float  # time.monotonic() deadline
+    expires: float  # time.time() deadline
+
+    def stored(self) -> dict[str, Any]:
+        """The grant as JSON (``console_tickets.grant``)."""
+        return dataclasses.asdict(self) | {"vm_created_at": self.vm_created_at.isoformat()}
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> ConsoleGrant:
+        return cls(**(data | {"vm_created_at": datetime.fromisoformat(data["vm_created_at"])}))
 
 
 def _digest(value: str) -> str:
@@ -71,21 +84,28 @@ class ConsoleTickets:
         self.core = core
         self._tickets: dict[str, ConsoleGrant] = {}  # sha256(ticket) -> grant
 
-    def issue(self, principal: Principal, vm: VM, kind: PageKind) -> str:
+    async def issue(self, principal: Principal, vm: VM, kind: PageKind) -> str:
         """A new ticket for ``principal`` (already allowed to use ``vm``) to open one ``kind`` page."""
-        self._prune()
         ticket = secrets.token_urlsafe(32)
         via_global_token = principal.jti is None and principal.token_id is None
-        self._tickets[_digest(ticket)] = ConsoleGrant(
+        grant = ConsoleGrant(
             kind=kind, vm_id=vm.id, host_id=vm.host_id, host_name=vm.host.server_name, vm_uuid=vm.vm_uuid,
             vm_created_at=vm.created_at, owner_id=vm.owner_id, user_id=principal.user_id,
             session_jti=principal.jti, api_token_id=principal.token_id,
             api_token_digest=_digest(self.core.auth.api_token) if via_global_token else None,
-            expires=time.monotonic() + TICKET_TTL)
+            expires=time.time() + TICKET_TTL)
+        if self.core.db.shared:
+            async with self.core.db.session() as s:
+                quiet(s)
+                await s.execute(delete(ConsoleTicket).where(ConsoleTicket.expires < time.time()))
+                s.add(ConsoleTicket(digest=_digest(ticket), grant=grant.stored(), expires=grant.expires))
+        else:
+            self._prune()
+            self._tickets[_digest(ticket)] = grant
         return ticket
 
     def _prune(self) -> None:
-        now = time.monotonic()
+        now = time.time()
         if len(self._tickets) >= MAX_TICKETS // 2:
             for key in [k for k, g in self._tickets.items() if g.expires < now]:
                 del self._tickets[key]
@@ -94,13 +114,23 @@ class ConsoleTickets:
 
     async def redeem(self, ticket: str, kind: PageKind) -> ConsoleGrant:
         """Consume ``ticket`` and return its grant if everything it is bound to still holds."""
-        grant = self._tickets.pop(_digest(ticket), None) if ticket else None
+        grant = await self._take(_digest(ticket)) if ticket else None
         if grant is None or grant.kind != kind:
             raise errors.TokenInvalid("this console link is not valid or was already used: open it again")
-        if grant.expires < time.monotonic():
+        if grant.expires < time.time():
             raise errors.TokenExpired("this console link has expired: open it again")
         await self.check_binding(grant)
         return grant
+
+    async def _take(self, digest: str) -> ConsoleGrant | None:
+        """Remove the ticket ``digest`` and return its grant; None when no such ticket is left."""
+        if not self.core.db.shared:
+            return self._tickets.pop(digest, None)
+        async with self.core.db.session() as s:
+            quiet(s)
+            stored = (await s.execute(delete(ConsoleTicket).where(ConsoleTicket.digest == digest)
+                                      .returning(ConsoleTicket.grant))).scalar_one_or_none()
+        return ConsoleGrant.from_stored(cast("dict[str, Any]", stored)) if stored is not None else None
 
     async def open(self, ticket: str, kind: PageKind, source_ip: str) -> tuple[ConsoleGrant, VMTarget]:
         """Redeem ``ticket`` for a ``kind`` page and record the opening in the audit log; return the

@@ -3,7 +3,9 @@
 A sample is taken when the core asks a host for its status anyway (host list, host detail,
 the panel's dashboard, a billing system's polling) and when a host is added, like the VMs'
 usage history: no background polling of its own, so hosts nobody looks at are not asked more
-often than before (and tests counting engine calls see none they did not cause). The web
+often than before (and tests counting engine calls see none they did not cause). On PostgreSQL
+the nodes of a cluster share the interval (an advisory lock per host, then the latest sample's
+time), so several nodes do not take several samples. The web
 panel's dashboard charts it (``/api/server/history/<hs>``).
 """
 
@@ -14,7 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, text
 
 from idcs_core.db.models import Host, HostSample, utcnow
 from idcs_core.services.lookup import get_host
@@ -49,6 +51,13 @@ class HostHistory:
         try:
             async with self.core.db.session() as s:
                 ts = utcnow()
+                if not self.core.db.is_sqlite:  # several nodes: one sample per interval for the cluster
+                    await s.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :k))"),
+                                    {"k": f":host-sample:{host_id}"})
+                    latest = (await s.execute(select(func.max(HostSample.ts)).where(
+                        HostSample.host_id == host_id))).scalar()
+                    if latest is not None and (ts - latest).total_seconds() < self.interval():
+                        return  # another node took this interval's sample
                 s.add(HostSample(host_id=host_id, ts=ts, online=online,
                                  cpu_usage=status.cpu_usage if online and status else None,
                                  memory_usage=status.memory_usage if online and status else None,

@@ -4,6 +4,7 @@ Only the keys below exist; each has a type, a default and an allowed range
 (``LIMITS``): a value out of range would break logins or user creation, so it is
 refused (400) before anything is stored. Values are cached in memory and written
 through on change; a stored value that is no longer valid is ignored at start-up.
+Another node's change (PostgreSQL) is heard through its commit's NOTIFY and read again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sqlalchemy import select
 
 from idcs_core import errors
 from idcs_core.db.models import Setting
+from idcs_core.db.session import SETTINGS as SETTINGS_TOPIC
+from idcs_core.db.session import note
 from idcs_core.profiles import PROFILES
 from idcs_core.services.audit import recorded
 
@@ -110,6 +113,13 @@ class SettingsService:
     def __init__(self, core: CoreContext) -> None:
         self.core = core
         self._values: dict[str, Any] = {k: default for k, (_t, default, _d) in SETTINGS.items()}
+        core.db.listen(SETTINGS_TOPIC, self._changed)
+        core.db.reset_listeners.append(lambda: self._changed(set(SETTINGS)))
+
+    def _changed(self, keys: set[str]) -> None:
+        """Settings changed by a commit here or on another node: read them again."""
+        if keys & set(SETTINGS):
+            self.core.spawn(self.load())
 
     async def load(self) -> None:
         self._values["host_timeout"] = float(self.core.config.host_timeout)
@@ -188,6 +198,7 @@ class SettingsService:
                     s.add(Setting(key=key, value=value))
                 else:
                     row.value = value
+                note(s, SETTINGS_TOPIC, key)
         self._values.update(coerced)
         return self.public()
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idcs_core import errors, security
 from idcs_core.db.models import VM, Backup, Disk, IPAddr, NatRuleRow, Quota, User
-from idcs_core.db.session import touch_user
+from idcs_core.db.session import USER_TOKENS, note, touch_user
 from idcs_core.services.audit import recorded
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ async def _update_user(core: CoreContext, user_id: int, changes: dict[str, Any])
             user.password_hash = await core.run_sync(security.hash_password, changes["password"])
         for key, value in (changes.get("quota") or {}).items():
             setattr(user.quota, key, int(value))
+        note(s, USER_TOKENS, user_id)  # name or rights may have changed: every node checks their tokens again
     core.auth.forget_user(user_id)
     if changes.get("password"):
         await core.auth.revoke_user_sessions(user_id)
@@ -174,6 +175,7 @@ async def delete_user(core: CoreContext, principal: Principal, user_id: int) -> 
             if user.is_admin and admins <= 1:
                 raise errors.BadRequest("the last administrator cannot be deleted")
             await s.delete(user)
+            note(s, USER_TOKENS, user_id)
         core.auth.forget_user(user_id)
 
 
@@ -182,8 +184,24 @@ async def list_users(core: CoreContext) -> list[UserRecord]:
         return [UserRecord.of(u) for u in (await s.execute(select(User).order_by(User.id))).scalars()]
 
 
+FIRST_ADMIN_LOCK = 7_193_021  # pg advisory lock key: nodes starting together make one admin
+
+
 async def ensure_first_admin(core: CoreContext) -> str | None:
-    """On an empty database create ``admin`` with a generated password; print it once."""
+    """On an empty database create ``admin`` with a generated password; print it once.
+    On PostgreSQL the check and the creation hold an advisory lock (nodes starting together)."""
+    if not core.db.shared:
+        return await _first_admin(core)
+    async with core.db.engine.connect() as conn:  # a session lock, held on this connection throughout
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": FIRST_ADMIN_LOCK})
+        try:
+            return await _first_admin(core)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": FIRST_ADMIN_LOCK})
+            await conn.commit()
+
+
+async def _first_admin(core: CoreContext) -> str | None:
     async with core.db.session() as s:
         if (await s.execute(select(User.id).limit(1))).first():
             return None

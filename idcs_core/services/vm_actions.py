@@ -87,8 +87,8 @@ async def console(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
     prefix = (public_url or "").rstrip("/")
     tickets = core.console_tickets
     return {
-        "console_url": f"{prefix}/console/vnc#{tickets.issue(principal, vm, 'vnc')}" if has_console else None,
-        "terminal_url": (f"{prefix}/console/terminal#{tickets.issue(principal, vm, 'terminal')}"
+        "console_url": f"{prefix}/console/vnc#{await tickets.issue(principal, vm, 'vnc')}" if has_console else None,
+        "terminal_url": (f"{prefix}/console/terminal#{await tickets.issue(principal, vm, 'terminal')}"
                          if has_terminal else None),
     }
 

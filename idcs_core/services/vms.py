@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from idcs_core import errors
 from idcs_core.db.models import VM, Backup, Disk, Host, IPAddr, NatRuleRow, Task, utcnow
@@ -25,7 +26,7 @@ from idcs_core.services.audit import record, recorded
 from idcs_core.services.images import CREATE_KINDS
 from idcs_core.services.lookup import check_owner, get_host, get_vm, task_vm, vm_dict
 from idcs_core.services.network import nat_rule
-from idcs_core.tasks import defer_event, task_handler, task_recovery
+from idcs_core.tasks import ACTIVE_STATES, defer_event, task_handler, task_recovery
 from idcs_core.types import VMInfo, VMSpec, VMStatus
 
 if TYPE_CHECKING:
@@ -128,7 +129,10 @@ async def create_vm(core: CoreContext, principal: Principal, hs_name: str, field
                     ram_num=fields["ram_num"], hdd_num=fields["hdd_num"], status=VMStatus.CREATING,
                     config=dict(fields.get("config") or {}))
             s.add(vm)
-            await s.flush()
+            try:
+                await s.flush()
+            except IntegrityError as exc:  # another node recorded the same name since the check above
+                raise errors.Conflict(f"virtual machine {fields['vm_uuid']} already exists on host {hs_name}") from exc
             # initial passwords reach the engine through the task, encrypted, and are scrubbed after it
             secrets = {k: core.keys.encrypt(fields[k]) for k in SECRET_FIELDS if fields.get(k)}
             task = core.tasks.submit(s, "vm_create", host_name=hs_name, vm_uuid=vm.vm_uuid, user_id=principal.user_id,
@@ -476,7 +480,10 @@ async def reconcile_vm(core: CoreContext, vm_id: int) -> None:
         if vm is None or vm.status not in BUSY_STATES:
             return
         host, vm_uuid, status, target = vm.host, vm.vm_uuid, vm.status, VMTarget(vm.host, vm.vm_uuid, vm.ref)
-    if core.tasks.busy(host.server_name, vm_uuid):
+        # a task of this VM still pending/running anywhere (another node's worker included) settles it
+        owned = (await s.execute(select(Task.id).where(Task.host_name == host.server_name, Task.vm_uuid == vm_uuid,
+                                                      Task.state.in_(ACTIVE_STATES)).limit(1))).first()
+    if owned is not None or core.tasks.busy(host.server_name, vm_uuid):
         return  # its task (or that task's recovery) settles it
     try:
         info = await core.engines.vm_status(target)

@@ -109,7 +109,8 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, plugins: PluginRegistry | None = None,
                  subprocess_mode: bool = False, env: dict[str, str] | None = None, port: int | None = None,
-                 host_timeout: float = 3.0, tls: bool = False, serve_args: list[str] | None = None) -> None:
+                 host_timeout: float = 3.0, tls: bool = False, serve_args: list[str] | None = None,
+                 ready_timeout: float = 30.0) -> None:
         self.data_dir = Path(data_dir)
         self.database_url = database_url
         self.plugins = plugins
@@ -119,6 +120,7 @@ class LiveServer:
         self.host_timeout = host_timeout
         self.tls = tls
         self.serve_args = list(serve_args or [])  # more ``idcs serve`` options (subprocess mode)
+        self.ready_timeout = ready_timeout  # seconds start() waits for /health
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
@@ -133,7 +135,7 @@ class LiveServer:
             self._start_process()
         else:
             self._start_thread()
-        self._wait_ready()
+        self._wait_ready(self.ready_timeout)
         return self
 
     def _config(self) -> Config:

@@ -121,7 +121,11 @@ def _summary_target(item: dict[str, Any]) -> str | None:
 
 def stale_vms(items: list[dict[str, Any]], bind: tuple[str, ...]) -> list[str]:
     """VMs of a host's container list whose forwarders do not match their state and address (the
-    container stopped, restarted or moved on its own): the list alone tells, no further call."""
+    container stopped, restarted or moved on its own): the list alone tells, no further call.
+
+    A forwarder created for the VM's address and not started yet is being opened by a change under
+    way, perhaps in another process whose VM lock this one cannot see (several nodes, issue 19): it is
+    left alone; if its change was cut short, the next ``nat_sync`` settles it."""
     vms = {n.lstrip("/"): i for i in items for n in i.get("Names") or [] if not is_forwarder(i)}
     stale = set()
     for item in items:
@@ -130,6 +134,8 @@ def stale_vms(items: list[dict[str, Any]], bind: tuple[str, ...]) -> list[str]:
         fwd = Forwarder.from_summary(item)
         vm = vms.get(fwd.vm_uuid)
         target = _summary_target(vm) if vm is not None else None
+        if target and item.get("State") == "created" and fwd.target == target:
+            continue  # being opened by a change under way (maybe in another process): not out of step
         if target is not None and (fwd.target != target or fwd.running != bool(target) or fwd.bind != bind):
             stale.add(fwd.vm_uuid)
     return sorted(stale)
