@@ -39,7 +39,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -157,8 +157,16 @@ class TaskRunner(Protocol):
                user_id: int | None, params: dict[str, Any]) -> Task:
         """Add a task and run it in the background once ``session`` commits (never if it rolls back)."""
 
-    async def run(self, task_id: str) -> dict[str, Any]:
-        """Run the committed task now; return its result or raise its error."""
+    async def run(self, task_id: str, secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Run the committed task now; return its result or raise its error.
+
+        ``secrets`` (e.g. a new guest password) reach the handler through ``secret`` and are never
+        stored in the task: in memory for a run in this process; sealed with the server's key in
+        the queued job, which is deleted when it ends, for a run on another node's worker."""
+
+    def secret(self, task_id: str, name: str) -> str | None:
+        """A secret the caller of ``run`` handed to this run of the task (None in any other run,
+        e.g. a recovery after a restart)."""
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any]: ...
 
@@ -184,6 +192,7 @@ class InProcessTaskRunner:
         self._running: dict[str, asyncio.Task[tuple[dict[str, Any] | None, Exception | None]]] = {}
         self._targets: dict[str, tuple[str, str]] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._secrets: dict[str, dict[str, str]] = {}  # task id -> what its caller handed to this run
 
     def add(self, session: AsyncSession, kind: str, *, host_name: str, vm_uuid: str = "",
             user_id: int | None = None, params: dict[str, Any] | None = None) -> Task:
@@ -207,12 +216,20 @@ class InProcessTaskRunner:
         after_commit(session, functools.partial(self.launch, task.id))
         return task
 
-    async def run(self, task_id: str) -> dict[str, Any]:
-        # shielded: a caller that goes away (client disconnect) does not cut the task short
-        result, error = await asyncio.shield(self._start(task_id, recovering=False))
+    async def run(self, task_id: str, secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+        if secrets:
+            self._secrets[task_id] = dict(secrets)
+        try:
+            # shielded: a caller that goes away (client disconnect) does not cut the task short
+            result, error = await asyncio.shield(self._start(task_id, recovering=False))
+        finally:
+            self._secrets.pop(task_id, None)
         if error is not None:
             raise error
         return result or {}
+
+    def secret(self, task_id: str, name: str) -> str | None:
+        return self._secrets.get(task_id, {}).get(name)
 
     def _start(self, task_id: str, recovering: bool
                ) -> asyncio.Task[tuple[dict[str, Any] | None, Exception | None]]:

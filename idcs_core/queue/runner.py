@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -171,8 +173,9 @@ class QueueTaskRunner(InProcessTaskRunner):
         self._launches.add(job)
         job.add_done_callback(self._launches.discard)
 
-    async def run(self, task_id: str) -> dict[str, Any]:
-        await self._queue(task_id)
+    async def run(self, task_id: str, secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+        # secrets travel sealed in the job's arguments (the job row is deleted when it ends)
+        await self._queue(task_id, sealed=self.core.keys.encrypt(json.dumps(dict(secrets))) if secrets else None)
         row = await self._watch(task_id, self.core.config.task_timeout)
         if row["state"] == "success":
             return dict(row["result"] or {})
@@ -224,16 +227,18 @@ class QueueTaskRunner(InProcessTaskRunner):
 
     # ------------------------------------------------------------------ jobs
 
-    async def _queue(self, task_id: str) -> None:
+    async def _queue(self, task_id: str, sealed: str | None = None) -> None:
         async with self.core.db.session() as s:
             task = await s.get(Task, task_id)
             if task is None:
                 raise errors.NotFound(f"task {task_id} does not exist")
             lock = f"idcs:{task.host_name}/{task.vm_uuid}"
-        await self.app.configure_task(JOB_NAME, lock=lock).defer_async(task_id=task_id)
+        args: dict[str, str] = {"task_id": task_id} | ({"sealed": sealed} if sealed else {})
+        await self.app.configure_task(JOB_NAME, lock=lock).defer_async(**args)
 
-    async def _job(self, task_id: str) -> None:
-        """The job: run the task's handler, or its recovery rule when an earlier worker had started it."""
+    async def _job(self, task_id: str, sealed: str | None = None) -> None:
+        """The job: run the task's handler, or its recovery rule when an earlier worker had started it.
+        ``sealed``: the secrets its caller handed to ``run``, for the handler only (never a recovery)."""
         async with self.core.db.session() as s:
             task = await s.get(Task, task_id)
             if task is None or task.state not in ACTIVE_STATES:
@@ -241,7 +246,12 @@ class QueueTaskRunner(InProcessTaskRunner):
             recovering = task.state == "running"
         if recovering:
             log.warning("task %s (%s) was left running by a dead worker: recovering it", task_id, task.kind)
-        await self._run(task_id, recovering)
+        elif sealed:
+            self._secrets[task_id] = json.loads(self.core.keys.decrypt(sealed))
+        try:
+            await self._run(task_id, recovering)
+        finally:
+            self._secrets.pop(task_id, None)
 
     async def _watch(self, task_id: str, timeout: float) -> dict[str, Any]:
         """The task's row once it has ended and its events are delivered (the audit log's entry among

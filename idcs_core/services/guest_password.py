@@ -1,13 +1,13 @@
 """Setting a guest's password: a task of kind ``vm_password`` (audited as ``vm.password`` when it ends).
 
-The password never reaches the database, in any form. The task's params hold the VM and the user
-name only; the password is kept in this process's memory (``HELD``, keyed by the task id) for the
-one run of the handler that the request waits on, and dropped when that run ends, whatever its
-outcome. Why not sealed in the params, as a create's initial password is: a create must be able to
+The password is never stored with the task. The task's params hold the VM and the user name only;
+the password is handed to the one run of the handler that the request waits on as a *secret* of
+``TaskRunner.run``: in this process's memory when the task runs here, sealed with the server's key
+in the queued job when a worker on another node runs it (procrastinate deletes the job row when it
+ends). Why not sealed in the params, as a create's initial password is: a create must be able to
 finish after a crash, so its password has to survive one; a password change has nothing to finish
-that the caller cannot simply ask again, so the safest copy is none. A handler run that finds no
-password (a run in another process, a recovery after a restart) fails the task saying so, and the
-recovery rule fails an interrupted task the same way: "set it again".
+that the caller cannot simply ask again, so the safest copy is the shortest-lived one. A run
+without the secret (a recovery after a restart) fails the task saying so: "set it again".
 
 A hook that answers after its timeout: the task has failed (1003); once the hook ends, its outcome
 is logged (never the password), as the host may have taken the new password after all.
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("idcs.vms")
 
-# Task id -> the password its handler sets; only while the request that recorded the task waits on it.
-HELD: dict[str, str] = {}
 NOT_HELD = ("the password is never stored, and this run of the task does not have it (it was asked of a "
             "server that has stopped meanwhile): set it again")
 
@@ -47,16 +45,12 @@ async def set_password(core: CoreContext, principal: Principal, hs_name: str, vm
         ensure_idle(core, vm)
         task = core.tasks.add(s, "vm_password", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
                               params={"vm_id": vm.id, "username": username})
-    HELD[task.id] = password
-    try:
-        await core.tasks.run(task.id)
-    finally:
-        HELD.pop(task.id, None)
+    await core.tasks.run(task.id, secrets={"password": password})
 
 
 @task_handler("vm_password")
 async def _run_password(core: CoreContext, task: Task, progress: TaskProgress) -> dict[str, Any]:
-    password = HELD.pop(task.id, None)
+    password = core.tasks.secret(task.id, "password")
     if password is None:
         raise errors.VMOperationFailed(NOT_HELD)
     username = str(task.params.get("username") or "root")
