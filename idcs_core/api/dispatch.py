@@ -1,10 +1,15 @@
-"""Route dispatch by dictionary for the API's fixed paths.
+"""Route dispatch by dictionary for the API's fixed paths, and by prefix for the others.
 
 Starlette's router tries every route's regular expression in order, so a request for a path
 declared late pays for all the routes before it (about 150). ``FastRouter`` answers a fixed path
-(no ``{parameter}``) with one dictionary look-up, and leaves everything else to Starlette's scan.
-A fixed path enters the table only if no earlier route would take the same request, so the
-answer is always the one the scan would give.
+(no ``{parameter}``) with one dictionary look-up. A fixed path enters the table only if no
+earlier route would take the same request, so the answer is always the one the scan would give.
+
+A path with parameters is looked up by its first ``PREFIX_SEGMENTS`` segments
+(``/api/client/detail/{hs_name}`` under ``("api", "client", "detail")``): only the routes whose
+pattern starts with those literal segments, plus every route that has no such literal prefix,
+can match it, so the first full match among them, in declaration order, is the scan's. When
+none matches fully (405, 404, a redirect for a trailing slash) Starlette's scan decides.
 """
 
 from __future__ import annotations
@@ -30,16 +35,41 @@ def fixed_table(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], Route]:
     return table
 
 
+PREFIX_SEGMENTS = 3
+
+
+def literal_prefix(path: str) -> tuple[str, ...] | None:
+    """The first ``PREFIX_SEGMENTS`` segments of a route pattern or request path, when they are
+    all literal and something follows them; None otherwise."""
+    parts = path.split("/", PREFIX_SEGMENTS + 1)
+    if len(parts) <= PREFIX_SEGMENTS + 1 or parts[0] != "":
+        return None
+    head = tuple(parts[1:PREFIX_SEGMENTS + 1])
+    return None if any("{" in part for part in head) else head
+
+
+def prefix_table(routes: Sequence[BaseRoute]) -> tuple[dict[tuple[str, ...], list[BaseRoute]], list[BaseRoute]]:
+    """Literal prefix -> the routes, in declaration order, that may fully match a path with that
+    prefix (those declared under it and every route without a literal prefix); and the latter
+    alone, for paths whose prefix no route declares."""
+    keyed = [(literal_prefix(r.path) if isinstance(r, Route) else None, r) for r in routes]
+    unkeyed = [r for key, r in keyed if key is None]
+    table = {key: [r for k, r in keyed if k is None or k == key] for key, _r in keyed if key is not None}
+    return table, unkeyed
+
+
 class FastRouter(Router):
     """A Starlette router with a dictionary in front of its scan (see the module's docstring)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # the same arguments as Router
         self.fixed = fixed_table(self.routes)
+        self.by_prefix, self.unprefixed = prefix_table(self.routes)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            route = self.fixed.get((get_route_path(scope), scope["method"]))
+            path = get_route_path(scope)
+            route = self.fixed.get((path, scope["method"]))
             if route is not None:
                 scope.setdefault("router", self)
                 scope["route"] = route
@@ -47,4 +77,13 @@ class FastRouter(Router):
                 scope["path_params"] = dict(scope.get("path_params", {}))
                 await route.handle(scope, receive, send)
                 return
+            key = literal_prefix(path)
+            for candidate in self.by_prefix.get(key, self.unprefixed) if key is not None else ():
+                match, child_scope = candidate.matches(scope)
+                if match is Match.FULL:  # the scan's first full match: Starlette's own steps
+                    scope.setdefault("router", self)
+                    scope["route"] = candidate
+                    scope.update(child_scope)
+                    await candidate.handle(scope, receive, send)
+                    return
         await super().app(scope, receive, send)
