@@ -7,9 +7,10 @@ earlier route would take the same request, so the answer is always the one the s
 
 A path with parameters is looked up by its first ``PREFIX_SEGMENTS`` segments
 (``/api/client/detail/{hs_name}`` under ``("api", "client", "detail")``): only the routes whose
-pattern starts with those literal segments, plus every route that has no such literal prefix,
-can match it, so the first full match among them, in declaration order, is the scan's. When
-none matches fully (405, 404, a redirect for a trailing slash) Starlette's scan decides.
+pattern's literal start agrees with those segments, plus mounts and websocket routes, can match
+it, so the first full match among them, in declaration order, is the scan's. When none matches
+fully (405, 404, a redirect for a trailing slash, a prefix no pattern declares) Starlette's
+scan decides.
 """
 
 from __future__ import annotations
@@ -48,14 +49,39 @@ def literal_prefix(path: str) -> tuple[str, ...] | None:
     return None if any("{" in part for part in head) else head
 
 
-def prefix_table(routes: Sequence[BaseRoute]) -> tuple[dict[tuple[str, ...], list[BaseRoute]], list[BaseRoute]]:
-    """Literal prefix -> the routes, in declaration order, that may fully match a path with that
-    prefix (those declared under it and every route without a literal prefix); and the latter
-    alone, for paths whose prefix no route declares."""
-    keyed = [(literal_prefix(r.path) if isinstance(r, Route) else None, r) for r in routes]
-    unkeyed = [r for key, r in keyed if key is None]
-    table = {key: [r for k, r in keyed if k is None or k == key] for key, _r in keyed if key is not None}
-    return table, unkeyed
+def literal_lead(route: BaseRoute) -> tuple[str, ...] | None:
+    """The literal segments (at most ``PREFIX_SEGMENTS``) every path ``route`` matches starts with,
+    each followed by ``/``; None for anything but a plain ``Route`` (mounts, websockets): no claim."""
+    if not isinstance(route, Route):
+        return None
+    lead: list[str] = []
+    for part in route.path.split("/")[1:-1][:PREFIX_SEGMENTS]:
+        if "{" in part:
+            break
+        lead.append(part)
+    return tuple(lead)
+
+
+def prefix_table(routes: Sequence[BaseRoute]) -> dict[tuple[str, ...], list[BaseRoute]]:
+    """Literal prefix (of the routes with parameters) -> the routes, in declaration order, that
+    may fully match a path with that prefix: every route whose literal lead is a prefix of it,
+    and every route that makes no claim (``literal_lead`` None). A route without parameters
+    matches its own path only, so it is among them only under its own path's prefix."""
+    keys = {literal_prefix(r.path) for r in routes if isinstance(r, Route) and r.param_convertors}
+    table: dict[tuple[str, ...], list[BaseRoute]] = {}
+    for key in keys - {None}:
+        assert key is not None
+        table[key] = [r for r in routes if _may_match(r, key)]
+    return table
+
+
+def _may_match(route: BaseRoute, key: tuple[str, ...]) -> bool:
+    lead = literal_lead(route)
+    if lead is None:
+        return True
+    if isinstance(route, Route) and not route.param_convertors:
+        return literal_prefix(route.path) == key
+    return key[:len(lead)] == lead
 
 
 class FastRouter(Router):
@@ -64,7 +90,7 @@ class FastRouter(Router):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # the same arguments as Router
         self.fixed = fixed_table(self.routes)
-        self.by_prefix, self.unprefixed = prefix_table(self.routes)
+        self.by_prefix = prefix_table(self.routes)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -78,7 +104,7 @@ class FastRouter(Router):
                 await route.handle(scope, receive, send)
                 return
             key = literal_prefix(path)
-            for candidate in self.by_prefix.get(key, self.unprefixed) if key is not None else ():
+            for candidate in self.by_prefix.get(key, ()) if key is not None else ():
                 match, child_scope = candidate.matches(scope)
                 if match is Match.FULL:  # the scan's first full match: Starlette's own steps
                     scope.setdefault("router", self)
