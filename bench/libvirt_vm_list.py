@@ -5,8 +5,14 @@ running) on the real libvirtd of ``idcs_libvirt.testing``, recorded by our serve
 
 - ``GET /api/client/detail/<hs>`` on our server (keep-alive HTTP client, JSON decoded);
 - ``conn.getAllDomainStats(state)`` + the network's DHCP leases straight through
-  libvirt-python: the calls the engine's ``vm_list`` makes in the steady state (it keeps each
-  domain's sizes, MACs and image in a cache and re-reads them on every status/power/update);
+  libvirt-python: the bare calls for the list's states and leased addresses;
+- the calls the engine's ``vm_list`` makes in the steady state (it keeps each domain's sizes,
+  MACs and image in a cache and re-reads them on every status/power/update): the states, the
+  active networks, and for the domains' network its XML (the DHCP reservations: a stopped VM's
+  address) and its leases;
+- the engine's ``vm_list`` hook called in this process (no server, no HTTP);
+- ``GET /api/system/engine``: an authenticated read with no engine behind it, the floor of any
+  API call (HTTP, auth, envelope, JSON);
 - ``conn.getAllDomainStats(state|vcpu|balloon|block)`` + the leases: the same data read fresh
   from libvirt (which then asks every running QEMU through its monitor).
 
@@ -23,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import libvirt
 from _common import Cleanup, OurServer, machine_line
 from idcs_libvirt import domainxml, naming, network, testing
+from idcs_libvirt.engine import LibvirtEngine
 from idcs_libvirt.lifecycle import ET_volume
+
+from idcs_core.types import HostSpec
 
 HOST = "bench-qemu"
 PREFIX = "bench-lv-"
@@ -63,6 +73,16 @@ def direct_list(conn: libvirt.virConnect, flags: int = libvirt.VIR_DOMAIN_STATS_
     return len(stats)
 
 
+def engine_calls(conn: libvirt.virConnect) -> int:
+    """The libvirt calls of one engine ``vm_list`` (steady state), nothing else."""
+    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+    for net in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
+        if net.name() == testing.NETWORK:
+            net.XMLDesc(0)
+            net.DHCPLeases()
+    return len(stats)
+
+
 class Api:
     def __init__(self, port: int, token: str) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -82,6 +102,7 @@ def main() -> None:
     ap.add_argument("--vms", type=int, default=50)
     ap.add_argument("--running", type=int, default=5)
     ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--skip-full", action="store_true", help="leave out the fresh-statistics read (~1 s a sample)")
     args = ap.parse_args()
     print(machine_line())
     with Cleanup() as cleanup:
@@ -102,27 +123,40 @@ def main() -> None:
         mine = [v for v in listed if str(v["vm_uuid"]).startswith(PREFIX)]
         assert len(mine) == args.vms, f"the API lists {len(mine)} of {args.vms} domains (scan: {scan['added_count']})"
         assert direct_list(conn) >= args.vms
-        ours: list[float] = []
-        theirs: list[float] = []
-        full: list[float] = []
+        engine = LibvirtEngine()
+        spec = HostSpec(name=HOST, server_type="QEMU", addr=backend.uri, user="", password="",
+                        options=testing.host_options())
+        engine.vm_list(spec)  # its connection and facts cache filled, as in the server
+        calls: dict[str, Callable[[], object]] = {
+            "api": lambda: api.get(f"/api/client/detail/{HOST}"),
+            "bare": lambda: direct_list(conn),
+            "same": lambda: engine_calls(conn),
+            "hook": lambda: engine.vm_list(spec),
+            "floor": lambda: api.get("/api/system/engine"),
+        }
+        if not args.skip_full:
+            calls["full"] = lambda: direct_list(conn, FULL_STATS)
+        times: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(args.samples):
-            t = time.perf_counter()
-            api.get(f"/api/client/detail/{HOST}")
-            ours.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            direct_list(conn)
-            theirs.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            direct_list(conn, FULL_STATS)
-            full.append(time.perf_counter() - t)
+            for name, call in calls.items():
+                t = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t)
         with contextlib.suppress(Exception):
             api.conn.close()
-        o, d, f = (statistics.median(x) * 1000 for x in (ours, theirs, full))
-        print(f"{args.vms} domains ({args.running} running), {args.samples} samples, medians:")
-        print(f"  GET /api/client/detail/{HOST}: {o:8.2f} ms")
-        print(f"  libvirt, state + leases:          {d:8.2f} ms  ratio {o / d:.2f}x (goal <= 1.3x)")
-        print(f"  libvirt, state|vcpu|balloon|block + leases: {f:8.2f} ms  ratio {o / f:.2f}x")
-
+        med = {name: statistics.median(x) * 1000 for name, x in times.items()}
+        p10 = {name: statistics.quantiles(x, n=10)[0] * 1000 for name, x in times.items()}
+        o = med["api"]
+        print(f"{args.vms} domains ({args.running} running), {args.samples} samples; median (10th percentile) ms:")
+        print(f"  GET /api/client/detail/{HOST}:           {o:8.2f} ({p10['api']:.2f})")
+        for name, what in (("bare", "libvirt, state + leases (goal <= 1.3x)"),
+                           ("same", "libvirt, the engine's calls (state, active networks, XML, leases)"),
+                           ("hook", "the engine's vm_list hook, in this process"),
+                           ("full", "libvirt, state|vcpu|balloon|block + leases")):
+            if name in med:
+                print(f"  {what}: {med[name]:8.2f} ({p10[name]:.2f})  ratio {o / med[name]:.2f}x "
+                      f"({p10['api'] / p10[name]:.2f}x)")
+        print(f"  GET /api/system/engine (HTTP + auth + envelope, no engine): {med['floor']:8.2f} ({p10['floor']:.2f})")
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
+from testlab import PASSWORD
 
 from idcs_core.config import async_url
 from idcs_core.db.bus import ChangeBus
@@ -144,3 +145,21 @@ async def test_a_commit_of_another_node_moves_the_generation_and_a_deaf_node_tru
         await here.dispose()
         await there.dispose()
         drop_postgres_schema(url)
+
+def test_vm_list_follows_its_vms_and_the_hosts_address(admin: ApiClient, host: str) -> None:
+    """A host's VM list keeps its rows and the engine's view of the host in memory between
+    writes: a new VM, a new host address, and the address back, each show on the next list."""
+    path = f"/api/client/detail/{host}"
+    assert admin.get(path) == []
+    admin.run_task("POST", f"/api/client/create/{host}",
+                   {"vm_uuid": "cache2", "os_name": "debian-12", "cpu_num": 1, "ram_num": 64, "hdd_num": 1})
+    for _ in range(2):  # the second answer comes from memory, the same
+        listed = admin.get(path)
+        assert [(v["vm_uuid"], v["status"], v["power_state"]) for v in listed] == [("cache2", "running",
+                                                                                   "lab-running")]
+    admin.put(f"/api/server/update/{host}", {"server_addr": f"lab://{host}-elsewhere", "server_pass": PASSWORD})
+    assert [v["power_state"] for v in admin.get(path)] == ["missing"]  # asked at the new address
+    admin.put(f"/api/server/update/{host}", {"server_addr": f"lab://{host}", "server_pass": PASSWORD})
+    assert [v["power_state"] for v in admin.get(path)] == ["lab-running"]
+    admin.run_task("DELETE", f"/api/client/delete/{host}/cache2")
+    assert admin.get(path) == []

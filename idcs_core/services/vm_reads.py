@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -11,19 +12,48 @@ from idcs_core.db.models import VM, Disk, Host, IsoMount, NatRuleRow
 from idcs_core.ops import traffic
 from idcs_core.services.lookup import get_host, get_vm, vm_dict
 from idcs_core.services.vms import BUSY_STATES, apply_live, live_fields, reconcile_vm
-from idcs_core.types import VMInfo
+from idcs_core.types import HostSpec, VMInfo
 
 if TYPE_CHECKING:
     from idcs_core.context import CoreContext
     from idcs_core.services.auth import Principal
 
 
+@dataclass(frozen=True, slots=True)
+class ListedVM:
+    """One stored VM of a host's list, as read once per database generation: what the caller
+    filter and the live merge need, and its API shape (``vm_dict``) built once, so a list does
+    not read every ORM attribute of every VM again on every request."""
+
+    id: int
+    owner_id: int | None
+    vm_uuid: str
+    ref: str | None
+    status: str
+    power_state: str
+    shown: dict[str, Any]
+
+    @classmethod
+    def of(cls, vm: VM) -> ListedVM:
+        return cls(id=vm.id, owner_id=vm.owner_id, vm_uuid=vm.vm_uuid, ref=vm.ref, status=vm.status,
+                   power_state=vm.power_state, shown=vm_dict(vm))
+
+    def answer(self, live: dict[str, Any]) -> dict[str, Any]:
+        """A fresh copy of the API shape (its ``config`` too), ``live`` fields laid over it."""
+        data = dict(self.shown)
+        data["config"] = dict(data["config"])
+        data.update(live)
+        return data
+
+
 async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> list[dict[str, Any]]:
     """The host's managed VMs the caller may see, with live power state from one engine call.
 
-    The host's rows come from memory until something is written (``core.reads``); the
-    engine is asked at once, so a list costs about one engine call."""
-    host, all_vms = await core.reads.get(f"vms:{hs_name}", lambda: _host_vms(core, hs_name))
+    The host's rows, their API shapes and the engine's ``HostSpec`` come from memory until
+    something is written (``core.reads``); the engine is asked at once, so a list costs about
+    one engine call."""
+    stored = await core.reads.get(f"vms:{hs_name}", lambda: _host_vms(core, hs_name))
+    all_vms = stored.vms
     if principal.vm_id is not None:
         vms = [vm for vm in all_vms if vm.id == principal.vm_id]
     elif principal.is_admin:
@@ -33,7 +63,7 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
     live: dict[str, VMInfo] = {}
     host_error = ""
     try:
-        live = {info.vm_uuid: info for info in await core.engines.vm_list(host)}
+        live = {info.vm_uuid: info for info in await core.engines.vm_list(stored.spec(core))}
     except errors.IDCSError as exc:
         host_error = exc.msg
     changed = []
@@ -51,7 +81,7 @@ async def list_vms(core: CoreContext, principal: Principal, hs_name: str) -> lis
             extra = {"power_state": "unknown", "host_error": host_error}
         elif vm.status not in BUSY_STATES:
             extra = {"power_state": "missing"}
-        result.append(vm_dict(vm, extra))
+        result.append(vm.answer(extra))
     for vm_id, info in changed:
         await apply_live(core, vm_id, info)
     return result
@@ -69,11 +99,26 @@ async def list_my_vms(core: CoreContext, principal: Principal) -> list[dict[str,
         return [vm_dict(vm) for vm in (await s.execute(query)).scalars()]
 
 
-async def _host_vms(core: CoreContext, hs_name: str) -> tuple[Host, list[VM]]:
+class HostVMs:
+    """A host's stored VMs for its list, kept per database generation, and the engine's
+    ``HostSpec`` of the host, built (password decrypted, options coerced) on first use."""
+
+    def __init__(self, host: Host, vms: list[ListedVM]) -> None:
+        self.host = host
+        self.vms = vms
+        self._spec: HostSpec | None = None
+
+    def spec(self, core: CoreContext) -> HostSpec:
+        if self._spec is None:
+            self._spec = core.host_spec(self.host)
+        return self._spec
+
+
+async def _host_vms(core: CoreContext, hs_name: str) -> HostVMs:
     async with core.db.session() as s:
         host = await get_host(s, hs_name)
-        vms = list((await s.execute(select(VM).where(VM.host_id == host.id).order_by(VM.id))).scalars())
-    return host, vms
+        vms = (await s.execute(select(VM).where(VM.host_id == host.id).order_by(VM.id))).scalars()
+        return HostVMs(host, [ListedVM.of(vm) for vm in vms])
 
 
 async def vm_detail(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> dict[str, Any]:

@@ -70,13 +70,18 @@ def release(conn: libvirt.virConnect, network: str, macs: list[str]) -> None:
 
 
 def addresses_by_mac(conn: libvirt.virConnect, networks: set[str]) -> dict[str, list[str]]:
-    """MAC -> addresses, from the reservations and leases of ``networks`` (two calls per network)."""
+    """MAC -> addresses, from the reservations and leases of those of ``networks`` that are
+    active: one call finds them all, then two calls per network (its XML, its leases)."""
     found: dict[str, list[str]] = {}
-    for name in networks:
+    if not networks:
+        return found
+    try:
+        active = [net for net in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+                  if net.name() in networks]
+    except libvirt.libvirtError:
+        return found
+    for net in active:
         try:
-            net = conn.networkLookupByName(name)
-            if not net.isActive():
-                continue
             dhcp = ET.fromstring(net.XMLDesc(0)).find("ip/dhcp")
             for host in dhcp.findall("host") if dhcp is not None else []:
                 if host.get("mac") and host.get("ip"):
