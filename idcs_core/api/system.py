@@ -9,7 +9,7 @@ from idcs_core.api.presenters import system as present
 from idcs_core.api.presenters import users as present_users
 from idcs_core.api.routing import ADMIN, PUBLIC, USER, Ctx, Router
 from idcs_core.api.schemas import Empty, LimitQuery, SettingsBody
-from idcs_core.cluster.status import CLUSTER_SCHEMA, cluster_status
+from idcs_core.cluster.status import CLUSTER_SCHEMA, STATS_MAX_AGE, cluster_status
 from idcs_core.services import audit, system, users
 from idcs_core.services.hosts import list_hosts
 
@@ -32,7 +32,8 @@ async def stats(ctx: Ctx) -> Any:
     Usage is that of the online hosts, else of this server. ``cluster``: the nodes on this database
     (alive: a heartbeat within 10 s), whether the answering node leads the periodic work, and the
     task queue (waiting and running jobs, oldest waiting job, live workers)."""
-    return present.stats(await system.stats(ctx.core)) | {"cluster": await cluster_status(ctx.core)}
+    cluster = await cluster_status(ctx.core, max_age=STATS_MAX_AGE)  # figures of the last second
+    return present.stats(await system.stats(ctx.core)) | {"cluster": cluster}
 
 
 @router.get("/api/system/statis", auth=ADMIN, alias_of="/api/system/stats", data=STATS_DATA)

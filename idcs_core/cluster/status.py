@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -28,7 +30,23 @@ CLUSTER_SCHEMA: dict[str, Any] = {"type": "object", "description": "nodes and ta
 }}
 
 
-async def cluster_status(core: CoreContext) -> dict[str, Any]:
+# What each core answered last, and when (monotonic): ``/api/system/stats`` is a cheap read asked
+# many times a second, and nodes' heartbeats move every few seconds, so it may answer from a second ago.
+_LAST: weakref.WeakKeyDictionary[CoreContext, tuple[float, dict[str, Any]]] = weakref.WeakKeyDictionary()
+STATS_MAX_AGE = 1.0  # seconds
+
+
+async def cluster_status(core: CoreContext, max_age: float = 0.0) -> dict[str, Any]:
+    """The nodes and the task queue, read now, or as read at most ``max_age`` seconds ago."""
+    last = _LAST.get(core)
+    if last is not None and time.monotonic() - last[0] < max_age:
+        return last[1]
+    status = await _read_status(core)
+    _LAST[core] = (time.monotonic(), status)
+    return status
+
+
+async def _read_status(core: CoreContext) -> dict[str, Any]:
     now = utcnow()
     async with core.db.session() as s:
         rows = list((await s.execute(select(ClusterNode).order_by(ClusterNode.started_at))).scalars())
