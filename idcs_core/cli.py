@@ -51,8 +51,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.worker_concurrency = args.concurrency
     if args.name:
         config.node_name = args.name
+    proxies = [a.strip() for a in (args.trusted_proxy or []) for a in a.split(",") if a.strip()]
+    # X-Forwarded-For / -Proto are believed only from these peers (a load balancer): the client's
+    # own address then counts for login locks, the audit log and metrics_allow; from anyone else
+    # the headers are ignored, so nobody can pick the address they are counted under
     run: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level,
-                               access_log=args.access_log, proxy_headers=False, **ssl)
+                               access_log=args.access_log, proxy_headers=bool(proxies), **ssl)
+    if proxies:
+        run["forwarded_allow_ips"] = proxies
     if args.workers > 1:
         return _serve_workers(args, config, run)
     app = create_app(config)
@@ -308,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve HTTPS with a self-signed pair made once in the data dir")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--trusted-proxy", action="append",
+                       default=[os.environ["IDCS_TRUSTED_PROXIES"]] if os.environ.get("IDCS_TRUSTED_PROXIES") else [],
+                       help="address (or CIDR) of a load balancer whose X-Forwarded-For is believed; repeatable "
+                            "or comma-separated (default: $IDCS_TRUSTED_PROXIES, else none)")
     serve.add_argument("--no-worker", action="store_true",
                        help="on PostgreSQL: run no queued tasks here (leave them to `idcs worker` processes)")
     serve.add_argument("--concurrency", type=int, help="tasks this server's worker runs at once (default 4)")

@@ -29,7 +29,7 @@ from idcs_core.default_plugins import register_defaults, unregister_defaults
 from idcs_core.engines import EngineFacade
 from idcs_core.plugins import Engine, PluginRegistry, load_plugins
 from idcs_core.proxy.manager import ProxyManager
-from idcs_core.queue import choose_runner
+from idcs_core.queue import choose_runner, queue_available
 from idcs_core.security import Keys
 from idcs_core.services import audit, host_options
 from idcs_core.services.auth import AuthService, Principal
@@ -150,18 +150,21 @@ class CoreContext:
     async def _join_cluster(self) -> None:
         """On the queue (PostgreSQL): connect, start this process's worker (unless ``run_worker`` is off)
         and the leader's sweep of dead workers' jobs. Every serving process: its row in the nodes registry."""
-        from idcs_core.queue.runner import QueueTaskRunner
-
         worker_id = None
         role = self.config.role
-        if isinstance(self.tasks, QueueTaskRunner):
-            await self.tasks.open()
+        queue = None
+        if queue_available():  # procrastinate (the ``cluster`` extra) is never imported without it
+            from idcs_core.queue.runner import QueueTaskRunner
+
+            queue = self.tasks if isinstance(self.tasks, QueueTaskRunner) else None
+        if queue is not None:
+            await queue.open()
             if self.config.run_worker:
-                worker_id = await self.tasks.start_worker(self.config.worker_concurrency, self.config.node_name)
+                worker_id = await queue.start_worker(self.config.worker_concurrency, self.config.node_name)
                 role = role if role == "worker" else f"{role}+worker"
-            self.spawn(self._sweep_as_leader(self.tasks))
+            self.spawn(self._sweep_as_leader(queue))
         self.node = NodeRegistry(self, role, self.config.node_name)
-        await self.node.start(worker_id, queue=isinstance(self.tasks, QueueTaskRunner))
+        await self.node.start(worker_id, queue=queue is not None)
 
     async def _sweep_as_leader(self, runner: Any) -> None:
         from idcs_core.queue.runner import SWEEP_SECONDS
