@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +12,25 @@ from idcs_core.db.models import VM, Host, Task
 from idcs_core.engines import VMTarget
 from idcs_core.services.auth import Principal
 from idcs_core.services.limits import BILLING_LIMITS
+
+
+class _OfVM(Protocol):
+    @property
+    def vm_id(self) -> int: ...
+
+
+R = TypeVar("R", bound=_OfVM)
+
+
+async def task_record(s: AsyncSession, model: type[R], record_id: int) -> tuple[R, VM] | None:
+    """The record a task works on (an address, a proxy rule...) and its VM, or None when the record
+    is gone (its row goes with its VM's, so a record has a VM)."""
+    row = await s.get(model, record_id)
+    if row is None:
+        return None
+    vm = await s.get(VM, row.vm_id)
+    assert vm is not None  # foreign key with ON DELETE CASCADE
+    return row, vm
 
 
 async def get_host(s: AsyncSession, hs_name: str) -> Host:

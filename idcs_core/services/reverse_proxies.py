@@ -30,7 +30,7 @@ from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
 from idcs_core.services import limits
 from idcs_core.services.late_hooks import settle_late
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_vm, task_record
 from idcs_core.services.network import _next_idx, _per_vm_limit
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import ProxyRule, VMInfo
@@ -123,14 +123,9 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
 
 
 async def _target(core: CoreContext, task: Task) -> tuple[ProxyRow, VM] | None:
-    """The task's rule and its VM, or None when the rule's record is gone."""
+    """The task's rule and its VM, or None when the record is gone."""
     async with core.db.session() as s:
-        row = await s.get(ProxyRow, task.params["proxy_id"])
-        if row is None:
-            return None
-        vm = await s.get(VM, row.vm_id)
-        assert vm is not None  # a rule's row goes with its VM's
-        return row, vm
+        return await task_record(s, ProxyRow, task.params["proxy_id"])
 
 
 async def _drop(core: CoreContext, row_id: int) -> None:

@@ -26,7 +26,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, IPAddr, Task
 from idcs_core.services import quotas
 from idcs_core.services.late_hooks import settle_late
-from idcs_core.services.lookup import get_vm
+from idcs_core.services.lookup import get_vm, task_record
 from idcs_core.services.network import _next_idx
 from idcs_core.tasks import task_handler, task_recovery
 from idcs_core.types import IPAddress
@@ -104,12 +104,7 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
 async def _target(core: CoreContext, task: Task) -> tuple[IPAddr, VM] | None:
     """The task's address record and its VM, or None when the record is gone."""
     async with core.db.session() as s:
-        row = await s.get(IPAddr, task.params["ip_id"])
-        if row is None:
-            return None
-        vm = await s.get(VM, row.vm_id)
-        assert vm is not None  # an address's row goes with its VM's
-        return row, vm
+        return await task_record(s, IPAddr, task.params["ip_id"])
 
 
 async def _drop(core: CoreContext, row_id: int, owner_id: int | None) -> None:
