@@ -280,3 +280,29 @@ def test_the_password_is_never_stored_or_logged(tmp_path: Path, lab: TestLabEngi
         for where, text in (("the database file", stored.decode("latin-1")), ("tasks and audit rows", rows),
                             ("the logs", logged), ("API answers", answers)):
             assert password not in text, f"the password was found in {where}"
+
+
+def test_late_nat_hooks_leave_host_and_records_agreeing(short: ApiClient, lab: TestLabEngine) -> None:
+    """NAT add and delete are tasks too: an add the host makes after its task failed is taken off
+    again, a removal that ends late is forgotten in the records then (nothing untracked either way)."""
+    create_vm(short, "late", "lt2")
+    lab_vm = _lab_vm(lab, short, "lt2")
+    calls = lab.hosts[short.get("/api/server/detail/late")["server_addr"]].calls
+    delay = 2.5  # the hooks finish 2.5 s in; their tasks give up at 1 s
+
+    lab.faults.delay["nat_add"] = delay
+    status, body = short.call("POST", "/api/client/natadd/late/lt2", {"host_port": 30022, "vm_port": 22})
+    assert (status, body["code"]) == (503, 1003), body
+    assert short.get("/api/client/natget/late/lt2") == []  # the reservation was given back at once
+    until(lambda: "nat_remove" in calls, "the forward added after its task failed was never taken off")
+    assert calls.index("nat_add") < calls.index("nat_remove") and lab_vm.nat == set(), calls
+    del lab.faults.delay["nat_add"]
+
+    rule = short.post("/api/client/natadd/late/lt2", {"host_port": 30023, "vm_port": 22})
+    assert lab_vm.nat == {(30023, "tcp")}
+    lab.faults.delay["nat_remove"] = delay
+    status, body = short.call("DELETE", f"/api/client/natdel/late/lt2/{rule['rule_index']}")
+    assert (status, body["code"]) == (503, 1003), body
+    until(lambda: lab_vm.nat == set(), "the late removal never reached the host")
+    until(lambda: short.get("/api/client/natget/late/lt2") == [], "the rule removed late is still recorded")
+    del lab.faults.delay["nat_remove"]

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from idcs_core import errors
 from idcs_core.db.models import VM, Host, NatRuleRow, Task
 from idcs_core.services import limits, quotas
+from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_host, get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import NatRule, VMStatus
@@ -188,8 +189,10 @@ async def _run_nat_add(core: CoreContext, task: Task, progress: TaskProgress) ->
     noted = NotedProgress(progress)
     try:
         applied: NatRule | None = await core.engines.nat_add(vm, rule, noted)
-    except errors.IDCSError:
+    except errors.IDCSError as exc:
         await _drop_nat_row(core, row.id, vm.owner_id)
+        settle_late(core, exc, f"NAT rule {_rule_text(row)} added to {host.server_name}/{vm.vm_uuid}",
+                    lambda _late: _remove_late_forward(core, vm, rule))
         raise
     async with core.db.session() as s:
         row = await s.get(NatRuleRow, row.id)
@@ -308,9 +311,27 @@ async def _run_nat_delete(core: CoreContext, task: Task, progress: TaskProgress)
         assert vm is not None
         rule, text = nat_rule(row), _rule_text(row)
     noted = NotedProgress(progress)
-    await core.engines.nat_remove(vm, rule, noted)
+    try:
+        await core.engines.nat_remove(vm, rule, noted)
+    except errors.IDCSError as exc:  # a removal that ends late has done what was asked: forget the rule then
+        row_id, owner = row.id, vm.owner_id
+        settle_late(core, exc, f"NAT rule {text} removed from {vm.host.server_name}/{vm.vm_uuid}",
+                    lambda _late: _drop_nat_row(core, row_id, owner))
+        raise
     await _drop_nat_row(core, row.id, vm.owner_id)
     return {"message": noted.final(f"{text} removed")}
+
+
+async def _remove_late_forward(core: CoreContext, vm: VM, rule: NatRule) -> None:
+    """A forward the engine made after its add had failed (and its reservation was given back) is
+    taken off the host, unless the port has been recorded again since (for this VM or another):
+    then the forward belongs to that newer rule."""
+    async with core.db.session() as s:
+        again = (await s.execute(select(NatRuleRow.id).where(
+            NatRuleRow.host_id == vm.host_id, NatRuleRow.host_port == rule.host_port,
+            NatRuleRow.protocol == rule.protocol))).first()
+    if again is None:
+        await core.engines.nat_remove(vm, rule, lambda _p, _m="": None)
 
 
 # Recovery rule of an interrupted NAT removal: the user asked for the rule to go, so the removal is
