@@ -306,3 +306,38 @@ def test_late_nat_hooks_leave_host_and_records_agreeing(short: ApiClient, lab: T
     until(lambda: lab_vm.nat == set(), "the late removal never reached the host")
     until(lambda: short.get("/api/client/natget/late/lt2") == [], "the rule removed late is still recorded")
     del lab.faults.delay["nat_remove"]
+
+
+def test_late_disk_hooks_leave_host_and_records_agreeing(short: ApiClient, lab: TestLabEngine) -> None:
+    """Disk attach, detach and delete that end after their tasks failed: a new disk made late is
+    deleted again (its record and quota were given back), a late detach and a late deletion are
+    recorded once they end."""
+    create_vm(short, "late", "lt3")
+    lab_vm = _lab_vm(lab, short, "lt3")
+    delay = 2.5
+
+    def recorded_disks() -> dict[str, bool]:
+        return {d["hdd_name"]: d["mounted"] for d in short.get("/api/client/detail/late/lt3")["disks"]}
+
+    lab.faults.delay["disk_attach"] = delay
+    status, body = short.call("POST", "/api/client/hdd/mount/late/lt3", {"hdd_name": "d1", "hdd_size": 1})
+    assert (status, body["code"]) == (503, 1003), body
+    assert recorded_disks() == {}
+    until(lambda: "d1" in lab_vm.disks, "the late attach never reached the host")
+    until(lambda: lab_vm.disks == {}, "the disk made after its task failed was never deleted")
+    del lab.faults.delay["disk_attach"]
+
+    short.post("/api/client/hdd/mount/late/lt3", {"hdd_name": "d2", "hdd_size": 1})
+    lab.faults.delay["disk_detach"] = delay
+    status, body = short.call("POST", "/api/client/hdd/unmount/late/lt3", {"hdd_name": "d2"})
+    assert (status, body["code"]) == (503, 1003), body
+    until(lambda: recorded_disks() == {"d2": False}, "the late detach was not recorded")
+    assert lab_vm.disks == {"d2": False}
+    del lab.faults.delay["disk_detach"]
+
+    lab.faults.delay["disk_delete"] = delay
+    status, body = short.call("DELETE", "/api/client/hdd/delete/late/lt3", json={"hdd_name": "d2"})
+    assert (status, body["code"]) == (503, 1003), body
+    until(lambda: recorded_disks() == {}, "the late deletion was not recorded")
+    assert lab_vm.disks == {}
+    del lab.faults.delay["disk_delete"]

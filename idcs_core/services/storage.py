@@ -16,6 +16,7 @@ from idcs_core import errors
 from idcs_core.db.models import VM, Disk, Task
 from idcs_core.services import limits, quotas
 from idcs_core.services.audit import recorded
+from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_vm
 from idcs_core.tasks import NotedProgress, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
@@ -116,13 +117,28 @@ async def _run_disk_add(core: CoreContext, task: Task, progress: TaskProgress) -
         raise errors.NotFound("the disk was removed before it was attached")
     disk, vm = target
     noted = NotedProgress(progress)
+    created = bool(task.params.get("created"))
     try:
         await core.engines.disk_attach(vm, DiskSpec(disk.name, disk.size_gb), noted)
-    except errors.IDCSError:
-        if task.params.get("created"):
+    except errors.IDCSError as exc:
+        if created:
             await _forget_disk(core, disk.id, vm.owner_id)
+        settle_late(core, exc, f"disk {disk.name} attached to {vm.host.server_name}/{vm.vm_uuid}",
+                    lambda _late: _settle_late_attach(core, vm, disk.id, disk.name, created))
         raise
     return await _set_mounted(core, disk.id, True) | {"message": noted.final(f"disk {disk.name} attached")}
+
+
+async def _settle_late_attach(core: CoreContext, vm: VM, disk_id: int, name: str, created: bool) -> None:
+    """An attach that ended after its task had failed: a disk the task created (its record and quota
+    already given back) is deleted from the host, unless a disk of that name was recorded again
+    since; a re-attached disk whose record is still there is recorded as mounted, as it is."""
+    async with core.db.session() as s:
+        again = (await s.execute(select(Disk.id).where(Disk.vm_id == vm.id, Disk.name == name))).first()
+    if created and again is None:
+        await core.engines.disk_delete(vm, name, lambda _p, _m="": None)
+    elif not created and again is not None:
+        await _set_mounted(core, disk_id, True)
 
 
 # Recovery rule of an interrupted attach: the user asked for the disk, and attaching is idempotent,
@@ -193,7 +209,13 @@ async def _run_disk_remove(core: CoreContext, task: Task, progress: TaskProgress
         raise errors.NotFound("the disk was removed before it was detached")
     disk, vm = target
     noted = NotedProgress(progress)
-    await core.engines.disk_detach(vm, disk.name, noted)
+    try:
+        await core.engines.disk_detach(vm, disk.name, noted)
+    except errors.IDCSError as exc:  # a detach that ends late has done what was asked: record it then
+        disk_id = disk.id
+        settle_late(core, exc, f"disk {disk.name} detached from {vm.host.server_name}/{vm.vm_uuid}",
+                    lambda _late: _set_mounted(core, disk_id, False))
+        raise
     return await _set_mounted(core, disk.id, False) | {"message": noted.final(f"disk {disk.name} detached")}
 
 
@@ -224,7 +246,13 @@ async def _run_disk_delete(core: CoreContext, task: Task, progress: TaskProgress
         return {"message": "the disk was already gone"}
     disk, vm = target
     noted = NotedProgress(progress)
-    await core.engines.disk_delete(vm, disk.name, noted)
+    try:
+        await core.engines.disk_delete(vm, disk.name, noted)
+    except errors.IDCSError as exc:  # a deletion that ends late has destroyed the disk: forget it then
+        disk_id, owner = disk.id, vm.owner_id
+        settle_late(core, exc, f"disk {disk.name} deleted from {vm.host.server_name}/{vm.vm_uuid}",
+                    lambda _late: _forget_disk(core, disk_id, owner))
+        raise
     await _forget_disk(core, disk.id, vm.owner_id)
     return {"message": noted.final(f"disk {disk.name} deleted")}
 
