@@ -7,7 +7,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idcs_core import errors
+from idcs_core import aliases, errors
 from idcs_core.db.models import VM, Host, Task
 from idcs_core.engines import VMTarget
 from idcs_core.services.auth import Principal
@@ -86,7 +86,7 @@ def vm_dict(vm: VM, live: dict[str, Any] | None = None) -> dict[str, Any]:
         "os_name": vm.os_name,
         "cpu_num": vm.cpu_num,
         "ram_num": vm.ram_num,
-        "mem_num": vm.ram_num,
+        aliases.VM["ram_num"]: vm.ram_num,
         "hdd_num": vm.hdd_num,
         "status": vm.status,
         "traffic_bytes": vm.traffic_bytes or 0,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from idcs_core import errors
+from idcs_core import aliases, errors
+from idcs_core.aliases import aliased
 from idcs_core.db.models import VM, Host, NatRuleRow, Task
 from idcs_core.services import limits, quotas
 from idcs_core.services.late_hooks import settle_late
@@ -49,11 +50,9 @@ def _per_vm_limit(vm: VM, key: str) -> int | None:
 
 
 def nat_dict(rule: NatRuleRow, host: Host) -> dict[str, Any]:
-    return {"rule_index": rule.idx, "host_port": rule.host_port, "vm_port": rule.vm_port,
-            "protocol": rule.protocol, "lan_addr": rule.lan_addr, "tips": rule.tips,
-            # billing dialect names
-            "wan_port": rule.host_port, "lan_port": rule.vm_port, "nat_tips": rule.tips,
-            "public_addr": str((host.options or {}).get("public_addr") or "").split(",")[0]}
+    return aliased({"rule_index": rule.idx, "host_port": rule.host_port, "vm_port": rule.vm_port,
+                    "protocol": rule.protocol, "lan_addr": rule.lan_addr, "tips": rule.tips,
+                    "public_addr": str((host.options or {}).get("public_addr") or "").split(",")[0]}, aliases.NAT)
 
 
 # Host ports a normal user may forward when the host sets no ports_start..ports_close:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from idcs_core import errors
+from idcs_core import aliases, errors
+from idcs_core.aliases import aliased
 from idcs_core.db.models import VM, NatRuleRow, ProxyRow, Task
 from idcs_core.proxy import upstream
 from idcs_core.proxy.config import CaddyRoute
@@ -44,9 +45,8 @@ log = logging.getLogger("idcs.network")
 
 
 def proxy_dict(row: ProxyRow) -> dict[str, Any]:
-    return {"proxy_index": row.idx, "domain": row.domain, "web_addr": row.domain, "lan_port": row.lan_port,
-            "lan_addr": row.lan_addr, "wan_addr": row.wan_addr, "is_https": row.is_https, "tips": row.tips,
-            "web_tips": row.tips}
+    return aliased({"proxy_index": row.idx, "domain": row.domain, "lan_port": row.lan_port, "lan_addr": row.lan_addr,
+                    "wan_addr": row.wan_addr, "is_https": row.is_https, "tips": row.tips}, aliases.PROXY)
 
 
 async def list_proxies(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: str) -> list[dict[str, Any]]:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from idcs_core import errors
+from idcs_core import aliases, errors
+from idcs_core.aliases import aliased
 from idcs_core.db.models import VM, IPAddr, Task
 from idcs_core.services import quotas
 from idcs_core.services.late_hooks import settle_late
@@ -42,10 +43,10 @@ REQUEST_KEYS = ("nic_type", "ip4_addr", "ip6_addr", "mac_addr", "tips")  # what 
 
 def ip_dict(row: IPAddr) -> dict[str, Any]:
     is_public = row.nic_type == "pub"
-    return {"ip_index": row.idx, "address": row.address, "ip4_addr": row.address, "ip6_addr": row.ip6_addr,
-            "nic_type": row.nic_type, "mac_addr": row.mac_addr, "tips": row.tips, "nic_tips": row.tips,
-            "managed": True, "public_ipv4": row.address if is_public else "",
-            "public_ipv6": row.ip6_addr if is_public else ""}
+    return aliased({"ip_index": row.idx, "address": row.address, "ip6_addr": row.ip6_addr, "nic_type": row.nic_type,
+                    "mac_addr": row.mac_addr, "tips": row.tips, "managed": True,
+                    "public_ipv4": row.address if is_public else "",
+                    "public_ipv6": row.ip6_addr if is_public else ""}, aliases.IP)
 
 
 def _address(row: IPAddr) -> IPAddress:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from idcs_core.api.presenters.aliases import BACKUP, aliased
+from idcs_core.aliases import BACKUP, aliased
 from idcs_core.services.backups import BackupRecord, BackupStarted
 
 
