@@ -101,7 +101,7 @@ async def test_nodes_starting_together_make_one_administrator(tmp_path: Path) ->
             config.create_admin = False
             cores.append(await CoreContext.start(config, PluginRegistry(), serve=False))
         await asyncio.gather(*[users.ensure_first_admin(core) for core in cores])
-        assert [u["username"] for u in await users.list_users(cores[0])] == ["admin"]
+        assert [u.username for u in await users.list_users(cores[0])] == ["admin"]
     finally:
         for core in cores:
             await core.stop()
