@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -31,16 +32,28 @@ CLUSTER_SCHEMA: dict[str, Any] = {"type": "object", "description": "nodes and ta
 
 
 # What each core answered last, and when (monotonic): ``/api/system/stats`` is a cheap read asked
-# many times a second, and nodes' heartbeats move every few seconds, so it may answer from a second ago.
+# many times a second, and nodes' heartbeats move every few seconds, so it may answer from a second
+# ago. Once that is older than ``max_age``, ONE read refreshes it in the background while the callers
+# keep the last answer (64 requests at once must not each queue for the database).
 _LAST: weakref.WeakKeyDictionary[CoreContext, tuple[float, dict[str, Any]]] = weakref.WeakKeyDictionary()
+_REFRESHING: weakref.WeakKeyDictionary[CoreContext, asyncio.Task[dict[str, Any]]] = weakref.WeakKeyDictionary()
 STATS_MAX_AGE = 1.0  # seconds
 
 
 async def cluster_status(core: CoreContext, max_age: float = 0.0) -> dict[str, Any]:
-    """The nodes and the task queue, read now, or as read at most ``max_age`` seconds ago."""
+    """The nodes and the task queue, read now, or as read at most about ``max_age`` seconds ago."""
     last = _LAST.get(core)
     if last is not None and time.monotonic() - last[0] < max_age:
         return last[1]
+    refresh = _REFRESHING.get(core)
+    if refresh is None or refresh.done():
+        refresh = _REFRESHING[core] = asyncio.ensure_future(_refresh(core))
+    if last is not None and max_age > 0:
+        return last[1]  # the refresh lands for the next caller
+    return await asyncio.shield(refresh)
+
+
+async def _refresh(core: CoreContext) -> dict[str, Any]:
     status = await _read_status(core)
     _LAST[core] = (time.monotonic(), status)
     return status
