@@ -323,8 +323,10 @@ def test_late_disk_hooks_leave_host_and_records_agreeing(short: ApiClient, lab: 
     status, body = short.call("POST", "/api/client/hdd/mount/late/lt3", {"hdd_name": "d1", "hdd_size": 1})
     assert (status, body["code"]) == (503, 1003), body
     assert recorded_disks() == {}
-    until(lambda: "d1" in lab_vm.disks, "the late attach never reached the host")
-    until(lambda: lab_vm.disks == {}, "the disk made after its task failed was never deleted")
+    calls = lab.hosts[short.get("/api/server/detail/late")["server_addr"]].calls
+    assert "disk_attach" not in calls  # not yet: the hook goes on after its task failed
+    until(lambda: "disk_delete" in calls, "the disk made after its task failed was never deleted")
+    assert calls.index("disk_attach") < calls.index("disk_delete") and lab_vm.disks == {}, calls
     del lab.faults.delay["disk_attach"]
 
     short.post("/api/client/hdd/mount/late/lt3", {"hdd_name": "d2", "hdd_size": 1})

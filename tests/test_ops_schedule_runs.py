@@ -79,3 +79,35 @@ def test_due_slot_runs_once_and_failures_show(server: LiveServer, lab: TestLabEn
     admin.run_task("DELETE", "/api/client/delete/schlab/s1")
     admin.delete("/api/server/delete/schlab")
     admin.close()
+
+
+def test_a_slot_that_finds_the_vm_busy_is_skipped_not_failed(server: LiveServer, lab: TestLabEngine) -> None:
+    """Backups slower than the schedule's period: the slot that comes while the previous backup
+    still runs is skipped and said on the schedule; no run fails and no two back up at once."""
+    admin = server.admin()
+    admin.post("/api/server/create", {"server_name": "schbusy", "server_type": "TestLab",
+                                      "server_addr": "lab://schbusy", "server_user": "root", "server_pass": PASSWORD})
+    admin.run_task("POST", "/api/client/create/schbusy", {"vm_uuid": "s2", "os_name": "busybox", "cpu_num": 1,
+                                                          "ram_num": 64, "hdd_num": 1})
+    sch = admin.post("/api/client/backup/schedule/schbusy/s2", {"cron": "@daily", "retention": 3})
+    lab.faults.delay["backup_create"] = 2.0
+
+    async def two_slots_half_a_second_apart(core: Any) -> str:
+        for _ in range(2):
+            async with core.db.session() as s:
+                await s.execute(update(BackupSchedule).where(BackupSchedule.id == sch["id"])
+                                .values(next_run_at=utcnow() - timedelta(seconds=1)))
+            await core.ops.scheduler.run_due()
+            await asyncio.sleep(0.5)
+        async with core.db.session() as s:  # what the second slot said (the first run's end resets it)
+            return str((await s.get(BackupSchedule, sch["id"])).last_error)
+
+    try:
+        assert in_server(server, two_slots_half_a_second_apart) == "busy, not backed up: s2"
+        tasks = settle(admin, "s2")
+        assert [t["state"] for t in tasks] == ["success"], tasks
+    finally:
+        lab.faults.delay.pop("backup_create", None)
+    admin.run_task("DELETE", "/api/client/delete/schbusy/s2")
+    admin.delete("/api/server/delete/schbusy")
+    admin.close()

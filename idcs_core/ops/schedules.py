@@ -209,8 +209,9 @@ class BackupScheduler:
             for vm in vms:
                 if vm.host is None:
                     continue
-                if sch.host_id is not None and (vm.status in ("creating", "deleting")
-                                                or self.core.tasks.busy(vm.host.server_name, vm.vm_uuid)):
+                # a VM still busy (e.g. with the previous slot's backup, when backups take longer
+                # than the schedule's period) skips this slot, recorded, instead of failing it
+                if vm.status in ("creating", "deleting") or self.core.tasks.busy(vm.host.server_name, vm.vm_uuid):
                     skipped.append(vm.vm_uuid)
                     continue
                 tasks.append(self.core.tasks.add(s, "backup_scheduled", host_name=vm.host.server_name,
