@@ -33,8 +33,8 @@ CLUSTER_SCHEMA: dict[str, Any] = {"type": "object", "description": "nodes and ta
 
 # What each core answered last, and when (monotonic): ``/api/system/stats`` is a cheap read asked
 # many times a second, and nodes' heartbeats move every few seconds, so it may answer from a second
-# ago. Once that is older than ``max_age``, ONE read refreshes it in the background while the callers
-# keep the last answer (64 requests at once must not each queue for the database).
+# ago. Once that is older than ``max_age``, ONE read refreshes it and every caller that comes
+# meanwhile waits for that read (64 requests at once must not each queue for the database).
 _LAST: weakref.WeakKeyDictionary[CoreContext, tuple[float, dict[str, Any]]] = weakref.WeakKeyDictionary()
 _REFRESHING: weakref.WeakKeyDictionary[CoreContext, asyncio.Task[dict[str, Any]]] = weakref.WeakKeyDictionary()
 STATS_MAX_AGE = 1.0  # seconds
@@ -48,8 +48,6 @@ async def cluster_status(core: CoreContext, max_age: float = 0.0) -> dict[str, A
     refresh = _REFRESHING.get(core)
     if refresh is None or refresh.done():
         refresh = _REFRESHING[core] = asyncio.ensure_future(_refresh(core))
-    if last is not None and max_age > 0:
-        return last[1]  # the refresh lands for the next caller
     return await asyncio.shield(refresh)
 
 
