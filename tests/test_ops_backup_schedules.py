@@ -14,7 +14,7 @@ import pytest
 
 from idcs_core.testing.server import ApiClient, LiveServer
 
-EVERY_2S = "*/2 * * * * *"
+EVERY_2S = "* * * * * */2"  # six fields: seconds are the LAST one (croniter)
 
 
 @pytest.fixture(scope="module")
