@@ -38,6 +38,7 @@ class Chaos(threading.Thread):
         self.world, self.load = world, load
         self.node_back, self.worker_back = threading.Event(), threading.Event()
         self.kill_sent_at = self.kill_done_at = self.node_back_at = 0.0
+        self.worker_kill_sent_at = self.worker_kill_done_at = 0.0
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -54,7 +55,9 @@ class Chaos(threading.Thread):
             self.node_back.set()
             if cluster.worker_procs:
                 self.load.wait_started(n * 60 // 100)
+                self.worker_kill_sent_at = time.monotonic()
                 cluster.kill_worker()
+                self.worker_kill_done_at = time.monotonic()
                 # creates are accepted meanwhile (queued); NAT requests wait for the worker
                 self.load.wait_started(n * 80 // 100, or_all_waiting_on_worker=True)
                 cluster.start_worker()
@@ -115,9 +118,16 @@ def test_killing_a_node_and_the_worker_under_load_loses_nothing(world: World) ->
     by_id = {e.request_id: e for e in cluster.haproxy.log_entries()}
     no_answer = [a for a in answers if a.error]
     assert not no_answer, f"requests without an HTTP answer: {no_answer}"
-    node_5xx = [a for a in answers if a.status >= 500 and a.body is not None]
+    # A NAT request waits for its job; a job the killed worker was running is settled by the next
+    # worker with the kind's recovery rule, which undoes an add ("the server stopped while NAT rule
+    # ... was being added": 1005, nothing left behind, checked below). That answer is the killed
+    # worker's in-flight work, in the envelope; any other 5xx from a node is not.
+    interrupted = [a for a in answers if a.op == NAT_ADD and a.code == 1005 and a.body is not None
+                   and "the server stopped" in str(a.body.get("msg"))
+                   and a.started <= chaos.worker_kill_done_at and a.ended >= chaos.worker_kill_sent_at]
+    node_5xx = [a for a in answers if a.status >= 500 and a.body is not None and a not in interrupted]
     assert not node_5xx, f"a node answered 5xx: {node_5xx}\n{cluster.logs()}"
-    lost = [a for a in answers if a.status >= 500]
+    lost = [a for a in answers if a.status >= 500 and a not in interrupted]
     killed_name = cluster.node_name(KILLED)
     for a in lost:
         entry = by_id.get(a.request_id)
@@ -128,7 +138,7 @@ def test_killing_a_node_and_the_worker_under_load_loses_nothing(world: World) ->
     print(f"\n{n} requests: {Counter(a.op for a in answers)}; answers {Counter(a.status for a in answers)}; "
           f"{len(lost)} lost on {killed_name} ({Counter(a.op for a in lost)})")
     # every other answer is the contract's: accepted, or a clear refusal (4xx) of a request
-    refused = [a for a in answers if a not in lost and not a.accepted]
+    refused = [a for a in answers if a not in lost and a not in interrupted and not a.accepted]
     assert all(400 <= a.status < 500 for a in refused), refused
 
     tasks = _settle(admin, hs)
