@@ -137,6 +137,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def answer_of(result: dict[str, Any]) -> dict[str, Any]:
+    """What a route that waited for its task answers: the task's result without the task's own
+    ``message`` (which is for the task list and the audit log)."""
+    return {k: v for k, v in result.items() if k != "message"}
+
+
 def task_dict(task: Task) -> dict[str, Any]:
     return {"id": task.id, "kind": task.kind, "host_name": task.host_name, "vm_uuid": task.vm_uuid,
             "state": task.state, "progress": task.progress, "message": task.message,

@@ -22,7 +22,7 @@ from idcs_core.db.models import VM, Host, NatRuleRow, Task
 from idcs_core.services import limits, quotas
 from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_host, get_vm
-from idcs_core.tasks import NotedProgress, task_handler, task_recovery
+from idcs_core.tasks import NotedProgress, answer_of, task_handler, task_recovery
 from idcs_core.types import NatRule, VMStatus
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ async def add_nat(core: CoreContext, principal: Principal, hs_name: str, vm_uuid
             continue
         try:
             applied = await core.tasks.run(task_id)
-            return {k: v for k, v in applied.items() if k != "message"}
+            return answer_of(applied)
         except errors.Conflict as exc:
             if wanted:
                 raise

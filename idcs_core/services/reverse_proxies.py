@@ -33,7 +33,7 @@ from idcs_core.services import limits
 from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_vm, task_record
 from idcs_core.services.network import _next_idx, _per_vm_limit
-from idcs_core.tasks import task_handler, task_recovery
+from idcs_core.tasks import answer_of, task_handler, task_recovery
 from idcs_core.types import ProxyRule, VMInfo
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ async def add_proxy(core: CoreContext, principal: Principal, hs_name: str, vm_uu
         task = core.tasks.add(s, "proxy_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
                               params={"proxy_id": row.id, "native": native})
     result = await core.tasks.run(task.id)
-    return {k: v for k, v in result.items() if k != "message"}
+    return answer_of(result)
 
 
 async def _target(core: CoreContext, task: Task) -> tuple[ProxyRow, VM] | None:

@@ -18,7 +18,7 @@ from idcs_core.services import limits, quotas
 from idcs_core.services.audit import recorded
 from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_vm
-from idcs_core.tasks import NotedProgress, task_handler, task_recovery
+from idcs_core.tasks import NotedProgress, answer_of, task_handler, task_recovery
 from idcs_core.types import DiskSpec, VMStatus
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _check_idle(vm: VM) -> None:
 
 
 def _answer(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k != "message"}
+    return answer_of(result)
 
 
 async def _disk_target(core: CoreContext, task: Task) -> tuple[Disk, VM] | None:

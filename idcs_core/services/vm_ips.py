@@ -29,7 +29,7 @@ from idcs_core.services import quotas
 from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_vm, task_record
 from idcs_core.services.network import _next_idx
-from idcs_core.tasks import task_handler, task_recovery
+from idcs_core.tasks import answer_of, task_handler, task_recovery
 from idcs_core.types import IPAddress
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ async def add_ip(core: CoreContext, principal: Principal, hs_name: str, vm_uuid:
         task = core.tasks.add(s, "ip_add", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
                               params={"ip_id": row.id, "request": request})
     result = await core.tasks.run(task.id)
-    return {k: v for k, v in result.items() if k != "message"}
+    return answer_of(result)
 
 
 async def _target(core: CoreContext, task: Task) -> tuple[IPAddr, VM] | None:

@@ -20,7 +20,7 @@ from idcs_core.ops import traffic
 from idcs_core.services.late_hooks import settle_late
 from idcs_core.services.lookup import get_vm, task_vm
 from idcs_core.services.vms import KEEP_CODES, apply_live, ensure_idle
-from idcs_core.tasks import defer_event, task_handler, task_recovery
+from idcs_core.tasks import answer_of, defer_event, task_handler, task_recovery
 from idcs_core.types import PowerAction, VMInfo, VMStatus
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ async def power(core: CoreContext, principal: Principal, hs_name: str, vm_uuid: 
         task = core.tasks.add(s, "vm_power", host_name=hs_name, vm_uuid=vm_uuid, user_id=principal.user_id,
                               params={"vm_id": vm.id, "action": action.value, "word": word})
     result = await core.tasks.run(task.id)
-    return {k: v for k, v in result.items() if k != "message"}
+    return answer_of(result)
 
 
 @task_handler("vm_power")
